@@ -1,0 +1,268 @@
+//! The hot path: `Authorizer::check` answers "may this token do this, from here, now?".
+//!
+//! API status (cached) → token missing/malformed (no lookup at all) → credential from the cache,
+//! or one coalesced store load → the pure `domain::decision::evaluate` → rate limits. A cache hit
+//! makes no database round trip and holds no lock across an await. Store failures become
+//! `STORE_UNAVAILABLE`, never `TOKEN_UNKNOWN`: an outage must not look like a bad token.
+
+pub mod cache;
+pub mod rate_limit;
+
+use std::borrow::Cow;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
+use crate::domain::fields::{ApiScope, Tenant, TokenId};
+use crate::domain::model::AuditEvent;
+use crate::domain::token::{self, SecretHash, TokenPrefix};
+use crate::store::invalidation::{Invalidation, InvalidationSink};
+use crate::store::{Store, StoreError};
+
+pub use cache::CacheSettings;
+use cache::{CredentialCache, Entry};
+use rate_limit::RateLimits;
+
+/// The state of the rate limit that applied to a Check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_seconds: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub outcome: Result<(), DenyReason>,
+    /// Safe to show to the end client.
+    pub message: Cow<'static, str>,
+    /// The identified token, shared with the cache (no copy per Check).
+    pub credential: Option<Arc<Credential>>,
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+impl Decision {
+    fn deny(reason: DenyReason) -> Self {
+        Self {
+            outcome: Err(reason),
+            message: Cow::Borrowed(reason.message()),
+            credential: None,
+            rate_limit: None,
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self.outcome {
+            Ok(()) => 200,
+            Err(reason) => reason.http_status(),
+        }
+    }
+
+    /// The effective permissions, when allowed.
+    pub fn permissions(&self) -> &[String] {
+        match (&self.outcome, &self.credential) {
+            (Ok(()), Some(credential)) => &credential.effective_permissions,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthzSettings {
+    pub prefix: TokenPrefix,
+    pub cache: CacheSettings,
+    /// Longest a Check waits for the store on a cache miss before answering STORE_UNAVAILABLE.
+    pub store_timeout: Duration,
+    /// The limit of tokens whose `rate_limit_per_minute` is 0.
+    pub default_rate_limit_per_minute: NonZeroU32,
+}
+
+/// Counters the tests and benchmarks read directly (metrics export them too).
+#[derive(Debug, Default)]
+pub struct AuthzStats {
+    pub store_lookups: AtomicU64,
+    pub retired_secret_uses: AtomicU64,
+}
+
+/// A retired secret is reported to the audit log at most once per token in this window, so a
+/// client hammering with an old secret cannot flood the database.
+const LEAK_REPORT_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Authorizer {
+    store: Arc<dyn Store>,
+    prefix: TokenPrefix,
+    cache: CredentialCache,
+    rate_limits: RateLimits,
+    store_timeout: Duration,
+    stats: AuthzStats,
+    leak_reports: moka::sync::Cache<TokenId, ()>,
+}
+
+impl Authorizer {
+    pub fn new(store: Arc<dyn Store>, settings: AuthzSettings) -> Self {
+        Self {
+            store,
+            prefix: settings.prefix,
+            cache: CredentialCache::new(&settings.cache),
+            rate_limits: RateLimits::new(settings.default_rate_limit_per_minute),
+            store_timeout: settings.store_timeout,
+            stats: AuthzStats::default(),
+            leak_reports: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LEAK_REPORT_WINDOW)
+                .build(),
+        }
+    }
+
+    pub async fn check(&self, presented: &str, input: &CheckInput) -> Decision {
+        let decision = self.decide(presented, input).await;
+        let reason = match decision.outcome {
+            Ok(()) => "allowed",
+            Err(reason) => reason.as_str(),
+        };
+        metrics::counter!("tessera_checks_total", "reason" => reason).increment(1);
+        decision
+    }
+
+    async fn decide(&self, presented: &str, input: &CheckInput) -> Decision {
+        if let Some(offline) = self.offline_decision(&input.tenant).await {
+            return offline;
+        }
+        if presented.is_empty() {
+            return Decision::deny(DenyReason::TokenMissing);
+        }
+        if token::parse(presented, &self.prefix).is_err() {
+            return Decision::deny(DenyReason::TokenMalformed);
+        }
+        let hash = SecretHash::of(presented);
+        let credential = match self
+            .cache
+            .credential(hash, self.load_credential(hash))
+            .await
+        {
+            Ok(Some(credential)) => credential,
+            Ok(None) => return Decision::deny(DenyReason::TokenUnknown),
+            Err(error) => {
+                tracing::warn!(error = %error, "credential lookup failed");
+                return Decision::deny(DenyReason::StoreUnavailable);
+            }
+        };
+        if credential.is_retired_secret(input.now) {
+            self.report_retired_secret(&credential);
+        }
+        // Only requests that pass every other check spend rate-limit budget.
+        let (outcome, rate_limit) = match evaluate(&credential, input) {
+            Err(reason) => (Err(reason), None),
+            Ok(()) => match self.rate_limits.check(&credential) {
+                Ok(status) => (Ok(()), Some(status)),
+                Err(status) => (Err(DenyReason::RateLimited), Some(status)),
+            },
+        };
+        Decision {
+            message: Cow::Borrowed(match outcome {
+                Ok(()) => "allowed",
+                Err(reason) => reason.message(),
+            }),
+            outcome,
+            credential: Some(credential),
+            rate_limit,
+        }
+    }
+
+    async fn load_credential(&self, hash: SecretHash) -> Result<Entry, StoreError> {
+        self.stats.store_lookups.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_store_credential_lookups_total").increment(1);
+        let record = self.bounded(self.store.find_credential(&hash)).await?;
+        Ok(record.map(|record| Arc::new(Credential::from_record(&record))))
+    }
+
+    /// A store call that gives up after `store_timeout`, so Check never hangs on a dead database.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.store_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Timeout))
+    }
+
+    /// API_OFFLINE when the tenant's API, or every API (`*`), is switched off. An unreadable
+    /// status counts as online: it is an operational switch, and the token checks that follow
+    /// still fail closed.
+    async fn offline_decision(&self, tenant: &Tenant) -> Option<Decision> {
+        for scope in [ApiScope::all(), ApiScope::from(tenant.clone())] {
+            let load = async {
+                let status = self.bounded(self.store.get_api_status(&scope)).await?;
+                Ok(Arc::new(status))
+            };
+            match self.cache.api_status(&scope, load).await {
+                Ok(status) if !status.online => {
+                    let mut decision = Decision::deny(DenyReason::ApiOffline);
+                    if !status.message.is_empty() {
+                        decision.message = Cow::Owned(status.message.clone());
+                    }
+                    return Some(decision);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, scope = %scope, "api status unreadable; treating as online")
+                }
+            }
+        }
+        None
+    }
+
+    /// A secret rotated away (after its grace period) is still in use: someone holds an old
+    /// secret. Counted every time, audited at most once per token per window, off the hot path.
+    fn report_retired_secret(&self, credential: &Credential) {
+        self.stats
+            .retired_secret_uses
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_retired_secret_uses_total").increment(1);
+        if self.leak_reports.contains_key(&credential.token_id) {
+            return;
+        }
+        self.leak_reports.insert(credential.token_id.clone(), ());
+        tracing::warn!(token_id = %credential.token_id, "rotated-out secret presented");
+        let event = AuditEvent {
+            id: 0,
+            time: Utc::now(),
+            actor: "tessera".to_owned(),
+            action: "token.retired_secret_used".to_owned(),
+            tenant: credential.tenant.to_string(),
+            token_id: Some(credential.token_id.clone()),
+            principal_id: Some(credential.owner_id.clone()),
+            summary: "a secret that was rotated away was presented again; whoever holds it still uses an old secret"
+                .to_owned(),
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.insert_audit_event(&event).await {
+                tracing::warn!(error = %error, "cannot audit a retired secret use");
+            }
+        });
+    }
+
+    pub fn stats(&self) -> &AuthzStats {
+        &self.stats
+    }
+
+    pub fn cache(&self) -> &CredentialCache {
+        &self.cache
+    }
+}
+
+#[async_trait::async_trait]
+impl InvalidationSink for Authorizer {
+    async fn invalidate(&self, invalidation: &Invalidation) {
+        self.cache.invalidate(invalidation).await;
+    }
+}

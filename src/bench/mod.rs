@@ -1,0 +1,449 @@
+//! `tessera bench`: a load generator that drives real servers over gRPC and compares cached
+//! Check with the no-op floor (the gRPC health check) on the same server and transport, and with
+//! a cache-off server, all in one run.
+//!
+//! - [`servers`]: the child `tessera serve` processes, their fresh databases, the seed data.
+//! - [`probe`]: one call, its request encoded once and its answer checked.
+//! - [`load`]: the closed loop and the open loop.
+//! - [`report`]: medians over interleaved rounds, ratios to the floor, table and JSON.
+
+mod load;
+mod probe;
+mod report;
+mod servers;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
+use serde::Serialize;
+use tonic::client::Grpc;
+use tonic::transport::Channel;
+
+use load::Timing;
+use probe::{Probe, Problem};
+use report::{Measurement, Mode, Report, Scenario};
+use servers::{Cache, Databases, Server};
+
+/// Permission and client IP of every measured Check (the seeded token holds `orders:*`).
+const CHECK_CLIENT_IP: &str = "10.0.0.1";
+/// Pause between runs, so one run's connections are closed before the next starts.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// The bench's own flags; `--server` and `--json` are the client's global flags, read in
+/// [`BenchArgs::from_arg_matches`].
+#[derive(Debug, clap::Args)]
+struct Flags {
+    /// Scenarios, comma-separated: noop (grpc health check, the floor), check (cached Check),
+    /// check-cache-off (Check on a server started with TESSERA_CACHE_CAPACITY=0).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "noop,check,check-cache-off"
+    )]
+    scenarios: Vec<Scenario>,
+
+    /// Closed-loop concurrency levels, comma-separated; 0 runs no closed loop.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    concurrency: Vec<usize>,
+
+    /// Open-loop rates in calls per second, comma-separated; 0 runs no open loop.
+    #[arg(long, value_delimiter = ',', default_value = "5000")]
+    rate: Vec<u32>,
+
+    /// Measured time of each run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+
+    /// Unmeasured time before each run's measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+
+    /// Run the whole set of scenarios and modes N times, interleaved (order reversed every
+    /// other round), and report medians and median ratios.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    interleave: u32,
+
+    /// HTTP/2 connections per run, shared round-robin by the workers (the closed loop never
+    /// uses more connections than workers) [default: one per worker, up to 4 for the open loop].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    connections: Option<u64>,
+
+    /// A Postgres server on which to create (and afterwards drop) the servers' databases,
+    /// e.g. postgres://postgres@127.0.0.1:5432/postgres [default: SQLite in a temporary
+    /// directory].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+
+    /// With --server: the token to Check on that server (without it only noop runs).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+
+    /// With --server: the permission to Check (the token must hold it).
+    #[arg(long, default_value = "orders:read")]
+    permission: String,
+}
+
+/// `tessera bench`: spawns its own servers, or with `--server URL` (given on the command line)
+/// drives a running one.
+#[derive(Debug)]
+pub struct BenchArgs {
+    flags: Flags,
+    /// The global `--server`, only when given on the command line: its default (and
+    /// TESSERA_SERVER, meant for admin commands) must not turn a bench into one against an
+    /// existing server.
+    external_server: Option<String>,
+    /// The global `--json`.
+    json: bool,
+}
+
+impl FromArgMatches for BenchArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = Flags::from_arg_matches(matches)?;
+        let external_server = match matches.value_source("server") {
+            Some(ValueSource::CommandLine) => matches
+                .try_get_one::<String>("server")
+                .ok()
+                .flatten()
+                .cloned(),
+            _ => None,
+        };
+        let json = matches
+            .try_get_one::<bool>("json")
+            .ok()
+            .flatten()
+            .copied()
+            .unwrap_or(false);
+        Ok(Self {
+            flags,
+            external_server,
+            json,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for BenchArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        Flags::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Flags::augment_args_for_update(command)
+    }
+}
+
+/// Runs the bench; fails (exit 1) when any call failed or was answered unexpectedly.
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let report = match bench(&args).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        let output = JsonOutput {
+            settings: Settings::of(&args),
+            report: &report,
+        };
+        match serde_json::to_string_pretty(&output) {
+            Ok(json) => println!("{json}"),
+            Err(error) => {
+                eprintln!("error: cannot encode the results: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        println!("{}", report.to_text());
+    }
+    let problems = report.problems();
+    if problems > 0 {
+        let first = report
+            .runs
+            .iter()
+            .find_map(|run| run.first_problem.as_deref())
+            .unwrap_or("?");
+        eprintln!(
+            "\n!!! {problems} calls failed or were answered unexpectedly: these figures are not \
+             valid (first: {first})"
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    settings: Settings,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+#[derive(Serialize)]
+struct Settings {
+    /// `sqlite`, `postgres` or `external`.
+    servers: &'static str,
+    duration_ms: u128,
+    warmup_ms: u128,
+    interleave: u32,
+    connections: Option<u64>,
+    version: &'static str,
+}
+
+impl Settings {
+    fn of(args: &BenchArgs) -> Self {
+        let servers = match (&args.external_server, &args.flags.database_url) {
+            (Some(_), _) => "external",
+            (None, Some(_)) => "postgres",
+            (None, None) => "sqlite",
+        };
+        Self {
+            servers,
+            duration_ms: args.flags.duration.as_millis(),
+            warmup_ms: args.flags.warmup.as_millis(),
+            interleave: args.flags.interleave,
+            connections: args.flags.connections,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// What a scenario calls, and where.
+struct Target {
+    scenario: Scenario,
+    url: String,
+    probe: Probe,
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
+    let flags = &args.flags;
+    let modes = modes(flags)?;
+    if flags.scenarios.is_empty() {
+        bail!("--scenarios selects nothing");
+    }
+    if let Some(url) = &args.external_server {
+        if flags.database_url.is_some() {
+            bail!("--database-url is for the servers the bench starts; not with --server");
+        }
+        let targets = external_targets(flags, url)?;
+        let runs = interruptible(measure(flags, &modes, &targets)).await?;
+        return Ok(Report::new(runs, &modes, &flags.scenarios));
+    }
+    if flags.token.is_some() {
+        bail!("--token is for an existing server, named with --server");
+    }
+
+    let mut databases = Databases::new(flags.database_url.as_deref())?;
+    let mut servers = Vec::new();
+    let outcome = interruptible(async {
+        let targets = start_servers(flags, &mut databases, &mut servers).await?;
+        measure(flags, &modes, &targets).await
+    })
+    .await;
+    for server in servers {
+        server.stop().await;
+    }
+    databases.remove().await;
+    Ok(Report::new(outcome?, &modes, &flags.scenarios))
+}
+
+/// Ctrl-C ends `work` (dropping it) so the caller can still clean up.
+async fn interruptible<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::select! {
+        outcome = work => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
+}
+
+fn modes(flags: &Flags) -> anyhow::Result<Vec<Mode>> {
+    let closed = flags
+        .concurrency
+        .iter()
+        .filter(|&&concurrency| concurrency > 0)
+        .map(|&concurrency| Mode::Closed { concurrency });
+    let open = flags
+        .rate
+        .iter()
+        .filter(|&&rate| rate > 0)
+        .map(|&rate| Mode::Open { rate });
+    let modes: Vec<Mode> = closed.chain(open).collect();
+    if modes.is_empty() {
+        bail!("nothing to run: --concurrency and --rate are both 0");
+    }
+    Ok(modes)
+}
+
+fn external_targets(flags: &Flags, url: &str) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for &scenario in &flags.scenarios {
+        let probe = match (scenario, &flags.token) {
+            (Scenario::Noop, _) => Probe::health(),
+            (Scenario::Check, Some(token)) => {
+                Probe::check(token, &flags.permission, CHECK_CLIENT_IP)
+            }
+            (Scenario::Check, None) => {
+                eprintln!("note: check skipped: it needs --token");
+                continue;
+            }
+            (Scenario::CheckCacheOff, _) => {
+                eprintln!("note: check-cache-off skipped: it needs a server the bench starts");
+                continue;
+            }
+        };
+        targets.push(Target {
+            scenario,
+            url: url.to_owned(),
+            probe,
+        });
+    }
+    if targets.is_empty() {
+        bail!("no scenario can run against --server {url}");
+    }
+    Ok(targets)
+}
+
+/// Starts the servers the selected scenarios need (in `servers`, so the caller stops them even
+/// when a later step fails), seeds each, and names what each scenario calls.
+async fn start_servers(
+    flags: &Flags,
+    databases: &mut Databases,
+    servers: &mut Vec<Server>,
+) -> anyhow::Result<Vec<Target>> {
+    let admin_key = servers::random_admin_key();
+    let mut targets = Vec::new();
+    let needs_cache_on = flags
+        .scenarios
+        .iter()
+        .any(|scenario| matches!(scenario, Scenario::Noop | Scenario::Check));
+    let mut cache_on_token = None;
+    if needs_cache_on {
+        let database_url = databases.create("cache-on").await?;
+        let server = Server::start("cache-on", &database_url, &admin_key, Cache::On).await?;
+        cache_on_token = Some(servers::seed(&server.url, &admin_key).await?);
+        eprintln!("cache-on server at {}", server.url);
+        servers.push(server);
+    }
+    let mut cache_off_token = None;
+    if flags.scenarios.contains(&Scenario::CheckCacheOff) {
+        let database_url = databases.create("cache-off").await?;
+        let server = Server::start("cache-off", &database_url, &admin_key, Cache::Off).await?;
+        cache_off_token = Some(servers::seed(&server.url, &admin_key).await?);
+        eprintln!("cache-off server at {}", server.url);
+        servers.push(server);
+    }
+    for &scenario in &flags.scenarios {
+        let (label, token) = match scenario {
+            Scenario::Noop => ("cache-on", None),
+            Scenario::Check => ("cache-on", cache_on_token.as_deref()),
+            Scenario::CheckCacheOff => ("cache-off", cache_off_token.as_deref()),
+        };
+        let server = servers
+            .iter()
+            .find(|server| server.label == label)
+            .context("the scenario's server was not started")?;
+        let probe = match token {
+            None => Probe::health(),
+            Some(token) => Probe::check(token, &flags.permission, CHECK_CLIENT_IP),
+        };
+        targets.push(Target {
+            scenario,
+            url: server.url.clone(),
+            probe,
+        });
+    }
+    Ok(targets)
+}
+
+/// Every round runs every mode; within a mode the scenarios run back to back, in reverse order
+/// every other round so neither side of a comparison always goes first.
+async fn measure(
+    flags: &Flags,
+    modes: &[Mode],
+    targets: &[Target],
+) -> anyhow::Result<Vec<Measurement>> {
+    for target in targets {
+        first_call(target).await?;
+    }
+    let timing = Timing {
+        warmup: flags.warmup,
+        duration: flags.duration,
+    };
+    let rounds = usize::try_from(flags.interleave).unwrap_or(1);
+    let per_run = timing.warmup + timing.duration + SETTLE;
+    let total_runs = rounds * modes.len() * targets.len();
+    eprintln!(
+        "{total_runs} runs of {:?} + {:?} warm-up, about {:.0}s",
+        timing.duration,
+        timing.warmup,
+        per_run.as_secs_f64() * total_runs as f64
+    );
+    let mut runs = Vec::with_capacity(total_runs);
+    for round in 1..=rounds {
+        for &mode in modes {
+            let mut order: Vec<&Target> = targets.iter().collect();
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for target in order {
+                let connections = connections_for(flags.connections, mode);
+                let channels = open_channels(&target.url, connections).await?;
+                let tally = match mode {
+                    Mode::Closed { concurrency } => {
+                        load::closed_loop(&target.probe, &channels, concurrency, timing).await
+                    }
+                    Mode::Open { rate } => {
+                        load::open_loop(&target.probe, &channels, rate, timing).await
+                    }
+                };
+                drop(channels);
+                let measurement =
+                    Measurement::new(round, target.scenario, mode, &tally, timing.duration);
+                eprintln!("{}", measurement.progress_line());
+                runs.push(measurement);
+                tokio::time::sleep(SETTLE).await;
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// One call before any run: a token that is denied, or a server that is not serving, stops the
+/// bench at once rather than after minutes of failed runs.
+async fn first_call(target: &Target) -> anyhow::Result<()> {
+    let mut client = Grpc::new(servers::connect(&target.url).await?);
+    match target.probe.call(&mut client).await {
+        Ok(()) => Ok(()),
+        Err(Problem::Unexpected(answer) | Problem::Failed(answer)) => bail!(
+            "{} against {}: first call answered {answer}",
+            target.scenario.name(),
+            target.url
+        ),
+    }
+}
+
+/// Closed loop: one connection per worker unless `--connections` says otherwise (never more
+/// than workers). Open loop: `--connections`, or 4.
+fn connections_for(configured: Option<u64>, mode: Mode) -> usize {
+    const OPEN_LOOP_DEFAULT: usize = 4;
+    let configured = configured.map(|count| usize::try_from(count).unwrap_or(usize::MAX));
+    match mode {
+        Mode::Closed { concurrency } => configured.unwrap_or(concurrency).min(concurrency),
+        Mode::Open { .. } => configured.unwrap_or(OPEN_LOOP_DEFAULT),
+    }
+}
+
+async fn open_channels(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(servers::connect(url).await?);
+    }
+    Ok(channels)
+}

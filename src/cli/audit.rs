@@ -1,0 +1,47 @@
+//! `tessera audit`: the admin mutations, oldest first.
+
+use tessera::proto;
+
+use super::connect::admin_client;
+use super::error::{CliError, answer};
+use super::page::{self, Page, PageArgs};
+use super::{ClientArgs, Report};
+
+/// Columns of `audit`.
+const COLUMNS: &[&str] = &[
+    "id",
+    "time",
+    "actor",
+    "action",
+    "tenant",
+    "token_id",
+    "principal_id",
+    "summary",
+];
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only this tenant's events [default: every tenant's].
+    #[arg(long)]
+    tenant: Option<String>,
+
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+pub(super) async fn run(args: &ClientArgs, audit: AuditArgs) -> Result<Report, CliError> {
+    let mut client = admin_client(args).await?;
+    let page = audit
+        .page
+        .collect(async |page_token| {
+            let request = proto::ListAuditEventsRequest {
+                tenant: audit.tenant.clone().unwrap_or_default(),
+                page_size: audit.page.page_size(),
+                page_token,
+            };
+            let response = answer("ListAuditEvents", client.list_audit_events(request).await)?;
+            Ok(Page::of(&response.events, response.next_page_token))
+        })
+        .await?;
+    Ok(page::report("events", page, COLUMNS))
+}

@@ -1,0 +1,183 @@
+//! The admin client: `tessera token|usage|principal|role|api|audit|check …`.
+//!
+//! Every command prints a table for people, or with `--json` one JSON object on stdout whose keys
+//! are the proto field names (enum values as their proto names, timestamps as RFC 3339 UTC).
+//! Errors go to stderr, one line each, and the exit code says what kind of failure it was:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (for `check`: the request is allowed) |
+//! | 1 | `check`: the request is denied; any other error not listed below |
+//! | 2 | usage error: unknown or conflicting flags, bad values, nothing to update |
+//! | 3 | unauthenticated: the admin key is missing or was rejected |
+//! | 4 | the server is unreachable |
+//! | 5 | invalid argument: one line per field the server rejected |
+//! | 6 | not found |
+//! | 7 | refused: failed precondition, permission denied, resource exhausted, already exists |
+//! | 8 | the server does not implement this call yet |
+//!
+//! Admin calls send `authorization: Bearer <admin key>` and, with `--actor`, `x-tessera-actor`.
+//! The admin key is never printed.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+mod api;
+mod audit;
+mod check;
+mod connect;
+mod error;
+mod page;
+mod parse;
+mod principal;
+mod record;
+mod role;
+mod table;
+mod token;
+mod usage;
+
+use error::CliError;
+use record::{Field, Record};
+
+/// Connection and output flags shared by every admin command; they may follow the subcommand.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The Tessera server's gRPC URL.
+    #[arg(
+        long,
+        env = "TESSERA_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_parser = parse::server_url,
+        global = true,
+        help_heading = "Client options"
+    )]
+    server: String,
+
+    /// Admin key for token, principal, role, api and audit commands [default: the contents of
+    /// ./tessera-admin.key].
+    #[arg(
+        long,
+        env = "TESSERA_ADMIN_KEY",
+        hide_env_values = true,
+        value_parser = parse::secret,
+        global = true,
+        help_heading = "Client options"
+    )]
+    admin_key: Option<SecretString>,
+
+    /// Who is acting, recorded in the audit log (sent as `x-tessera-actor`).
+    #[arg(
+        long,
+        env = "TESSERA_ACTOR",
+        global = true,
+        help_heading = "Client options"
+    )]
+    actor: Option<String>,
+
+    /// Print one JSON object on stdout instead of tables.
+    #[arg(long, global = true, help_heading = "Client options")]
+    json: bool,
+}
+
+/// The admin subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create, list, show, change, rotate and revoke API tokens.
+    // Boxed: by far the largest variant, and `main`'s command enum holds this one.
+    #[command(subcommand)]
+    Token(Box<token::TokenCommand>),
+    /// Show usage statistics of one token or of all tokens of an owner.
+    Usage(usage::UsageArgs),
+    /// Create, replace and show principals (the owners of tokens).
+    #[command(subcommand)]
+    Principal(principal::PrincipalCommand),
+    /// Create, replace and list a tenant's roles.
+    #[command(subcommand)]
+    Role(role::RoleCommand),
+    /// Switch a tenant's API online or offline, or show its status.
+    #[command(subcommand)]
+    Api(api::ApiCommand),
+    /// List admin mutations from the audit log, oldest first.
+    Audit(audit::AuditArgs),
+    /// Ask the server whether a token may do something (exit 0 allowed, 1 denied).
+    Check(check::CheckArgs),
+}
+
+/// Runs one admin command and prints its result or its error.
+pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
+    let outcome = match command {
+        Command::Token(command) => token::run(&client, *command).await,
+        Command::Usage(args) => usage::run(&client, args).await,
+        Command::Principal(command) => principal::run(&client, command).await,
+        Command::Role(command) => role::run(&client, command).await,
+        Command::Api(command) => api::run(&client, command).await,
+        Command::Audit(args) => audit::run(&client, args).await,
+        Command::Check(args) => check::run(&client, args).await,
+    };
+    match outcome.and_then(|report| report.print(client.json)) {
+        Ok(exit_code) => exit_code,
+        Err(error) => error.print(&client.server),
+    }
+}
+
+/// What a command answers: a JSON object for `--json`, text for people, and whether `check`
+/// denied.
+struct Report {
+    json: Value,
+    human: String,
+    denied: bool,
+}
+
+impl Report {
+    fn new(json: Value, human: String) -> Self {
+        Self {
+            json,
+            human,
+            denied: false,
+        }
+    }
+
+    /// `{"<name>": {...}}` for `--json`, the record's table for people: the answer of the RPCs
+    /// that return one message.
+    fn single(name: &'static str, record: Option<Record>) -> Self {
+        let human = record.as_ref().map(table::document).unwrap_or_default();
+        let json = Record::default()
+            .with(name, Field::Message(record))
+            .to_json();
+        Self::new(json, human)
+    }
+
+    fn denied(self) -> Self {
+        Self {
+            denied: true,
+            ..self
+        }
+    }
+
+    /// Writes the report to stdout; a reader that stopped early (`| head`) is no failure.
+    fn print(self, json: bool) -> Result<ExitCode, CliError> {
+        let text = if json {
+            self.json.to_string()
+        } else {
+            self.human
+        };
+        let mut stdout = std::io::stdout().lock();
+        let written = writeln!(stdout, "{}", text.trim_end()).and_then(|()| stdout.flush());
+        if let Err(error) = written
+            && error.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(CliError::Local(
+                anyhow::Error::new(error).context("cannot write to stdout"),
+            ));
+        }
+        let exit_code = if self.denied {
+            error::exit::DENIED
+        } else {
+            error::exit::OK
+        };
+        Ok(ExitCode::from(exit_code))
+    }
+}

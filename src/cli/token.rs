@@ -1,0 +1,528 @@
+//! `tessera token create|list|get|update|rotate|revoke`.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use prost_types::{Duration, FieldMask, Timestamp};
+use tessera::proto;
+
+use super::connect::admin_client;
+use super::error::{CliError, answer};
+use super::page::{self, Page, PageArgs};
+use super::record::{Field, Record};
+use super::{ClientArgs, Report, parse, table};
+
+/// Columns of `token list`.
+const LIST_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "owner_id",
+    "state",
+    "permissions",
+    "roles",
+    "expires_at",
+    "last_used_at",
+    "secret_hint",
+];
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print its secret, once.
+    Create(CreateArgs),
+    /// List a tenant's tokens, oldest first.
+    List(ListArgs),
+    /// Show one token.
+    Get {
+        /// The token id (`tok_…`).
+        id: String,
+    },
+    /// Change a token: only what the flags name changes; the secret stays.
+    Update(UpdateArgs),
+    /// Give a token a new secret and print it, once.
+    Rotate {
+        /// The token id (`tok_…`).
+        id: String,
+        /// How long the old secret keeps working beside the new one, at most 24h [default: 0].
+        #[arg(long, value_parser = parse::duration)]
+        grace: Option<Duration>,
+    },
+    /// Revoke a token: immediate and irreversible.
+    Revoke {
+        /// The token id (`tok_…`).
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The owning principal; it must exist in the tenant.
+    #[arg(long, value_name = "ID")]
+    owner: String,
+
+    /// Display name, 1 to 128 characters.
+    #[arg(long)]
+    name: String,
+
+    /// Tenant [default: the server's default tenant].
+    #[arg(long)]
+    tenant: Option<String>,
+
+    /// Free text, at most 1024 characters.
+    #[arg(long)]
+    description: Option<String>,
+
+    #[command(flatten)]
+    grants: Grants,
+
+    /// Requests per minute [default: the server's, 60].
+    #[arg(long, value_name = "PER_MINUTE")]
+    rate_limit: Option<u32>,
+
+    /// Lifetime from now, e.g. 90d, at most 5 years [default: 1 year].
+    #[arg(long, value_parser = parse::duration, conflicts_with = "expires_at")]
+    ttl: Option<Duration>,
+
+    /// Absolute expiry, RFC 3339, e.g. 2026-01-31T00:00:00Z.
+    #[arg(long, value_parser = parse::timestamp)]
+    expires_at: Option<Timestamp>,
+
+    /// Require signed requests; the signing key is printed once.
+    #[arg(long)]
+    require_signature: bool,
+}
+
+/// What a token may do and from where: shared by `create` and `update`.
+#[derive(Debug, clap::Args)]
+struct Grants {
+    /// A grant, repeatable or comma-separated: `resource:action`, `fn:Name`, `*` as a segment.
+    #[arg(long = "permission", value_name = "PERMISSION", value_delimiter = ',')]
+    permissions: Vec<String>,
+
+    /// A role of the tenant whose grants the token also gets; repeatable or comma-separated.
+    #[arg(long = "role", value_name = "ROLE", value_delimiter = ',')]
+    roles: Vec<String>,
+
+    /// An IP or CIDR the token may be used from; repeatable or comma-separated [default: any].
+    #[arg(long = "allow-ip", value_name = "IP_OR_CIDR", value_delimiter = ',')]
+    allowed_ips: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Tenant [default: the server's default tenant].
+    #[arg(long)]
+    tenant: Option<String>,
+
+    /// Only this owner's tokens.
+    #[arg(long, value_name = "ID")]
+    owner: Option<String>,
+
+    /// Also list revoked tokens.
+    #[arg(long)]
+    include_revoked: bool,
+
+    /// Only tokens that expire within this long from now, e.g. 30d.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    expiring_within: Option<Duration>,
+
+    /// Only tokens unused (or never used) for at least this long, e.g. 90d.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    unused_for: Option<Duration>,
+
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// The token id (`tok_…`).
+    id: String,
+
+    /// New display name.
+    #[arg(long)]
+    name: Option<String>,
+
+    /// New description (`""` clears it).
+    #[arg(long)]
+    description: Option<String>,
+
+    #[command(flatten)]
+    grants: Grants,
+
+    /// Remove all of the token's own permissions.
+    #[arg(long, conflicts_with = "permissions")]
+    clear_permissions: bool,
+
+    /// Remove all of the token's roles.
+    #[arg(long, conflicts_with = "roles")]
+    clear_roles: bool,
+
+    /// Allow the token from any IP again.
+    #[arg(long, conflicts_with = "allowed_ips")]
+    clear_allowed_ips: bool,
+
+    /// New requests per minute (0: the server's default).
+    #[arg(long, value_name = "PER_MINUTE")]
+    rate_limit: Option<u32>,
+
+    /// New expiry, RFC 3339.
+    #[arg(long, value_parser = parse::timestamp, conflicts_with = "ttl")]
+    expires_at: Option<Timestamp>,
+
+    /// New expiry as a lifetime from now, e.g. 30d.
+    #[arg(long, value_parser = parse::duration)]
+    ttl: Option<Duration>,
+
+    /// Turn request signing on or off.
+    #[arg(long, value_name = "true|false")]
+    require_signature: Option<bool>,
+}
+
+pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Report, CliError> {
+    // Each arm builds its request before connecting, so bad flags fail without a server.
+    match command {
+        TokenCommand::Create(create) => {
+            let request = create_request(create);
+            let mut client = admin_client(args).await?;
+            let created = answer("CreateToken", client.create_token(request).await)?;
+            let shown_once = [
+                ("secret", created.secret),
+                ("signing_key", created.signing_key),
+            ];
+            Ok(token_report(created.token.as_ref(), "created", shown_once))
+        }
+        TokenCommand::List(list) => {
+            let mut client = admin_client(args).await?;
+            let page = list
+                .page
+                .collect(async |page_token| {
+                    let request = list_request(&list, page_token);
+                    let response = answer("ListTokens", client.list_tokens(request).await)?;
+                    Ok(Page::of(&response.tokens, response.next_page_token))
+                })
+                .await?;
+            Ok(page::report("tokens", page, LIST_COLUMNS))
+        }
+        TokenCommand::Get { id } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::GetTokenRequest { id };
+            let token = answer("GetToken", client.get_token(request).await)?.token;
+            Ok(token_report(token.as_ref(), "", []))
+        }
+        TokenCommand::Update(update) => {
+            let request = update_request(update, SystemTime::now())?;
+            let mut client = admin_client(args).await?;
+            let updated = answer("UpdateToken", client.update_token(request).await)?;
+            Ok(token_report(
+                updated.token.as_ref(),
+                "updated",
+                [("signing_key", updated.signing_key)],
+            ))
+        }
+        TokenCommand::Rotate { id, grace } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::RotateTokenRequest {
+                id,
+                grace_period: grace,
+            };
+            let rotated = answer("RotateToken", client.rotate_token(request).await)?;
+            let shown_once = [
+                ("secret", rotated.secret),
+                ("signing_key", rotated.signing_key),
+            ];
+            Ok(token_report(rotated.token.as_ref(), "rotated", shown_once))
+        }
+        TokenCommand::Revoke { id } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::RevokeTokenRequest { id };
+            let token = answer("RevokeToken", client.revoke_token(request).await)?.token;
+            Ok(token_report(token.as_ref(), "revoked", []))
+        }
+    }
+}
+
+/// `{"token": {...}}` plus the values the response shows only once (`secret`, `signing_key`)
+/// when it has them; for people, what was done, the token's table, and those values with a
+/// warning to store them.
+fn token_report<const N: usize>(
+    token: Option<&proto::Token>,
+    done: &str,
+    shown_once: [(&'static str, String); N],
+) -> Report {
+    let token_record = token.map(Record::from);
+    let mut human = String::new();
+    if let Some(token) = token
+        && !done.is_empty()
+    {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            human,
+            "{done} token {} ({}) of owner {}",
+            token.id, token.name, token.owner_id
+        );
+    }
+    human.push_str(
+        &token_record
+            .as_ref()
+            .map(table::document)
+            .unwrap_or_default(),
+    );
+
+    let mut json = Record::default().with("token", Field::Message(token_record));
+    let mut any_shown = false;
+    for (name, value) in shown_once
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+    {
+        let _ = write!(human, "\n\n{}: {value}", name.replace('_', " "));
+        json = json.with(name, Field::Text(value));
+        any_shown = true;
+    }
+    if any_shown {
+        human.push_str("\nstore it now; it will not be shown again");
+    }
+    Report::new(json.to_json(), human)
+}
+
+fn create_request(args: CreateArgs) -> proto::CreateTokenRequest {
+    proto::CreateTokenRequest {
+        tenant: args.tenant.unwrap_or_default(),
+        owner_id: args.owner,
+        name: args.name,
+        description: args.description.unwrap_or_default(),
+        permissions: args.grants.permissions,
+        roles: args.grants.roles,
+        allowed_ips: args.grants.allowed_ips,
+        rate_limit_per_minute: args.rate_limit.unwrap_or(0),
+        expires_at: args.expires_at,
+        ttl: args.ttl,
+        require_signature: args.require_signature,
+    }
+}
+
+fn list_request(args: &ListArgs, page_token: String) -> proto::ListTokensRequest {
+    proto::ListTokensRequest {
+        tenant: args.tenant.clone().unwrap_or_default(),
+        owner_id: args.owner.clone().unwrap_or_default(),
+        include_revoked: args.include_revoked,
+        page_size: args.page.page_size(),
+        page_token,
+        expiring_within: args.expiring_within,
+        unused_for: args.unused_for,
+    }
+}
+
+/// The request with a field mask naming exactly the fields the flags change; `--ttl` becomes
+/// `expires_at = now + ttl`.
+fn update_request(
+    args: UpdateArgs,
+    now: SystemTime,
+) -> Result<proto::UpdateTokenRequest, CliError> {
+    let expires_at = match (args.expires_at, args.ttl) {
+        (Some(expires_at), _) => Some(expires_at),
+        (None, Some(ttl)) => Some(expires_after(now, ttl)?),
+        (None, None) => None,
+    };
+    let mut request = proto::UpdateTokenRequest {
+        id: args.id,
+        ..Default::default()
+    };
+    let mut mask = FieldMask::default();
+    set(&mut mask, "name", args.name, &mut request.name);
+    set(
+        &mut mask,
+        "description",
+        args.description,
+        &mut request.description,
+    );
+    let permissions = replacement(args.grants.permissions, args.clear_permissions);
+    set(
+        &mut mask,
+        "permissions",
+        permissions,
+        &mut request.permissions,
+    );
+    let roles = replacement(args.grants.roles, args.clear_roles);
+    set(&mut mask, "roles", roles, &mut request.roles);
+    let allowed_ips = replacement(args.grants.allowed_ips, args.clear_allowed_ips);
+    set(
+        &mut mask,
+        "allowed_ips",
+        allowed_ips,
+        &mut request.allowed_ips,
+    );
+    set(
+        &mut mask,
+        "rate_limit_per_minute",
+        args.rate_limit,
+        &mut request.rate_limit_per_minute,
+    );
+    set(
+        &mut mask,
+        "expires_at",
+        expires_at.map(Some),
+        &mut request.expires_at,
+    );
+    set(
+        &mut mask,
+        "require_signature",
+        args.require_signature,
+        &mut request.require_signature,
+    );
+    if mask.paths.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to update: pass at least one of --name, --description, --permission, \
+             --clear-permissions, --role, --clear-roles, --allow-ip, --clear-allowed-ips, \
+             --rate-limit, --expires-at, --ttl, --require-signature"
+                .to_owned(),
+        ));
+    }
+    request.update_mask = Some(mask);
+    Ok(request)
+}
+
+/// Sets a request field to a given value and names it in the mask; `None` leaves both alone.
+fn set<T>(mask: &mut FieldMask, path: &str, value: Option<T>, field: &mut T) {
+    if let Some(value) = value {
+        *field = value;
+        mask.paths.push(path.to_owned());
+    }
+}
+
+/// The new list when the flags give values or ask to clear it; `None` leaves it unchanged.
+fn replacement(values: Vec<String>, clear: bool) -> Option<Vec<String>> {
+    (clear || !values.is_empty()).then_some(values)
+}
+
+fn expires_after(now: SystemTime, ttl: Duration) -> Result<Timestamp, CliError> {
+    std::time::Duration::try_from(ttl)
+        .ok()
+        .and_then(|ttl| now.checked_add(ttl))
+        .map(Timestamp::from)
+        .ok_or_else(|| CliError::Usage("--ttl is too long".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: TokenCommand,
+    }
+
+    fn parse_update(flags: &[&str]) -> UpdateArgs {
+        let arguments = ["tessera", "update", "tok_1"].iter().chain(flags);
+        match Cli::try_parse_from(arguments) {
+            Ok(Cli {
+                command: TokenCommand::Update(update),
+            }) => update,
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    fn mask(request: &proto::UpdateTokenRequest) -> Vec<&str> {
+        request
+            .update_mask
+            .iter()
+            .flat_map(|mask| mask.paths.iter().map(String::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn an_update_masks_exactly_the_fields_its_flags_name() {
+        let update = parse_update(&[
+            "--name",
+            "ci",
+            "--permission",
+            "orders:read,orders:write",
+            "--rate-limit",
+            "0",
+        ]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(
+            mask(&request),
+            ["name", "permissions", "rate_limit_per_minute"]
+        );
+        assert_eq!(request.permissions, ["orders:read", "orders:write"]);
+    }
+
+    #[test]
+    fn clearing_a_list_masks_it_with_an_empty_value() {
+        let update = parse_update(&["--clear-roles", "--clear-allowed-ips"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["roles", "allowed_ips"]);
+        assert!(request.roles.is_empty() && request.allowed_ips.is_empty());
+    }
+
+    #[test]
+    fn a_ttl_becomes_an_expiry_counted_from_now() {
+        let update = parse_update(&["--ttl", "1h", "--require-signature", "false"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["expires_at", "require_signature"]);
+        assert_eq!(
+            request.expires_at,
+            Some(Timestamp {
+                seconds: 3600,
+                nanos: 0
+            })
+        );
+    }
+
+    #[test]
+    fn an_update_without_flags_is_a_usage_error() {
+        let outcome = update_request(parse_update(&[]), SystemTime::UNIX_EPOCH);
+        assert!(
+            matches!(outcome, Err(CliError::Usage(message)) if message.starts_with("nothing to update"))
+        );
+    }
+
+    #[test]
+    fn permissions_and_clearing_them_cannot_be_combined() {
+        let outcome = Cli::try_parse_from([
+            "tessera",
+            "update",
+            "tok_1",
+            "--permission",
+            "a:b",
+            "--clear-permissions",
+        ]);
+        assert!(outcome.is_err());
+    }
+
+    #[test]
+    fn a_created_token_prints_its_secret_once_with_a_warning() {
+        let token = proto::Token {
+            id: "tok_1".to_owned(),
+            name: "ci".to_owned(),
+            ..Default::default()
+        };
+        let shown_once = [
+            ("secret", "tsk_secret".to_owned()),
+            ("signing_key", String::new()),
+        ];
+        let report = token_report(Some(&token), "created", shown_once);
+        assert!(
+            report
+                .human
+                .contains("secret: tsk_secret\nstore it now; it will not be shown again")
+        );
+        assert_eq!(report.human.matches("tsk_secret").count(), 1);
+        assert_eq!(report.json["secret"], "tsk_secret");
+        assert!(report.json.get("signing_key").is_none());
+    }
+
+    #[test]
+    fn a_shown_token_has_no_secret_and_no_warning() {
+        let token = proto::Token {
+            id: "tok_1".to_owned(),
+            ..Default::default()
+        };
+        let report = token_report(Some(&token), "", []);
+        assert!(!report.human.contains("store it now"));
+        assert!(report.json.get("secret").is_none());
+    }
+}

@@ -1,0 +1,417 @@
+//! The Check decision as one pure function over a credential and a request.
+//!
+//! Order (API.md): API offline → token missing/malformed/unknown/expired/revoked/rotated-out,
+//! tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
+//! rate limit → allowed. The first three token checks and the API status are decided before a
+//! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
+use super::model::{CredentialRecord, SecretMatch};
+use super::network::IpAllowlist;
+use super::permission::{self, Grant, Permission};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    TokenMissing,
+    TokenMalformed,
+    TokenUnknown,
+    TokenExpired,
+    TokenRevoked,
+    TenantMismatch,
+    OwnerDisabled,
+    IpNotAllowed,
+    SignatureRequired,
+    SignatureInvalid,
+    TimestampOutOfWindow,
+    Replayed,
+    PermissionDenied,
+    RateLimited,
+    ApiOffline,
+    StoreUnavailable,
+}
+
+impl DenyReason {
+    /// What an HTTP API in front of Tessera should answer.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::TokenMissing
+            | Self::TokenMalformed
+            | Self::TokenUnknown
+            | Self::TokenExpired
+            | Self::TokenRevoked
+            | Self::TenantMismatch
+            | Self::OwnerDisabled
+            | Self::SignatureRequired
+            | Self::SignatureInvalid
+            | Self::TimestampOutOfWindow
+            | Self::Replayed => 401,
+            Self::IpNotAllowed | Self::PermissionDenied => 403,
+            Self::RateLimited => 429,
+            Self::ApiOffline | Self::StoreUnavailable => 503,
+        }
+    }
+
+    /// Safe to show to the end client: says what is wrong without helping an attacker.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "an API token is required",
+            Self::TokenMalformed => "the API token is malformed",
+            Self::TokenUnknown => "the API token is not valid",
+            Self::TokenExpired => "the API token has expired",
+            Self::TokenRevoked => "the API token has been revoked",
+            Self::TenantMismatch => "the API token is not valid for this tenant",
+            Self::OwnerDisabled => "the API token's owner is disabled",
+            Self::IpNotAllowed => "the API token may not be used from this address",
+            Self::SignatureRequired => "this API token requires a signed request",
+            Self::SignatureInvalid => "the request signature is not valid",
+            Self::TimestampOutOfWindow => "the request timestamp is outside the accepted window",
+            Self::Replayed => "the request signature was already used",
+            Self::PermissionDenied => "the API token lacks the required permission",
+            Self::RateLimited => "the API token's rate limit is exceeded",
+            Self::ApiOffline => "the API is offline",
+            Self::StoreUnavailable => "authorization is temporarily unavailable",
+        }
+    }
+
+    /// Stable snake_case name, for logs, metrics and JSON bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TokenMissing => "token_missing",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenUnknown => "token_unknown",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::OwnerDisabled => "owner_disabled",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::SignatureRequired => "signature_required",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::TimestampOutOfWindow => "timestamp_out_of_window",
+            Self::Replayed => "replayed",
+            Self::PermissionDenied => "permission_denied",
+            Self::RateLimited => "rate_limited",
+            Self::ApiOffline => "api_offline",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// A Check request after parsing at the edge.
+#[derive(Debug, Clone)]
+pub struct CheckInput {
+    pub tenant: Tenant,
+    /// None means authenticate only.
+    pub permission: Option<Permission>,
+    pub client_ip: Option<IpAddr>,
+    pub has_signature: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// What Check needs of a token, computed once when the record is read (and, later, cached):
+/// role grants expanded, CIDRs parsed, the owner's ceiling attached.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub token_id: TokenId,
+    pub tenant: Tenant,
+    pub owner_id: PrincipalId,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub secret_match: SecretMatch,
+    pub allowed_ips: IpAllowlist,
+    pub require_signature: bool,
+    /// The token's role names, so a role change can find the entries it affects.
+    pub roles: Vec<RoleName>,
+    /// Own grants and role grants, before the owner's ceiling.
+    pub grants: Vec<Grant>,
+    /// None when the owner is disabled or gone.
+    pub owner_ceiling: Option<Vec<Grant>>,
+    /// grants ∩ ceiling as text, computed once here rather than on every allowed Check.
+    pub effective_permissions: Vec<String>,
+    pub rate_limit_per_minute: u32,
+    pub owner_rate_limit_per_minute: Option<u32>,
+}
+
+impl Credential {
+    pub fn from_record(record: &CredentialRecord) -> Self {
+        let token = &record.token;
+        let mut grants = token.permissions.clone();
+        for role in &record.roles {
+            grants.extend(role.permissions.iter().cloned());
+        }
+        grants.sort();
+        grants.dedup();
+        let owner_ceiling = record
+            .owner
+            .as_ref()
+            .filter(|owner| !owner.disabled)
+            .map(|owner| owner.permissions.clone());
+        let effective_permissions = match &owner_ceiling {
+            Some(ceiling) => permission::intersect(&grants, ceiling)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        Self {
+            token_id: token.id.clone(),
+            tenant: token.tenant.clone(),
+            owner_id: token.owner_id.clone(),
+            expires_at: token.expires_at,
+            revoked: token.revoked_at.is_some(),
+            secret_match: record.secret_match,
+            allowed_ips: token.allowed_ips.clone(),
+            require_signature: token.require_signature,
+            roles: token.roles.clone(),
+            grants,
+            owner_ceiling,
+            effective_permissions,
+            rate_limit_per_minute: token.rate_limit_per_minute,
+            owner_rate_limit_per_minute: record
+                .owner
+                .as_ref()
+                .and_then(|o| o.rate_limit_per_minute),
+        }
+    }
+
+    /// Whether this secret is one that was rotated away and whose grace period has passed:
+    /// someone is still holding an old secret.
+    pub fn is_retired_secret(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.secret_match, SecretMatch::Retired { grace_until } if grace_until <= now)
+    }
+}
+
+/// The stateless part of Check for an identified token.
+pub fn evaluate(credential: &Credential, input: &CheckInput) -> Result<(), DenyReason> {
+    if credential.revoked || credential.is_retired_secret(input.now) {
+        return Err(DenyReason::TokenRevoked);
+    }
+    if credential.expires_at <= input.now {
+        return Err(DenyReason::TokenExpired);
+    }
+    if credential.tenant != input.tenant {
+        return Err(DenyReason::TenantMismatch);
+    }
+    let Some(ceiling) = &credential.owner_ceiling else {
+        return Err(DenyReason::OwnerDisabled);
+    };
+    if !credential.allowed_ips.allows(input.client_ip) {
+        return Err(DenyReason::IpNotAllowed);
+    }
+    if credential.require_signature && !input.has_signature {
+        return Err(DenyReason::SignatureRequired);
+    }
+    if let Some(wanted) = &input.permission {
+        let granted = permission::any_matches(&credential.grants, wanted);
+        let within_owner = permission::any_matches(ceiling, wanted);
+        if !(granted && within_owner) {
+            return Err(DenyReason::PermissionDenied);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    fn grants(raw: &[&str]) -> Vec<Grant> {
+        raw.iter()
+            .map(|g| Grant::parse(g).expect("grant"))
+            .collect()
+    }
+
+    fn credential() -> Credential {
+        Credential {
+            token_id: TokenId::generate(),
+            tenant: Tenant::parse("acme").expect("tenant"),
+            owner_id: PrincipalId::parse("alice").expect("id"),
+            expires_at: Utc::now() + Duration::days(1),
+            revoked: false,
+            secret_match: SecretMatch::Current,
+            allowed_ips: IpAllowlist::default(),
+            require_signature: false,
+            roles: Vec::new(),
+            grants: grants(&["orders:*"]),
+            owner_ceiling: Some(grants(&["orders:read", "products:read"])),
+            effective_permissions: vec!["orders:read".to_owned()],
+            rate_limit_per_minute: 0,
+            owner_rate_limit_per_minute: None,
+        }
+    }
+
+    fn input(permission: &str) -> CheckInput {
+        CheckInput {
+            tenant: Tenant::parse("acme").expect("tenant"),
+            permission: (!permission.is_empty())
+                .then(|| Permission::parse(permission).expect("perm")),
+            client_ip: Some("192.0.2.1".parse().expect("ip")),
+            has_signature: false,
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_granted_permission_within_the_owner_is_allowed() {
+        assert_eq!(evaluate(&credential(), &input("orders:read")), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_permission_only_authenticates() {
+        assert_eq!(evaluate(&credential(), &input("")), Ok(()));
+    }
+
+    #[test]
+    fn a_granted_permission_the_owner_lost_is_denied() {
+        assert_eq!(
+            evaluate(&credential(), &input("orders:write")),
+            Err(DenyReason::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn a_permission_the_owner_has_but_the_token_lacks_is_denied() {
+        assert_eq!(
+            evaluate(&credential(), &input("products:read")),
+            Err(DenyReason::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn revocation_outranks_expiry() {
+        let mut revoked = credential();
+        revoked.revoked = true;
+        revoked.expires_at = Utc::now() - Duration::days(1);
+        assert_eq!(
+            evaluate(&revoked, &input("orders:read")),
+            Err(DenyReason::TokenRevoked)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_denied() {
+        let mut expired = credential();
+        expired.expires_at = Utc::now() - Duration::seconds(1);
+        assert_eq!(
+            evaluate(&expired, &input("orders:read")),
+            Err(DenyReason::TokenExpired)
+        );
+    }
+
+    #[test]
+    fn a_rotated_out_secret_is_denied_as_revoked_after_its_grace_period() {
+        let mut old = credential();
+        old.secret_match = SecretMatch::Retired {
+            grace_until: Utc::now() - Duration::seconds(1),
+        };
+        assert_eq!(
+            evaluate(&old, &input("orders:read")),
+            Err(DenyReason::TokenRevoked)
+        );
+        old.secret_match = SecretMatch::Retired {
+            grace_until: Utc::now() + Duration::minutes(5),
+        };
+        assert_eq!(evaluate(&old, &input("orders:read")), Ok(()));
+    }
+
+    #[test]
+    fn a_token_of_another_tenant_is_a_tenant_mismatch() {
+        let mut request = input("orders:read");
+        request.tenant = Tenant::parse("globex").expect("tenant");
+        assert_eq!(
+            evaluate(&credential(), &request),
+            Err(DenyReason::TenantMismatch)
+        );
+    }
+
+    #[test]
+    fn a_disabled_owner_denies_before_the_ip_check() {
+        let mut orphan = credential();
+        orphan.owner_ceiling = None;
+        orphan.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        assert_eq!(
+            evaluate(&orphan, &input("orders:read")),
+            Err(DenyReason::OwnerDisabled)
+        );
+    }
+
+    #[test]
+    fn an_ip_outside_the_allowlist_is_denied_before_the_permission() {
+        let mut fenced = credential();
+        fenced.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        assert_eq!(
+            evaluate(&fenced, &input("billing:read")),
+            Err(DenyReason::IpNotAllowed)
+        );
+    }
+
+    #[test]
+    fn a_token_that_requires_a_signature_is_denied_without_one() {
+        let mut signed = credential();
+        signed.require_signature = true;
+        assert_eq!(
+            evaluate(&signed, &input("orders:read")),
+            Err(DenyReason::SignatureRequired)
+        );
+    }
+
+    #[test]
+    fn every_reason_maps_to_the_documented_http_status() {
+        assert_eq!(DenyReason::TokenUnknown.http_status(), 401);
+        assert_eq!(DenyReason::IpNotAllowed.http_status(), 403);
+        assert_eq!(DenyReason::PermissionDenied.http_status(), 403);
+        assert_eq!(DenyReason::RateLimited.http_status(), 429);
+        assert_eq!(DenyReason::ApiOffline.http_status(), 503);
+        assert_eq!(DenyReason::StoreUnavailable.http_status(), 503);
+    }
+
+    #[test]
+    fn the_effective_permissions_are_capped_by_the_owner_when_the_record_is_read() {
+        use crate::domain::fields::{Description, TokenName};
+        use crate::domain::model::{CredentialRecord, Principal, Token};
+        let now = Utc::now();
+        let owner = Principal {
+            tenant: Tenant::default(),
+            id: PrincipalId::parse("alice").expect("id"),
+            permissions: grants(&["orders:read", "products:read"]),
+            disabled: false,
+            rate_limit_per_minute: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let token = Token {
+            id: TokenId::generate(),
+            tenant: Tenant::default(),
+            owner_id: owner.id.clone(),
+            name: TokenName::parse("t").expect("name"),
+            description: Description::parse("").expect("description"),
+            permissions: grants(&["orders:*"]),
+            roles: Vec::new(),
+            allowed_ips: IpAllowlist::default(),
+            rate_limit_per_minute: 0,
+            require_signature: false,
+            secret_hint: String::new(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now,
+            rotated_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let record = CredentialRecord {
+            token,
+            secret_match: SecretMatch::Current,
+            owner: Some(owner),
+            roles: Vec::new(),
+        };
+        assert_eq!(
+            Credential::from_record(&record).effective_permissions,
+            vec!["orders:read"]
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure rules: no I/O, no proto, no async. Everything here is unit-tested beside its code.
+
+pub mod decision;
+pub mod fields;
+pub mod model;
+pub mod network;
+pub mod permission;
+pub mod token;

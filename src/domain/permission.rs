@@ -1,0 +1,346 @@
+//! Permissions and grants.
+//!
+//! A permission is `resource:action` (`orders:read`) or `fn:<Name>`; a grant may use `*` as a
+//! whole segment (`orders:*`, `*:read`, `*`). A token's effective permissions are
+//! (own grants ∪ role grants) ∩ owner's permissions, evaluated at Check time so that a token
+//! never holds more than its owner, also after the owner loses a permission.
+
+use std::fmt;
+
+pub const MAX_PERMISSION_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPermission {
+    #[error("a permission is at most {MAX_PERMISSION_LEN} characters")]
+    TooLong,
+    #[error("a permission has the form resource:action or fn:Name")]
+    WrongShape,
+    #[error("a permission segment uses only letters, digits, '_', '-' and '.'")]
+    BadCharacter,
+    #[error("'*' may only stand for a whole segment of a grant")]
+    MisplacedWildcard,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Segment {
+    Any,
+    Literal(String),
+}
+
+impl Segment {
+    fn parse(raw: &str, wildcard_allowed: bool) -> Result<Self, InvalidPermission> {
+        if raw == "*" {
+            return if wildcard_allowed {
+                Ok(Self::Any)
+            } else {
+                Err(InvalidPermission::MisplacedWildcard)
+            };
+        }
+        if raw.contains('*') {
+            return Err(InvalidPermission::MisplacedWildcard);
+        }
+        if raw.is_empty() {
+            return Err(InvalidPermission::WrongShape);
+        }
+        let valid = raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(InvalidPermission::BadCharacter);
+        }
+        Ok(Self::Literal(raw.to_owned()))
+    }
+
+    fn matches(&self, literal: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Literal(own) => own == literal,
+        }
+    }
+
+    /// Whether every value this segment admits is also admitted by `self`.
+    fn covers(&self, other: &Segment) -> bool {
+        match (self, other) {
+            (Self::Any, _) => true,
+            (Self::Literal(_), Self::Any) => false,
+            (Self::Literal(own), Self::Literal(theirs)) => own == theirs,
+        }
+    }
+
+    /// The narrower of two overlapping segments, or None when they share nothing.
+    fn meet(&self, other: &Segment) -> Option<Segment> {
+        match (self, other) {
+            (Self::Any, other) | (other, Self::Any) => Some(other.clone()),
+            (Self::Literal(a), Self::Literal(b)) if a == b => Some(self.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Literal(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A concrete permission asked for in a Check: no wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Permission {
+    resource: String,
+    action: String,
+}
+
+impl Permission {
+    pub fn parse(raw: &str) -> Result<Self, InvalidPermission> {
+        let (resource, action) = split_two(raw)?;
+        let resource = Segment::parse(resource, false)?;
+        let action = Segment::parse(action, false)?;
+        match (resource, action) {
+            (Segment::Literal(resource), Segment::Literal(action)) => Ok(Self { resource, action }),
+            _ => Err(InvalidPermission::MisplacedWildcard),
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.resource, self.action)
+    }
+}
+
+/// A grant: a permission pattern held by a token, role or principal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Grant {
+    resource: Segment,
+    action: Segment,
+}
+
+impl Grant {
+    pub fn parse(raw: &str) -> Result<Self, InvalidPermission> {
+        if raw == "*" {
+            return Ok(Self::everything());
+        }
+        let (resource, action) = split_two(raw)?;
+        Ok(Self {
+            resource: Segment::parse(resource, true)?,
+            action: Segment::parse(action, true)?,
+        })
+    }
+
+    pub fn everything() -> Self {
+        Self {
+            resource: Segment::Any,
+            action: Segment::Any,
+        }
+    }
+
+    pub fn matches(&self, permission: &Permission) -> bool {
+        self.resource.matches(&permission.resource) && self.action.matches(&permission.action)
+    }
+
+    /// Whether everything `other` grants is also granted by `self`.
+    pub fn covers(&self, other: &Grant) -> bool {
+        self.resource.covers(&other.resource) && self.action.covers(&other.action)
+    }
+
+    /// The grant that both `self` and `other` allow, if they overlap.
+    fn meet(&self, other: &Grant) -> Option<Grant> {
+        Some(Grant {
+            resource: self.resource.meet(&other.resource)?,
+            action: self.action.meet(&other.action)?,
+        })
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.resource, &self.action) {
+            (Segment::Any, Segment::Any) => f.write_str("*"),
+            (resource, action) => write!(f, "{resource}:{action}"),
+        }
+    }
+}
+
+fn split_two(raw: &str) -> Result<(&str, &str), InvalidPermission> {
+    if raw.len() > MAX_PERMISSION_LEN {
+        return Err(InvalidPermission::TooLong);
+    }
+    let (resource, action) = raw.split_once(':').ok_or(InvalidPermission::WrongShape)?;
+    if action.contains(':') {
+        return Err(InvalidPermission::WrongShape);
+    }
+    Ok((resource, action))
+}
+
+/// Parses a list of raw grants, reporting the index of the first invalid one.
+pub fn parse_grants(raw: &[String]) -> Result<Vec<Grant>, (usize, InvalidPermission)> {
+    let mut grants = Vec::with_capacity(raw.len());
+    for (index, item) in raw.iter().enumerate() {
+        grants.push(Grant::parse(item).map_err(|e| (index, e))?);
+    }
+    grants.sort();
+    grants.dedup();
+    Ok(grants)
+}
+
+/// Whether any grant in `set` matches `permission`.
+pub fn any_matches(set: &[Grant], permission: &Permission) -> bool {
+    set.iter().any(|grant| grant.matches(permission))
+}
+
+/// The grants of `wanted` that `ceiling` does not fully cover.
+pub fn beyond_ceiling<'a>(wanted: &'a [Grant], ceiling: &[Grant]) -> Vec<&'a Grant> {
+    wanted
+        .iter()
+        .filter(|grant| !ceiling.iter().any(|limit| limit.covers(grant)))
+        .collect()
+}
+
+/// The grants that both `granted` and `ceiling` allow: the token's effective permissions.
+pub fn intersect(granted: &[Grant], ceiling: &[Grant]) -> Vec<Grant> {
+    let mut effective: Vec<Grant> = granted
+        .iter()
+        .flat_map(|grant| ceiling.iter().filter_map(move |limit| grant.meet(limit)))
+        .collect();
+    effective.sort();
+    effective.dedup();
+    // Drop grants implied by broader ones, so the list reads as the user would write it.
+    let implied: Vec<bool> = effective
+        .iter()
+        .enumerate()
+        .map(|(i, grant)| {
+            effective
+                .iter()
+                .enumerate()
+                .any(|(j, other)| i != j && other.covers(grant) && other != grant)
+        })
+        .collect();
+    effective
+        .into_iter()
+        .zip(implied)
+        .filter_map(|(grant, is_implied)| (!is_implied).then_some(grant))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(raw: &str) -> Grant {
+        Grant::parse(raw).expect("valid grant")
+    }
+
+    fn permission(raw: &str) -> Permission {
+        Permission::parse(raw).expect("valid permission")
+    }
+
+    #[test]
+    fn a_literal_grant_matches_only_its_permission() {
+        assert!(grant("orders:read").matches(&permission("orders:read")));
+        assert!(!grant("orders:read").matches(&permission("orders:write")));
+    }
+
+    #[test]
+    fn a_wildcard_segment_matches_any_value_in_that_segment() {
+        assert!(grant("orders:*").matches(&permission("orders:write")));
+        assert!(grant("*:read").matches(&permission("products:read")));
+        assert!(!grant("orders:*").matches(&permission("products:read")));
+        assert!(grant("*").matches(&permission("fn:OrderList_Load_Query")));
+    }
+
+    #[test]
+    fn function_permissions_parse() {
+        assert_eq!(
+            permission("fn:OrderList_Load_Query").to_string(),
+            "fn:OrderList_Load_Query"
+        );
+    }
+
+    #[test]
+    fn malformed_permissions_are_rejected_with_a_reason() {
+        assert_eq!(
+            Permission::parse("orders"),
+            Err(InvalidPermission::WrongShape)
+        );
+        assert_eq!(
+            Permission::parse("a:b:c"),
+            Err(InvalidPermission::WrongShape)
+        );
+        assert_eq!(
+            Permission::parse("orders:"),
+            Err(InvalidPermission::WrongShape)
+        );
+        assert_eq!(
+            Permission::parse("orders:*"),
+            Err(InvalidPermission::MisplacedWildcard)
+        );
+        assert_eq!(
+            Grant::parse("ord*:read"),
+            Err(InvalidPermission::MisplacedWildcard)
+        );
+        assert_eq!(
+            Grant::parse("orders:re ad"),
+            Err(InvalidPermission::BadCharacter)
+        );
+        assert_eq!(
+            Grant::parse(&"a".repeat(200)),
+            Err(InvalidPermission::TooLong)
+        );
+    }
+
+    #[test]
+    fn a_broad_grant_covers_a_narrow_one_but_not_the_reverse() {
+        assert!(grant("orders:*").covers(&grant("orders:read")));
+        assert!(!grant("orders:read").covers(&grant("orders:*")));
+        assert!(grant("*").covers(&grant("*:read")));
+        assert!(!grant("*:read").covers(&grant("*")));
+    }
+
+    #[test]
+    fn grants_beyond_the_owner_are_reported() {
+        let owner = vec![grant("orders:*")];
+        let wanted = vec![grant("orders:read"), grant("products:read")];
+        let beyond = beyond_ceiling(&wanted, &owner);
+        assert_eq!(beyond, vec![&grant("products:read")]);
+    }
+
+    #[test]
+    fn the_effective_set_is_the_overlap_of_grants_and_ceiling() {
+        let granted = vec![grant("*")];
+        let ceiling = vec![grant("orders:read"), grant("products:*")];
+        let effective: Vec<String> = intersect(&granted, &ceiling)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(effective, vec!["orders:read", "products:*"]);
+
+        let granted = vec![grant("orders:*"), grant("orders:read")];
+        let ceiling = vec![grant("*:read")];
+        let effective: Vec<String> = intersect(&granted, &ceiling)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(effective, vec!["orders:read"]);
+    }
+
+    #[test]
+    fn a_grant_outside_the_ceiling_is_not_effective() {
+        let effective = intersect(&[grant("billing:read")], &[grant("orders:*")]);
+        assert!(effective.is_empty());
+    }
+
+    #[test]
+    fn a_grant_list_reports_the_index_of_the_bad_entry() {
+        let raw = vec!["orders:read".to_owned(), "bad".to_owned()];
+        assert_eq!(parse_grants(&raw), Err((1, InvalidPermission::WrongShape)));
+    }
+
+    #[test]
+    fn a_bare_star_prints_as_a_star() {
+        assert_eq!(grant("*").to_string(), "*");
+        assert_eq!(grant("*:*").to_string(), "*");
+    }
+}

@@ -1,0 +1,394 @@
+//! `tessera.v1.TokenAdminService`: every call authenticated by admin key, parsed at the edge,
+//! handed to `admin::Admin`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::admin::{self, Admin, Expiry, TokenChanges};
+use crate::domain::fields::{
+    ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
+};
+use crate::grpc::auth::AdminAuth;
+use crate::grpc::convert::{self, Violations};
+use crate::grpc::status;
+use crate::proto;
+use crate::proto::token_admin_service_server::TokenAdminService;
+
+const MAX_MESSAGE_LEN: usize = 1024;
+
+pub struct TokenAdminApi {
+    admin: Arc<Admin>,
+    auth: AdminAuth,
+}
+
+impl TokenAdminApi {
+    pub fn new(admin: Arc<Admin>, auth: AdminAuth) -> Self {
+        Self { admin, auth }
+    }
+}
+
+/// The paths UpdateToken accepts in its field mask.
+const UPDATABLE_PATHS: &[&str] = &[
+    "name",
+    "description",
+    "permissions",
+    "roles",
+    "allowed_ips",
+    "rate_limit_per_minute",
+    "expires_at",
+    "require_signature",
+];
+
+fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken, Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+    let owner_id = violations.check("owner_id", PrincipalId::parse(&request.owner_id));
+    let name = violations.check("name", TokenName::parse(&request.name));
+    let description = violations.check("description", Description::parse(&request.description));
+    let permissions = violations.grants("permissions", &request.permissions);
+    let roles = violations.roles("roles", &request.roles);
+    let allowed_ips = violations.allowlist("allowed_ips", &request.allowed_ips);
+    let expires_at = violations.timestamp("expires_at", request.expires_at);
+    let ttl = violations.duration("ttl", request.ttl);
+    let expiry = match (expires_at, ttl) {
+        (Some(Some(_)), Some(Some(_))) => {
+            violations.add("ttl", "give either expires_at or ttl, not both");
+            None
+        }
+        (Some(Some(at)), Some(None)) => Some(Expiry::At(at)),
+        (Some(None), Some(Some(ttl))) => Some(Expiry::Ttl(ttl)),
+        (Some(None), Some(None)) => Some(Expiry::Default),
+        _ => None,
+    };
+    let parsed = (|| {
+        Some(admin::CreateToken {
+            tenant: tenant?,
+            owner_id: owner_id?,
+            name: name?,
+            description: description?,
+            permissions: permissions?,
+            roles: roles?,
+            allowed_ips: allowed_ips?,
+            rate_limit_per_minute: request.rate_limit_per_minute,
+            expiry: expiry?,
+            require_signature: request.require_signature,
+        })
+    })();
+    violations.finish(parsed)
+}
+
+fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenChanges), Status> {
+    let mut violations = Violations::default();
+    let id = convert::token_id(&mut violations, "id", &request.id);
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
+    if paths.is_empty() {
+        violations.add("update_mask", "name at least one field to update");
+    }
+    let mut changes = TokenChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => changes.name = violations.check("name", TokenName::parse(&request.name)),
+            "description" => {
+                changes.description =
+                    violations.check("description", Description::parse(&request.description));
+            }
+            "permissions" => {
+                changes.permissions = violations.grants("permissions", &request.permissions)
+            }
+            "roles" => changes.roles = violations.roles("roles", &request.roles),
+            "allowed_ips" => {
+                changes.allowed_ips = violations.allowlist("allowed_ips", &request.allowed_ips)
+            }
+            "rate_limit_per_minute" => {
+                changes.rate_limit_per_minute = Some(request.rate_limit_per_minute)
+            }
+            "expires_at" => {
+                let expires_at = violations
+                    .timestamp("expires_at", request.expires_at)
+                    .flatten();
+                changes.expires_at = violations.require("expires_at", expires_at);
+            }
+            "require_signature" => changes.require_signature = Some(request.require_signature),
+            unknown => violations.add(
+                "update_mask",
+                format!(
+                    "unknown path {unknown}; updatable: {}",
+                    UPDATABLE_PATHS.join(", ")
+                ),
+            ),
+        }
+    }
+    violations.finish(id.map(|id| (id, changes)))
+}
+
+fn parse_token_id(raw: &str) -> Result<TokenId, Status> {
+    TokenId::parse(raw).map_err(|error| convert::invalid_field("id", error))
+}
+
+#[tonic::async_trait]
+impl TokenAdminService for TokenAdminApi {
+    async fn create_token(
+        &self,
+        request: Request<proto::CreateTokenRequest>,
+    ) -> Result<Response<proto::CreateTokenResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let command = parse_create(request.into_inner())?;
+        let issued = self.admin.create_token(&actor, command).await?;
+        Ok(Response::new(proto::CreateTokenResponse {
+            token: Some(convert::token(&issued.token)),
+            secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
+            signing_key: String::new(),
+        }))
+    }
+
+    async fn get_token(
+        &self,
+        request: Request<proto::GetTokenRequest>,
+    ) -> Result<Response<proto::GetTokenResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let id = parse_token_id(&request.get_ref().id)?;
+        let token = self.admin.get_token(&id).await?;
+        Ok(Response::new(proto::GetTokenResponse {
+            token: Some(convert::token(&token)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<proto::ListTokensRequest>,
+    ) -> Result<Response<proto::ListTokensResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let owner_id = if request.owner_id.is_empty() {
+            Some(None)
+        } else {
+            violations.check("owner_id", PrincipalId::parse(&request.owner_id).map(Some))
+        };
+        let page_size = violations.page_size(request.page_size);
+        let after = violations.page_token(&request.page_token, |text| TokenId::parse(text).ok());
+        let expiring_within = violations.duration("expiring_within", request.expiring_within);
+        let unused_for = violations.duration("unused_for", request.unused_for);
+        let parsed = (|| {
+            Some(admin::ListTokens {
+                tenant: tenant?,
+                owner_id: owner_id?,
+                include_revoked: request.include_revoked,
+                expiring_within: expiring_within?,
+                unused_for: unused_for?,
+                page_size: page_size?,
+                after: after?,
+            })
+        })();
+        let query = violations.finish(parsed)?;
+        let page = self.admin.list_tokens(query).await?;
+        Ok(Response::new(proto::ListTokensResponse {
+            tokens: page.items.iter().map(convert::token).collect(),
+            next_page_token: page
+                .next
+                .map(|id| convert::encode_page_token(id.as_str()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_token(
+        &self,
+        request: Request<proto::UpdateTokenRequest>,
+    ) -> Result<Response<proto::UpdateTokenResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let (id, changes) = parse_update(request.into_inner())?;
+        let token = self.admin.update_token(&actor, &id, changes).await?;
+        Ok(Response::new(proto::UpdateTokenResponse {
+            token: Some(convert::token(&token)),
+            signing_key: String::new(),
+        }))
+    }
+
+    async fn rotate_token(
+        &self,
+        request: Request<proto::RotateTokenRequest>,
+    ) -> Result<Response<proto::RotateTokenResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = convert::token_id(&mut violations, "id", &request.id);
+        let grace = violations.duration("grace_period", request.grace_period);
+        let (id, grace) = violations.finish(id.zip(grace))?;
+        let issued = self
+            .admin
+            .rotate_token(&actor, &id, grace.unwrap_or_else(chrono::Duration::zero))
+            .await?;
+        Ok(Response::new(proto::RotateTokenResponse {
+            token: Some(convert::token(&issued.token)),
+            secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
+            signing_key: String::new(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<proto::RevokeTokenRequest>,
+    ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let id = parse_token_id(&request.get_ref().id)?;
+        let token = self.admin.revoke_token(&actor, &id).await?;
+        Ok(Response::new(proto::RevokeTokenResponse {
+            token: Some(convert::token(&token)),
+        }))
+    }
+
+    async fn list_usage(
+        &self,
+        request: Request<proto::ListUsageRequest>,
+    ) -> Result<Response<proto::ListUsageResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        Err(status::unimplemented("ListUsage"))
+    }
+
+    async fn upsert_principal(
+        &self,
+        request: Request<proto::UpsertPrincipalRequest>,
+    ) -> Result<Response<proto::UpsertPrincipalResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let id = violations.check("id", PrincipalId::parse(&request.id));
+        let permissions = violations.grants("permissions", &request.permissions);
+        let parsed = (|| {
+            Some(admin::UpsertPrincipal {
+                tenant: tenant?,
+                id: id?,
+                permissions: permissions?,
+                disabled: request.disabled,
+                rate_limit_per_minute: request.rate_limit_per_minute,
+            })
+        })();
+        let command = violations.finish(parsed)?;
+        let principal = self.admin.upsert_principal(&actor, command).await?;
+        Ok(Response::new(proto::UpsertPrincipalResponse {
+            principal: Some(convert::principal(&principal)),
+        }))
+    }
+
+    async fn get_principal(
+        &self,
+        request: Request<proto::GetPrincipalRequest>,
+    ) -> Result<Response<proto::GetPrincipalResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let id = violations.check("id", PrincipalId::parse(&request.id));
+        let (tenant, id) = violations.finish(tenant.zip(id))?;
+        let principal = self.admin.get_principal(&tenant, &id).await?;
+        Ok(Response::new(proto::GetPrincipalResponse {
+            principal: Some(convert::principal(&principal)),
+        }))
+    }
+
+    async fn upsert_role(
+        &self,
+        request: Request<proto::UpsertRoleRequest>,
+    ) -> Result<Response<proto::UpsertRoleResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let name = violations.check("name", RoleName::parse(&request.name));
+        let permissions = violations.grants("permissions", &request.permissions);
+        let parsed = (|| Some((tenant?, name?, permissions?)))();
+        let (tenant, name, permissions) = violations.finish(parsed)?;
+        let role = self
+            .admin
+            .upsert_role(&actor, tenant, name, permissions)
+            .await?;
+        Ok(Response::new(proto::UpsertRoleResponse {
+            role: Some(convert::role(&role)),
+        }))
+    }
+
+    async fn list_roles(
+        &self,
+        request: Request<proto::ListRolesRequest>,
+    ) -> Result<Response<proto::ListRolesResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let tenant = Tenant::parse(&request.get_ref().tenant)
+            .map_err(|error| convert::invalid_field("tenant", error))?;
+        let roles = self.admin.list_roles(&tenant).await?;
+        Ok(Response::new(proto::ListRolesResponse {
+            roles: roles.iter().map(convert::role).collect(),
+        }))
+    }
+
+    async fn set_api_status(
+        &self,
+        request: Request<proto::SetApiStatusRequest>,
+    ) -> Result<Response<proto::SetApiStatusResponse>, Status> {
+        let actor = self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let scope = violations.check("tenant", ApiScope::parse(&request.tenant));
+        if request.message.chars().count() > MAX_MESSAGE_LEN {
+            violations.add(
+                "message",
+                format!("must be at most {MAX_MESSAGE_LEN} characters"),
+            );
+        }
+        let scope = violations.finish(scope)?;
+        let status = self
+            .admin
+            .set_api_status(&actor, scope, request.online, request.message)
+            .await?;
+        Ok(Response::new(proto::SetApiStatusResponse {
+            status: Some(convert::api_status(&status)),
+        }))
+    }
+
+    async fn get_api_status(
+        &self,
+        request: Request<proto::GetApiStatusRequest>,
+    ) -> Result<Response<proto::GetApiStatusResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let scope = ApiScope::parse(&request.get_ref().tenant)
+            .map_err(|error| convert::invalid_field("tenant", error))?;
+        let status = self.admin.get_api_status(&scope).await?;
+        Ok(Response::new(proto::GetApiStatusResponse {
+            status: Some(convert::api_status(&status)),
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<proto::ListAuditEventsRequest>,
+    ) -> Result<Response<proto::ListAuditEventsResponse>, Status> {
+        self.auth.authenticate(&request).await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = if request.tenant.is_empty() {
+            Some(None)
+        } else {
+            violations.check("tenant", Tenant::parse(&request.tenant).map(Some))
+        };
+        let page_size = violations.page_size(request.page_size);
+        let after = violations.page_token(&request.page_token, |text| text.parse::<i64>().ok());
+        let parsed = (|| Some((tenant?, page_size?, after?)))();
+        let (tenant, page_size, after) = violations.finish(parsed)?;
+        let page = self
+            .admin
+            .list_audit_events(tenant.as_ref(), page_size, after.unwrap_or(0))
+            .await?;
+        Ok(Response::new(proto::ListAuditEventsResponse {
+            events: page.items.iter().map(convert::audit_event).collect(),
+            next_page_token: page
+                .next
+                .map(|id| convert::encode_page_token(&id.to_string()))
+                .unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,325 @@
+//! Proto ↔ domain. Requests are parsed here, once, collecting every bad field into one
+//! INVALID_ARGUMENT; past this module only domain types travel.
+
+use std::fmt::Display;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeZone, Utc};
+use tonic::Status;
+use tonic_types::FieldViolation;
+
+use crate::authz::{Decision, RateLimitStatus};
+use crate::domain::decision::DenyReason;
+use crate::domain::fields::{self, InvalidField};
+use crate::domain::model::{self, TokenState};
+use crate::domain::network::IpAllowlist;
+use crate::domain::permission::{self, Grant};
+use crate::grpc::status;
+use crate::proto;
+
+/// Field violations gathered while parsing one request.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// The parsed value, or None with the violation recorded under `field`.
+    pub fn check<T, E: Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result
+            .map_err(|error| self.add(field, error.to_string()))
+            .ok()
+    }
+
+    /// Like `check` for lists, naming the bad entry as `field[index]`.
+    pub fn check_list<T, E: Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, (usize, E)>,
+    ) -> Option<T> {
+        result
+            .map_err(|(index, error)| self.add(format!("{field}[{index}]"), error.to_string()))
+            .ok()
+    }
+
+    pub fn require<T>(&mut self, field: &str, value: Option<T>) -> Option<T> {
+        if value.is_none() {
+            self.add(field, "is required");
+        }
+        value
+    }
+
+    /// The parsed request when nothing was wrong, else INVALID_ARGUMENT with every violation.
+    pub fn finish<T>(self, parsed: Option<T>) -> Result<T, Status> {
+        if !self.0.is_empty() {
+            return Err(status::invalid_argument(self.0));
+        }
+        // Every None above recorded a violation, so this is only reached with Some.
+        parsed.ok_or_else(|| Status::internal("request parsing lost a field"))
+    }
+
+    pub fn grants(&mut self, field: &str, raw: &[String]) -> Option<Vec<Grant>> {
+        self.limit_len(field, raw.len(), MAX_LIST_LEN);
+        self.check_list(field, permission::parse_grants(raw))
+    }
+
+    pub fn roles(&mut self, field: &str, raw: &[String]) -> Option<Vec<fields::RoleName>> {
+        self.limit_len(field, raw.len(), MAX_ROLES);
+        self.check_list(field, fields::parse_list(raw, fields::RoleName::parse))
+    }
+
+    pub fn allowlist(&mut self, field: &str, raw: &[String]) -> Option<IpAllowlist> {
+        self.limit_len(field, raw.len(), MAX_LIST_LEN);
+        self.check_list(field, IpAllowlist::parse(raw))
+    }
+
+    fn limit_len(&mut self, field: &str, len: usize, max: usize) {
+        if len > max {
+            self.add(field, format!("at most {max} entries"));
+        }
+    }
+
+    /// A Duration that must be present or absent, never negative or out of range.
+    pub fn duration(
+        &mut self,
+        field: &str,
+        raw: Option<prost_types::Duration>,
+    ) -> Option<Option<chrono::Duration>> {
+        match raw {
+            None => Some(None),
+            Some(duration) => {
+                let parsed = chrono::Duration::try_seconds(duration.seconds)
+                    .and_then(|seconds| {
+                        seconds
+                            .checked_add(&chrono::Duration::nanoseconds(i64::from(duration.nanos)))
+                    })
+                    .filter(|parsed| *parsed >= chrono::Duration::zero());
+                self.check(
+                    field,
+                    parsed.map(Some).ok_or("must be a non-negative duration"),
+                )
+            }
+        }
+    }
+
+    pub fn timestamp(
+        &mut self,
+        field: &str,
+        raw: Option<prost_types::Timestamp>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        match raw {
+            None => Some(None),
+            Some(timestamp) => {
+                let parsed = u32::try_from(timestamp.nanos)
+                    .ok()
+                    .and_then(|nanos| Utc.timestamp_opt(timestamp.seconds, nanos).single());
+                self.check(field, parsed.map(Some).ok_or("must be a valid timestamp"))
+            }
+        }
+    }
+
+    /// AIP-158 page size: 0 means the default, larger than the maximum is capped.
+    pub fn page_size(&mut self, raw: i32) -> Option<u32> {
+        match u32::try_from(raw) {
+            Ok(0) => Some(crate::admin::DEFAULT_PAGE_SIZE),
+            Ok(size) => Some(size.min(crate::admin::MAX_PAGE_SIZE)),
+            Err(_) => {
+                self.add("page_size", "must not be negative");
+                None
+            }
+        }
+    }
+
+    /// The opaque page token: base64 of the last key of the previous page.
+    pub fn page_token<K>(
+        &mut self,
+        raw: &str,
+        parse: impl Fn(&str) -> Option<K>,
+    ) -> Option<Option<K>> {
+        if raw.is_empty() {
+            return Some(None);
+        }
+        let key = URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| parse(&text));
+        self.check(
+            "page_token",
+            key.map(Some)
+                .ok_or("is not a page token from a previous response"),
+        )
+    }
+}
+
+/// At most this many permissions or IPs in one request: enough for real use, small enough that
+/// a hostile request cannot make a token row huge.
+pub const MAX_LIST_LEN: usize = 256;
+pub const MAX_ROLES: usize = 64;
+
+pub fn encode_page_token(key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key)
+}
+
+/// Parses an id field that is required.
+pub fn token_id(violations: &mut Violations, field: &str, raw: &str) -> Option<fields::TokenId> {
+    violations.check(field, fields::TokenId::parse(raw))
+}
+
+pub fn invalid_field(field: &str, error: InvalidField) -> Status {
+    status::invalid_argument(vec![FieldViolation::new(field, error.to_string())])
+}
+
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        // Always below 2e9, so the conversion cannot fail; 0 keeps it total.
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn optional_timestamp(time: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    time.map(timestamp)
+}
+
+fn grant_strings(grants: &[Grant]) -> Vec<String> {
+    grants.iter().map(ToString::to_string).collect()
+}
+
+pub fn token(token: &model::Token) -> proto::Token {
+    let state = match token.state(Utc::now()) {
+        TokenState::Active => proto::TokenState::Active,
+        TokenState::Expired => proto::TokenState::Expired,
+        TokenState::Revoked => proto::TokenState::Revoked,
+    };
+    proto::Token {
+        id: token.id.to_string(),
+        tenant: token.tenant.to_string(),
+        owner_id: token.owner_id.to_string(),
+        name: token.name.to_string(),
+        description: token.description.to_string(),
+        permissions: grant_strings(&token.permissions),
+        roles: token.roles.iter().map(ToString::to_string).collect(),
+        allowed_ips: token.allowed_ips.to_strings(),
+        rate_limit_per_minute: token.rate_limit_per_minute,
+        require_signature: token.require_signature,
+        state: state.into(),
+        secret_hint: token.secret_hint.clone(),
+        created_at: Some(timestamp(token.created_at)),
+        updated_at: Some(timestamp(token.updated_at)),
+        expires_at: Some(timestamp(token.expires_at)),
+        rotated_at: optional_timestamp(token.rotated_at),
+        revoked_at: optional_timestamp(token.revoked_at),
+        last_used_at: optional_timestamp(token.last_used_at),
+    }
+}
+
+pub fn principal(principal: &model::Principal) -> proto::Principal {
+    proto::Principal {
+        tenant: principal.tenant.to_string(),
+        id: principal.id.to_string(),
+        permissions: grant_strings(&principal.permissions),
+        disabled: principal.disabled,
+        rate_limit_per_minute: principal.rate_limit_per_minute,
+        created_at: Some(timestamp(principal.created_at)),
+        updated_at: Some(timestamp(principal.updated_at)),
+    }
+}
+
+pub fn role(role: &model::Role) -> proto::Role {
+    proto::Role {
+        tenant: role.tenant.to_string(),
+        name: role.name.to_string(),
+        permissions: grant_strings(&role.permissions),
+        created_at: Some(timestamp(role.created_at)),
+        updated_at: Some(timestamp(role.updated_at)),
+    }
+}
+
+pub fn api_status(status: &model::ApiStatus) -> proto::ApiStatus {
+    proto::ApiStatus {
+        tenant: status.scope.to_string(),
+        online: status.online,
+        message: status.message.clone(),
+        updated_at: optional_timestamp(status.updated_at),
+    }
+}
+
+pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
+    proto::AuditEvent {
+        id: event.id,
+        time: Some(timestamp(event.time)),
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        tenant: event.tenant.clone(),
+        token_id: event
+            .token_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        principal_id: event
+            .principal_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        summary: event.summary.clone(),
+    }
+}
+
+pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
+    match reason {
+        DenyReason::TokenMissing => proto::DenyReason::TokenMissing,
+        DenyReason::TokenMalformed => proto::DenyReason::TokenMalformed,
+        DenyReason::TokenUnknown => proto::DenyReason::TokenUnknown,
+        DenyReason::TokenExpired => proto::DenyReason::TokenExpired,
+        DenyReason::TokenRevoked => proto::DenyReason::TokenRevoked,
+        DenyReason::TenantMismatch => proto::DenyReason::TenantMismatch,
+        DenyReason::OwnerDisabled => proto::DenyReason::OwnerDisabled,
+        DenyReason::IpNotAllowed => proto::DenyReason::IpNotAllowed,
+        DenyReason::SignatureRequired => proto::DenyReason::SignatureRequired,
+        DenyReason::SignatureInvalid => proto::DenyReason::SignatureInvalid,
+        DenyReason::TimestampOutOfWindow => proto::DenyReason::TimestampOutOfWindow,
+        DenyReason::Replayed => proto::DenyReason::Replayed,
+        DenyReason::PermissionDenied => proto::DenyReason::PermissionDenied,
+        DenyReason::RateLimited => proto::DenyReason::RateLimited,
+        DenyReason::ApiOffline => proto::DenyReason::ApiOffline,
+        DenyReason::StoreUnavailable => proto::DenyReason::StoreUnavailable,
+    }
+}
+
+fn rate_limit(status: RateLimitStatus) -> proto::RateLimitStatus {
+    proto::RateLimitStatus {
+        limit: status.limit,
+        remaining: status.remaining,
+        reset_seconds: status.reset_seconds,
+    }
+}
+
+pub fn check_response(decision: &Decision) -> proto::CheckResponse {
+    let reason = match decision.outcome {
+        Ok(()) => proto::DenyReason::Allowed,
+        Err(reason) => deny_reason(reason),
+    };
+    let credential = decision.credential.as_deref();
+    proto::CheckResponse {
+        allowed: decision.is_allowed(),
+        reason: reason.into(),
+        http_status: u32::from(decision.http_status()),
+        message: decision.message.to_string(),
+        token_id: credential
+            .map(|who| who.token_id.to_string())
+            .unwrap_or_default(),
+        owner_id: credential
+            .map(|who| who.owner_id.to_string())
+            .unwrap_or_default(),
+        tenant: credential
+            .map(|who| who.tenant.to_string())
+            .unwrap_or_default(),
+        permissions: decision.permissions().to_vec(),
+        rate_limit: decision.rate_limit.map(rate_limit),
+        expires_at: credential.map(|who| timestamp(who.expires_at)),
+    }
+}

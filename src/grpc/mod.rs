@@ -1,0 +1,7 @@
+//! The gRPC edge: the only layer that sees generated proto types or builds a `tonic::Status`.
+
+pub mod admin;
+pub mod auth;
+pub mod authorization;
+pub mod convert;
+pub mod status;

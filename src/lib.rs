@@ -1,0 +1,29 @@
+//! Tessera: API-token authorization on every request.
+//!
+//! Layers, each depending only on those below it:
+//! - [`grpc`]: tonic services (AuthorizationService, TokenAdminService), admin-key auth, proto ↔
+//!   domain conversion, and the one place errors become `tonic::Status`.
+//! - [`authz`]: the hot path, `Authorizer::check`.
+//! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
+//! - [`store`]: the `Store` trait with its Postgres and SQLite backends.
+//! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
+//!
+//! [`app`] builds the whole server from [`config::Settings`]; [`cli`] is the admin client.
+
+pub mod admin;
+pub mod app;
+pub mod authz;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+pub mod telemetry;
+
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("tessera.v1");
+
+    /// The encoded descriptor set of `proto/`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("tessera_descriptor");
+}

@@ -1,0 +1,230 @@
+//! The store: one trait, two backends (Postgres for production, SQLite as the embedded default).
+//!
+//! Every mutating method writes its audit event in the same transaction as the change, so a
+//! mutation and its audit record commit together or not at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use crate::domain::model::{
+    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+};
+use crate::domain::token::SecretHash;
+use invalidation::{Invalidation, InvalidationSink};
+
+pub mod invalidation;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What went wrong in the store, as a small set the layers above can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named entity (`token`, `principal`, `role`) does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The token is revoked, so it can no longer be changed.
+    #[error("the token is revoked")]
+    TokenRevoked,
+    /// The owner already holds the maximum number of live tokens.
+    #[error("the owner already has {limit} live tokens")]
+    OwnerTokenLimit { limit: u32 },
+    /// A uniqueness rule was violated.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The caller's own deadline passed before the store answered (the store never returns this
+    /// itself: its timeouts surface as `Unavailable`).
+    #[error("the store did not answer in time")]
+    Timeout,
+    /// Anything else: a bug or corrupt data; logged, never sent to clients.
+    #[error("store internal error: {0}")]
+    Internal(String),
+}
+
+/// Which tokens `list_tokens` returns, in id (= creation) order.
+#[derive(Debug, Clone)]
+pub struct TokenQuery {
+    pub tenant: Tenant,
+    pub owner_id: Option<PrincipalId>,
+    pub include_revoked: bool,
+    /// Only tokens that are not yet expired and expire before this instant.
+    pub expiring_before: Option<DateTime<Utc>>,
+    /// Only tokens never used, or last used before this instant.
+    pub unused_since: Option<DateTime<Utc>>,
+    /// Keyset paging: only ids greater than this one.
+    pub after: Option<TokenId>,
+    pub limit: u32,
+    /// The instant `expiring_before` compares against.
+    pub now: DateTime<Utc>,
+}
+
+/// A new secret for an existing token.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub id: TokenId,
+    pub new_secret_hash: SecretHash,
+    pub new_secret_hint: String,
+    pub rotated_at: DateTime<Utc>,
+    pub new_expires_at: DateTime<Utc>,
+    /// Until when the old secret keeps working; equal to `rotated_at` when there is no grace.
+    pub old_secret_grace_until: DateTime<Utc>,
+}
+
+/// Connection pool bounds: the server must never hang on a dead database.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and health: `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip, to tell whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a token if its owner exists and holds fewer than `max_live_per_owner` live
+    /// (neither revoked nor expired) tokens. Two concurrent creates for one owner are serialised
+    /// on the owner's row, so the limit holds without a race.
+    async fn create_token(
+        &self,
+        new: &NewToken,
+        max_live_per_owner: u32,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
+
+    async fn get_token(&self, id: &TokenId) -> Result<Token, StoreError>;
+
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError>;
+
+    /// Replaces the mutable fields (name, description, permissions, roles, allowed_ips, rate
+    /// limit, expiry, require_signature, updated_at) of a token that is not revoked.
+    async fn update_token(&self, token: &Token, audit: &AuditEvent) -> Result<Token, StoreError>;
+
+    /// Gives a token that is not revoked a new secret; the old one is kept as retired, usable
+    /// until `old_secret_grace_until` and recognised (as revoked) after it.
+    async fn rotate_token(
+        &self,
+        rotation: &Rotation,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
+
+    /// Revokes a token; revoking a revoked token is `TokenRevoked`.
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
+
+    /// Everything Check needs for a secret hash: current or retired secret, owner and roles.
+    async fn find_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<CredentialRecord>, StoreError>;
+
+    async fn upsert_principal(
+        &self,
+        principal: &Principal,
+        audit: &AuditEvent,
+    ) -> Result<Principal, StoreError>;
+
+    async fn get_principal(
+        &self,
+        tenant: &Tenant,
+        id: &PrincipalId,
+    ) -> Result<Principal, StoreError>;
+
+    async fn upsert_role(&self, role: &Role, audit: &AuditEvent) -> Result<Role, StoreError>;
+
+    /// A tenant's roles, by name.
+    async fn list_roles(&self, tenant: &Tenant) -> Result<Vec<Role>, StoreError>;
+
+    /// The named roles that exist in the tenant (missing names are simply absent).
+    async fn get_roles(&self, tenant: &Tenant, names: &[RoleName])
+    -> Result<Vec<Role>, StoreError>;
+
+    async fn set_api_status(
+        &self,
+        status: &ApiStatus,
+        audit: &AuditEvent,
+    ) -> Result<ApiStatus, StoreError>;
+
+    /// The stored status, or `ApiStatus::never_set` when there is none.
+    async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError>;
+
+    /// Audit events with id greater than `after_id`, oldest first.
+    async fn list_audit_events(
+        &self,
+        tenant: Option<&Tenant>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Stores the hash of an admin key created by the bootstrap.
+    async fn insert_admin_key(
+        &self,
+        hash: &SecretHash,
+        label: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    async fn count_admin_keys(&self) -> Result<u64, StoreError>;
+
+    async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError>;
+
+    /// Writes an audit event that belongs to no store mutation (a retired secret presented).
+    async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Every secret hash of a token, current and retired, so caches can drop them all.
+    async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError>;
+
+    /// Tells the other replicas what a committed write made stale (Postgres `NOTIFY`); a no-op
+    /// on SQLite, which is single-node.
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), StoreError>;
+
+    /// Feeds the other replicas' invalidations into `sink` until the handle is aborted, and
+    /// invalidates everything whenever the feed (re)connects, since events may have been missed.
+    /// None when there are no other replicas (SQLite).
+    fn watch_invalidations(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>>;
+}
+
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`) and runs the embedded
+/// migrations (on Postgres under an advisory lock, so replicas may start at once).
+pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::Internal(
+            "database url must start with sqlite:// or postgres://".to_owned(),
+        ))
+    }
+}

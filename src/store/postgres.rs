@@ -1,0 +1,124 @@
+//! The Postgres backend: production and scale-out, shared by every replica.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use super::invalidation::{CHANNEL, Invalidation, InvalidationSink};
+use super::sql::{map_error, migrate_error};
+use super::{PoolOptions, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long the invalidation feed waits before reconnecting after the database went away.
+const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub struct PostgresStore {
+    pub(super) pool: PgPool,
+    /// For the LISTEN connection, which lives outside the pool: it is held for good, and no
+    /// statement timeout applies to waiting for notifications.
+    listen_options: PgConnectOptions,
+}
+
+impl PostgresStore {
+    /// Connects, migrates, and keeps a pool whose statements time out, so a stuck database
+    /// surfaces as `Unavailable` instead of hanging requests.
+    pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        let connect_options = PgConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Internal(format!("invalid postgres url: {error}")))?
+            .application_name("tessera");
+        migrate(&connect_options).await?;
+
+        let statement_timeout_ms = options.statement_timeout.as_millis().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(
+                connect_options
+                    .clone()
+                    .options([("statement_timeout", statement_timeout_ms)]),
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(Self {
+            pool,
+            listen_options: connect_options,
+        })
+    }
+
+    pub(super) async fn publish_invalidation(
+        &self,
+        invalidation: &Invalidation,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(invalidation.encode())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    pub(super) fn watch(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        // A pool of one only for its reconnecting, as `PgListener::connect` does internally.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(self.listen_options.clone());
+        Some(tokio::spawn(feed_invalidations(listen_pool, sink)))
+    }
+}
+
+/// Runs until aborted. Whenever the feed (re)connects, notifications may have been missed while
+/// it was down, so the whole cache is dropped; the cache TTL bounds staleness meanwhile.
+async fn feed_invalidations(listen_pool: PgPool, sink: Arc<dyn InvalidationSink>) {
+    loop {
+        if let Err(error) = listen(&listen_pool, sink.as_ref()).await {
+            tracing::warn!(%error, "invalidation feed lost; reconnecting");
+        }
+        sink.invalidate_all().await;
+        tokio::time::sleep(LISTEN_RETRY_DELAY).await;
+    }
+}
+
+async fn listen(listen_pool: &PgPool, sink: &dyn InvalidationSink) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(listen_pool).await?;
+    listener.listen(CHANNEL).await?;
+    sink.invalidate_all().await;
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                sink.invalidate(&Invalidation::decode(notification.payload()))
+                    .await;
+            }
+            // The connection dropped and was re-established (LISTEN included) before returning.
+            None => sink.invalidate_all().await,
+        }
+    }
+}
+
+/// Runs the embedded migrations on a connection of their own.
+///
+/// sqlx's migrator holds `pg_advisory_lock` while it migrates (locking is on by default and
+/// must stay on): that is why any number of replicas may start at once against one database;
+/// the first migrates, the others wait and then find nothing to do. The connection is separate
+/// from the pool so that neither the wait for that lock nor a long migration is cut short by
+/// the pool's `statement_timeout`, and so that the session lock cannot outlive a failed run
+/// in a pooled connection: closing the connection releases it.
+async fn migrate(connect_options: &PgConnectOptions) -> Result<(), StoreError> {
+    let mut connection = connect_options.connect().await.map_err(map_error)?;
+    // `run_direct` is `run` without its `Acquire` bound, whose higher-ranked lifetime makes the
+    // future not `Send` (sqlx's own workaround), and `connect` must be spawnable.
+    MIGRATOR
+        .run_direct(None, &mut connection, false)
+        .await
+        .map_err(migrate_error)?;
+    connection.close().await.map_err(map_error)
+}

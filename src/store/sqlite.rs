@@ -1,0 +1,71 @@
+//! The SQLite backend: the embedded default, for a single node.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::invalidation::{Invalidation, InvalidationSink};
+use super::sql::{map_error, migrate_error};
+use super::{PoolOptions, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite has one writer at a time: more connections only add readers, and a few suffice.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// How long a writer waits for another's transaction before giving up with `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// sqlx takes no lock for SQLite migrations, so two stores opening one fresh file at once would
+/// both try to apply them. A single process is the supported deployment; within it, this lock
+/// makes concurrent opens safe.
+static MIGRATION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        let connect_options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Internal(format!("invalid sqlite url: {error}")))?
+            .create_if_missing(true)
+            // WAL lets readers (Check's cache fills) proceed while an admin write commits.
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across application crashes in WAL mode; only an OS crash may
+            // lose the last commits, in exchange for no fsync per commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, MAX_CONNECTIONS))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect_options)
+            .await
+            .map_err(map_error)?;
+
+        let migration_guard = MIGRATION_LOCK.lock().await;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        drop(migration_guard);
+        Ok(Self { pool })
+    }
+
+    /// One node holds the only cache, and the admin layer invalidates it directly.
+    pub(super) async fn publish_invalidation(
+        &self,
+        _invalidation: &Invalidation,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub(super) fn watch(
+        &self,
+        _sink: Arc<dyn InvalidationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+}

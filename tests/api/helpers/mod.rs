@@ -1,0 +1,226 @@
+//! `spawn_app`: the real server on port 0, over a fresh database, with a real gRPC client.
+
+pub mod database;
+
+use std::sync::Arc;
+
+use tessera::app::App;
+use tessera::config::Settings;
+use tessera::proto;
+use tessera::proto::authorization_service_client::AuthorizationServiceClient;
+use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
+use tessera::store::Store;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Request;
+use tonic::transport::Channel;
+
+pub use database::TestDatabase;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`, as the CLI's `--server` takes it.
+    pub grpc_url: String,
+    /// The key the server's bootstrap wrote to its key file on first start.
+    pub admin_key: String,
+    pub store: Arc<dyn Store>,
+    pub database: TestDatabase,
+    pub settings: Settings,
+    /// Holds the bootstrap key file.
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// A server over a fresh SQLite file.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite).await
+}
+
+/// A server over a fresh database of the given backend.
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// A server over a fresh database, with settings adjusted by `customize`.
+pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logging();
+    let database = match backend {
+        Backend::Sqlite => TestDatabase::sqlite(),
+        Backend::Postgres => TestDatabase::postgres().await,
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: database.url().to_owned().into(),
+        admin_key_file: Some(dir.path().join("tessera-admin.key")),
+        ..Settings::default()
+    };
+    customize(&mut settings);
+    let app = App::build(settings.clone()).await.expect("app builds");
+    let address = app.local_addr();
+    let store = app.store();
+    let admin_key = match app.bootstrap_key_path() {
+        Some(path) => std::fs::read_to_string(path)
+            .expect("bootstrap key file")
+            .trim()
+            .to_owned(),
+        None => String::new(),
+    };
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        grpc_url: format!("http://{address}"),
+        admin_key,
+        store,
+        database,
+        settings,
+        dir,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn admin_client(&self) -> TokenAdminServiceClient<Channel> {
+        TokenAdminServiceClient::connect(self.grpc_url.clone())
+            .await
+            .expect("admin client connects")
+    }
+
+    pub async fn authz_client(&self) -> AuthorizationServiceClient<Channel> {
+        AuthorizationServiceClient::connect(self.grpc_url.clone())
+            .await
+            .expect("authorization client connects")
+    }
+
+    /// Wraps a message with this server's admin key.
+    pub fn admin<T>(&self, message: T) -> Request<T> {
+        with_key(message, &self.admin_key)
+    }
+
+    /// Stops the server and waits for it, so a test can restart on the same database.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+
+    /// Creates (or replaces) a principal with the given permissions.
+    pub async fn principal(
+        &self,
+        tenant: &str,
+        id: &str,
+        permissions: &[&str],
+    ) -> proto::Principal {
+        let request = proto::UpsertPrincipalRequest {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            permissions: strings(permissions),
+            ..Default::default()
+        };
+        self.admin_client()
+            .await
+            .upsert_principal(self.admin(request))
+            .await
+            .expect("principal upserted")
+            .into_inner()
+            .principal
+            .expect("principal")
+    }
+
+    /// Creates a token and returns it with its secret.
+    pub async fn token(&self, request: proto::CreateTokenRequest) -> (proto::Token, String) {
+        let created = self
+            .admin_client()
+            .await
+            .create_token(self.admin(request))
+            .await
+            .expect("token created")
+            .into_inner();
+        (created.token.expect("token"), created.secret)
+    }
+
+    pub async fn check(&self, request: proto::CheckRequest) -> proto::CheckResponse {
+        self.authz_client()
+            .await
+            .check(request)
+            .await
+            .expect("check answers")
+            .into_inner()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+pub fn with_key<T>(message: T, key: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {key}").parse().expect("ascii key");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+/// A create request for `owner` in `tenant` with the given permissions; adjust the rest inline.
+pub fn new_token(tenant: &str, owner: &str, permissions: &[&str]) -> proto::CreateTokenRequest {
+    proto::CreateTokenRequest {
+        tenant: tenant.to_owned(),
+        owner_id: owner.to_owned(),
+        name: "test token".to_owned(),
+        permissions: strings(permissions),
+        ..Default::default()
+    }
+}
+
+/// Logs print only when TEST_LOG is set, as in zero-to-production.
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        tessera::telemetry::init("debug", tessera::config::LogFormat::Text);
+    }
+}
+
+/// Stamps out a test per backend: `backend_tests!(name, name2)` for `async fn name(Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}

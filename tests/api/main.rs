@@ -1,0 +1,9 @@
+//! One integration-test binary: the real server on port 0, real databases, real gRPC clients.
+
+mod helpers;
+
+mod admin_auth;
+mod check;
+mod cli;
+mod store_conformance;
+mod token_lifecycle;

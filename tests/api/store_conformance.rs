@@ -1,0 +1,1316 @@
+//! One contract, two backends: every test here runs against Postgres and against SQLite.
+//!
+//! The bodies are plain async functions over `Arc<dyn Store>` (or, where a test must open the
+//! database more than once or reach past the store, over the `TestDatabase`); `store_suite!`
+//! stamps out one `#[tokio::test]` per body and backend, so the two can never drift apart.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use tessera::domain::fields::{
+    ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
+};
+use tessera::domain::model::{
+    ApiStatus, AuditEvent, NewToken, Principal, Role, SecretMatch, Token,
+};
+use tessera::domain::network::IpAllowlist;
+use tessera::domain::permission::Grant;
+use tessera::domain::token::{SecretHash, TokenPrefix, generate};
+use tessera::store::invalidation::{Invalidation, InvalidationSink};
+use tessera::store::{PoolOptions, Rotation, Store, StoreError, TokenQuery, connect};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::helpers::database::TestDatabase;
+
+macro_rules! store_suite {
+    ($backend:ident) => {
+        mod $backend {
+            store_suite!(@store_tests $backend;
+                it_answers_a_ping,
+                a_created_token_reads_back_exactly_as_written,
+                a_token_cannot_be_created_for_an_unknown_owner,
+                an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creates,
+                revoked_and_expired_tokens_do_not_count_toward_the_owner_limit,
+                a_second_token_with_the_same_secret_hash_is_a_conflict,
+                unknown_token_ids_are_not_found_by_any_operation,
+                tokens_are_listed_in_id_order_one_page_at_a_time,
+                listing_is_scoped_to_the_tenant_and_filters_by_owner,
+                listing_hides_revoked_tokens_unless_asked_to_include_them,
+                listing_expiring_before_returns_only_live_tokens_expiring_in_the_window,
+                listing_unused_since_returns_tokens_never_used_or_last_used_before_the_instant,
+                an_update_replaces_the_mutable_fields_and_keeps_the_rest,
+                a_revoked_token_cannot_be_updated,
+                revoking_twice_reports_the_token_as_already_revoked,
+                a_rotated_secret_is_found_as_retired_with_its_grace_period,
+                a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired,
+                a_revoked_token_cannot_be_rotated,
+                an_unknown_secret_hash_finds_no_credential,
+                a_credential_carries_its_owner_and_only_the_roles_that_exist,
+                a_principal_upsert_round_trips_and_keeps_its_creation_time,
+                an_unknown_principal_is_not_found,
+                roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist,
+                the_api_status_is_online_until_set_and_then_reads_back_per_scope,
+                every_mutation_writes_its_audit_event_in_order,
+                a_failed_mutation_writes_no_audit_event,
+                audit_events_page_by_id_and_filter_by_tenant,
+                admin_keys_are_counted_and_recognised_by_hash_only,
+                a_tokens_secret_hashes_are_its_current_and_retired_ones,
+                an_audit_event_can_be_written_on_its_own,
+            );
+            store_suite!(@database_tests $backend;
+                connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
+                several_stores_can_connect_to_one_fresh_database_at_once,
+                a_credential_whose_owner_no_longer_exists_has_no_owner,
+                a_corrupt_row_is_an_internal_error,
+            );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn it_names_its_backend() {
+                let database = super::$backend().await;
+                let store = super::open(&database).await;
+                assert_eq!(store.backend(), stringify!($backend));
+            }
+        }
+    };
+    (@store_tests $backend:ident; $($test:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let database = super::$backend().await;
+                let store = super::open(&database).await;
+                super::$test(store).await;
+            }
+        )+
+    };
+    (@database_tests $backend:ident; $($test:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let database = super::$backend().await;
+                super::$test(&database).await;
+            }
+        )+
+    };
+}
+
+store_suite!(postgres);
+store_suite!(sqlite);
+
+async fn postgres() -> TestDatabase {
+    TestDatabase::postgres().await
+}
+
+async fn sqlite() -> TestDatabase {
+    TestDatabase::sqlite()
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_server_is_unavailable() {
+    let options = PoolOptions {
+        acquire_timeout: std::time::Duration::from_millis(500),
+        ..PoolOptions::default()
+    };
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let result = connect("postgres://postgres@127.0.0.1:1/tessera", &options).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        result.err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_invalidation_reaches_another_postgres_replica() {
+    let database = TestDatabase::postgres().await;
+    let publisher = open(&database).await;
+    let watcher = open(&database).await;
+    let (sink, mut received) = RecordingSink::new();
+
+    let feed = watcher
+        .watch_invalidations(sink)
+        .expect("postgres replicas have an invalidation feed");
+    // The feed drops everything once it listens: from then on, nothing is missed.
+    assert_eq!(
+        next_invalidation(&mut received).await,
+        Invalidation::Everything
+    );
+    let published = Invalidation::Secrets(vec![SecretHash::of("tsk_rotated")]);
+    publisher.publish(&published).await.expect("published");
+
+    assert_eq!(next_invalidation(&mut received).await, published);
+    feed.abort();
+}
+
+#[tokio::test]
+async fn sqlite_has_no_invalidation_feed_and_publishing_is_a_no_op() {
+    let database = TestDatabase::sqlite();
+    let store = open(&database).await;
+    let (sink, _received) = RecordingSink::new();
+
+    assert!(store.watch_invalidations(sink).is_none());
+    store
+        .publish(&Invalidation::Everything)
+        .await
+        .expect("publishing succeeds");
+}
+
+/// Hands every invalidation it is told of to the test.
+struct RecordingSink(mpsc::UnboundedSender<Invalidation>);
+
+impl RecordingSink {
+    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Invalidation>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (Arc::new(Self(sender)), receiver)
+    }
+}
+
+#[async_trait::async_trait]
+impl InvalidationSink for RecordingSink {
+    async fn invalidate(&self, invalidation: &Invalidation) {
+        let _ = self.0.send(invalidation.clone());
+    }
+}
+
+async fn next_invalidation(received: &mut mpsc::UnboundedReceiver<Invalidation>) -> Invalidation {
+    tokio::time::timeout(std::time::Duration::from_secs(5), received.recv())
+        .await
+        .expect("an invalidation arrives within 5 s")
+        .expect("the feed is running")
+}
+
+// ---- fixtures ----
+
+async fn open(database: &TestDatabase) -> Arc<dyn Store> {
+    connect(database.url(), &PoolOptions::default())
+        .await
+        .unwrap_or_else(|error| panic!("store connects to {}: {error}", database.url()))
+}
+
+/// Now, at the microsecond precision both backends store, so values round-trip exactly.
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now is in range")
+}
+
+fn tenant(raw: &str) -> Tenant {
+    Tenant::parse(raw).expect("valid tenant")
+}
+
+fn grants(raw: &[&str]) -> Vec<Grant> {
+    raw.iter()
+        .map(|grant| Grant::parse(grant).expect("valid grant"))
+        .collect()
+}
+
+fn role_names(raw: &[&str]) -> Vec<RoleName> {
+    raw.iter()
+        .map(|name| RoleName::parse(name).expect("valid role name"))
+        .collect()
+}
+
+fn allowlist(raw: &[&str]) -> IpAllowlist {
+    let entries: Vec<String> = raw.iter().map(|entry| (*entry).to_owned()).collect();
+    IpAllowlist::parse(&entries).expect("valid allowlist")
+}
+
+fn audit(action: &str, tenant: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        time: now(),
+        actor: "admin:test".to_owned(),
+        action: action.to_owned(),
+        tenant: tenant.to_owned(),
+        token_id: None,
+        principal_id: None,
+        summary: format!("{action} in {tenant}"),
+    }
+}
+
+fn principal(tenant_name: &str, id: &str, at: DateTime<Utc>) -> Principal {
+    Principal {
+        tenant: tenant(tenant_name),
+        id: PrincipalId::parse(id).expect("valid principal id"),
+        permissions: grants(&["*"]),
+        disabled: false,
+        rate_limit_per_minute: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn owner(store: &Arc<dyn Store>, tenant_name: &str, id: &str) -> Principal {
+    let owner = principal(tenant_name, id, now());
+    store
+        .upsert_principal(&owner, &audit("principal.upsert", tenant_name))
+        .await
+        .expect("owner upserted")
+}
+
+/// A token for `owner`, created at `at`, expiring in 30 days, with a fresh secret.
+fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
+    let secret = generate(&TokenPrefix::default());
+    NewToken {
+        token: Token {
+            id: TokenId::generate(),
+            tenant: owner.tenant.clone(),
+            owner_id: owner.id.clone(),
+            name: TokenName::parse("ci deploy").expect("valid name"),
+            description: Description::parse("").expect("valid description"),
+            permissions: grants(&["orders:read"]),
+            roles: Vec::new(),
+            allowed_ips: IpAllowlist::default(),
+            rate_limit_per_minute: 0,
+            require_signature: false,
+            secret_hint: secret.hint,
+            created_at: at,
+            updated_at: at,
+            expires_at: at + Duration::days(30),
+            rotated_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        },
+        secret_hash: secret.hash,
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, new: &NewToken) -> Token {
+    store
+        .create_token(new, 64, &audit("token.create", new.token.tenant.as_str()))
+        .await
+        .expect("token created")
+}
+
+async fn create_for(store: &Arc<dyn Store>, owner: &Principal) -> Token {
+    create(store, &new_token(owner, now())).await
+}
+
+fn query(tenant_name: &str) -> TokenQuery {
+    TokenQuery {
+        tenant: tenant(tenant_name),
+        owner_id: None,
+        include_revoked: false,
+        expiring_before: None,
+        unused_since: None,
+        after: None,
+        limit: 100,
+        now: now(),
+    }
+}
+
+async fn listed_ids(store: &Arc<dyn Store>, query: &TokenQuery) -> Vec<TokenId> {
+    let tokens = store.list_tokens(query).await.expect("tokens listed");
+    tokens.into_iter().map(|token| token.id).collect()
+}
+
+fn sorted(mut ids: Vec<TokenId>) -> Vec<TokenId> {
+    ids.sort();
+    ids
+}
+
+fn rotation_of(token: &Token, at: DateTime<Utc>, grace: Duration) -> (Rotation, SecretHash) {
+    let secret = generate(&TokenPrefix::default());
+    let rotation = Rotation {
+        id: token.id.clone(),
+        new_secret_hash: secret.hash,
+        new_secret_hint: secret.hint,
+        rotated_at: at,
+        new_expires_at: at + Duration::days(90),
+        old_secret_grace_until: at + grace,
+    };
+    (rotation, secret.hash)
+}
+
+async fn all_audit_events(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
+    store
+        .list_audit_events(None, 0, 1000)
+        .await
+        .expect("audit events listed")
+}
+
+// ---- tokens ----
+
+async fn it_answers_a_ping(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping answered");
+}
+
+async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let mut new = new_token(&owner, now());
+    new.token.description = Description::parse("deploys from ci\nsecond line").expect("valid");
+    new.token.permissions = grants(&["fn:OrderList_Load_Query", "orders:*"]);
+    new.token.roles = role_names(&["reader", "writer"]);
+    new.token.allowed_ips = allowlist(&["10.0.0.0/8", "2001:db8::1"]);
+    new.token.rate_limit_per_minute = 120;
+    new.token.require_signature = true;
+
+    let created = store
+        .create_token(&new, 5, &audit("token.create", "acme"))
+        .await
+        .expect("token created");
+
+    assert_eq!(created, new.token);
+    assert_eq!(
+        store.get_token(&new.token.id).await.expect("token read"),
+        new.token
+    );
+}
+
+async fn a_token_cannot_be_created_for_an_unknown_owner(store: Arc<dyn Store>) {
+    let stranger = principal("acme", "nobody", now());
+    let new = new_token(&stranger, now());
+
+    let result = store
+        .create_token(&new, 5, &audit("token.create", "acme"))
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::NotFound("principal"))),
+        "{result:?}"
+    );
+    assert!(matches!(
+        store.get_token(&new.token.id).await,
+        Err(StoreError::NotFound("token"))
+    ));
+}
+
+async fn an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creates(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let mut creates = JoinSet::new();
+    for _ in 0..20 {
+        let store = Arc::clone(&store);
+        let new = new_token(&owner, now());
+        creates.spawn(async move {
+            store
+                .create_token(&new, 5, &audit("token.create", "acme"))
+                .await
+        });
+    }
+
+    let mut created = 0;
+    while let Some(joined) = creates.join_next().await {
+        match joined.expect("create task") {
+            Ok(_) => created += 1,
+            Err(StoreError::OwnerTokenLimit { limit: 5 }) => {}
+            Err(other) => panic!("unexpected error under contention: {other:?}"),
+        }
+    }
+
+    assert_eq!(created, 5);
+    let mut by_owner = query("acme");
+    by_owner.owner_id = Some(owner.id.clone());
+    assert_eq!(listed_ids(&store, &by_owner).await.len(), 5);
+}
+
+async fn revoked_and_expired_tokens_do_not_count_toward_the_owner_limit(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let start = now();
+    let revoked = create(&store, &new_token(&owner, start)).await;
+    store
+        .revoke_token(&revoked.id, start, &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let mut short_lived = new_token(&owner, start);
+    short_lived.token.expires_at = start + Duration::minutes(1);
+    store
+        .create_token(&short_lived, 1, &audit("token.create", "acme"))
+        .await
+        .expect("the revoked token does not count");
+
+    // Created after the short-lived token expired: it no longer counts either.
+    let later = new_token(&owner, start + Duration::minutes(2));
+    store
+        .create_token(&later, 1, &audit("token.create", "acme"))
+        .await
+        .expect("the expired token does not count");
+
+    let one_too_many = new_token(&owner, start + Duration::minutes(3));
+    let result = store
+        .create_token(&one_too_many, 1, &audit("token.create", "acme"))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::OwnerTokenLimit { limit: 1 })),
+        "{result:?}"
+    );
+}
+
+async fn a_second_token_with_the_same_secret_hash_is_a_conflict(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let first = new_token(&owner, now());
+    create(&store, &first).await;
+    let mut second = new_token(&owner, now());
+    second.secret_hash = first.secret_hash;
+
+    let result = store
+        .create_token(&second, 64, &audit("token.create", "acme"))
+        .await;
+
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+}
+
+async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>) {
+    let owner = principal("acme", "alice", now());
+    let ghost = new_token(&owner, now()).token;
+    let (rotation, _) = rotation_of(&ghost, now(), Duration::zero());
+
+    let got = store.get_token(&ghost.id).await;
+    let updated = store
+        .update_token(&ghost, &audit("token.update", "acme"))
+        .await;
+    let rotated = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await;
+    let revoked = store
+        .revoke_token(&ghost.id, now(), &audit("token.revoke", "acme"))
+        .await;
+
+    assert!(matches!(got, Err(StoreError::NotFound("token"))), "{got:?}");
+    assert!(
+        matches!(updated, Err(StoreError::NotFound("token"))),
+        "{updated:?}"
+    );
+    assert!(
+        matches!(rotated, Err(StoreError::NotFound("token"))),
+        "{rotated:?}"
+    );
+    assert!(
+        matches!(revoked, Err(StoreError::NotFound("token"))),
+        "{revoked:?}"
+    );
+}
+
+async fn tokens_are_listed_in_id_order_one_page_at_a_time(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let mut created = Vec::new();
+    for _ in 0..7 {
+        created.push(create_for(&store, &owner).await.id);
+    }
+
+    let mut pages = Vec::new();
+    let mut page_query = query("acme");
+    page_query.limit = 3;
+    loop {
+        let page = listed_ids(&store, &page_query).await;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        pages.push(page);
+        page_query.after = Some(last);
+    }
+
+    let page_sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(page_sizes, vec![3, 3, 1]);
+    assert_eq!(pages.concat(), sorted(created));
+}
+
+async fn listing_is_scoped_to_the_tenant_and_filters_by_owner(store: Arc<dyn Store>) {
+    let alice = owner(&store, "acme", "alice").await;
+    let bob = owner(&store, "acme", "bob").await;
+    let other_alice = owner(&store, "globex", "alice").await;
+    let alices = vec![
+        create_for(&store, &alice).await.id,
+        create_for(&store, &alice).await.id,
+    ];
+    let bobs = vec![create_for(&store, &bob).await.id];
+    create_for(&store, &other_alice).await;
+
+    let mut by_alice = query("acme");
+    by_alice.owner_id = Some(alice.id.clone());
+
+    assert_eq!(listed_ids(&store, &by_alice).await, sorted(alices.clone()));
+    assert_eq!(
+        listed_ids(&store, &query("acme")).await,
+        sorted([alices, bobs].concat())
+    );
+}
+
+async fn listing_hides_revoked_tokens_unless_asked_to_include_them(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let live = create_for(&store, &owner).await.id;
+    let revoked = create_for(&store, &owner).await.id;
+    store
+        .revoke_token(&revoked, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+
+    let mut with_revoked = query("acme");
+    with_revoked.include_revoked = true;
+
+    assert_eq!(listed_ids(&store, &query("acme")).await, vec![live.clone()]);
+    assert_eq!(
+        listed_ids(&store, &with_revoked).await,
+        sorted(vec![live, revoked])
+    );
+}
+
+async fn listing_expiring_before_returns_only_live_tokens_expiring_in_the_window(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let at = now();
+    let mut expiring_soon = new_token(&owner, at);
+    expiring_soon.token.expires_at = at + Duration::days(1);
+    let mut expiring_later = new_token(&owner, at);
+    expiring_later.token.expires_at = at + Duration::days(10);
+    let mut already_expired = new_token(&owner, at - Duration::days(10));
+    already_expired.token.expires_at = at - Duration::days(1);
+    for new in [&expiring_soon, &expiring_later, &already_expired] {
+        create(&store, new).await;
+    }
+
+    let mut expiring = query("acme");
+    expiring.now = at;
+    expiring.expiring_before = Some(at + Duration::days(5));
+
+    assert_eq!(
+        listed_ids(&store, &expiring).await,
+        vec![expiring_soon.token.id]
+    );
+}
+
+async fn listing_unused_since_returns_tokens_never_used_or_last_used_before_the_instant(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let at = now();
+    let never_used = new_token(&owner, at);
+    let mut used_long_ago = new_token(&owner, at);
+    used_long_ago.token.last_used_at = Some(at - Duration::days(10));
+    let mut used_recently = new_token(&owner, at);
+    used_recently.token.last_used_at = Some(at - Duration::hours(1));
+    for new in [&never_used, &used_long_ago, &used_recently] {
+        create(&store, new).await;
+    }
+
+    let mut unused = query("acme");
+    unused.unused_since = Some(at - Duration::days(1));
+
+    assert_eq!(
+        listed_ids(&store, &unused).await,
+        sorted(vec![never_used.token.id, used_long_ago.token.id])
+    );
+}
+
+async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let mut changed = created.clone();
+    changed.name = TokenName::parse("renamed").expect("valid");
+    changed.description = Description::parse("now with a description").expect("valid");
+    changed.permissions = grants(&["orders:write", "products:read"]);
+    changed.roles = role_names(&["auditor"]);
+    changed.allowed_ips = allowlist(&["192.0.2.0/24"]);
+    changed.rate_limit_per_minute = 30;
+    changed.require_signature = true;
+    changed.expires_at = created.expires_at + Duration::days(7);
+    changed.updated_at = created.updated_at + Duration::seconds(5);
+    // Not mutable through an update: these must come back as stored.
+    let mut attempted = changed.clone();
+    attempted.secret_hint = "tsk_…fake".to_owned();
+    attempted.created_at = created.created_at - Duration::days(1);
+
+    let updated = store
+        .update_token(&attempted, &audit("token.update", "acme"))
+        .await
+        .expect("updated");
+
+    assert_eq!(updated, changed);
+    assert_eq!(
+        store.get_token(&created.id).await.expect("token read"),
+        changed
+    );
+}
+
+async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let revoked = store
+        .revoke_token(&created.id, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let mut changed = revoked.clone();
+    changed.name = TokenName::parse("renamed").expect("valid");
+
+    let result = store
+        .update_token(&changed, &audit("token.update", "acme"))
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::TokenRevoked)),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.get_token(&created.id).await.expect("token read"),
+        revoked
+    );
+}
+
+async fn revoking_twice_reports_the_token_as_already_revoked(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let at = now();
+
+    let revoked = store
+        .revoke_token(&created.id, at, &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let again = store
+        .revoke_token(
+            &created.id,
+            at + Duration::seconds(1),
+            &audit("token.revoke", "acme"),
+        )
+        .await;
+
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert!(matches!(again, Err(StoreError::TokenRevoked)), "{again:?}");
+    assert_eq!(
+        store
+            .get_token(&created.id)
+            .await
+            .expect("token read")
+            .revoked_at,
+        Some(at)
+    );
+}
+
+async fn a_rotated_secret_is_found_as_retired_with_its_grace_period(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    create(&store, &new).await;
+    let rotated_at = now() + Duration::hours(1);
+    let (rotation, new_hash) = rotation_of(&new.token, rotated_at, Duration::minutes(10));
+
+    let rotated = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await
+        .expect("rotated");
+    let by_old = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup");
+    let by_new = store.find_credential(&new_hash).await.expect("lookup");
+
+    assert_eq!(rotated.secret_hint, rotation.new_secret_hint);
+    assert_eq!(rotated.rotated_at, Some(rotated_at));
+    assert_eq!(rotated.updated_at, rotated_at);
+    assert_eq!(rotated.expires_at, rotation.new_expires_at);
+    let by_old = by_old.expect("the old secret is still recognised");
+    assert_eq!(
+        by_old.secret_match,
+        SecretMatch::Retired {
+            grace_until: rotated_at + Duration::minutes(10)
+        }
+    );
+    assert_eq!(by_old.token, rotated);
+    let by_new = by_new.expect("the new secret is found");
+    assert_eq!(by_new.secret_match, SecretMatch::Current);
+    assert_eq!(by_new.token, rotated);
+}
+
+async fn a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    create(&store, &new).await;
+    let first_at = now() + Duration::hours(1);
+    let (first, second_hash) = rotation_of(&new.token, first_at, Duration::zero());
+    store
+        .rotate_token(&first, &audit("token.rotate", "acme"))
+        .await
+        .expect("first rotation");
+    let second_at = first_at + Duration::hours(1);
+    let (second, third_hash) = rotation_of(&new.token, second_at, Duration::minutes(5));
+    store
+        .rotate_token(&second, &audit("token.rotate", "acme"))
+        .await
+        .expect("second rotation");
+
+    let matched = |hash: SecretHash| {
+        let store = Arc::clone(&store);
+        async move {
+            let record = store.find_credential(&hash).await.expect("lookup");
+            record.expect("the secret is recognised").secret_match
+        }
+    };
+    assert_eq!(
+        matched(new.secret_hash).await,
+        SecretMatch::Retired {
+            grace_until: first_at
+        }
+    );
+    assert_eq!(
+        matched(second_hash).await,
+        SecretMatch::Retired {
+            grace_until: second_at + Duration::minutes(5)
+        }
+    );
+    assert_eq!(matched(third_hash).await, SecretMatch::Current);
+}
+
+async fn a_revoked_token_cannot_be_rotated(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    create(&store, &new).await;
+    store
+        .revoke_token(&new.token.id, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let (rotation, new_hash) = rotation_of(&new.token, now(), Duration::minutes(10));
+
+    let result = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::TokenRevoked)),
+        "{result:?}"
+    );
+    let by_old = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup");
+    assert_eq!(
+        by_old.expect("still the current secret").secret_match,
+        SecretMatch::Current
+    );
+    assert!(
+        store
+            .find_credential(&new_hash)
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+async fn an_unknown_secret_hash_finds_no_credential(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    create_for(&store, &owner).await;
+
+    let found = store
+        .find_credential(&SecretHash::of("tsk_never_issued"))
+        .await;
+
+    assert!(matches!(found, Ok(None)), "{found:?}");
+}
+
+async fn a_credential_carries_its_owner_and_only_the_roles_that_exist(store: Arc<dyn Store>) {
+    let mut alice = principal("acme", "alice", now());
+    alice.permissions = grants(&["orders:*", "products:read"]);
+    alice.rate_limit_per_minute = Some(600);
+    let alice = store
+        .upsert_principal(&alice, &audit("principal.upsert", "acme"))
+        .await
+        .expect("owner upserted");
+    let reader = Role {
+        tenant: tenant("acme"),
+        name: RoleName::parse("reader").expect("valid"),
+        permissions: grants(&["*:read"]),
+        created_at: now(),
+        updated_at: now(),
+    };
+    let reader = store
+        .upsert_role(&reader, &audit("role.upsert", "acme"))
+        .await
+        .expect("role upserted");
+    let mut same_name_elsewhere = reader.clone();
+    same_name_elsewhere.tenant = tenant("globex");
+    same_name_elsewhere.permissions = grants(&["*"]);
+    store
+        .upsert_role(&same_name_elsewhere, &audit("role.upsert", "globex"))
+        .await
+        .expect("role upserted");
+    let mut new = new_token(&alice, now());
+    new.token.roles = role_names(&["ghost", "reader"]);
+    create(&store, &new).await;
+
+    let record = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup")
+        .expect("credential found");
+
+    assert_eq!(record.token, new.token);
+    assert_eq!(record.secret_match, SecretMatch::Current);
+    assert_eq!(record.owner, Some(alice));
+    assert_eq!(record.roles, vec![reader]);
+}
+
+// ---- principals, roles, API status ----
+
+async fn a_principal_upsert_round_trips_and_keeps_its_creation_time(store: Arc<dyn Store>) {
+    let first_at = now();
+    let original = principal("acme", "alice", first_at);
+    let stored = store
+        .upsert_principal(&original, &audit("principal.upsert", "acme"))
+        .await
+        .expect("inserted");
+    assert_eq!(stored, original);
+
+    let later = first_at + Duration::hours(1);
+    let mut replacement = principal("acme", "alice", later);
+    replacement.permissions = grants(&["orders:read"]);
+    replacement.disabled = true;
+    replacement.rate_limit_per_minute = Some(30);
+    let replaced = store
+        .upsert_principal(&replacement, &audit("principal.upsert", "acme"))
+        .await
+        .expect("replaced");
+
+    let expected = Principal {
+        created_at: first_at,
+        ..replacement
+    };
+    assert_eq!(replaced, expected);
+    let read = store
+        .get_principal(&expected.tenant, &expected.id)
+        .await
+        .expect("read");
+    assert_eq!(read, expected);
+}
+
+async fn an_unknown_principal_is_not_found(store: Arc<dyn Store>) {
+    owner(&store, "globex", "alice").await;
+
+    let result = store
+        .get_principal(
+            &tenant("acme"),
+            &PrincipalId::parse("alice").expect("valid"),
+        )
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::NotFound("principal"))),
+        "{result:?}"
+    );
+}
+
+async fn roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist(
+    store: Arc<dyn Store>,
+) {
+    let first_at = now();
+    let mut upserted = Vec::new();
+    for (tenant_name, name) in [
+        ("acme", "writer"),
+        ("acme", "admin"),
+        ("acme", "reader"),
+        ("globex", "reader"),
+    ] {
+        let role = Role {
+            tenant: tenant(tenant_name),
+            name: RoleName::parse(name).expect("valid"),
+            permissions: grants(&["orders:read"]),
+            created_at: first_at,
+            updated_at: first_at,
+        };
+        upserted.push(
+            store
+                .upsert_role(&role, &audit("role.upsert", tenant_name))
+                .await
+                .expect("upserted"),
+        );
+    }
+    let mut replaced = upserted[1].clone();
+    replaced.permissions = grants(&["*"]);
+    replaced.created_at = first_at + Duration::hours(1);
+    replaced.updated_at = first_at + Duration::hours(1);
+    let replaced = store
+        .upsert_role(&replaced, &audit("role.upsert", "acme"))
+        .await
+        .expect("replaced");
+
+    let names = |roles: Vec<Role>| -> Vec<String> {
+        roles
+            .into_iter()
+            .map(|role| role.name.into_string())
+            .collect()
+    };
+    let listed = store.list_roles(&tenant("acme")).await.expect("listed");
+    let fetched = store
+        .get_roles(&tenant("acme"), &role_names(&["reader", "ghost", "admin"]))
+        .await
+        .expect("fetched");
+    let none = store
+        .get_roles(&tenant("acme"), &[])
+        .await
+        .expect("fetched");
+
+    assert_eq!(replaced.created_at, first_at);
+    assert_eq!(replaced.permissions, grants(&["*"]));
+    assert_eq!(names(listed.clone()), vec!["admin", "reader", "writer"]);
+    assert_eq!(listed[0], replaced);
+    assert_eq!(fetched, vec![replaced, upserted[2].clone()]);
+    assert!(none.is_empty());
+}
+
+async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(store: Arc<dyn Store>) {
+    let acme = ApiScope::parse("acme").expect("valid");
+    assert_eq!(
+        store.get_api_status(&acme).await.expect("read"),
+        ApiStatus::never_set(acme.clone())
+    );
+
+    let offline = ApiStatus {
+        scope: acme.clone(),
+        online: false,
+        message: "maintenance until 14:00".to_owned(),
+        updated_at: Some(now()),
+    };
+    let stored = store
+        .set_api_status(&offline, &audit("api.offline", "acme"))
+        .await
+        .expect("set");
+    let back_online = ApiStatus {
+        online: true,
+        message: String::new(),
+        updated_at: Some(now() + Duration::minutes(1)),
+        ..offline.clone()
+    };
+    let all = ApiScope::all();
+
+    assert_eq!(stored, offline);
+    assert_eq!(store.get_api_status(&acme).await.expect("read"), offline);
+    assert_eq!(
+        store.get_api_status(&all).await.expect("read"),
+        ApiStatus::never_set(all)
+    );
+    store
+        .set_api_status(&back_online, &audit("api.online", "acme"))
+        .await
+        .expect("set");
+    assert_eq!(
+        store.get_api_status(&acme).await.expect("read"),
+        back_online
+    );
+}
+
+// ---- audit ----
+
+async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
+    let at = now();
+    let alice = principal("acme", "alice", at);
+    let mut principal_event = audit("principal.upsert", "acme");
+    principal_event.principal_id = Some(alice.id.clone());
+    store
+        .upsert_principal(&alice, &principal_event)
+        .await
+        .expect("principal");
+    let role = Role {
+        tenant: tenant("acme"),
+        name: RoleName::parse("reader").expect("valid"),
+        permissions: grants(&["*:read"]),
+        created_at: at,
+        updated_at: at,
+    };
+    let role_event = audit("role.upsert", "acme");
+    store.upsert_role(&role, &role_event).await.expect("role");
+    let new = new_token(&alice, at);
+    let token_event = |action: &str| AuditEvent {
+        token_id: Some(new.token.id.clone()),
+        principal_id: Some(alice.id.clone()),
+        ..audit(action, "acme")
+    };
+    let create_event = token_event("token.create");
+    let token = store
+        .create_token(&new, 5, &create_event)
+        .await
+        .expect("create");
+    let update_event = token_event("token.update");
+    store
+        .update_token(&token, &update_event)
+        .await
+        .expect("update");
+    let rotate_event = token_event("token.rotate");
+    let (rotation, _) = rotation_of(&token, at, Duration::zero());
+    store
+        .rotate_token(&rotation, &rotate_event)
+        .await
+        .expect("rotate");
+    let revoke_event = token_event("token.revoke");
+    store
+        .revoke_token(&token.id, at, &revoke_event)
+        .await
+        .expect("revoke");
+    let status_event = audit("api.offline", "*");
+    let status = ApiStatus {
+        scope: ApiScope::all(),
+        online: false,
+        message: String::new(),
+        updated_at: Some(at),
+    };
+    store
+        .set_api_status(&status, &status_event)
+        .await
+        .expect("status");
+
+    let events = all_audit_events(&store).await;
+
+    let ids: Vec<i64> = events.iter().map(|event| event.id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "ids increase: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| *id > 0), "ids are assigned: {ids:?}");
+    let without_ids: Vec<AuditEvent> = events
+        .into_iter()
+        .map(|event| AuditEvent { id: 0, ..event })
+        .collect();
+    assert_eq!(
+        without_ids,
+        vec![
+            principal_event,
+            role_event,
+            create_event,
+            update_event,
+            rotate_event,
+            revoke_event,
+            status_event
+        ]
+    );
+}
+
+async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let token = create_for(&store, &owner).await;
+    store
+        .revoke_token(&token.id, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let before = all_audit_events(&store).await;
+
+    let failures = [
+        store
+            .revoke_token(&token.id, now(), &audit("token.revoke", "acme"))
+            .await
+            .err(),
+        store
+            .update_token(&token, &audit("token.update", "acme"))
+            .await
+            .err(),
+        store
+            .rotate_token(
+                &rotation_of(&token, now(), Duration::zero()).0,
+                &audit("token.rotate", "acme"),
+            )
+            .await
+            .err(),
+        store
+            .create_token(&new_token(&owner, now()), 0, &audit("token.create", "acme"))
+            .await
+            .err(),
+        store
+            .create_token(
+                &new_token(&principal("acme", "nobody", now()), now()),
+                5,
+                &audit("token.create", "acme"),
+            )
+            .await
+            .err(),
+    ];
+
+    assert!(
+        failures.iter().all(Option::is_some),
+        "every mutation failed: {failures:?}"
+    );
+    assert_eq!(all_audit_events(&store).await, before);
+}
+
+async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
+    for tenant_name in ["acme", "globex", "acme", "acme", "globex", "acme"] {
+        owner(&store, tenant_name, "alice").await;
+    }
+    let everything = all_audit_events(&store).await;
+
+    let mut paged = Vec::new();
+    let mut after_id = 0;
+    loop {
+        let page = store
+            .list_audit_events(None, after_id, 4)
+            .await
+            .expect("page");
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else {
+            break;
+        };
+        after_id = last.id;
+        paged.extend(page);
+    }
+    let acme_only = store
+        .list_audit_events(Some(&tenant("acme")), 0, 100)
+        .await
+        .expect("filtered");
+    let acme_after_second = store
+        .list_audit_events(Some(&tenant("acme")), acme_only[1].id, 100)
+        .await
+        .expect("filtered");
+
+    assert_eq!(everything.len(), 6);
+    assert_eq!(paged, everything);
+    let expected_acme: Vec<AuditEvent> = everything
+        .into_iter()
+        .filter(|event| event.tenant == "acme")
+        .collect();
+    assert_eq!(acme_only, expected_acme);
+    assert_eq!(acme_after_second, expected_acme[2..].to_vec());
+}
+
+// ---- admin keys ----
+
+async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store>) {
+    let key = SecretHash::of("tsa_first_key");
+    let other = SecretHash::of("tsa_other_key");
+    assert_eq!(store.count_admin_keys().await.expect("count"), 0);
+
+    store
+        .insert_admin_key(&key, "bootstrap", now())
+        .await
+        .expect("inserted");
+    let duplicate = store.insert_admin_key(&key, "again", now()).await;
+
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+    assert_eq!(store.count_admin_keys().await.expect("count"), 1);
+    assert!(store.is_admin_key(&key).await.expect("lookup"));
+    assert!(!store.is_admin_key(&other).await.expect("lookup"));
+}
+
+async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    let other = create_for(&store, &owner).await;
+    create(&store, &new).await;
+    let (first, second_hash) = rotation_of(&new.token, now(), Duration::zero());
+    store
+        .rotate_token(&first, &audit("token.rotate", "acme"))
+        .await
+        .expect("first rotation");
+    let (second, third_hash) = rotation_of(&new.token, now(), Duration::zero());
+    store
+        .rotate_token(&second, &audit("token.rotate", "acme"))
+        .await
+        .expect("second rotation");
+
+    let mut hashes = store.secret_hashes(&new.token.id).await.expect("hashes");
+    let unknown = store.secret_hashes(&TokenId::generate()).await;
+
+    hashes.sort_by_key(|hash| hash.0);
+    let mut expected = vec![new.secret_hash, second_hash, third_hash];
+    expected.sort_by_key(|hash| hash.0);
+    assert_eq!(hashes, expected);
+    assert_eq!(
+        store.secret_hashes(&other.id).await.expect("hashes").len(),
+        1
+    );
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound("token"))),
+        "{unknown:?}"
+    );
+}
+
+async fn an_audit_event_can_be_written_on_its_own(store: Arc<dyn Store>) {
+    let event = AuditEvent {
+        token_id: Some(TokenId::generate()),
+        principal_id: Some(PrincipalId::parse("alice").expect("valid")),
+        ..audit("token.retired_secret_used", "acme")
+    };
+
+    store.insert_audit_event(&event).await.expect("written");
+
+    let events = all_audit_events(&store).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        AuditEvent {
+            id: 0,
+            ..events[0].clone()
+        },
+        event
+    );
+}
+
+// ---- the database itself ----
+
+async fn connecting_twice_to_one_database_migrates_once_and_keeps_the_data(
+    database: &TestDatabase,
+) {
+    let first = open(database).await;
+    let alice = owner(&first, "acme", "alice").await;
+    drop(first);
+
+    let second = open(database).await;
+    let third = open(database).await;
+
+    assert_eq!(
+        second
+            .get_principal(&alice.tenant, &alice.id)
+            .await
+            .expect("read"),
+        alice
+    );
+    owner(&third, "acme", "bob").await;
+    assert_eq!(all_audit_events(&second).await.len(), 2);
+}
+
+async fn several_stores_can_connect_to_one_fresh_database_at_once(database: &TestDatabase) {
+    let mut connects = JoinSet::new();
+    for _ in 0..6 {
+        let url = database.url().to_owned();
+        connects.spawn(async move { connect(&url, &PoolOptions::default()).await });
+    }
+
+    let mut stores = Vec::new();
+    while let Some(joined) = connects.join_next().await {
+        let connected = joined.expect("connect task");
+        stores
+            .push(connected.unwrap_or_else(|error| panic!("a concurrent connect failed: {error}")));
+    }
+
+    for (index, store) in stores.iter().enumerate() {
+        owner(store, "acme", &format!("user-{index}")).await;
+    }
+    assert_eq!(all_audit_events(&stores[0]).await.len(), 6);
+}
+
+async fn a_credential_whose_owner_no_longer_exists_has_no_owner(database: &TestDatabase) {
+    let store = open(database).await;
+    let alice = owner(&store, "acme", "alice").await;
+    let new = new_token(&alice, now());
+    create(&store, &new).await;
+    database.execute("DELETE FROM principals").await;
+
+    let record = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup")
+        .expect("the token is still found");
+
+    assert_eq!(record.token, new.token);
+    assert_eq!(record.owner, None);
+}
+
+async fn a_corrupt_row_is_an_internal_error(database: &TestDatabase) {
+    let store = open(database).await;
+    let alice = owner(&store, "acme", "alice").await;
+    let token = create_for(&store, &alice).await;
+
+    database
+        .execute("UPDATE tokens SET permissions = 'not json'")
+        .await;
+    let unparsable = store.get_token(&token.id).await;
+    database
+        .execute("UPDATE tokens SET permissions = '[\"not a grant\"]'")
+        .await;
+    let invalid = store.get_token(&token.id).await;
+
+    assert!(
+        matches!(unparsable, Err(StoreError::Internal(_))),
+        "{unparsable:?}"
+    );
+    assert!(
+        matches!(invalid, Err(StoreError::Internal(_))),
+        "{invalid:?}"
+    );
+}
