@@ -5,5 +5,6 @@ mod helpers;
 mod admin_auth;
 mod check;
 mod cli;
+mod hot_path;
 mod store_conformance;
 mod token_lifecycle;

@@ -70,6 +70,22 @@ impl TestDatabase {
         &self.url
     }
 
+    /// The Postgres database's name (None for SQLite).
+    pub fn name(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Postgres { name, .. } => Some(name),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The maintenance URL of the Postgres server holding the database (None for SQLite).
+    pub fn server_url(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Postgres { server_url, .. } => Some(server_url),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
     /// Runs raw SQL against the database, for tests that must reach past the store (deleting
     /// rows it never deletes, corrupting one).
     pub async fn execute(&self, sql: &'static str) {

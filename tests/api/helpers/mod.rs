@@ -5,6 +5,7 @@ pub mod database;
 use std::sync::Arc;
 
 use tessera::app::App;
+use tessera::authz::Authorizer;
 use tessera::config::Settings;
 use tessera::proto;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
@@ -29,10 +30,13 @@ pub struct TestApp {
     /// The key the server's bootstrap wrote to its key file on first start.
     pub admin_key: String,
     pub store: Arc<dyn Store>,
-    pub database: TestDatabase,
+    /// This server's Check path, for its counters and cache.
+    pub authorizer: Arc<Authorizer>,
+    /// Shared with replicas started by `spawn_replica`; dropped (and the database with it) last.
+    pub database: Arc<TestDatabase>,
     pub settings: Settings,
     /// Holds the bootstrap key file.
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -62,15 +66,27 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
         ..Settings::default()
     };
     customize(&mut settings);
+    start(settings, Arc::new(database), Arc::new(dir), None).await
+}
+
+/// Builds and serves an app; `admin_key` is given for replicas, which find the key already stored.
+async fn start(
+    settings: Settings,
+    database: Arc<TestDatabase>,
+    dir: Arc<tempfile::TempDir>,
+    admin_key: Option<String>,
+) -> TestApp {
     let app = App::build(settings.clone()).await.expect("app builds");
     let address = app.local_addr();
     let store = app.store();
-    let admin_key = match app.bootstrap_key_path() {
-        Some(path) => std::fs::read_to_string(path)
+    let authorizer = app.authorizer();
+    let admin_key = match (admin_key, app.bootstrap_key_path()) {
+        (Some(key), _) => key,
+        (None, Some(path)) => std::fs::read_to_string(path)
             .expect("bootstrap key file")
             .trim()
             .to_owned(),
-        None => String::new(),
+        (None, None) => String::new(),
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -84,6 +100,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
         grpc_url: format!("http://{address}"),
         admin_key,
         store,
+        authorizer,
         database,
         settings,
         dir,
@@ -93,6 +110,17 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
 }
 
 impl TestApp {
+    /// A second server on the same database, as another replica would be.
+    pub async fn spawn_replica(&self) -> TestApp {
+        start(
+            self.settings.clone(),
+            self.database.clone(),
+            self.dir.clone(),
+            Some(self.admin_key.clone()),
+        )
+        .await
+    }
+
     pub async fn admin_client(&self) -> TokenAdminServiceClient<Channel> {
         TokenAdminServiceClient::connect(self.grpc_url.clone())
             .await
