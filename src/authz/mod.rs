@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod rate_limit;
+pub mod replay;
 
 use std::borrow::Cow;
 use std::num::NonZeroU32;

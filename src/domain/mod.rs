@@ -5,4 +5,6 @@ pub mod fields;
 pub mod model;
 pub mod network;
 pub mod permission;
+pub mod route;
+pub mod signature;
 pub mod token;

@@ -56,6 +56,31 @@ impl IpAllowlist {
     }
 }
 
+/// The client address in an `x-forwarded-for` header written by `trusted_hops` proxies that
+/// each append the address they received the request from: the entry `trusted_hops` from the
+/// right (1 = the rightmost). Entries further left were written by the client or by proxies
+/// nobody vouches for, so the leftmost is never taken unless it is that entry.
+///
+/// None when `trusted_hops` is 0, when the header has fewer entries (a trusted proxy was
+/// bypassed), or when that entry is not an address: callers must not fall back to an address a
+/// client could choose.
+pub fn forwarded_client(header: &str, trusted_hops: usize) -> Option<IpAddr> {
+    let position_from_right = trusted_hops.checked_sub(1)?;
+    let entry = header.rsplit(',').nth(position_from_right)?.trim();
+    parse_forwarded_entry(entry).map(|address| address.to_canonical())
+}
+
+/// A bare address, or one with a port (`192.0.2.1:443`, `[2001:db8::1]:443`) as some proxies
+/// write it.
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| {
+        entry
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|socket| socket.ip())
+    })
+}
+
 fn parse_network(entry: &str) -> Result<IpNet, InvalidNetwork> {
     if let Ok(address) = entry.parse::<IpAddr>() {
         return Ok(IpNet::from(address.to_canonical()));
@@ -118,6 +143,40 @@ mod tests {
             list(&["10.1.2.3/8", "192.0.2.7"]).to_strings(),
             vec!["10.0.0.0/8", "192.0.2.7"]
         );
+    }
+
+    #[test]
+    fn the_forwarded_client_is_the_entry_as_many_hops_from_the_right_as_are_trusted() {
+        let header = "198.51.100.7, 203.0.113.9, 10.0.0.2";
+        assert_eq!(forwarded_client(header, 1), ip("10.0.0.2"));
+        assert_eq!(forwarded_client(header, 2), ip("203.0.113.9"));
+        assert_eq!(forwarded_client(header, 3), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn a_client_forged_leftmost_entry_is_never_taken_when_fewer_hops_are_trusted() {
+        let forged = "1.2.3.4, 203.0.113.9";
+        assert_eq!(forwarded_client(forged, 1), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn no_forwarded_client_without_trusted_hops_or_with_too_few_entries() {
+        assert_eq!(forwarded_client("203.0.113.9", 0), None);
+        assert_eq!(forwarded_client("203.0.113.9", 2), None);
+        assert_eq!(forwarded_client("", 1), None);
+    }
+
+    #[test]
+    fn a_forwarded_entry_that_is_not_an_address_gives_no_client() {
+        assert_eq!(forwarded_client("unknown, 203.0.113.9", 2), None);
+        assert_eq!(forwarded_client("203.0.113.9, _hidden", 1), None);
+    }
+
+    #[test]
+    fn forwarded_entries_may_carry_ports_and_ipv6_and_are_canonical() {
+        assert_eq!(forwarded_client("192.0.2.1:443", 1), ip("192.0.2.1"));
+        assert_eq!(forwarded_client("[2001:db8::1]:443", 1), ip("2001:db8::1"));
+        assert_eq!(forwarded_client(" ::ffff:192.0.2.1 ", 1), ip("192.0.2.1"));
     }
 
     #[test]

@@ -1,0 +1,272 @@
+//! Permission rules for requests that reach Tessera through a gateway (Envoy): method and path →
+//! the permission the request needs.
+//!
+//! Rules are tried in order and the first match wins. A request that no rule matches is either
+//! denied or only authenticated, as the operator chose. The matched rule, not the raw path,
+//! labels the request in usage statistics (`GET /api/v1/orders/*`), so ids in paths do not
+//! explode them.
+
+use std::fmt;
+
+use super::permission::{InvalidPermission, Permission};
+
+/// What a request path is compared with; the query string is never part of the match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(exact) => path == exact,
+            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(exact) => f.write_str(exact),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRule {
+    #[error("give exactly one of path (exact match) and prefix")]
+    PathOrPrefix,
+    #[error("a path or prefix starts with '/'")]
+    NotAPath,
+    #[error("a method is an HTTP method name such as GET, or * for any")]
+    BadMethod,
+    #[error("permission: {0}")]
+    Permission(#[from] InvalidPermission),
+}
+
+/// One rule: an optional method (None: any), a path pattern, and what a match needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRule {
+    method: Option<String>,
+    path: PathPattern,
+    /// None: the request only has to be authenticated.
+    permission: Option<Permission>,
+}
+
+impl PermissionRule {
+    /// `method`: empty or `*` for any, else an HTTP method (case-insensitive). Exactly one of
+    /// `path` (exact) and `prefix`. `permission`: empty for authenticate only.
+    pub fn parse(
+        method: &str,
+        path: Option<&str>,
+        prefix: Option<&str>,
+        permission: &str,
+    ) -> Result<Self, InvalidRule> {
+        let method = match method.trim() {
+            "" | "*" => None,
+            name if name.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(name.to_ascii_uppercase())
+            }
+            _ => return Err(InvalidRule::BadMethod),
+        };
+        let path = match (path, prefix) {
+            (Some(exact), None) => PathPattern::Exact(exact.to_owned()),
+            (None, Some(prefix)) => PathPattern::Prefix(prefix.to_owned()),
+            _ => return Err(InvalidRule::PathOrPrefix),
+        };
+        let (PathPattern::Exact(text) | PathPattern::Prefix(text)) = &path;
+        if !text.starts_with('/') {
+            return Err(InvalidRule::NotAPath);
+        }
+        let permission = if permission.is_empty() {
+            None
+        } else {
+            Some(Permission::parse(permission)?)
+        };
+        Ok(Self {
+            method,
+            path,
+            permission,
+        })
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        let method_matches = self
+            .method
+            .as_deref()
+            .is_none_or(|own| own.eq_ignore_ascii_case(method));
+        method_matches && self.path.matches(path)
+    }
+
+    pub fn permission(&self) -> Option<&Permission> {
+        self.permission.as_ref()
+    }
+
+    /// The usage label of a request this rule matched: its method and the rule's pattern.
+    pub fn label(&self, method: &str) -> String {
+        format!("{} {}", method.to_ascii_uppercase(), self.path)
+    }
+}
+
+/// What a request that no rule matches needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// Denied (403) whatever the token: the route is not exposed. The safe default.
+    #[default]
+    Deny,
+    /// Allowed to any valid token, as a Check with an empty permission.
+    Authenticate,
+}
+
+/// The rules, in order, and what applies when none matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionRules {
+    rules: Vec<PermissionRule>,
+    unmatched: Unmatched,
+}
+
+impl PermissionRules {
+    pub fn new(rules: Vec<PermissionRule>, unmatched: Unmatched) -> Self {
+        Self { rules, unmatched }
+    }
+
+    /// The first rule matching `method` and `path` (whose query string is ignored).
+    pub fn find(&self, method: &str, path: &str) -> Option<&PermissionRule> {
+        let path_only = path.split(['?', '#']).next().unwrap_or(path);
+        self.rules
+            .iter()
+            .find(|rule| rule.matches(method, path_only))
+    }
+
+    pub fn unmatched(&self) -> Unmatched {
+        self.unmatched
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(
+        method: &str,
+        path: Option<&str>,
+        prefix: Option<&str>,
+        permission: &str,
+    ) -> PermissionRule {
+        PermissionRule::parse(method, path, prefix, permission).expect("valid rule")
+    }
+
+    fn rules() -> PermissionRules {
+        PermissionRules::new(
+            vec![
+                rule("GET", Some("/api/v1/orders"), None, "orders:list"),
+                rule("get", None, Some("/api/v1/orders/"), "orders:read"),
+                rule("POST", None, Some("/api/v1/orders"), "orders:write"),
+                rule("*", None, Some("/health"), ""),
+                rule("", None, Some("/api/"), "api:use"),
+            ],
+            Unmatched::Deny,
+        )
+    }
+
+    fn permission_of(rules: &PermissionRules, method: &str, path: &str) -> Option<String> {
+        rules.find(method, path).map(|rule| {
+            rule.permission()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+    }
+
+    #[test]
+    fn an_exact_rule_matches_only_its_path() {
+        let rules = rules();
+        assert_eq!(
+            permission_of(&rules, "GET", "/api/v1/orders").as_deref(),
+            Some("orders:list")
+        );
+        assert_eq!(
+            permission_of(&rules, "GET", "/api/v1/orders/42").as_deref(),
+            Some("orders:read")
+        );
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins_over_later_broader_ones() {
+        let rules = rules();
+        assert_eq!(
+            permission_of(&rules, "POST", "/api/v1/orders/42").as_deref(),
+            Some("orders:write")
+        );
+        assert_eq!(
+            permission_of(&rules, "DELETE", "/api/v1/orders/42").as_deref(),
+            Some("api:use")
+        );
+    }
+
+    #[test]
+    fn methods_match_case_insensitively_and_star_matches_any() {
+        let rules = rules();
+        assert_eq!(
+            permission_of(&rules, "get", "/api/v1/orders").as_deref(),
+            Some("orders:list")
+        );
+        assert_eq!(
+            permission_of(&rules, "PATCH", "/health/live").as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn the_query_string_is_ignored_when_matching() {
+        assert_eq!(
+            permission_of(&rules(), "GET", "/api/v1/orders?page=2").as_deref(),
+            Some("orders:list")
+        );
+    }
+
+    #[test]
+    fn a_request_no_rule_matches_finds_nothing() {
+        assert_eq!(permission_of(&rules(), "GET", "/admin"), None);
+        assert_eq!(rules().unmatched(), Unmatched::Deny);
+    }
+
+    #[test]
+    fn the_label_is_the_method_and_the_matched_pattern_not_the_raw_path() {
+        let rules = rules();
+        let matched = rules.find("get", "/api/v1/orders/42?x=1").expect("match");
+        assert_eq!(matched.label("get"), "GET /api/v1/orders/*");
+        let exact = rules.find("GET", "/api/v1/orders").expect("match");
+        assert_eq!(exact.label("GET"), "GET /api/v1/orders");
+    }
+
+    #[test]
+    fn a_rule_needs_exactly_one_pattern_starting_with_a_slash() {
+        assert_eq!(
+            PermissionRule::parse("GET", None, None, ""),
+            Err(InvalidRule::PathOrPrefix)
+        );
+        assert_eq!(
+            PermissionRule::parse("GET", Some("/a"), Some("/b"), ""),
+            Err(InvalidRule::PathOrPrefix)
+        );
+        assert_eq!(
+            PermissionRule::parse("GET", Some("api"), None, ""),
+            Err(InvalidRule::NotAPath)
+        );
+    }
+
+    #[test]
+    fn a_rule_with_a_bad_method_or_permission_is_rejected() {
+        assert_eq!(
+            PermissionRule::parse("GET /x", Some("/x"), None, ""),
+            Err(InvalidRule::BadMethod)
+        );
+        assert!(matches!(
+            PermissionRule::parse("GET", Some("/x"), None, "orders:*"),
+            Err(InvalidRule::Permission(_))
+        ));
+    }
+}
