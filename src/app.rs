@@ -19,6 +19,7 @@ use crate::domain::token::{self, SecretHash};
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::authorization::AuthorizationApi;
+use crate::grpc::envoy::{self, EnvoySettings};
 use crate::proto::authorization_service_server::AuthorizationServiceServer;
 use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::{self, Store, StoreError};
@@ -54,6 +55,8 @@ pub struct App {
     store: Arc<dyn Store>,
     authorizer: Arc<Authorizer>,
     admin: Arc<Admin>,
+    /// How Envoy ext_authz requests map onto Check (issue 5).
+    envoy: EnvoySettings,
     configured_admin_keys: Vec<SecretHash>,
     bootstrap_key_path: Option<PathBuf>,
     /// The task that applies other replicas' invalidations; stopped with the app.
@@ -104,12 +107,15 @@ impl App {
         })?;
 
         let authorizer = Arc::new(Authorizer::new(store.clone(), settings.authz_settings()?));
-        let admin = Arc::new(Admin::new(
-            store.clone(),
-            prefix,
-            settings.max_tokens_per_owner,
-            authorizer.clone(),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                store.clone(),
+                prefix,
+                settings.max_tokens_per_owner,
+                authorizer.clone(),
+            )
+            .with_master_key(settings.master_key()?),
+        );
         // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
         let invalidation_feed = store
             .watch_invalidations(authorizer.clone())
@@ -120,6 +126,7 @@ impl App {
             store,
             authorizer,
             admin,
+            envoy: settings.envoy_settings()?,
             configured_admin_keys,
             bootstrap_key_path,
             _invalidation_feed: invalidation_feed,
@@ -167,6 +174,7 @@ impl App {
             .add_service(health_service)
             .add_service(authorization)
             .add_service(admin)
+            .add_service(envoy::service(self.authorizer.clone(), self.envoy))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await?;
         tracing::info!("server stopped");

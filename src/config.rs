@@ -13,8 +13,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::authz::{AuthzSettings, CacheSettings};
+use crate::authz::{AuthzSettings, CacheSettings, SigningSettings};
+use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
+use crate::domain::signature::MasterKey;
 use crate::domain::token::TokenPrefix;
+use crate::grpc::envoy::EnvoySettings;
 use crate::store::PoolOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,36 @@ pub struct Settings {
     pub check_store_timeout_ms: u64,
     /// Requests per minute of tokens whose own limit is 0.
     pub default_rate_limit_per_minute: u32,
+    /// Base64 of 32 random bytes: encrypts signing keys at rest. Without it, request signing is
+    /// refused (FAILED_PRECONDITION naming this setting).
+    #[serde(serialize_with = "redact_optional")]
+    pub master_key: Option<SecretString>,
+    /// Accepted difference, in seconds, either way between a signature's timestamp and now.
+    pub signature_window_seconds: u64,
+    /// Most signatures each replica remembers to refuse replays; keep it above (signed requests
+    /// per second × 2 × window).
+    pub replay_cache_capacity: u64,
+    /// Envoy ext_authz: the header carrying the token (a `Bearer ` prefix is stripped).
+    pub envoy_token_header: String,
+    /// Envoy ext_authz: the header naming the tenant when the route sets no `tenant` context
+    /// extension; unset: the default tenant.
+    pub envoy_tenant_header: Option<String>,
+    /// Envoy ext_authz: how many rightmost `x-forwarded-for` entries were written by proxies you
+    /// trust; the client IP is the entry that many from the right. 0: the connection's source
+    /// address, and the header is ignored.
+    pub envoy_trusted_hops: u32,
+    /// Envoy ext_authz: method + path rules giving the permission of requests whose route sets
+    /// no `permission` context extension; the first match wins.
+    pub envoy_rules: Vec<EnvoyRule>,
+    /// Envoy ext_authz: what a request that no rule matches needs: `deny` or `authenticate`.
+    pub envoy_unmatched: EnvoyUnmatched,
+    /// Envoy ext_authz: the header carrying a request's base64 signature.
+    pub envoy_signature_header: String,
+    /// Envoy ext_authz: the header carrying the signature's unix timestamp.
+    pub envoy_timestamp_header: String,
+    /// Envoy ext_authz: the signed payload includes the body's SHA-256 (the filter must send the
+    /// body: `with_request_body`); otherwise that of an empty body.
+    pub envoy_sign_body: bool,
     /// Log filter in `tracing` EnvFilter syntax.
     pub log: String,
     /// `text` or `json`.
@@ -92,6 +125,17 @@ impl Default for Settings {
             negative_cache_ttl_ms: 5_000,
             check_store_timeout_ms: 500,
             default_rate_limit_per_minute: 60,
+            master_key: None,
+            signature_window_seconds: 300,
+            replay_cache_capacity: crate::authz::replay::DEFAULT_CAPACITY,
+            envoy_token_header: "authorization".to_owned(),
+            envoy_tenant_header: None,
+            envoy_trusted_hops: 0,
+            envoy_rules: Vec::new(),
+            envoy_unmatched: EnvoyUnmatched::Deny,
+            envoy_signature_header: "x-tessera-signature".to_owned(),
+            envoy_timestamp_header: "x-tessera-timestamp".to_owned(),
+            envoy_sign_body: false,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
         }
@@ -114,6 +158,8 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.token_prefix()?;
+        self.signing_settings()?;
+        self.envoy_settings()?;
         let url = self.database_url.expose_secret();
         let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -199,6 +245,81 @@ impl Settings {
                     setting: "TESSERA_DEFAULT_RATE_LIMIT_PER_MINUTE",
                     reason: "must be at least 1".to_owned(),
                 })?,
+            signing: self.signing_settings()?,
+        })
+    }
+
+    /// The master key, when one is configured.
+    pub fn master_key(&self) -> Result<Option<MasterKey>, ConfigError> {
+        self.master_key
+            .as_ref()
+            .map(|encoded| {
+                MasterKey::parse(encoded).map_err(|error| ConfigError::Invalid {
+                    setting: "TESSERA_MASTER_KEY",
+                    reason: format!("{error} (e.g. `openssl rand -base64 32`)"),
+                })
+            })
+            .transpose()
+    }
+
+    pub fn signing_settings(&self) -> Result<SigningSettings, ConfigError> {
+        if !(1..=86_400).contains(&self.signature_window_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_SIGNATURE_WINDOW_SECONDS",
+                reason: "must be 1 to 86400 seconds".to_owned(),
+            });
+        }
+        if self.replay_cache_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_REPLAY_CACHE_CAPACITY",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(SigningSettings {
+            master_key: self.master_key()?,
+            window: Duration::from_secs(self.signature_window_seconds),
+            replay_capacity: self.replay_cache_capacity,
+        })
+    }
+
+    /// How Envoy ext_authz requests map onto Check.
+    pub fn envoy_settings(&self) -> Result<EnvoySettings, ConfigError> {
+        let mut rules = Vec::with_capacity(self.envoy_rules.len());
+        for (index, rule) in self.envoy_rules.iter().enumerate() {
+            let parsed = PermissionRule::parse(
+                &rule.method,
+                rule.path.as_deref(),
+                rule.prefix.as_deref(),
+                &rule.permission,
+            )
+            .map_err(|error| ConfigError::Invalid {
+                setting: "TESSERA_ENVOY_RULES",
+                reason: format!("rule {index}: {error}"),
+            })?;
+            rules.push(parsed);
+        }
+        let unmatched = match self.envoy_unmatched {
+            EnvoyUnmatched::Deny => Unmatched::Deny,
+            EnvoyUnmatched::Authenticate => Unmatched::Authenticate,
+        };
+        Ok(EnvoySettings {
+            token_header: header_name("TESSERA_ENVOY_TOKEN_HEADER", &self.envoy_token_header)?,
+            tenant_header: self
+                .envoy_tenant_header
+                .as_deref()
+                .map(|name| header_name("TESSERA_ENVOY_TENANT_HEADER", name))
+                .transpose()?,
+            trusted_hops: usize::try_from(self.envoy_trusted_hops).unwrap_or(usize::MAX),
+            rules: PermissionRules::new(rules, unmatched),
+            signature_header: header_name(
+                "TESSERA_ENVOY_SIGNATURE_HEADER",
+                &self.envoy_signature_header,
+            )?,
+            timestamp_header: header_name(
+                "TESSERA_ENVOY_TIMESTAMP_HEADER",
+                &self.envoy_timestamp_header,
+            )?,
+            sign_body: self.envoy_sign_body,
         })
     }
 
@@ -251,6 +372,60 @@ fn comma_separated<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// One Envoy permission rule as written in the settings:
+/// `{ method = "GET", prefix = "/api/v1/orders/", permission = "orders:read" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct EnvoyRule {
+    /// An HTTP method; empty or `*` for any.
+    #[serde(default)]
+    pub method: String,
+    /// Exact path (without the query string). Give this or `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// What a match needs; empty: authentication only.
+    #[serde(default)]
+    pub permission: String,
+}
+
+/// What an Envoy request that no rule matches needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvoyUnmatched {
+    /// 403, whatever the token: only routes covered by a rule are exposed.
+    Deny,
+    /// Any valid token, as a Check with an empty permission.
+    Authenticate,
+}
+
+/// An HTTP header name, lowercase as Envoy hands headers over.
+fn header_name(setting: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let name = raw.trim().to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(ConfigError::Invalid {
+            setting,
+            reason: "must be an HTTP header name (letters, digits, '-', '_')".to_owned(),
+        });
+    }
+    Ok(name)
+}
+
+fn redact_optional<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[redacted]"),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn redact<S: serde::Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str("[redacted]")
 }
@@ -265,6 +440,83 @@ fn redact_all<S: serde::Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_and_serialized_settings_never_contain_the_master_key() {
+        let master_key = "c2l4dGVlbi1ieXRlcy1vZi1rZXkhc2l4dGVlbi1ieXQ=";
+        let settings = Settings {
+            master_key: Some(SecretString::from(master_key)),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains(master_key));
+        let serialized = serde_json::to_string(&settings).expect("serializes");
+        assert!(!serialized.contains(master_key));
+    }
+
+    #[test]
+    fn a_master_key_that_is_not_32_bytes_is_rejected_naming_the_setting() {
+        let settings = Settings {
+            master_key: Some(SecretString::from("dG9vIHNob3J0")),
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("16 bytes are too few");
+        assert!(error.to_string().contains("TESSERA_MASTER_KEY"));
+    }
+
+    #[test]
+    // figment's Jail closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn envoy_rules_and_headers_are_parsed_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "TESSERA_ENVOY_RULES",
+                r#"[{method="GET", prefix="/api/v1/orders/", permission="orders:read"}, {path="/health"}]"#,
+            );
+            jail.set_env("TESSERA_ENVOY_UNMATCHED", "authenticate");
+            jail.set_env("TESSERA_ENVOY_TOKEN_HEADER", "X-Api-Key");
+            jail.set_env("TESSERA_ENVOY_TRUSTED_HOPS", "2");
+            jail.set_env("TESSERA_DATABASE_URL", "sqlite://tessera.db");
+            let settings = Settings::load(None).expect("loads");
+            let envoy = settings.envoy_settings().expect("valid");
+            assert_eq!(envoy.token_header, "x-api-key");
+            assert_eq!(envoy.trusted_hops, 2);
+            assert_eq!(envoy.rules.unmatched(), Unmatched::Authenticate);
+            let rule = envoy.rules.find("GET", "/api/v1/orders/7").expect("rule");
+            assert_eq!(rule.label("GET"), "GET /api/v1/orders/*");
+            assert!(envoy.rules.find("POST", "/health").is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_envoy_rule_is_rejected_naming_the_setting_and_the_rule() {
+        let settings = Settings {
+            envoy_rules: vec![EnvoyRule {
+                method: "GET".to_owned(),
+                path: Some("orders".to_owned()),
+                prefix: None,
+                permission: String::new(),
+            }],
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("not a path");
+        assert!(error.to_string().contains("TESSERA_ENVOY_RULES"));
+        assert!(error.to_string().contains("rule 0"));
+    }
+
+    #[test]
+    fn a_signature_window_of_zero_is_rejected_naming_the_setting() {
+        let settings = Settings {
+            signature_window_seconds: 0,
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("zero window");
+        assert!(
+            error
+                .to_string()
+                .contains("TESSERA_SIGNATURE_WINDOW_SECONDS")
+        );
+    }
 
     #[test]
     fn debug_output_of_settings_never_contains_secrets() {

@@ -15,9 +15,10 @@ use crate::domain::fields::{
 use crate::domain::model::{ApiStatus, AuditEvent, NewToken, Principal, Role, Token, TokenState};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant};
+use crate::domain::signature::{MasterKey, SealedSigningKey, SigningKey};
 use crate::domain::token::{self, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
-use crate::store::{Rotation, Store, StoreError, TokenQuery};
+use crate::store::{Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
 
 /// Default token lifetime: one year.
 pub const DEFAULT_LIFETIME: Duration = Duration::days(365);
@@ -44,8 +45,12 @@ pub enum AdminError {
         field: &'static str,
         grants: Vec<String>,
     },
-    #[error("{0}")]
-    Unimplemented(&'static str),
+    /// Signing keys are stored encrypted under the master key; without one, no token may ask
+    /// for signatures (rather than be accepted and never verified).
+    #[error(
+        "require_signature: request signing needs the server's master key (TESSERA_MASTER_KEY)"
+    )]
+    SigningUnavailable,
     #[error("store unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -95,6 +100,15 @@ pub struct CreateToken {
 pub struct IssuedToken {
     pub token: Token,
     pub secret: SecretString,
+    /// The signing key when the token requires signatures; shown once, like the secret.
+    pub signing_key: Option<SecretString>,
+}
+
+/// An updated token, with its new signing key when the update turned signing on.
+#[derive(Debug)]
+pub struct UpdatedToken {
+    pub token: Token,
+    pub signing_key: Option<SecretString>,
 }
 
 /// The fields an UpdateToken's mask names; `None` leaves a field as it is.
@@ -143,6 +157,8 @@ pub struct Admin {
     max_tokens_per_owner: u32,
     /// This replica's caches; other replicas hear of writes through the store's publish.
     local_cache: Arc<dyn InvalidationSink>,
+    /// Encrypts signing keys at rest; without it, signing is refused.
+    master_key: Option<MasterKey>,
 }
 
 impl Admin {
@@ -157,7 +173,35 @@ impl Admin {
             prefix,
             max_tokens_per_owner,
             local_cache,
+            master_key: None,
         }
+    }
+
+    /// Allows request signing, with signing keys encrypted under `master_key`.
+    pub fn with_master_key(mut self, master_key: Option<MasterKey>) -> Self {
+        self.master_key = master_key;
+        self
+    }
+
+    fn ensure_signing_available(&self, require_signature: bool) -> Result<(), AdminError> {
+        if require_signature && self.master_key.is_none() {
+            return Err(AdminError::SigningUnavailable);
+        }
+        Ok(())
+    }
+
+    /// A new signing key for `token`, in the clear (to show once) and sealed (to store).
+    fn issue_signing_key(
+        &self,
+        token: &TokenId,
+    ) -> Result<(SecretString, SealedSigningKey), AdminError> {
+        let master_key = self
+            .master_key
+            .as_ref()
+            .ok_or(AdminError::SigningUnavailable)?;
+        let key = SigningKey::generate();
+        let sealed = master_key.seal(&key, token);
+        Ok((key.secret().clone(), sealed))
     }
 
     /// After a commit: invalidate here, then tell every replica. A failed publish cannot undo the
@@ -186,7 +230,7 @@ impl Admin {
         actor: &Actor,
         request: CreateToken,
     ) -> Result<IssuedToken, AdminError> {
-        refuse_signing(request.require_signature)?;
+        self.ensure_signing_available(request.require_signature)?;
         let now = Utc::now();
         let expires_at = resolve_expiry(request.expiry, now)?;
         let owner = self
@@ -198,8 +242,14 @@ impl Admin {
             .await?;
 
         let generated = token::generate(&self.prefix);
+        let id = TokenId::generate();
+        let signing_key = if request.require_signature {
+            Some(self.issue_signing_key(&id)?)
+        } else {
+            None
+        };
         let token = Token {
-            id: TokenId::generate(),
+            id,
             tenant: request.tenant,
             owner_id: request.owner_id,
             name: request.name,
@@ -229,6 +279,7 @@ impl Admin {
         let new = NewToken {
             token,
             secret_hash: generated.hash,
+            signing_key: signing_key.as_ref().map(|(_, sealed)| sealed.clone()),
         };
         let stored = self
             .store
@@ -238,6 +289,7 @@ impl Admin {
         Ok(IssuedToken {
             token: stored,
             secret: generated.secret,
+            signing_key: signing_key.map(|(key, _)| key),
         })
     }
 
@@ -280,7 +332,7 @@ impl Admin {
         actor: &Actor,
         id: &TokenId,
         changes: TokenChanges,
-    ) -> Result<Token, AdminError> {
+    ) -> Result<UpdatedToken, AdminError> {
         let now = Utc::now();
         let mut token = self.store.get_token(id).await?;
         if token.state(now) == TokenState::Revoked {
@@ -288,8 +340,13 @@ impl Admin {
         }
         // Field names of what changed, for the audit log.
         let mut changed: Vec<&str> = Vec::new();
+        // Turning signing on issues a key (shown once); turning it off drops the key.
+        let turned_off = changes.require_signature == Some(false) && token.require_signature;
+        let mut signing_key = None;
         if let Some(require_signature) = changes.require_signature {
-            refuse_signing(require_signature)?;
+            if require_signature && !token.require_signature {
+                signing_key = Some(self.issue_signing_key(&token.id)?);
+            }
             token.require_signature = require_signature;
             changed.push("require_signature");
         }
@@ -335,10 +392,21 @@ impl Admin {
                 token.name,
                 changed.join(", ")
             ));
-        let updated = self.store.update_token(&token, &audit).await?;
+        let signing_key_update = match (&signing_key, turned_off) {
+            (Some((_, sealed)), _) => SigningKeyUpdate::Replace(sealed),
+            (None, true) => SigningKeyUpdate::Remove,
+            (None, false) => SigningKeyUpdate::Keep,
+        };
+        let updated = self
+            .store
+            .update_token(&token, signing_key_update, &audit)
+            .await?;
         self.announce_token(&updated.id).await;
         tracing::info!(token_id = %updated.id, "token updated");
-        Ok(updated)
+        Ok(UpdatedToken {
+            token: updated,
+            signing_key: signing_key.map(|(key, _)| key),
+        })
     }
 
     pub async fn rotate_token(
@@ -358,7 +426,12 @@ impl Admin {
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
-        refuse_signing(token.require_signature)?;
+        // A signing token gets a new signing key too; the old one stays with the old secret.
+        let signing_key = if token.require_signature {
+            Some(self.issue_signing_key(&token.id)?)
+        } else {
+            None
+        };
         // The new window is as long as the current one was, so a 90-day token stays a 90-day token.
         let window = token.expires_at - token.window_start();
         let window = if window > Duration::zero() {
@@ -374,6 +447,7 @@ impl Admin {
             rotated_at: now,
             new_expires_at: now + window,
             old_secret_grace_until: now + grace_period,
+            new_signing_key: signing_key.as_ref().map(|(_, sealed)| sealed.clone()),
         };
         let audit = audit(actor, "token.rotate", &token.tenant, now)
             .on_token(&token)
@@ -390,6 +464,7 @@ impl Admin {
         Ok(IssuedToken {
             token: rotated,
             secret: generated.secret,
+            signing_key: signing_key.map(|(key, _)| key),
         })
     }
 
@@ -560,17 +635,6 @@ impl Admin {
         }
         Ok(())
     }
-}
-
-/// Signing keys need encryption at rest under the master key, which arrives with request
-/// signing; until then no token may ask for it, rather than be accepted and never verified.
-fn refuse_signing(require_signature: bool) -> Result<(), AdminError> {
-    if require_signature {
-        return Err(AdminError::Unimplemented(
-            "require_signature: request signing is not yet available on this server",
-        ));
-    }
-    Ok(())
 }
 
 fn resolve_expiry(expiry: Expiry, now: DateTime<Utc>) -> Result<DateTime<Utc>, AdminError> {

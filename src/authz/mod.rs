@@ -4,6 +4,9 @@
 //! or one coalesced store load → the pure `domain::decision::evaluate` → rate limits. A cache hit
 //! makes no database round trip and holds no lock across an await. Store failures become
 //! `STORE_UNAVAILABLE`, never `TOKEN_UNKNOWN`: an outage must not look like a bad token.
+//!
+//! A signing token's key is opened with the master key when its credential enters the cache,
+//! never per Check; verified signatures go to the replay guard (`replay`).
 
 pub mod cache;
 pub mod rate_limit;
@@ -19,7 +22,8 @@ use chrono::Utc;
 
 use crate::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
-use crate::domain::model::AuditEvent;
+use crate::domain::model::{AuditEvent, CredentialRecord};
+use crate::domain::signature::{self, MasterKey, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{Store, StoreError};
@@ -27,6 +31,7 @@ use crate::store::{Store, StoreError};
 pub use cache::CacheSettings;
 use cache::{CredentialCache, Entry};
 use rate_limit::RateLimits;
+use replay::ReplayCache;
 
 /// The state of the rate limit that applied to a Check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +89,28 @@ pub struct AuthzSettings {
     pub store_timeout: Duration,
     /// The limit of tokens whose `rate_limit_per_minute` is 0.
     pub default_rate_limit_per_minute: NonZeroU32,
+    pub signing: SigningSettings,
+}
+
+/// Request signing: the key that opens stored signing keys, and the replay guard's bounds.
+#[derive(Debug, Clone)]
+pub struct SigningSettings {
+    /// Opens the signing keys in the store; None: no signature verifies.
+    pub master_key: Option<MasterKey>,
+    /// Accepted difference, either way, between a signature's timestamp and now.
+    pub window: Duration,
+    /// Most signatures the replay guard remembers (per replica).
+    pub replay_capacity: u64,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            window: signature::DEFAULT_WINDOW,
+            replay_capacity: replay::DEFAULT_CAPACITY,
+        }
+    }
 }
 
 /// Counters the tests and benchmarks read directly (metrics export them too).
@@ -103,6 +130,9 @@ pub struct Authorizer {
     cache: CredentialCache,
     rate_limits: RateLimits,
     store_timeout: Duration,
+    /// Opens signing keys when credentials enter the cache.
+    master_key: Option<MasterKey>,
+    replay_guard: ReplayCache,
     stats: AuthzStats,
     leak_reports: moka::sync::Cache<TokenId, ()>,
 }
@@ -115,6 +145,11 @@ impl Authorizer {
             cache: CredentialCache::new(&settings.cache),
             rate_limits: RateLimits::new(settings.default_rate_limit_per_minute),
             store_timeout: settings.store_timeout,
+            master_key: settings.signing.master_key,
+            replay_guard: ReplayCache::new(
+                settings.signing.window,
+                settings.signing.replay_capacity,
+            ),
             stats: AuthzStats::default(),
             leak_reports: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -160,7 +195,7 @@ impl Authorizer {
             self.report_retired_secret(&credential);
         }
         // Only requests that pass every other check spend rate-limit budget.
-        let (outcome, rate_limit) = match evaluate(&credential, input) {
+        let (outcome, rate_limit) = match evaluate(&credential, input, &self.replay_guard) {
             Err(reason) => (Err(reason), None),
             Ok(()) => match self.rate_limits.check(&credential) {
                 Ok(status) => (Ok(()), Some(status)),
@@ -182,7 +217,28 @@ impl Authorizer {
         self.stats.store_lookups.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tessera_store_credential_lookups_total").increment(1);
         let record = self.bounded(self.store.find_credential(&hash)).await?;
-        Ok(record.map(|record| Arc::new(Credential::from_record(&record))))
+        Ok(record.map(|record| {
+            let verifier = self.signing_verifier(&record);
+            Arc::new(Credential::from_record(&record).with_verifier(verifier))
+        }))
+    }
+
+    /// The record's signing key, opened once here so that Check only clones a keyed HMAC. A key
+    /// that cannot be opened leaves the token unable to pass a signature check: fail closed.
+    fn signing_verifier(&self, record: &CredentialRecord) -> Option<Verifier> {
+        let sealed = record.signing_key.as_ref()?;
+        let token_id = &record.token.id;
+        let Some(master_key) = &self.master_key else {
+            tracing::error!(token_id = %token_id, "a token has a signing key but no master key is configured; its signatures cannot verify");
+            return None;
+        };
+        match master_key.open(sealed, token_id) {
+            Ok(key) => Some(key.verifier()),
+            Err(error) => {
+                tracing::error!(token_id = %token_id, error = %error, "cannot open a signing key; its signatures cannot verify");
+                None
+            }
+        }
     }
 
     /// A store call that gives up after `store_timeout`, so Check never hangs on a dead database.

@@ -151,6 +151,7 @@ mod tests {
             secret_match: SecretMatch::Current,
             allowed_ips: IpAllowlist::default(),
             require_signature: false,
+            verifier: None,
             roles: Vec::new(),
             grants: Vec::new(),
             owner_ceiling: Some(Vec::new()),

@@ -36,6 +36,24 @@ pub struct CheckArgs {
     /// Label for usage statistics, e.g. "GET /api/v1/orders".
     #[arg(long)]
     endpoint: Option<String>,
+
+    /// The request's signature (base64 of HMAC-SHA256 over TIMESTAMP, a newline and PAYLOAD),
+    /// for tokens that require signed requests.
+    #[arg(long, requires = "timestamp")]
+    signature: Option<String>,
+
+    /// Unix seconds at which the signature was made.
+    #[arg(
+        long,
+        value_name = "UNIX_SECONDS",
+        requires = "signature",
+        allow_negative_numbers = true
+    )]
+    timestamp: Option<i64>,
+
+    /// The text that was signed [default: empty].
+    #[arg(long, requires = "signature")]
+    payload: Option<String>,
 }
 
 pub(super) async fn run(args: &ClientArgs, check: CheckArgs) -> Result<Report, CliError> {
@@ -52,7 +70,11 @@ pub(super) async fn run(args: &ClientArgs, check: CheckArgs) -> Result<Report, C
         client_ip: check.ip.unwrap_or_default(),
         user_agent: check.user_agent.unwrap_or_default(),
         endpoint: check.endpoint.unwrap_or_default(),
-        signature: None,
+        signature: check.signature.map(|signature| proto::Signature {
+            timestamp: check.timestamp.unwrap_or_default(),
+            signature,
+            payload: check.payload.unwrap_or_default().into_bytes(),
+        }),
     };
     let decision = answer("Check", client.check(request).await)?;
     Ok(decision_report(&decision))

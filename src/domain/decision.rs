@@ -3,7 +3,9 @@
 //! Order (API.md): API offline → token missing/malformed/unknown/expired/revoked/rotated-out,
 //! tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
-//! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`.
+//! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
+//! replay guard is state too, but its place is inside the order (with the signature), so
+//! `evaluate` takes it as an argument.
 
 use std::net::IpAddr;
 
@@ -13,6 +15,7 @@ use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
 use super::permission::{self, Grant, Permission};
+use super::signature::{self, PresentedSignature, ReplayGuard, SignatureRejection, Verifier};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DenyReason {
@@ -107,7 +110,9 @@ pub struct CheckInput {
     /// None means authenticate only.
     pub permission: Option<Permission>,
     pub client_ip: Option<IpAddr>,
-    pub has_signature: bool,
+    /// The request's signature, if it carries one; required for tokens with
+    /// `require_signature`, ignored for others.
+    pub signature: Option<PresentedSignature>,
     pub now: DateTime<Utc>,
 }
 
@@ -123,6 +128,9 @@ pub struct Credential {
     pub secret_match: SecretMatch,
     pub allowed_ips: IpAllowlist,
     pub require_signature: bool,
+    /// The token's signing key as a keyed HMAC, opened once when the entry is built; None when
+    /// the token has no key or the server cannot open it (then no signature verifies).
+    pub verifier: Option<Verifier>,
     /// The token's role names, so a role change can find the entries it affects.
     pub roles: Vec<RoleName>,
     /// Own grants and role grants, before the owner's ceiling.
@@ -165,6 +173,7 @@ impl Credential {
             secret_match: record.secret_match,
             allowed_ips: token.allowed_ips.clone(),
             require_signature: token.require_signature,
+            verifier: None,
             roles: token.roles.clone(),
             grants,
             owner_ceiling,
@@ -177,6 +186,12 @@ impl Credential {
         }
     }
 
+    /// The same credential, verifying signatures with `verifier` (the opened signing key).
+    pub fn with_verifier(mut self, verifier: Option<Verifier>) -> Self {
+        self.verifier = verifier;
+        self
+    }
+
     /// Whether this secret is one that was rotated away and whose grace period has passed:
     /// someone is still holding an old secret.
     pub fn is_retired_secret(&self, now: DateTime<Utc>) -> bool {
@@ -184,8 +199,13 @@ impl Credential {
     }
 }
 
-/// The stateless part of Check for an identified token.
-pub fn evaluate(credential: &Credential, input: &CheckInput) -> Result<(), DenyReason> {
+/// The ordered checks of Check for an identified token; `replay_guard` records the signatures
+/// that pass, so that none passes twice.
+pub fn evaluate(
+    credential: &Credential,
+    input: &CheckInput,
+    replay_guard: &impl ReplayGuard,
+) -> Result<(), DenyReason> {
     if credential.revoked || credential.is_retired_secret(input.now) {
         return Err(DenyReason::TokenRevoked);
     }
@@ -201,8 +221,21 @@ pub fn evaluate(credential: &Credential, input: &CheckInput) -> Result<(), DenyR
     if !credential.allowed_ips.allows(input.client_ip) {
         return Err(DenyReason::IpNotAllowed);
     }
-    if credential.require_signature && !input.has_signature {
-        return Err(DenyReason::SignatureRequired);
+    if credential.require_signature {
+        let Some(presented) = &input.signature else {
+            return Err(DenyReason::SignatureRequired);
+        };
+        signature::verify(
+            credential.verifier.as_ref(),
+            presented,
+            input.now,
+            replay_guard,
+        )
+        .map_err(|rejection| match rejection {
+            SignatureRejection::Invalid => DenyReason::SignatureInvalid,
+            SignatureRejection::OutOfWindow => DenyReason::TimestampOutOfWindow,
+            SignatureRejection::Replayed => DenyReason::Replayed,
+        })?;
     }
     if let Some(wanted) = &input.permission {
         let granted = permission::any_matches(&credential.grants, wanted);
@@ -216,9 +249,32 @@ pub fn evaluate(credential: &Credential, input: &CheckInput) -> Result<(), DenyR
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+
     use chrono::Duration;
 
     use super::*;
+    use crate::domain::signature::{DEFAULT_WINDOW, SignatureId, SigningKey, sign};
+
+    /// Remembers every signature for the whole test.
+    #[derive(Default)]
+    struct MemoryGuard(RefCell<HashSet<SignatureId>>);
+
+    impl ReplayGuard for MemoryGuard {
+        fn window(&self) -> std::time::Duration {
+            DEFAULT_WINDOW
+        }
+
+        fn first_use(&self, signature: SignatureId, _: std::time::Duration) -> bool {
+            self.0.borrow_mut().insert(signature)
+        }
+    }
+
+    /// `evaluate` with a fresh guard, for the checks that do not involve replays.
+    fn evaluate(credential: &Credential, input: &CheckInput) -> Result<(), DenyReason> {
+        super::evaluate(credential, input, &MemoryGuard::default())
+    }
 
     fn grants(raw: &[&str]) -> Vec<Grant> {
         raw.iter()
@@ -236,6 +292,7 @@ mod tests {
             secret_match: SecretMatch::Current,
             allowed_ips: IpAllowlist::default(),
             require_signature: false,
+            verifier: None,
             roles: Vec::new(),
             grants: grants(&["orders:*"]),
             owner_ceiling: Some(grants(&["orders:read", "products:read"])),
@@ -251,7 +308,7 @@ mod tests {
             permission: (!permission.is_empty())
                 .then(|| Permission::parse(permission).expect("perm")),
             client_ip: Some("192.0.2.1".parse().expect("ip")),
-            has_signature: false,
+            signature: None,
             now: Utc::now(),
         }
     }
@@ -360,6 +417,100 @@ mod tests {
         );
     }
 
+    fn signing(key: &SigningKey) -> Credential {
+        let mut signed = credential();
+        signed.require_signature = true;
+        signed.with_verifier(Some(key.verifier()))
+    }
+
+    fn signed_input(key: &SigningKey, permission: &str, timestamp: i64) -> CheckInput {
+        let mut request = input(permission);
+        let payload = b"GET /api/v1/orders".to_vec();
+        let text = sign(key, timestamp, &payload);
+        request.signature = Some(PresentedSignature::parse(timestamp, &text, payload));
+        request
+    }
+
+    #[test]
+    fn a_correctly_signed_fresh_request_is_allowed() {
+        let key = SigningKey::generate();
+        let request = signed_input(&key, "orders:read", Utc::now().timestamp());
+        assert_eq!(evaluate(&signing(&key), &request), Ok(()));
+    }
+
+    #[test]
+    fn a_signature_made_with_another_key_is_invalid() {
+        let key = SigningKey::generate();
+        let request = signed_input(
+            &SigningKey::generate(),
+            "orders:read",
+            Utc::now().timestamp(),
+        );
+        assert_eq!(
+            evaluate(&signing(&key), &request),
+            Err(DenyReason::SignatureInvalid)
+        );
+    }
+
+    #[test]
+    fn a_signing_token_whose_key_cannot_be_opened_accepts_no_signature() {
+        let key = SigningKey::generate();
+        let request = signed_input(&key, "orders:read", Utc::now().timestamp());
+        let without_key = signing(&key).with_verifier(None);
+        assert_eq!(
+            evaluate(&without_key, &request),
+            Err(DenyReason::SignatureInvalid)
+        );
+    }
+
+    #[test]
+    fn an_old_signature_is_out_of_window() {
+        let key = SigningKey::generate();
+        let request = signed_input(&key, "orders:read", Utc::now().timestamp() - 301);
+        assert_eq!(
+            evaluate(&signing(&key), &request),
+            Err(DenyReason::TimestampOutOfWindow)
+        );
+    }
+
+    #[test]
+    fn the_same_signature_twice_is_a_replay() {
+        let key = SigningKey::generate();
+        let guard = MemoryGuard::default();
+        let request = signed_input(&key, "orders:read", Utc::now().timestamp());
+        assert_eq!(super::evaluate(&signing(&key), &request, &guard), Ok(()));
+        assert_eq!(
+            super::evaluate(&signing(&key), &request, &guard),
+            Err(DenyReason::Replayed)
+        );
+    }
+
+    #[test]
+    fn the_signature_is_checked_after_the_ip_and_before_the_permission() {
+        let key = SigningKey::generate();
+        let mut fenced = signing(&key);
+        fenced.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        assert_eq!(
+            evaluate(&fenced, &input("billing:read")),
+            Err(DenyReason::IpNotAllowed)
+        );
+        assert_eq!(
+            evaluate(&signing(&key), &input("billing:read")),
+            Err(DenyReason::SignatureRequired)
+        );
+        let request = signed_input(&key, "billing:read", Utc::now().timestamp());
+        assert_eq!(
+            evaluate(&signing(&key), &request),
+            Err(DenyReason::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn a_token_that_needs_no_signature_ignores_one() {
+        let request = signed_input(&SigningKey::generate(), "orders:read", 0);
+        assert_eq!(evaluate(&credential(), &request), Ok(()));
+    }
+
     #[test]
     fn every_reason_maps_to_the_documented_http_status() {
         assert_eq!(DenyReason::TokenUnknown.http_status(), 401);
@@ -408,6 +559,7 @@ mod tests {
             secret_match: SecretMatch::Current,
             owner: Some(owner),
             roles: Vec::new(),
+            signing_key: None,
         };
         assert_eq!(
             Credential::from_record(&record).effective_permissions,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
 use super::network::IpAllowlist;
 use super::permission::Grant;
+use super::signature::SealedSigningKey;
 use super::token::SecretHash;
 
 /// A token as stored, without its secret (the store keeps only the hash, which this omits too).
@@ -59,6 +60,8 @@ impl Token {
 pub struct NewToken {
     pub token: Token,
     pub secret_hash: SecretHash,
+    /// Present exactly when the token requires signatures.
+    pub signing_key: Option<SealedSigningKey>,
 }
 
 /// A principal: the owner of tokens, whose permissions cap theirs.
@@ -135,4 +138,6 @@ pub struct CredentialRecord {
     pub owner: Option<Principal>,
     /// The token's roles that exist, with their grants.
     pub roles: Vec<Role>,
+    /// The signing key that goes with this secret (a retired secret keeps the key it had).
+    pub signing_key: Option<SealedSigningKey>,
 }

@@ -125,6 +125,13 @@ fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenCha
     violations.finish(id.map(|id| (id, changes)))
 }
 
+/// A secret that a response carries once (empty when there is none).
+fn shown_once(secret: Option<&secrecy::SecretString>) -> String {
+    secret
+        .map(|secret| secrecy::ExposeSecret::expose_secret(secret).to_owned())
+        .unwrap_or_default()
+}
+
 fn parse_token_id(raw: &str) -> Result<TokenId, Status> {
     TokenId::parse(raw).map_err(|error| convert::invalid_field("id", error))
 }
@@ -141,7 +148,7 @@ impl TokenAdminService for TokenAdminApi {
         Ok(Response::new(proto::CreateTokenResponse {
             token: Some(convert::token(&issued.token)),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
-            signing_key: String::new(),
+            signing_key: shown_once(issued.signing_key.as_ref()),
         }))
     }
 
@@ -202,10 +209,10 @@ impl TokenAdminService for TokenAdminApi {
     ) -> Result<Response<proto::UpdateTokenResponse>, Status> {
         let actor = self.auth.authenticate(&request).await?;
         let (id, changes) = parse_update(request.into_inner())?;
-        let token = self.admin.update_token(&actor, &id, changes).await?;
+        let updated = self.admin.update_token(&actor, &id, changes).await?;
         Ok(Response::new(proto::UpdateTokenResponse {
-            token: Some(convert::token(&token)),
-            signing_key: String::new(),
+            token: Some(convert::token(&updated.token)),
+            signing_key: shown_once(updated.signing_key.as_ref()),
         }))
     }
 
@@ -226,7 +233,7 @@ impl TokenAdminService for TokenAdminApi {
         Ok(Response::new(proto::RotateTokenResponse {
             token: Some(convert::token(&issued.token)),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
-            signing_key: String::new(),
+            signing_key: shown_once(issued.signing_key.as_ref()),
         }))
     }
 

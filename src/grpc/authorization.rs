@@ -6,17 +6,18 @@ use std::sync::Arc;
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
-use crate::authz::Authorizer;
+use crate::authz::{Authorizer, Decision};
 use crate::domain::decision::CheckInput;
 use crate::domain::fields::Tenant;
 use crate::domain::permission::Permission;
+use crate::domain::signature::PresentedSignature;
 use crate::grpc::convert::{self, Violations};
 use crate::grpc::status;
 use crate::proto;
 use crate::proto::authorization_service_server::AuthorizationService;
 
-const MAX_USER_AGENT_LEN: usize = 1024;
-const MAX_ENDPOINT_LEN: usize = 256;
+pub(crate) const MAX_USER_AGENT_LEN: usize = 1024;
+pub(crate) const MAX_ENDPOINT_LEN: usize = 256;
 
 pub struct AuthorizationApi {
     authorizer: Arc<Authorizer>,
@@ -62,11 +63,27 @@ fn parse_check(request: &proto::CheckRequest) -> Result<CheckInput, Status> {
             tenant: tenant?,
             permission: permission?,
             client_ip: client_ip?,
-            has_signature: request.signature.is_some(),
+            signature: request.signature.as_ref().map(|signature| {
+                PresentedSignature::parse(
+                    signature.timestamp,
+                    &signature.signature,
+                    signature.payload.clone(),
+                )
+            }),
             now: Utc::now(),
         })
     })();
     violations.finish(parsed)
+}
+
+/// Check for a request in Tessera's wire form: parsed at the edge, then decided. Envoy's
+/// ext_authz maps its requests onto this same function, so both paths decide alike.
+pub(crate) async fn decide(
+    authorizer: &Authorizer,
+    request: proto::CheckRequest,
+) -> Result<Decision, Status> {
+    let input = parse_check(&request)?;
+    Ok(authorizer.check(&request.token, &input).await)
 }
 
 #[tonic::async_trait]
@@ -75,9 +92,7 @@ impl AuthorizationService for AuthorizationApi {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        let request = request.into_inner();
-        let input = parse_check(&request)?;
-        let decision = self.authorizer.check(&request.token, &input).await;
+        let decision = decide(&self.authorizer, request.into_inner()).await?;
         Ok(Response::new(convert::check_response(&decision)))
     }
 

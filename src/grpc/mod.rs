@@ -4,4 +4,5 @@ pub mod admin;
 pub mod auth;
 pub mod authorization;
 pub mod convert;
+pub mod envoy;
 pub mod status;

@@ -84,8 +84,16 @@ impl From<AdminError> for Status {
                 details.set_error_info("BEYOND_OWNER", ERROR_DOMAIN, []);
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
-            AdminError::Unimplemented(message) => {
-                with_reason(Code::Unimplemented, message.to_owned(), "UNIMPLEMENTED")
+            AdminError::SigningUnavailable => {
+                let message = "require_signature: request signing needs the server's master key; \
+                               set TESSERA_MASTER_KEY (base64 of 32 random bytes) on the server"
+                    .to_owned();
+                let mut details = ErrorDetails::with_bad_request(vec![FieldViolation::new(
+                    "require_signature",
+                    message.clone(),
+                )]);
+                details.set_error_info("MASTER_KEY_MISSING", ERROR_DOMAIN, []);
+                Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             AdminError::Unavailable(source) => unavailable("admin", &source),
             AdminError::Internal(source) => {

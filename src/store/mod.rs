@@ -13,6 +13,7 @@ use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
+use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 use invalidation::{Invalidation, InvalidationSink};
 
@@ -78,6 +79,19 @@ pub struct Rotation {
     pub new_expires_at: DateTime<Utc>,
     /// Until when the old secret keeps working; equal to `rotated_at` when there is no grace.
     pub old_secret_grace_until: DateTime<Utc>,
+    /// The token's new sealed signing key, None when it requires no signatures. The old key
+    /// stays with the retired secret, so signed clients keep working through the grace period.
+    pub new_signing_key: Option<SealedSigningKey>,
+}
+
+/// What an update does to a token's sealed signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKeyUpdate<'a> {
+    Keep,
+    /// Signing was turned on: the token's new key.
+    Replace(&'a SealedSigningKey),
+    /// Signing was turned off: the key goes.
+    Remove,
 }
 
 /// Connection pool bounds: the server must never hang on a dead database.
@@ -121,8 +135,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError>;
 
     /// Replaces the mutable fields (name, description, permissions, roles, allowed_ips, rate
-    /// limit, expiry, require_signature, updated_at) of a token that is not revoked.
-    async fn update_token(&self, token: &Token, audit: &AuditEvent) -> Result<Token, StoreError>;
+    /// limit, expiry, require_signature, updated_at) of a token that is not revoked, and its
+    /// signing key as `signing_key` says, in one statement.
+    async fn update_token(
+        &self,
+        token: &Token,
+        signing_key: SigningKeyUpdate<'_>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
 
     /// Gives a token that is not revoked a new secret; the old one is kept as retired, usable
     /// until `old_secret_grace_until` and recognised (as revoked) after it.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::{Rotation, Store, StoreError, TokenQuery};
+use super::{Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -31,6 +31,7 @@ use crate::domain::model::{
 };
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
+use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 
 /// The columns of `tokens`, in `TokenRow` order, each prefixed with `$prefix` (a table alias).
@@ -182,9 +183,9 @@ macro_rules! impl_store {
                 let row: TokenRow = sqlx::query_as(concat!(
                     "INSERT INTO tokens (",
                     token_columns!(""),
-                    ", secret_hash) VALUES \
+                    ", secret_hash, signing_key) VALUES \
                      ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                     $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                      RETURNING ",
                     token_columns!("")
                 ))
@@ -206,6 +207,7 @@ macro_rules! impl_store {
                 .bind(params.revoked_at)
                 .bind(params.last_used_at)
                 .bind(new.secret_hash.0.as_slice())
+                .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
                 .fetch_one(&mut *transaction)
                 .await
                 .map_err(map_error)?;
@@ -274,14 +276,21 @@ macro_rules! impl_store {
             async fn update_token(
                 &self,
                 token: &Token,
+                signing_key: SigningKeyUpdate<'_>,
                 audit: &AuditEvent,
             ) -> Result<Token, StoreError> {
                 let params = TokenParams::of(token);
+                let (replace_signing_key, new_signing_key) = match signing_key {
+                    SigningKeyUpdate::Keep => (false, None),
+                    SigningKeyUpdate::Replace(key) => (true, Some(key.as_bytes())),
+                    SigningKeyUpdate::Remove => (true, None),
+                };
                 let mut transaction = self.pool.begin().await.map_err(map_error)?;
                 let row: Option<TokenRow> = sqlx::query_as(concat!(
                     "UPDATE tokens SET name = $2, description = $3, permissions = $4, roles = $5, \
                      allowed_ips = $6, rate_limit_per_minute = $7, expires_at = $8, \
-                     require_signature = $9, updated_at = $10 \
+                     require_signature = $9, updated_at = $10, \
+                     signing_key = CASE WHEN $11 THEN $12 ELSE signing_key END \
                      WHERE id = $1 AND revoked_at IS NULL RETURNING ",
                     token_columns!("")
                 ))
@@ -295,6 +304,8 @@ macro_rules! impl_store {
                 .bind(params.expires_at)
                 .bind(token.require_signature)
                 .bind(params.updated_at)
+                .bind(replace_signing_key)
+                .bind(new_signing_key)
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(map_error)?;
@@ -315,31 +326,48 @@ macro_rules! impl_store {
 
                 // Locks the token first, so two concurrent rotations cannot both retire the same
                 // secret and one of them lose its new one.
-                let current: Option<(Vec<u8>, Option<i64>)> = sqlx::query_as(
+                let current: Option<(Vec<u8>, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
                     "UPDATE tokens SET updated_at = updated_at WHERE id = $1 \
-                     RETURNING secret_hash, revoked_at",
+                     RETURNING secret_hash, revoked_at, signing_key",
                 )
                 .bind(rotation.id.as_str())
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(map_error)?;
-                let old_secret_hash = match current {
+                let (old_secret_hash, old_signing_key) = match current {
                     None => return Err(StoreError::NotFound("token")),
-                    Some((_, Some(_revoked_at))) => return Err(StoreError::TokenRevoked),
-                    Some((old_secret_hash, None)) => old_secret_hash,
+                    Some((_, Some(_revoked_at), _)) => return Err(StoreError::TokenRevoked),
+                    Some((old_secret_hash, None, old_signing_key)) => {
+                        (old_secret_hash, old_signing_key)
+                    }
                 };
 
+                // The old secret keeps the signing key it was issued with.
                 sqlx::query(
-                    "INSERT INTO retired_secrets (secret_hash, token_id, retired_at, grace_until) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO retired_secrets \
+                     (secret_hash, token_id, retired_at, grace_until, signing_key) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(old_secret_hash)
                 .bind(rotation.id.as_str())
                 .bind(rotated_at)
                 .bind(micros(rotation.old_secret_grace_until))
+                .bind(old_signing_key)
                 .execute(&mut *transaction)
                 .await
                 .map_err(map_error)?;
+
+                sqlx::query("UPDATE tokens SET signing_key = $2 WHERE id = $1")
+                    .bind(rotation.id.as_str())
+                    .bind(
+                        rotation
+                            .new_signing_key
+                            .as_ref()
+                            .map(SealedSigningKey::as_bytes),
+                    )
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
 
                 let row: TokenRow = sqlx::query_as(concat!(
                     "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
@@ -393,14 +421,15 @@ macro_rules! impl_store {
                     "SELECT ",
                     token_columns!("t."),
                     ", matched.grace_until AS retired_grace_until, \
+                     matched.signing_key AS signing_key, \
                      p.permissions AS owner_permissions, p.disabled AS owner_disabled, \
                      p.rate_limit_per_minute AS owner_rate_limit_per_minute, \
                      p.created_at AS owner_created_at, p.updated_at AS owner_updated_at \
                      FROM (\
-                         SELECT id AS token_id, NULL AS grace_until \
+                         SELECT id AS token_id, NULL AS grace_until, signing_key \
                          FROM tokens WHERE secret_hash = $1 \
                          UNION ALL \
-                         SELECT token_id, grace_until \
+                         SELECT token_id, grace_until, signing_key \
                          FROM retired_secrets WHERE secret_hash = $1\
                      ) AS matched \
                      JOIN tokens AS t ON t.id = matched.token_id \
@@ -888,6 +917,8 @@ struct CredentialRow {
     token: TokenRow,
     /// NULL when the hash is the token's current secret.
     retired_grace_until: Option<i64>,
+    /// The sealed signing key that goes with the matched secret.
+    signing_key: Option<Vec<u8>>,
     owner_permissions: Option<String>,
     owner_disabled: Option<bool>,
     owner_rate_limit_per_minute: Option<i64>,
@@ -932,6 +963,7 @@ impl CredentialRow {
             secret_match,
             owner,
             roles: Vec::new(),
+            signing_key: self.signing_key.map(SealedSigningKey::from_bytes),
         })
     }
 }

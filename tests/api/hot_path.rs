@@ -134,7 +134,7 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
                 tenant: tessera::domain::fields::Tenant::parse(TENANT).expect("tenant"),
                 permission: None,
                 client_ip: None,
-                has_signature: false,
+                signature: None,
                 now: chrono::Utc::now(),
             };
             authorizer.check(&secret, &input).await.is_allowed()
@@ -165,6 +165,7 @@ async fn a_negative_entry_is_cleared_by_the_invalidation_that_creating_a_token_a
     let new = tessera::domain::model::NewToken {
         token: record,
         secret_hash: generated.hash,
+        signing_key: None,
     };
     let audit = tessera::domain::model::AuditEvent {
         id: 0,

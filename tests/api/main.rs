@@ -5,6 +5,8 @@ mod helpers;
 mod admin_auth;
 mod check;
 mod cli;
+mod envoy;
 mod hot_path;
+mod signing;
 mod store_conformance;
 mod token_lifecycle;

@@ -17,7 +17,9 @@ use tessera::domain::network::IpAllowlist;
 use tessera::domain::permission::Grant;
 use tessera::domain::token::{SecretHash, TokenPrefix, generate};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
-use tessera::store::{PoolOptions, Rotation, Store, StoreError, TokenQuery, connect};
+use tessera::store::{
+    PoolOptions, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery, connect,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -270,6 +272,7 @@ fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
             last_used_at: None,
         },
         secret_hash: secret.hash,
+        signing_key: None,
     }
 }
 
@@ -316,6 +319,7 @@ fn rotation_of(token: &Token, at: DateTime<Utc>, grace: Duration) -> (Rotation, 
         rotated_at: at,
         new_expires_at: at + Duration::days(90),
         old_secret_grace_until: at + grace,
+        new_signing_key: None,
     };
     (rotation, secret.hash)
 }
@@ -456,7 +460,11 @@ async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>)
 
     let got = store.get_token(&ghost.id).await;
     let updated = store
-        .update_token(&ghost, &audit("token.update", "acme"))
+        .update_token(
+            &ghost,
+            SigningKeyUpdate::Keep,
+            &audit("token.update", "acme"),
+        )
         .await;
     let rotated = store
         .rotate_token(&rotation, &audit("token.rotate", "acme"))
@@ -611,7 +619,11 @@ async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(store: Arc<dyn
     attempted.created_at = created.created_at - Duration::days(1);
 
     let updated = store
-        .update_token(&attempted, &audit("token.update", "acme"))
+        .update_token(
+            &attempted,
+            SigningKeyUpdate::Keep,
+            &audit("token.update", "acme"),
+        )
         .await
         .expect("updated");
 
@@ -633,7 +645,11 @@ async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
     changed.name = TokenName::parse("renamed").expect("valid");
 
     let result = store
-        .update_token(&changed, &audit("token.update", "acme"))
+        .update_token(
+            &changed,
+            SigningKeyUpdate::Keep,
+            &audit("token.update", "acme"),
+        )
         .await;
 
     assert!(
@@ -1019,7 +1035,7 @@ async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
         .expect("create");
     let update_event = token_event("token.update");
     store
-        .update_token(&token, &update_event)
+        .update_token(&token, SigningKeyUpdate::Keep, &update_event)
         .await
         .expect("update");
     let rotate_event = token_event("token.rotate");
@@ -1086,7 +1102,11 @@ async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
             .await
             .err(),
         store
-            .update_token(&token, &audit("token.update", "acme"))
+            .update_token(
+                &token,
+                SigningKeyUpdate::Keep,
+                &audit("token.update", "acme"),
+            )
             .await
             .err(),
         store

@@ -633,20 +633,6 @@ async fn usage_rpcs_answer_unimplemented_until_they_exist() {
 }
 
 #[tokio::test]
-async fn signing_is_refused_until_it_exists() {
-    let app = app_with_owner(Backend::Sqlite).await;
-    let mut request = new_token(TENANT, "alice", &[]);
-    request.require_signature = true;
-    let status = app
-        .admin_client()
-        .await
-        .create_token(app.admin(request))
-        .await
-        .expect_err("signing");
-    assert_eq!(status.code(), Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn the_database_holds_only_the_hash_of_a_secret() {
     let app = app_with_owner(Backend::Sqlite).await;
     let (_, secret) = app.token(new_token(TENANT, "alice", &[])).await;

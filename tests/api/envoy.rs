@@ -1,0 +1,577 @@
+//! `envoy.service.auth.v3.Authorization/Check`, called the way Envoy calls it: CheckRequests with
+//! attributes (method, path, headers, source address, the route's context extensions) through a
+//! real gRPC client, against the real server.
+
+use std::collections::HashMap;
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValueOption, HttpResponse,
+    OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address as EnvoyAddress, HeaderMap, HeaderValue, SocketAddress,
+};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttributeRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use serde_json::Value;
+use tessera::config::{EnvoyRule, EnvoyUnmatched, Settings};
+use tessera::proto;
+use tonic::Code;
+
+use crate::helpers::{Backend, TestApp, new_token, spawn_app_with, strings};
+
+const TENANT: &str = "acme";
+const CLIENT: &str = "198.51.100.7";
+
+/// What Envoy sends for one HTTP request, built up like the request itself.
+struct EnvoyCall {
+    method: String,
+    path: String,
+    source: String,
+    headers: HashMap<String, String>,
+    extensions: HashMap<String, String>,
+    /// Send the headers as Envoy's raw `header_map` instead of the `headers` map.
+    raw_headers: bool,
+}
+
+impl EnvoyCall {
+    /// `GET /api/v1/orders/42` from [`CLIENT`] on a route of tenant [`TENANT`].
+    fn get(path: &str) -> Self {
+        Self {
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            source: CLIENT.to_owned(),
+            headers: HashMap::new(),
+            extensions: HashMap::from([("tenant".to_owned(), TENANT.to_owned())]),
+            raw_headers: false,
+        }
+    }
+
+    fn method(mut self, method: &str) -> Self {
+        method.clone_into(&mut self.method);
+        self
+    }
+
+    fn bearer(self, secret: &str) -> Self {
+        self.header("authorization", &format!("Bearer {secret}"))
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    fn from(mut self, address: &str) -> Self {
+        address.clone_into(&mut self.source);
+        self
+    }
+
+    fn extension(mut self, key: &str, value: &str) -> Self {
+        self.extensions.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    fn without_extension(mut self, key: &str) -> Self {
+        self.extensions.remove(key);
+        self
+    }
+
+    fn raw_headers(mut self) -> Self {
+        self.raw_headers = true;
+        self
+    }
+
+    fn into_request(self) -> CheckRequest {
+        let (headers, header_map) = if self.raw_headers {
+            let raw = self
+                .headers
+                .into_iter()
+                .map(|(key, value)| HeaderValue {
+                    key,
+                    value: String::new(),
+                    raw_value: value.into_bytes(),
+                })
+                .collect();
+            (HashMap::new(), Some(HeaderMap { headers: raw }))
+        } else {
+            (self.headers, None)
+        };
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(EnvoyAddress {
+                        address: Some(Address::SocketAddress(SocketAddress {
+                            address: self.source,
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                }),
+                request: Some(AttributeRequest {
+                    http: Some(HttpRequest {
+                        id: "4f1d2c3b".to_owned(),
+                        method: self.method,
+                        path: self.path,
+                        host: "api.example.com".to_owned(),
+                        scheme: "https".to_owned(),
+                        protocol: "HTTP/1.1".to_owned(),
+                        headers,
+                        header_map,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                context_extensions: self.extensions,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+async fn call(app: &TestApp, envoy_call: EnvoyCall) -> CheckResponse {
+    try_call(app, envoy_call).await.expect("check answers")
+}
+
+async fn try_call(app: &TestApp, envoy_call: EnvoyCall) -> Result<CheckResponse, tonic::Status> {
+    AuthorizationClient::connect(app.grpc_url.clone())
+        .await
+        .expect("envoy client connects")
+        .check(envoy_call.into_request())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn allowed(response: &CheckResponse) -> &OkHttpResponse {
+    assert_eq!(
+        response.status.as_ref().map(|status| status.code),
+        Some(0),
+        "expected OK, got {response:?}"
+    );
+    match &response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok,
+        other => panic!("expected an OkHttpResponse, got {other:?}"),
+    }
+}
+
+/// The denied response, after checking its HTTP status, gRPC code and JSON body's `error`.
+fn denied<'a>(
+    response: &'a CheckResponse,
+    http_status: i32,
+    code: Code,
+    error: &str,
+) -> &'a DeniedHttpResponse {
+    assert_eq!(
+        response.status.as_ref().map(|status| status.code),
+        Some(code as i32),
+        "{response:?}"
+    );
+    let Some(HttpResponse::DeniedResponse(denied)) = &response.http_response else {
+        panic!("expected a DeniedHttpResponse, got {response:?}");
+    };
+    assert_eq!(
+        denied.status.as_ref().map(|status| status.code),
+        Some(http_status)
+    );
+    assert_eq!(
+        header(&denied.headers, "content-type"),
+        Some("application/json")
+    );
+    let body: Value = serde_json::from_str(&denied.body).expect("a JSON body");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+    denied
+}
+
+fn header<'a>(headers: &'a [HeaderValueOption], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .filter_map(|option| option.header.as_ref())
+        .find(|header| header.key == name)
+        .map(|header| header.value.as_str())
+}
+
+/// The app with the rules of a small orders API and the given default for unmatched requests.
+async fn app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.envoy_rules = vec![
+            rule("GET", None, Some("/api/v1/orders/"), "orders:read"),
+            rule("POST", Some("/api/v1/orders"), None, "orders:write"),
+            rule("", None, Some("/api/v1/"), "catalog:read"),
+            rule("*", Some("/whoami"), None, ""),
+        ];
+        customize(settings);
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*", "catalog:read"])
+        .await;
+    app
+}
+
+fn rule(method: &str, path: Option<&str>, prefix: Option<&str>, permission: &str) -> EnvoyRule {
+    EnvoyRule {
+        method: method.to_owned(),
+        path: path.map(str::to_owned),
+        prefix: prefix.map(str::to_owned),
+        permission: permission.to_owned(),
+    }
+}
+
+async fn token(app: &TestApp, permissions: &[&str]) -> (proto::Token, String) {
+    app.token(new_token(TENANT, "alice", permissions)).await
+}
+
+#[tokio::test]
+async fn an_allowed_request_goes_upstream_with_identity_and_rate_limit_headers() {
+    let app = app_with(|_| {}).await;
+    let (token, secret) = token(&app, &["orders:read"]).await;
+
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/42").bearer(&secret)).await;
+
+    let ok = allowed(&response);
+    assert_eq!(
+        header(&ok.headers, "x-tessera-token-id"),
+        Some(token.id.as_str())
+    );
+    assert_eq!(header(&ok.headers, "x-tessera-owner-id"), Some("alice"));
+    assert_eq!(header(&ok.headers, "x-tessera-tenant"), Some(TENANT));
+    assert_eq!(
+        header(&ok.response_headers_to_add, "x-ratelimit-limit"),
+        Some("60")
+    );
+    assert_eq!(
+        header(&ok.response_headers_to_add, "x-ratelimit-remaining"),
+        Some("59")
+    );
+    assert!(header(&ok.response_headers_to_add, "x-ratelimit-reset").is_some());
+}
+
+#[tokio::test]
+async fn a_request_without_a_token_is_401_with_a_bearer_challenge() {
+    let app = app_with(|_| {}).await;
+
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/42")).await;
+
+    let denied = denied(&response, 401, Code::Unauthenticated, "token_missing");
+    assert_eq!(header(&denied.headers, "www-authenticate"), Some("Bearer"));
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_token_is_401_naming_an_invalid_token() {
+    let app = app_with(|_| {}).await;
+    let stranger =
+        tessera::domain::token::generate(&tessera::domain::token::TokenPrefix::default());
+    let unknown = secrecy::ExposeSecret::expose_secret(&stranger.secret).to_owned();
+
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/42").bearer(&unknown)).await;
+    let unknown_denied = denied(&response, 401, Code::Unauthenticated, "token_unknown");
+    assert_eq!(
+        header(&unknown_denied.headers, "www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/42").bearer("tsk_nope")).await;
+    denied(&response, 401, Code::Unauthenticated, "token_malformed");
+}
+
+#[tokio::test]
+async fn a_token_lacking_the_rule_permission_is_403() {
+    let app = app_with(|_| {}).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    let call_to_write = EnvoyCall::get("/api/v1/orders")
+        .method("POST")
+        .bearer(&secret);
+    let response = call(&app, call_to_write).await;
+
+    let denied = denied(&response, 403, Code::PermissionDenied, "permission_denied");
+    assert_eq!(header(&denied.headers, "www-authenticate"), None);
+}
+
+#[tokio::test]
+async fn a_request_from_outside_the_token_allowlist_is_403() {
+    let app = app_with(|_| {}).await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.allowed_ips = strings(&["203.0.113.0/24"]);
+    let (_, secret) = app.token(request).await;
+
+    let outside = call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await;
+    denied(&outside, 403, Code::PermissionDenied, "ip_not_allowed");
+
+    let inside = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .from("203.0.113.20");
+    allowed(&call(&app, inside).await);
+}
+
+#[tokio::test]
+async fn an_exhausted_rate_limit_is_429_with_retry_after() {
+    let app = app_with(|_| {}).await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.rate_limit_per_minute = 1;
+    let (_, secret) = app.token(request).await;
+
+    allowed(&call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await);
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await;
+
+    let denied = denied(&response, 429, Code::ResourceExhausted, "rate_limited");
+    let retry_after: u32 = header(&denied.headers, "retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+    assert_eq!(header(&denied.headers, "x-ratelimit-remaining"), Some("0"));
+}
+
+#[tokio::test]
+async fn an_offline_api_is_503_with_the_operator_message() {
+    let app = app_with(|_| {}).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+    app.admin_client()
+        .await
+        .set_api_status(app.admin(proto::SetApiStatusRequest {
+            tenant: TENANT.to_owned(),
+            online: false,
+            message: "back at noon".to_owned(),
+        }))
+        .await
+        .expect("offline");
+
+    let response = call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await;
+
+    let denied = denied(&response, 503, Code::Unavailable, "api_offline");
+    let body: Value = serde_json::from_str(&denied.body).expect("json");
+    assert_eq!(body["message"], "back at noon");
+}
+
+#[tokio::test]
+async fn incoming_tessera_headers_are_removed_or_overwritten_so_identity_cannot_be_forged() {
+    let app = app_with(|_| {}).await;
+    let (token, secret) = token(&app, &["orders:read"]).await;
+
+    let forged = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .header("x-tessera-owner-id", "mallory")
+        .header("x-tessera-admin", "yes")
+        .header("x-tessera-signature", "AAAA")
+        .header("x-request-id", "keep-me");
+    let response = call(&app, forged).await;
+
+    let ok = allowed(&response);
+    let mut removed = ok.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, vec!["x-tessera-admin", "x-tessera-signature"]);
+    let owner = ok
+        .headers
+        .iter()
+        .find(|option| {
+            option
+                .header
+                .as_ref()
+                .is_some_and(|h| h.key == "x-tessera-owner-id")
+        })
+        .expect("owner header");
+    assert_eq!(
+        owner.header.as_ref().map(|h| h.value.as_str()),
+        Some("alice")
+    );
+    assert_eq!(
+        owner.append_action,
+        envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        "a forged copy must be replaced, not appended to"
+    );
+    assert_eq!(
+        header(&ok.headers, "x-tessera-token-id"),
+        Some(token.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_unless_hops_are_trusted() {
+    let app = app_with(|_| {}).await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.allowed_ips = strings(&["198.51.100.0/24"]);
+    let (_, secret) = app.token(request).await;
+
+    // Behind a proxy at 10.0.0.1 that Tessera was not told to trust, the header counts for nothing.
+    let behind_proxy = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .from("10.0.0.1")
+        .header("x-forwarded-for", "198.51.100.7");
+    let response = call(&app, behind_proxy).await;
+    denied(&response, 403, Code::PermissionDenied, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn with_trusted_hops_the_client_is_the_rightmost_trusted_entry_never_a_forged_leftmost() {
+    let app = app_with(|settings| settings.envoy_trusted_hops = 1).await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.allowed_ips = strings(&["198.51.100.0/24"]);
+    let (_, secret) = app.token(request).await;
+
+    let through_proxy = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .from("10.0.0.1")
+        .header("x-forwarded-for", "198.51.100.7");
+    allowed(&call(&app, through_proxy).await);
+
+    // The client wrote an allowed address first; the trusted proxy appended the real one.
+    let forged = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .from("10.0.0.1")
+        .header("x-forwarded-for", "198.51.100.7, 192.0.2.66");
+    let response = call(&app, forged).await;
+    denied(&response, 403, Code::PermissionDenied, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn the_first_matching_rule_decides_the_permission() {
+    let app = app_with(|_| {}).await;
+    let (_, catalog_only) = token(&app, &["catalog:read"]).await;
+
+    // GET /api/v1/orders/… matches the orders prefix before the broader /api/v1/ prefix.
+    let orders = call(
+        &app,
+        EnvoyCall::get("/api/v1/orders/7").bearer(&catalog_only),
+    )
+    .await;
+    denied(&orders, 403, Code::PermissionDenied, "permission_denied");
+    // Exact /api/v1/orders is only for POST; GET falls through to the /api/v1/ prefix.
+    allowed(&call(&app, EnvoyCall::get("/api/v1/orders").bearer(&catalog_only)).await);
+    allowed(
+        &call(
+            &app,
+            EnvoyCall::get("/api/v1/products/9?q=x").bearer(&catalog_only),
+        )
+        .await,
+    );
+    // A rule with an empty permission only authenticates.
+    allowed(
+        &call(
+            &app,
+            EnvoyCall::get("/whoami")
+                .method("DELETE")
+                .bearer(&catalog_only),
+        )
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn by_default_a_request_no_rule_matches_is_denied_whatever_the_token() {
+    let app = app_with(|_| {}).await;
+    let (_, everything) = token(&app, &["orders:*", "catalog:read"]).await;
+
+    let response = call(&app, EnvoyCall::get("/admin/users").bearer(&everything)).await;
+
+    denied(&response, 403, Code::PermissionDenied, "permission_denied");
+}
+
+#[tokio::test]
+async fn an_operator_may_let_unmatched_requests_through_with_any_valid_token() {
+    let app = app_with(|settings| settings.envoy_unmatched = EnvoyUnmatched::Authenticate).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    allowed(&call(&app, EnvoyCall::get("/admin/users").bearer(&secret)).await);
+    let response = call(&app, EnvoyCall::get("/admin/users")).await;
+    denied(&response, 401, Code::Unauthenticated, "token_missing");
+}
+
+#[tokio::test]
+async fn the_route_context_extensions_set_permission_and_tenant_over_rules_and_headers() {
+    let app = app_with(|settings| settings.envoy_tenant_header = Some("x-tenant".to_owned())).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    // The route names a permission the token lacks, although the rules would allow it.
+    let by_route = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .extension("permission", "orders:delete");
+    denied(
+        &call(&app, by_route).await,
+        403,
+        Code::PermissionDenied,
+        "permission_denied",
+    );
+    // A client header cannot move the request into another tenant when the route names one.
+    let forged_tenant = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .header("x-tenant", "globex");
+    allowed(&call(&app, forged_tenant).await);
+    // Without a route tenant, the configured header names it.
+    let header_tenant = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .without_extension("tenant")
+        .header("x-tenant", "globex");
+    denied(
+        &call(&app, header_tenant).await,
+        401,
+        Code::Unauthenticated,
+        "tenant_mismatch",
+    );
+}
+
+#[tokio::test]
+async fn the_token_may_come_from_a_configured_header_sent_as_raw_headers() {
+    let app = app_with(|settings| settings.envoy_token_header = "X-Api-Key".to_owned()).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    let raw = EnvoyCall::get("/api/v1/orders/1")
+        .header("x-api-key", &secret)
+        .raw_headers();
+    allowed(&call(&app, raw).await);
+}
+
+#[tokio::test]
+async fn a_route_permission_that_is_not_a_permission_is_an_invalid_argument() {
+    let app = app_with(|_| {}).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    let misconfigured = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .extension("permission", "orders read");
+    let status = try_call(&app, misconfigured).await.expect_err("invalid");
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("permission"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn the_envoy_path_and_tessera_check_decide_alike() {
+    let app = app_with(|_| {}).await;
+    let (_, secret) = token(&app, &["orders:read"]).await;
+
+    let own = app
+        .check(proto::CheckRequest {
+            token: secret.clone(),
+            tenant: TENANT.to_owned(),
+            permission: "orders:read".to_owned(),
+            client_ip: CLIENT.to_owned(),
+            ..Default::default()
+        })
+        .await;
+    let envoy = call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await;
+
+    assert!(own.allowed);
+    allowed(&envoy);
+    // Both spent from the same per-token budget.
+    assert_eq!(own.rate_limit.map(|limit| limit.remaining), Some(59));
+    assert_eq!(
+        header(
+            &allowed(&envoy).response_headers_to_add,
+            "x-ratelimit-remaining"
+        ),
+        Some("58")
+    );
+}
