@@ -575,3 +575,155 @@ async fn the_envoy_path_and_tessera_check_decide_alike() {
         Some("58")
     );
 }
+
+/// `examples/envoy/`: what the README tells operators to run.
+mod example {
+    use std::path::PathBuf;
+
+    use serde_norway::Value;
+    use tessera::config::Settings;
+    use tessera::domain::fields::Tenant;
+    use tessera::domain::permission::Permission;
+    use tessera::grpc::envoy::EnvoyAuthorizationApi;
+    use tonic::server::NamedService;
+
+    use super::*;
+
+    fn example(file: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/envoy")
+            .join(file)
+    }
+
+    fn bootstrap() -> Value {
+        let text =
+            std::fs::read_to_string(example("envoy.yaml")).expect("examples/envoy/envoy.yaml");
+        serde_norway::from_str(&text).expect("the bootstrap is YAML")
+    }
+
+    fn http_connection_manager(bootstrap: &Value) -> &Value {
+        &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    }
+
+    fn text<'a>(value: &'a Value, what: &str) -> &'a str {
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("{what} is not text: {value:?}"))
+    }
+
+    #[test]
+    fn the_example_bootstrap_sends_every_request_to_tessera_over_grpc_v3_failing_closed() {
+        let bootstrap = bootstrap();
+        let manager = http_connection_manager(&bootstrap);
+        let filters = manager["http_filters"].as_sequence().expect("http_filters");
+        assert_eq!(
+            text(&filters[0]["name"], "first filter"),
+            "envoy.filters.http.ext_authz"
+        );
+        assert_eq!(
+            text(&filters.last().expect("a filter")["name"], "last filter"),
+            "envoy.filters.http.router"
+        );
+        let ext_authz = &filters[0]["typed_config"];
+        assert_eq!(
+            text(&ext_authz["@type"], "@type"),
+            "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+        );
+        assert_eq!(
+            text(&ext_authz["transport_api_version"], "api version"),
+            "V3"
+        );
+        assert_eq!(ext_authz["failure_mode_allow"].as_bool(), Some(false));
+
+        let cluster_name = text(
+            &ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"],
+            "ext_authz cluster",
+        );
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_sequence()
+            .expect("clusters");
+        let cluster = clusters
+            .iter()
+            .find(|cluster| cluster["name"].as_str() == Some(cluster_name))
+            .unwrap_or_else(|| panic!("no cluster named {cluster_name}"));
+        let protocol = &cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(
+            protocol["explicit_http_config"]["http2_protocol_options"].is_mapping(),
+            "gRPC needs HTTP/2 to the Tessera cluster"
+        );
+        let port = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["port_value"];
+        assert_eq!(
+            port.as_u64(),
+            Some(u64::from(Settings::default().listen.port()))
+        );
+    }
+
+    #[test]
+    fn tessera_serves_the_service_that_ext_authz_v3_calls() {
+        type EnvoyServer =
+            envoy_types::ext_authz::v3::pb::AuthorizationServer<EnvoyAuthorizationApi>;
+        assert_eq!(
+            <EnvoyServer as NamedService>::NAME,
+            "envoy.service.auth.v3.Authorization"
+        );
+    }
+
+    #[test]
+    fn every_example_route_names_a_valid_tenant_and_permission_or_opts_out() {
+        let bootstrap = bootstrap();
+        let routes =
+            http_connection_manager(&bootstrap)["route_config"]["virtual_hosts"][0]["routes"]
+                .as_sequence()
+                .expect("routes");
+        for route in routes {
+            let per_route = &route["typed_per_filter_config"]["envoy.filters.http.ext_authz"];
+            if per_route["disabled"].as_bool() == Some(true) {
+                continue;
+            }
+            let extensions = &per_route["check_settings"]["context_extensions"];
+            let tenant = text(&extensions["tenant"], "tenant");
+            assert!(Tenant::parse(tenant).is_ok(), "tenant {tenant}");
+            if let Some(permission) = extensions["permission"].as_str() {
+                assert!(
+                    Permission::parse(permission).is_ok(),
+                    "permission {permission}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_example_settings_load_and_their_rules_decide_a_routed_request() {
+        let loaded = Settings::load(Some(&example("tessera.toml"))).expect("the example loads");
+        let envoy = loaded.envoy_settings().expect("valid envoy settings");
+        assert_eq!(
+            envoy
+                .rules
+                .find("GET", "/api/v1/orders/7")
+                .and_then(|rule| rule.permission())
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("orders:read")
+        );
+
+        let app = app_with(|settings| {
+            settings.envoy_rules = loaded.envoy_rules.clone();
+            settings.envoy_unmatched = loaded.envoy_unmatched;
+        })
+        .await;
+        let (_, secret) = token(&app, &["orders:read"]).await;
+        allowed(&call(&app, EnvoyCall::get("/api/v1/orders/7").bearer(&secret)).await);
+        let write = EnvoyCall::get("/api/v1/orders")
+            .method("POST")
+            .bearer(&secret);
+        denied(
+            &call(&app, write).await,
+            403,
+            Code::PermissionDenied,
+            "permission_denied",
+        );
+        let unlisted = call(&app, EnvoyCall::get("/internal").bearer(&secret)).await;
+        denied(&unlisted, 403, Code::PermissionDenied, "permission_denied");
+    }
+}
