@@ -1,16 +1,38 @@
-//! `App::build` creates everything from `Settings`; `run_until_stopped` serves. Tests start the
-//! real server on port 0 through the same two calls the binary makes.
+//! The server's lifecycle, in three steps the binary and the tests share:
+//!
+//! 1. [`App::start`] binds every listener (gRPC, metrics, the optional plaintext health one) and
+//!    answers at once: health says NOT_SERVING, reflection works, and the other services answer
+//!    UNAVAILABLE. So an orchestrator sees a live process that is not ready yet.
+//! 2. [`Starting::connect`] connects to the store (retrying while it is unreachable), runs the
+//!    migrations, and opens the services. [`App::build`] is steps 1 and 2 in one call.
+//! 3. [`App::run_until_stopped`] reports SERVING until the shutdown future resolves; then health
+//!    says NOT_SERVING, calls are still served for `shutdown_delay` (so load balancers notice),
+//!    the listeners close, in-flight calls get until `drain_timeout` to finish, and buffered usage
+//!    is written.
+//!
+//! Once serving, health stays SERVING through store outages: Check answers cached tokens and
+//! `STORE_UNAVAILABLE` for the rest, which beats every replica leaving the load balancer at once.
+
+mod gate;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::admin::Admin;
 use crate::authz::Authorizer;
@@ -19,13 +41,54 @@ use crate::domain::token::{self, SecretHash};
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::authorization::AuthorizationApi;
-use crate::grpc::envoy::{self, EnvoySettings};
+use crate::grpc::envoy;
 use crate::proto::authorization_service_server::AuthorizationServiceServer;
 use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::{self, Store, StoreError};
+use crate::tls::{Tls, TlsError};
+use gate::{Gate, GatePolicy};
 
 /// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
 const ADMIN_KEY_PREFIX: &str = "tsa";
+
+const AUTHORIZATION_SERVICE: &str =
+    <AuthorizationServiceServer<AuthorizationApi> as NamedService>::NAME;
+const ADMIN_SERVICE: &str = <TokenAdminServiceServer<TokenAdminApi> as NamedService>::NAME;
+/// Envoy's external authorization service, served on the same listener.
+const ENVOY_AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// The services behind the gate: health reports each, metrics label each.
+const GATED_SERVICES: &[&str] = &[
+    AUTHORIZATION_SERVICE,
+    ADMIN_SERVICE,
+    ENVOY_AUTHORIZATION_SERVICE,
+];
+
+/// Every service this server serves, by name: reflection lists exactly these.
+const ALL_SERVICES: &[&str] = &[
+    AUTHORIZATION_SERVICE,
+    ADMIN_SERVICE,
+    ENVOY_AUTHORIZATION_SERVICE,
+    HEALTH_SERVICE,
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A health service name that answers SERVING for as long as the process runs (draining
+/// included): the liveness probe's, so a pod waiting for its database is not restarted.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// Envoy's `external_auth.proto` and its imports, cut from envoy-types' descriptor set by build.rs.
+const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
+/// First and longest wait between attempts to reach the store at start.
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(200);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// After the drain deadline, how long cut-off calls get to send their answer.
+const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -33,12 +96,17 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} ({setting}): {source}")]
     Bind {
+        setting: &'static str,
         address: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot write the bootstrap admin key to {path}: {source}")]
     BootstrapKey {
         path: PathBuf,
@@ -47,40 +115,330 @@ pub enum AppError {
     },
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the gRPC server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
-pub struct App {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    store: Arc<dyn Store>,
-    authorizer: Arc<Authorizer>,
-    admin: Arc<Admin>,
-    /// How Envoy ext_authz requests map onto Check (issue 5).
-    envoy: EnvoySettings,
-    configured_admin_keys: Vec<SecretHash>,
-    bootstrap_key_path: Option<PathBuf>,
-    /// The task that applies other replicas' invalidations; stopped with the app.
-    _invalidation_feed: Option<AbortOnDrop>,
+/// The gRPC server's limits and shutdown deadlines (see `Settings::serving`).
+#[derive(Debug, Clone)]
+pub struct ServingSettings {
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub max_concurrent_requests: usize,
 }
 
-/// Stops a background task when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Listeners bound and answering; the store not yet connected.
+pub struct Starting {
+    settings: Settings,
+    serving: ServingSettings,
+    addresses: Addresses,
+    health: HealthReporter,
+    /// The gate's routes to the services, set by `connect`.
+    routes: Arc<OnceLock<Routes>>,
+    /// The Check path, once connected: the metrics sampler reads its cache size.
+    authorizer_slot: Arc<OnceLock<Arc<Authorizer>>>,
+    running: Running,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+#[derive(Debug, Clone, Copy)]
+struct Addresses {
+    grpc: SocketAddr,
+    health: Option<SocketAddr>,
+    metrics: SocketAddr,
+}
+
+/// The background tasks of a started server; dropping it stops them all.
+struct Running {
+    /// Tells the gRPC servers to stop accepting and drain.
+    stop: watch::Sender<bool>,
+    /// Tells the gate to end the calls still running at the drain deadline.
+    cut_off: watch::Sender<bool>,
+    grpc: Task<Result<(), tonic::transport::Error>>,
+    health_only: Option<Task<Result<(), tonic::transport::Error>>>,
+    _metrics: Task<()>,
+    _tls_watch: Option<Task<()>>,
+}
+
+/// A spawned task, aborted when dropped unless it was awaited to the end.
+struct Task<T>(Option<JoinHandle<T>>);
+
+impl<T> Task<T> {
+    fn new(handle: JoinHandle<T>) -> Self {
+        Self(Some(handle))
+    }
+
+    /// Waits for the task until `deadline`; None if it is still running then.
+    async fn join_within(
+        &mut self,
+        deadline: Duration,
+    ) -> Option<Result<T, tokio::task::JoinError>> {
+        let handle = self.0.as_mut()?;
+        let joined = tokio::time::timeout(deadline, handle).await.ok()?;
+        self.0 = None;
+        Some(joined)
     }
 }
 
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+pub struct App {
+    serving: ServingSettings,
+    addresses: Addresses,
+    health: HealthReporter,
+    store: Arc<dyn Store>,
+    authorizer: Arc<Authorizer>,
+    admin: Arc<Admin>,
+    bootstrap_key_path: Option<PathBuf>,
+    /// The gRPC services routed by the gate (health reports each).
+    served: Vec<&'static str>,
+    running: Running,
+    /// The task that applies other replicas' invalidations; stopped with the app.
+    _invalidation_feed: Option<Task<()>>,
+}
+
 impl App {
+    /// Starts and connects: [`App::start`] then [`Starting::connect`].
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        Self::start(settings).await?.connect().await
+    }
+
+    /// Binds every listener and starts answering (health NOT_SERVING) before the store is
+    /// reached. Bad settings, unreadable TLS files and busy ports fail here.
+    pub async fn start(settings: Settings) -> Result<Starting, AppError> {
         settings.validate()?;
-        let prefix = settings.token_prefix()?;
-        let store = store::connect(
-            settings.database_url.expose_secret(),
-            &settings.pool_options(),
-        )
-        .await?;
+        crate::metrics::install_recorder();
+        let serving = settings.serving()?;
+        let tls = match settings.tls()? {
+            Some(tls_settings) => Some(Tls::load(tls_settings).await?),
+            None => None,
+        };
+        let grpc_listener = bind("TESSERA_LISTEN", settings.listen).await?;
+        let metrics_listener = bind("TESSERA_METRICS_LISTEN", settings.metrics_listen).await?;
+        let health_listener = match settings.health_listen {
+            Some(address) => Some(bind("TESSERA_HEALTH_LISTEN", address).await?),
+            None => None,
+        };
+        let addresses = Addresses {
+            grpc: local_addr("TESSERA_LISTEN", &grpc_listener)?,
+            health: match &health_listener {
+                Some(listener) => Some(local_addr("TESSERA_HEALTH_LISTEN", listener)?),
+                None => None,
+            },
+            metrics: local_addr("TESSERA_METRICS_LISTEN", &metrics_listener)?,
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, GATED_SERVICES, ServingStatus::NotServing).await;
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        let reflection = || {
+            ALL_SERVICES.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(ENVOY_FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                |builder, name| builder.with_service_name(*name),
+            )
+        };
+        let always_on = Routes::new(health_service.clone())
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .prepare();
+
+        let routes = Arc::new(OnceLock::new());
+        let (cut_off, cut_off_signal) = watch::channel(false);
+        let gate = Gate::new(
+            always_on,
+            routes.clone(),
+            cut_off_signal,
+            GatePolicy {
+                max_concurrent_requests: serving.max_concurrent_requests,
+                request_timeout: serving.request_timeout,
+                admin_requires_client_cert: tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.settings().admin_requires_client_cert()),
+                admin_service: ADMIN_SERVICE,
+                known_services: ALL_SERVICES,
+                export_spans: settings.otlp_endpoint.is_some(),
+            },
+        );
+
+        let (stop, stopped) = watch::channel(false);
+        let grpc = match &tls {
+            Some(tls) => {
+                let incoming = tls.clone().incoming(grpc_listener);
+                tokio::spawn(Server::builder().serve_with_incoming_shutdown(
+                    gate,
+                    incoming,
+                    stop_signal(stopped.clone()),
+                ))
+            }
+            None => {
+                let incoming = TcpListenerStream::new(grpc_listener).map(|accepted| {
+                    // Small unary calls: Nagle's delay would add milliseconds to each.
+                    if let Ok(stream) = &accepted {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    accepted
+                });
+                tokio::spawn(Server::builder().serve_with_incoming_shutdown(
+                    gate,
+                    incoming,
+                    stop_signal(stopped.clone()),
+                ))
+            }
+        };
+        let health_only = health_listener.map(|listener| {
+            Task::new(tokio::spawn(
+                Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        stop_signal(stopped.clone()),
+                    ),
+            ))
+        });
+        let authorizer_slot: Arc<OnceLock<Arc<Authorizer>>> = Arc::new(OnceLock::new());
+        let metrics = crate::metrics::serve(
+            metrics_listener,
+            cache_size_sampler(authorizer_slot.clone()),
+        );
+
+        tracing::info!(
+            address = %addresses.grpc,
+            tls = tls.is_some(),
+            metrics = %addresses.metrics,
+            health = ?addresses.health,
+            "serving grpc"
+        );
+        Ok(Starting {
+            settings,
+            serving,
+            addresses,
+            health,
+            routes,
+            authorizer_slot,
+            running: Running {
+                stop,
+                cut_off,
+                grpc: Task::new(grpc),
+                health_only,
+                _metrics: Task::new(metrics),
+                _tls_watch: tls.map(|tls| Task::new(tls.watch())),
+            },
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addresses.grpc
+    }
+
+    /// The bound `/metrics` address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.addresses.metrics
+    }
+
+    /// The bound plaintext health address, when configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.addresses.health
+    }
+
+    /// Where this start wrote a new bootstrap admin key, if it created one.
+    pub fn bootstrap_key_path(&self) -> Option<&Path> {
+        self.bootstrap_key_path.as_deref()
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn admin(&self) -> Arc<Admin> {
+        self.admin.clone()
+    }
+
+    pub fn authorizer(&self) -> Arc<Authorizer> {
+        self.authorizer.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health NOT_SERVING, `shutdown_delay` of
+    /// normal service, listeners closed, in-flight calls given `drain_timeout`, usage flushed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
+        set_health(&self.health, &self.served, ServingStatus::Serving).await;
+        metrics::gauge!("tessera_health_serving").set(1.0);
+        tracing::info!(services = ?self.served, "ready: health reports serving");
+
+        shutdown.await;
+        set_health(&self.health, &self.served, ServingStatus::NotServing).await;
+        metrics::gauge!("tessera_health_serving").set(0.0);
+        tracing::info!(
+            delay_ms = self.serving.shutdown_delay.as_millis(),
+            drain_timeout_ms = self.serving.drain_timeout.as_millis(),
+            "shutting down: health reports not serving"
+        );
+        tokio::time::sleep(self.serving.shutdown_delay).await;
+
+        let Running {
+            stop,
+            cut_off,
+            grpc,
+            health_only,
+            _metrics,
+            _tls_watch,
+        } = self.running;
+        let _ = stop.send(true);
+        let mut grpc = grpc;
+        let drained = grpc.join_within(self.serving.drain_timeout).await;
+        if drained.is_none() {
+            // Calls still running are answered UNAVAILABLE, so their connections can close.
+            let _ = cut_off.send(true);
+            grpc.join_within(CUT_OFF_GRACE).await;
+        }
+        if let Some(mut health_only) = health_only {
+            health_only.join_within(CUT_OFF_GRACE).await;
+        }
+        match drained {
+            Some(Ok(Ok(()))) => tracing::info!("server stopped"),
+            Some(Ok(Err(error))) => return Err(error.into()),
+            Some(Err(error)) => return Err(error.into()),
+            None => tracing::warn!(
+                drain_timeout_ms = self.serving.drain_timeout.as_millis(),
+                "calls still running at the drain deadline were cut off"
+            ),
+        }
+        Ok(())
+    }
+}
+
+impl Starting {
+    /// The bound gRPC address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addresses.grpc
+    }
+
+    /// The bound `/metrics` address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.addresses.metrics
+    }
+
+    /// Connects to the store, retrying for as long as it is unreachable (health says
+    /// NOT_SERVING meanwhile), then opens the services. Any other store error, such as a failed
+    /// migration or rejected credentials, ends the start.
+    pub async fn connect(self) -> Result<App, AppError> {
+        let settings = self.settings;
+        let store = connect_store(&settings).await?;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
 
         let configured_admin_keys: Vec<SecretHash> = settings
@@ -94,92 +452,137 @@ impl App {
             None
         };
 
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| AppError::Bind {
-                    address: settings.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| AppError::Bind {
-            address: settings.listen,
-            source,
-        })?;
-
         let authorizer = Arc::new(Authorizer::new(store.clone(), settings.authz_settings()?));
         let admin = Arc::new(
             Admin::new(
                 store.clone(),
-                prefix,
+                settings.token_prefix()?,
                 settings.max_tokens_per_owner,
                 authorizer.clone(),
             )
             .with_master_key(settings.master_key()?),
         );
         // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
-        let invalidation_feed = store
-            .watch_invalidations(authorizer.clone())
-            .map(AbortOnDrop);
-        Ok(Self {
-            listener,
-            local_addr,
+        let invalidation_feed = store.watch_invalidations(authorizer.clone()).map(Task::new);
+
+        let limit = self.serving.max_request_bytes;
+        let auth = AdminAuth::new(configured_admin_keys, store.clone());
+        let authorization = AuthorizationApi::new(authorizer.clone());
+        let token_admin = TokenAdminApi::new(admin.clone(), auth);
+        let envoy_authorization = envoy::service(authorizer.clone(), settings.envoy_settings()?);
+        // A service added here is also reported by health; name it in GATED_SERVICES too.
+        let mut services = Services::default();
+        services
+            .add(AuthorizationServiceServer::new(authorization).max_decoding_message_size(limit));
+        services.add(TokenAdminServiceServer::new(token_admin).max_decoding_message_size(limit));
+        services.add(envoy_authorization.max_decoding_message_size(limit));
+        let Services { routes, served } = services;
+        debug_assert!(served.iter().all(|name| GATED_SERVICES.contains(name)));
+        let _ = self.routes.set(routes.prepare());
+        let _ = self.authorizer_slot.set(authorizer.clone());
+
+        Ok(App {
+            serving: self.serving,
+            addresses: self.addresses,
+            health: self.health,
             store,
             authorizer,
             admin,
-            envoy: settings.envoy_settings()?,
-            configured_admin_keys,
             bootstrap_key_path,
+            served,
+            running: self.running,
             _invalidation_feed: invalidation_feed,
         })
     }
+}
 
-    /// The bound gRPC address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+/// The gated services' routes, and their names for health.
+#[derive(Default)]
+struct Services {
+    routes: Routes,
+    served: Vec<&'static str>,
+}
+
+impl Services {
+    fn add<S>(&mut self, service: S)
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.served.push(S::NAME);
+        self.routes = std::mem::take(&mut self.routes).add_service(service);
     }
+}
 
-    /// Where this start wrote a new bootstrap admin key, if it created one.
-    pub fn bootstrap_key_path(&self) -> Option<&Path> {
-        self.bootstrap_key_path.as_deref()
+async fn set_health(health: &HealthReporter, services: &[&str], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for service in services {
+        health.set_service_status(*service, status).await;
     }
+}
 
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
+async fn connect_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+    let mut wait = CONNECT_RETRY_FIRST;
+    loop {
+        match store::connect(
+            settings.database_url.expose_secret(),
+            &settings.pool_options(),
+        )
+        .await
+        {
+            Ok(store) => return Ok(store),
+            Err(error @ (StoreError::Unavailable(_) | StoreError::Timeout)) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis(), "database unreachable; health stays not serving");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(CONNECT_RETRY_MAX);
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
+}
 
-    pub fn authorizer(&self) -> Arc<Authorizer> {
-        self.authorizer.clone()
-    }
+async fn bind(setting: &'static str, address: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| AppError::Bind {
+            setting,
+            address,
+            source,
+        })
+}
 
-    /// Serves every gRPC service until `shutdown` resolves, then lets in-flight calls finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), AppError> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<AuthorizationServiceServer<AuthorizationApi>>()
-            .await;
-        health_reporter
-            .set_serving::<TokenAdminServiceServer<TokenAdminApi>>()
-            .await;
+fn local_addr(setting: &'static str, listener: &TcpListener) -> Result<SocketAddr, AppError> {
+    listener.local_addr().map_err(|source| AppError::Bind {
+        setting,
+        address: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
 
-        let authorization =
-            AuthorizationServiceServer::new(AuthorizationApi::new(self.authorizer.clone()));
-        let auth = AdminAuth::new(self.configured_admin_keys.clone(), self.store.clone());
-        let admin = TokenAdminServiceServer::new(TokenAdminApi::new(self.admin.clone(), auth));
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stop_signal(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
 
-        tracing::info!(address = %self.local_addr, "serving grpc");
-        Server::builder()
-            .add_service(health_service)
-            .add_service(authorization)
-            .add_service(admin)
-            .add_service(envoy::service(self.authorizer.clone(), self.envoy))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await?;
-        tracing::info!("server stopped");
-        Ok(())
-    }
+/// Samples the cache size at each scrape, once the Check path exists.
+fn cache_size_sampler(authorizer: Arc<OnceLock<Arc<Authorizer>>>) -> crate::metrics::Sampler {
+    Arc::new(move || {
+        let authorizer = authorizer.get().cloned();
+        Box::pin(async move {
+            if let Some(authorizer) = authorizer {
+                let entries = authorizer.cache().entry_count().await;
+                metrics::gauge!("tessera_cache_entries").set(entries as f64);
+            }
+        })
+    })
 }
 
 /// On the very first start without configured keys, creates one admin key so a newcomer can use

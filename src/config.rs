@@ -9,16 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::app::ServingSettings;
 use crate::authz::{AuthzSettings, CacheSettings, SigningSettings};
 use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use crate::domain::signature::MasterKey;
 use crate::domain::token::TokenPrefix;
 use crate::grpc::envoy::EnvoySettings;
 use crate::store::PoolOptions;
+use crate::tls::TlsSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,6 +101,36 @@ pub struct Settings {
     pub log: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// HTTP address serving Prometheus `/metrics`.
+    pub metrics_listen: SocketAddr,
+    /// A second, plaintext gRPC address serving only `grpc.health.v1`, for probes that cannot
+    /// speak TLS (the kubelet's); unset: health is served on `listen` only.
+    pub health_listen: Option<SocketAddr>,
+    /// OTLP/gRPC collector (`http://collector:4317`) that receives traces; unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// After SIGTERM, how long health answers NOT_SERVING while calls are still served, so load
+    /// balancers stop sending before the listener closes.
+    pub shutdown_delay_ms: u64,
+    /// Then, how long in-flight calls may take to finish before the server stops regardless.
+    pub drain_timeout_ms: u64,
+    /// Longest one call may run before it is answered DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+    /// Largest request message accepted; larger ones are refused (OUT_OF_RANGE).
+    pub max_request_bytes: usize,
+    /// Most calls served at once over all connections; more are refused (RESOURCE_EXHAUSTED)
+    /// rather than queued, so an overloaded replica sheds load instead of piling up latency.
+    pub max_concurrent_requests: usize,
+    /// PEM certificate chain of the gRPC listener; with `tls_key_file`, turns TLS on.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates: presented client certificates are
+    /// verified, and TokenAdminService requires one (mTLS) in addition to an admin key.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse every connection without a valid client certificate, not only admin calls.
+    pub tls_require_client_cert: bool,
+    /// How often the TLS files are checked for changes (SIGHUP reloads them at once too).
+    pub tls_reload_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,6 +170,19 @@ impl Default for Settings {
             envoy_sign_body: false,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            health_listen: None,
+            otlp_endpoint: None,
+            shutdown_delay_ms: 0,
+            drain_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
+            max_request_bytes: 1024 * 1024,
+            max_concurrent_requests: 10_000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_require_client_cert: false,
+            tls_reload_interval_ms: 10_000,
         }
     }
 }
@@ -145,7 +190,9 @@ impl Default for Settings {
 impl Settings {
     /// Layers defaults, the TOML file (if any) and `TESSERA_*` variables, then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // Missing keys take `Settings::default()` through `#[serde(default)]`. (A serialized
+        // defaults provider would carry the redacted form of the secrets, not their defaults.)
+        let mut figment = Figment::new();
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -158,6 +205,13 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.token_prefix()?;
+        crate::telemetry::validate_filter(&self.log).map_err(|reason| ConfigError::Invalid {
+            setting: "TESSERA_LOG",
+            reason,
+        })?;
+        self.serving()?;
+        self.tls()?;
+        self.otlp_endpoint()?;
         self.signing_settings()?;
         self.envoy_settings()?;
         let url = self.database_url.expose_secret();
@@ -222,6 +276,135 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The gRPC server's limits and shutdown deadlines.
+    pub fn serving(&self) -> Result<ServingSettings, ConfigError> {
+        let at_least_one_ms = |setting: &'static str, value: u64| {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: "must be at least 1 millisecond".to_owned(),
+                });
+            }
+            Ok(Duration::from_millis(value))
+        };
+        let at_least_one = |setting: &'static str, value: usize| {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
+            Ok(value)
+        };
+        let listeners = [
+            ("TESSERA_METRICS_LISTEN", Some(self.metrics_listen)),
+            ("TESSERA_HEALTH_LISTEN", self.health_listen),
+        ];
+        for (setting, address) in listeners {
+            let clashes = |other: SocketAddr| other.port() != 0 && Some(other) == address;
+            if clashes(self.listen) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: "must differ from TESSERA_LISTEN".to_owned(),
+                });
+            }
+        }
+        if let Some(health) = self.health_listen
+            && health.port() != 0
+            && health == self.metrics_listen
+        {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_HEALTH_LISTEN",
+                reason: "must differ from TESSERA_METRICS_LISTEN".to_owned(),
+            });
+        }
+        Ok(ServingSettings {
+            shutdown_delay: Duration::from_millis(self.shutdown_delay_ms),
+            drain_timeout: at_least_one_ms("TESSERA_DRAIN_TIMEOUT_MS", self.drain_timeout_ms)?,
+            request_timeout: at_least_one_ms(
+                "TESSERA_REQUEST_TIMEOUT_MS",
+                self.request_timeout_ms,
+            )?,
+            max_request_bytes: at_least_one("TESSERA_MAX_REQUEST_BYTES", self.max_request_bytes)?,
+            max_concurrent_requests: at_least_one(
+                "TESSERA_MAX_CONCURRENT_REQUESTS",
+                self.max_concurrent_requests,
+            )?,
+        })
+    }
+
+    /// TLS for the gRPC listener, when a certificate is configured.
+    pub fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
+        let invalid = |setting: &'static str, reason: &str| ConfigError::Invalid {
+            setting,
+            reason: reason.to_owned(),
+        };
+        let (cert_file, key_file) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "TESSERA_TLS_KEY_FILE",
+                    "must be set when TESSERA_TLS_CERT_FILE is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "TESSERA_TLS_CERT_FILE",
+                    "must be set when TESSERA_TLS_KEY_FILE is",
+                ));
+            }
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                return Err(invalid(
+                    "TESSERA_TLS_CLIENT_CA_FILE",
+                    "needs TLS: set TESSERA_TLS_CERT_FILE and TESSERA_TLS_KEY_FILE",
+                ));
+            }
+            (None, None) if self.tls_require_client_cert => {
+                return Err(invalid(
+                    "TESSERA_TLS_REQUIRE_CLIENT_CERT",
+                    "needs TLS and TESSERA_TLS_CLIENT_CA_FILE",
+                ));
+            }
+            (None, None) => return Ok(None),
+        };
+        if self.tls_require_client_cert && self.tls_client_ca_file.is_none() {
+            return Err(invalid(
+                "TESSERA_TLS_REQUIRE_CLIENT_CERT",
+                "needs TESSERA_TLS_CLIENT_CA_FILE, the CA that signs client certificates",
+            ));
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return Err(invalid(
+                "TESSERA_TLS_RELOAD_INTERVAL_MS",
+                "must be at least 1 millisecond",
+            ));
+        }
+        Ok(Some(TlsSettings {
+            cert_file,
+            key_file,
+            client_ca_file: self.tls_client_ca_file.clone(),
+            require_client_cert: self.tls_require_client_cert,
+            reload_interval: Duration::from_millis(self.tls_reload_interval_ms),
+        }))
+    }
+
+    /// The OTLP collector URL, when trace export is configured.
+    pub fn otlp_endpoint(&self) -> Result<Option<url::Url>, ConfigError> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref().filter(|raw| !raw.is_empty()) else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(endpoint)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+        match parsed {
+            Some(url) => Ok(Some(url)),
+            None => Err(ConfigError::Invalid {
+                setting: "TESSERA_OTLP_ENDPOINT",
+                reason: "must be an http:// or https:// URL, e.g. http://collector:4317".to_owned(),
+            }),
+        }
     }
 
     pub fn token_prefix(&self) -> Result<TokenPrefix, ConfigError> {
@@ -565,4 +748,138 @@ mod tests {
         let error = settings.validate().expect_err("prefix");
         assert!(error.to_string().contains("TESSERA_TOKEN_PREFIX"));
     }
+
+    // ops tests start
+    #[test]
+    fn a_tls_key_without_a_certificate_is_rejected_naming_the_missing_setting() {
+        let settings = Settings {
+            tls_key_file: Some(PathBuf::from("/etc/tessera/tls.key")),
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("half a TLS configuration");
+        assert!(
+            error.to_string().contains("TESSERA_TLS_CERT_FILE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_client_ca_without_tls_is_rejected_naming_the_setting() {
+        let settings = Settings {
+            tls_client_ca_file: Some(PathBuf::from("/etc/tessera/ca.crt")),
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("mTLS needs TLS");
+        assert!(
+            error.to_string().contains("TESSERA_TLS_CLIENT_CA_FILE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn requiring_client_certificates_needs_a_client_ca() {
+        let settings = Settings {
+            tls_cert_file: Some(PathBuf::from("/etc/tessera/tls.crt")),
+            tls_key_file: Some(PathBuf::from("/etc/tessera/tls.key")),
+            tls_require_client_cert: true,
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("no CA to verify against");
+        assert!(
+            error
+                .to_string()
+                .contains("TESSERA_TLS_REQUIRE_CLIENT_CERT"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_metrics_listener_cannot_share_the_grpc_address() {
+        let settings = Settings {
+            metrics_listen: Settings::default().listen,
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("one port, two servers");
+        assert!(
+            error.to_string().contains("TESSERA_METRICS_LISTEN"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn zero_limits_and_deadlines_are_rejected_naming_the_setting() {
+        let cases = [
+            (
+                "TESSERA_MAX_CONCURRENT_REQUESTS",
+                Settings {
+                    max_concurrent_requests: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "TESSERA_MAX_REQUEST_BYTES",
+                Settings {
+                    max_request_bytes: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "TESSERA_REQUEST_TIMEOUT_MS",
+                Settings {
+                    request_timeout_ms: 0,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "TESSERA_DRAIN_TIMEOUT_MS",
+                Settings {
+                    drain_timeout_ms: 0,
+                    ..Settings::default()
+                },
+            ),
+        ];
+        for (setting, settings) in cases {
+            let error = settings.validate().expect_err(setting);
+            assert!(error.to_string().contains(setting), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_otlp_endpoint_must_be_an_http_url() {
+        let mut settings = Settings {
+            otlp_endpoint: Some("collector:4317".to_owned()),
+            ..Settings::default()
+        };
+        let error = settings.validate().expect_err("no scheme");
+        assert!(
+            error.to_string().contains("TESSERA_OTLP_ENDPOINT"),
+            "{error}"
+        );
+        settings.otlp_endpoint = Some("http://collector:4317".to_owned());
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    // figment's Jail closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn operations_settings_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_METRICS_LISTEN", "0.0.0.0:9100");
+            jail.set_env("TESSERA_HEALTH_LISTEN", "0.0.0.0:50052");
+            jail.set_env("TESSERA_DRAIN_TIMEOUT_MS", "2500");
+            let settings = Settings::load(None).expect("valid without a database url: the default");
+            assert_eq!(
+                settings.database_url.expose_secret(),
+                Settings::default().database_url.expose_secret()
+            );
+            assert_eq!(settings.metrics_listen.port(), 9100);
+            assert_eq!(
+                settings.health_listen.map(|address| address.port()),
+                Some(50052)
+            );
+            assert_eq!(settings.drain_timeout_ms, 2500);
+            Ok(())
+        });
+    }
+    // ops tests end
 }

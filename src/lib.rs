@@ -8,7 +8,9 @@
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends.
 //! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
 //!
-//! [`app`] builds the whole server from [`config::Settings`]; [`cli`] is the admin client.
+//! [`app`] builds the whole server from [`config::Settings`] and runs its lifecycle (health,
+//! draining, limits); [`tls`], [`metrics`] and [`telemetry`] are its TLS listener, Prometheus
+//! exporter and logs/traces. The admin client lives in the binary (`src/cli`).
 
 pub mod admin;
 pub mod app;
@@ -16,8 +18,10 @@ pub mod authz;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub mod proto {
     #![allow(clippy::all, clippy::pedantic)]

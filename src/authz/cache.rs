@@ -88,6 +88,7 @@ impl CredentialCache {
     where
         F: Future<Output = Result<Entry, StoreError>>,
     {
+        metrics::counter!("tessera_cache_requests_total").increment(1);
         match &self.credentials {
             Some(cache) => cache.try_get_with(hash, load).await,
             None => load.await.map_err(Arc::new),

@@ -101,6 +101,7 @@ async fn listen(listen_pool: &PgPool, sink: &dyn InvalidationSink) -> Result<(),
     loop {
         match listener.try_recv().await? {
             Some(notification) => {
+                metrics::counter!("tessera_invalidations_received_total").increment(1);
                 sink.invalidate(&Invalidation::decode(notification.payload()))
                     .await;
             }

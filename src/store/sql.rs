@@ -719,6 +719,7 @@ impl_store! {
 
 /// Maps every sqlx error to the store's small set; the one place this is decided.
 pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
+    metrics::counter!("tessera_store_errors_total").increment(1);
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

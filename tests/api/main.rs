@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod envoy;
 mod hot_path;
+mod ops;
 mod signing;
 mod store_conformance;
 mod token_lifecycle;

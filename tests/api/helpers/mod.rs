@@ -27,6 +27,8 @@ pub enum Backend {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`, as the CLI's `--server` takes it.
     pub grpc_url: String,
+    /// Where this server serves Prometheus `/metrics`.
+    pub metrics_addr: std::net::SocketAddr,
     /// The key the server's bootstrap wrote to its key file on first start.
     pub admin_key: String,
     pub store: Arc<dyn Store>,
@@ -61,6 +63,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().expect("address"),
+        metrics_listen: "127.0.0.1:0".parse().expect("address"),
         database_url: database.url().to_owned().into(),
         admin_key_file: Some(dir.path().join("tessera-admin.key")),
         ..Settings::default()
@@ -78,6 +81,7 @@ async fn start(
 ) -> TestApp {
     let app = App::build(settings.clone()).await.expect("app builds");
     let address = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let store = app.store();
     let authorizer = app.authorizer();
     let admin_key = match (admin_key, app.bootstrap_key_path()) {
@@ -98,6 +102,7 @@ async fn start(
     });
     TestApp {
         grpc_url: format!("http://{address}"),
+        metrics_addr,
         admin_key,
         store,
         authorizer,

@@ -1,0 +1,206 @@
+//! Prometheus: one process-wide recorder behind the `metrics` facade, scraped over HTTP at
+//! `GET /metrics` on `TESSERA_METRICS_LISTEN`.
+//!
+//! The exporter's own HTTP listener is not used: it binds an address it does not report (no
+//! port 0 in tests) and lives apart from the app's lifecycle. Here the app binds the listener
+//! itself, like the gRPC one, and serves it with hyper (already in the tree through tonic).
+//!
+//! Where each metric comes from:
+//! - `tessera_checks_total{reason}`, `tessera_store_credential_lookups_total` (cache misses),
+//!   `tessera_cache_requests_total`, `tessera_retired_secret_uses_total`: the Check path.
+//! - `tessera_grpc_requests_total{service,method,code}`,
+//!   `tessera_grpc_request_duration_seconds{service,method}` (Check latency is
+//!   `{service="tessera.v1.AuthorizationService",method="Check"}`, admin calls are
+//!   `{service="tessera.v1.TokenAdminService"}`), `tessera_grpc_requests_in_flight`: the gate in
+//!   front of every service.
+//! - `tessera_cache_entries`: sampled at each scrape.
+//! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
+//!   `tessera_invalidation_publish_failures_total`: cross-replica cache invalidation.
+//! - `tessera_store_errors_total`: every database error, as the store maps it.
+//! - `tessera_tls_reloads_total{result}`, `tessera_tls_handshake_failures_total`: TLS.
+//! - `tessera_health_serving`: 1 while health answers SERVING.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Latency buckets in seconds: 50 µs (a cached Check) up to 10 s (the default call timeout).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// How often histograms are drained into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The content type of the Prometheus text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Refreshes gauges that are sampled rather than updated (such as the cache size) just before a
+/// scrape renders.
+pub type Sampler = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The process-wide recorder, installed by the first app of the process. None when another
+/// recorder was installed first (then `/metrics` answers, but empty).
+fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(install).as_ref()
+}
+
+fn install() -> Option<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS);
+    let installed = builder.and_then(PrometheusBuilder::install_recorder);
+    match installed {
+        Ok(handle) => {
+            describe();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cannot start the metrics upkeep thread");
+            }
+            Some(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install the prometheus recorder; /metrics stays empty");
+            None
+        }
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        "tessera_checks_total",
+        "Check decisions, by reason (allowed or the deny reason)"
+    );
+    describe_counter!(
+        "tessera_cache_requests_total",
+        "Credential lookups by Check that reached the cache (hits = this - store lookups)"
+    );
+    describe_counter!(
+        "tessera_store_credential_lookups_total",
+        "Credential loads from the store: cache misses"
+    );
+    describe_gauge!("tessera_cache_entries", "Credentials held in the cache");
+    describe_counter!(
+        "tessera_retired_secret_uses_total",
+        "Checks presenting a secret that was rotated away"
+    );
+    describe_counter!(
+        "tessera_grpc_requests_total",
+        "gRPC calls answered, by service, method and status code"
+    );
+    describe_histogram!(
+        "tessera_grpc_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a gRPC call, by service and method"
+    );
+    describe_gauge!("tessera_grpc_requests_in_flight", "gRPC calls being served");
+    describe_counter!(
+        "tessera_invalidations_received_total",
+        "Cache invalidations received from other replicas"
+    );
+    describe_counter!(
+        "tessera_invalidation_feed_losses_total",
+        "Times the invalidation feed from other replicas was lost"
+    );
+    describe_counter!(
+        "tessera_invalidation_publish_failures_total",
+        "Invalidations that could not be published to other replicas"
+    );
+    describe_counter!("tessera_store_errors_total", "Database errors");
+    describe_counter!(
+        "tessera_tls_reloads_total",
+        "Reloads of the TLS files, by result"
+    );
+    describe_counter!(
+        "tessera_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out"
+    );
+    describe_gauge!(
+        "tessera_health_serving",
+        "1 while health answers SERVING, 0 while starting or draining"
+    );
+}
+
+/// Installs the recorder if this is the first call in the process. Metrics recorded before it
+/// are lost, so the app calls it first thing.
+pub fn install_recorder() {
+    let _ = handle();
+}
+
+/// Serves `GET /metrics` on `listener` until the returned task is aborted.
+pub fn serve(listener: TcpListener, sampler: Sampler) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let sampler = sampler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let sampler = sampler.clone();
+                    async move { Ok::<_, Infallible>(respond(request, sampler).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, %peer, "metrics connection ended with an error");
+                }
+            });
+        }
+    })
+}
+
+async fn respond(
+    request: Request<hyper::body::Incoming>,
+    sampler: Sampler,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return plain(StatusCode::NOT_FOUND, "not found: scrape /metrics\n");
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    sampler().await;
+    let body = match handle() {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => String::new(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+}

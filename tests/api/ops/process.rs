@@ -1,0 +1,137 @@
+//! The real `tessera serve` binary as a child process, for what only a process shows: signals,
+//! exit codes, what reaches its log.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// The log line `tessera serve` writes once it listens; its `address` field is the gRPC address.
+const SERVING_MESSAGE: &str = "serving grpc";
+
+pub struct ServeProcess {
+    child: Child,
+    pub grpc_url: String,
+    /// Every line the server wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts `tessera serve` on SQLite in a fresh directory, on ports the OS picks, with JSON
+    /// logs, plus `variables`; waits for the line naming its address.
+    pub async fn start(variables: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command.arg("serve");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TESSERA_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("TESSERA_LISTEN", "127.0.0.1:0")
+            .env("TESSERA_METRICS_LISTEN", "127.0.0.1:0")
+            .env(
+                "TESSERA_DATABASE_URL",
+                format!("sqlite://{}/tessera.db", dir.path().display()),
+            )
+            .env("TESSERA_LOG", "info")
+            .env("TESSERA_LOG_FORMAT", "json")
+            .envs(variables.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("tessera serve starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_sender, address_receiver) = oneshot::channel();
+        tokio::spawn(collect_log(stderr, log.clone(), address_sender));
+        let address = tokio::time::timeout(Duration::from_secs(20), address_receiver)
+            .await
+            .unwrap_or_else(|_| panic!("no serving line; log: {:?}", log.lock().map(|l| l.clone())))
+            .expect("the log names the address");
+        Self {
+            child,
+            grpc_url: format!("http://{address}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s of SIGTERM")
+            .expect("exit status");
+        // Let the log reader take the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let log = self.log.lock().expect("log").clone();
+        (status, log)
+    }
+}
+
+/// Runs `tessera serve` with `variables` to its end (for starts that must fail).
+pub async fn serve_output(variables: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command.arg("serve");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TESSERA_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .env("TESSERA_METRICS_LISTEN", "127.0.0.1:0")
+        .env(
+            "TESSERA_DATABASE_URL",
+            format!("sqlite://{}/tessera.db", dir.path().display()),
+        )
+        .envs(variables.iter().copied())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("a failing start ends at once")
+        .expect("output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn collect_log(
+    stderr: tokio::process::ChildStderr,
+    log: Arc<Mutex<Vec<String>>>,
+    address_sender: oneshot::Sender<String>,
+) {
+    let mut address_sender = Some(address_sender);
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(record) = serde_json::from_str::<serde_json::Value>(&line)
+            && record["fields"]["message"] == SERVING_MESSAGE
+            && let Some(address) = record["fields"]["address"].as_str()
+            && let Some(sender) = address_sender.take()
+        {
+            let _ = sender.send(address.to_owned());
+        }
+        if let Ok(mut log) = log.lock() {
+            log.push(line);
+        }
+    }
+}

@@ -1,0 +1,324 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tessera::proto::authorization_service_client::AuthorizationServiceClient;
+use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
+use tessera::proto::{CheckRequest, GetApiStatusRequest};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use super::{ServingStatus, eventually, health_of};
+use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
+
+/// A throwaway certificate authority.
+struct Authority {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, PEM.
+struct Pair {
+    cert: String,
+    key: String,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("ca key");
+        Self {
+            issuer: CertifiedIssuer::self_signed(params, key).expect("ca"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Pair {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tessera test");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn server(&self) -> Pair {
+        self.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn client(&self) -> Pair {
+        self.issue(&["admin-tool"], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// Writes `contents` to `path` in one step (a rename), as Kubernetes swaps Secret files.
+fn replace(path: &Path, contents: &str) {
+    let staging = path.with_extension("new");
+    std::fs::write(&staging, contents).expect("write");
+    std::fs::rename(&staging, path).expect("rename");
+}
+
+struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    fn new(server: &Pair, client_ca: Option<&Authority>) -> Self {
+        let files = Self {
+            dir: tempfile::tempdir().expect("dir"),
+        };
+        replace(&files.cert(), &server.cert);
+        replace(&files.key(), &server.key);
+        if let Some(ca) = client_ca {
+            replace(&files.client_ca(), &ca.pem());
+        }
+        files
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("tls.crt")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("tls.key")
+    }
+
+    fn client_ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+}
+
+async fn tls_app(files: &TlsFiles, mtls: bool, require_client_cert: bool) -> TestApp {
+    let (cert, key, client_ca) = (files.cert(), files.key(), files.client_ca());
+    spawn_app_with(Backend::Sqlite, move |settings| {
+        settings.tls_cert_file = Some(cert);
+        settings.tls_key_file = Some(key);
+        settings.tls_client_ca_file = mtls.then_some(client_ca);
+        settings.tls_require_client_cert = require_client_cert;
+        settings.tls_reload_interval_ms = 100;
+    })
+    .await
+}
+
+/// A TLS channel to `app` trusting `server_ca`, presenting `identity` if any.
+async fn channel(
+    app: &TestApp,
+    server_ca: &Authority,
+    identity: Option<&Pair>,
+) -> Result<Channel, tonic::transport::Error> {
+    let address = app.grpc_url.trim_start_matches("http://");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(server_ca.pem()))
+        .domain_name("localhost");
+    if let Some(pair) = identity {
+        tls = tls.identity(Identity::from_pem(&pair.cert, &pair.key));
+    }
+    Channel::from_shared(format!("https://{address}"))
+        .expect("url")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn check_over(channel: Channel) -> Result<(), tonic::Status> {
+    AuthorizationServiceClient::new(channel)
+        .check(CheckRequest {
+            token: "tsk_malformed".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+}
+
+async fn admin_call_over(channel: Channel, admin_key: &str) -> Result<(), tonic::Status> {
+    let request = GetApiStatusRequest {
+        tenant: "*".to_owned(),
+    };
+    TokenAdminServiceClient::new(channel)
+        .get_api_status(with_key(request, admin_key))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_servers_ca_checks_over_tls() {
+    let ca = Authority::new("server ca");
+    let files = TlsFiles::new(&ca.server(), None);
+    let app = tls_app(&files, false, false).await;
+
+    let channel = channel(&app, &ca, None).await.expect("tls handshake");
+    check_over(channel).await.expect("Check over TLS");
+}
+
+#[tokio::test]
+async fn a_plaintext_client_cannot_talk_to_the_tls_listener() {
+    let ca = Authority::new("server ca");
+    let files = TlsFiles::new(&ca.server(), None);
+    let app = tls_app(&files, false, false).await;
+
+    let plaintext = async {
+        let channel = Channel::from_shared(app.grpc_url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        check_over(channel).await
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(15), plaintext)
+        .await
+        .expect("fails rather than hangs");
+    assert!(refused.is_err(), "plaintext must not be served");
+}
+
+#[tokio::test]
+async fn admin_calls_without_a_client_certificate_are_unauthenticated_when_mtls_is_configured() {
+    let server_ca = Authority::new("server ca");
+    let client_ca = Authority::new("client ca");
+    let files = TlsFiles::new(&server_ca.server(), Some(&client_ca));
+    let app = tls_app(&files, true, false).await;
+
+    let anonymous = channel(&app, &server_ca, None)
+        .await
+        .expect("a certificate is optional at the handshake");
+    check_over(anonymous.clone())
+        .await
+        .expect("Check needs no client certificate");
+    let refused = admin_call_over(anonymous, &app.admin_key)
+        .await
+        .expect_err("the admin key alone is not enough");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("client certificate"),
+        "{refused:?}"
+    );
+
+    let with_certificate = channel(&app, &server_ca, Some(&client_ca.client()))
+        .await
+        .expect("handshake with a client certificate");
+    admin_call_over(with_certificate.clone(), &app.admin_key)
+        .await
+        .expect("certificate and admin key are accepted");
+    let wrong_key = admin_call_over(with_certificate, "tsa_not-the-admin-key-at-all")
+        .await
+        .expect_err("a certificate does not replace the admin key");
+    assert_eq!(wrong_key.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_rejected() {
+    let server_ca = Authority::new("server ca");
+    let client_ca = Authority::new("client ca");
+    let rogue_ca = Authority::new("rogue ca");
+    let files = TlsFiles::new(&server_ca.server(), Some(&client_ca));
+    let app = tls_app(&files, true, false).await;
+
+    let attempt = async {
+        let channel = channel(&app, &server_ca, Some(&rogue_ca.client()))
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        admin_call_over(channel, &app.admin_key).await
+    };
+    let rejected = tokio::time::timeout(Duration::from_secs(15), attempt)
+        .await
+        .expect("fails rather than hangs");
+    assert!(rejected.is_err(), "a rogue certificate must be refused");
+}
+
+#[tokio::test]
+async fn requiring_client_certificates_refuses_every_connection_without_one() {
+    let server_ca = Authority::new("server ca");
+    let client_ca = Authority::new("client ca");
+    let files = TlsFiles::new(&server_ca.server(), Some(&client_ca));
+    let app = tls_app(&files, true, true).await;
+
+    let anonymous = async {
+        let channel = channel(&app, &server_ca, None)
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        check_over(channel).await
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(15), anonymous)
+        .await
+        .expect("fails rather than hangs");
+    assert!(refused.is_err(), "no certificate, no call");
+
+    let with_certificate = channel(&app, &server_ca, Some(&client_ca.client()))
+        .await
+        .expect("handshake with a client certificate");
+    check_over(with_certificate)
+        .await
+        .expect("Check with a certificate");
+}
+
+#[tokio::test]
+async fn a_new_certificate_on_disk_is_served_without_a_restart() {
+    let old_ca = Authority::new("old ca");
+    let new_ca = Authority::new("new ca");
+    let files = TlsFiles::new(&old_ca.server(), None);
+    let app = tls_app(&files, false, false).await;
+    check_over(channel(&app, &old_ca, None).await.expect("old handshake"))
+        .await
+        .expect("old certificate served");
+
+    let renewed = new_ca.server();
+    replace(&files.key(), &renewed.key);
+    replace(&files.cert(), &renewed.cert);
+
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        match channel(&app, &new_ca, None).await {
+            Ok(channel) => check_over(channel).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(reloaded, "the renewed certificate is served");
+    assert!(
+        channel(&app, &old_ca, None).await.is_err(),
+        "new connections no longer get the old certificate"
+    );
+}
+
+#[tokio::test]
+async fn the_plaintext_health_listener_answers_probes_while_grpc_requires_tls() {
+    let ca = Authority::new("server ca");
+    let files = TlsFiles::new(&ca.server(), None);
+    let (cert, key) = (files.cert(), files.key());
+    let database = crate::helpers::TestDatabase::sqlite();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut settings = super::settings_on(&database, dir.path());
+    settings.tls_cert_file = Some(cert);
+    settings.tls_key_file = Some(key);
+    settings.health_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let app = tessera::app::App::build(settings).await.expect("app");
+    let health_url = format!("http://{}", app.health_addr().expect("health listener"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+
+    let serving = eventually(Duration::from_secs(5), || async {
+        health_of(&health_url, "").await == ServingStatus::Serving
+    })
+    .await;
+    assert!(serving, "kubelet-style plaintext probe sees SERVING");
+    let _ = stop.send(());
+    server.await.expect("task").expect("clean stop");
+}
