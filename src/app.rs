@@ -46,6 +46,7 @@ use crate::proto::authorization_service_server::AuthorizationServiceServer;
 use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{Tls, TlsError};
+use crate::usage::Usage;
 use gate::{Gate, GatePolicy};
 
 /// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
@@ -196,6 +197,8 @@ pub struct App {
     store: Arc<dyn Store>,
     authorizer: Arc<Authorizer>,
     admin: Arc<Admin>,
+    /// Usage statistics (issue 4): recorded by the authorizer, flushed on shutdown.
+    usage: Arc<Usage>,
     bootstrap_key_path: Option<PathBuf>,
     /// The gRPC services routed by the gate (health reports each).
     served: Vec<&'static str>,
@@ -370,6 +373,10 @@ impl App {
         self.authorizer.clone()
     }
 
+    pub fn usage(&self) -> Arc<Usage> {
+        self.usage.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains: health NOT_SERVING, `shutdown_delay` of
     /// normal service, listeners closed, in-flight calls given `drain_timeout`, usage flushed.
     pub async fn run_until_stopped(
@@ -409,6 +416,8 @@ impl App {
         if let Some(mut health_only) = health_only {
             health_only.join_within(CUT_OFF_GRACE).await;
         }
+        // No Check can record any more: write what is buffered, once.
+        self.usage.shutdown().await;
         match drained {
             Some(Ok(Ok(()))) => tracing::info!("server stopped"),
             Some(Ok(Err(error))) => return Err(error.into()),
@@ -452,7 +461,10 @@ impl Starting {
             None
         };
 
-        let authorizer = Arc::new(Authorizer::new(store.clone(), settings.authz_settings()?));
+        let usage = Arc::new(Usage::start(store.clone(), settings.usage_settings()?));
+        let authorizer = Arc::new(
+            Authorizer::new(store.clone(), settings.authz_settings()?).with_usage(usage.hook()),
+        );
         let admin = Arc::new(
             Admin::new(
                 store.clone(),
@@ -467,8 +479,8 @@ impl Starting {
 
         let limit = self.serving.max_request_bytes;
         let auth = AdminAuth::new(configured_admin_keys, store.clone());
-        let authorization = AuthorizationApi::new(authorizer.clone());
-        let token_admin = TokenAdminApi::new(admin.clone(), auth);
+        let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
+        let token_admin = TokenAdminApi::new(admin.clone(), auth, usage.clone());
         let envoy_authorization = envoy::service(authorizer.clone(), settings.envoy_settings()?);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();
@@ -488,6 +500,7 @@ impl Starting {
             store,
             authorizer,
             admin,
+            usage,
             bootstrap_key_path,
             served,
             running: self.running,

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -21,6 +22,7 @@ use crate::domain::token::TokenPrefix;
 use crate::grpc::envoy::EnvoySettings;
 use crate::store::PoolOptions;
 use crate::tls::TlsSettings;
+use crate::usage::{GeoIp, UsageSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -97,6 +99,17 @@ pub struct Settings {
     /// Envoy ext_authz: the signed payload includes the body's SHA-256 (the filter must send the
     /// body: `with_request_body`); otherwise that of an empty body.
     pub envoy_sign_body: bool,
+    /// Record usage statistics of every Check (write-behind: Check never waits for them).
+    pub usage_enabled: bool,
+    /// How often recorded usage is written to the database, in one transaction.
+    pub usage_flush_interval_ms: u64,
+    /// Days minute buckets and recent calls are kept; daily rollups are kept a year.
+    pub usage_retention_days: u32,
+    /// Usage events buffered between drains; when full, the oldest is dropped and counted.
+    pub usage_buffer_size: usize,
+    /// A MaxMind-format (GeoIP2 / GeoLite2 City) database, for the location of a token's last
+    /// use; unset: no locations.
+    pub geoip_database: Option<PathBuf>,
     /// Log filter in `tracing` EnvFilter syntax.
     pub log: String,
     /// `text` or `json`.
@@ -168,6 +181,11 @@ impl Default for Settings {
             envoy_signature_header: "x-tessera-signature".to_owned(),
             envoy_timestamp_header: "x-tessera-timestamp".to_owned(),
             envoy_sign_body: false,
+            usage_enabled: true,
+            usage_flush_interval_ms: 1_000,
+            usage_retention_days: 7,
+            usage_buffer_size: 65_536,
+            geoip_database: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
@@ -251,6 +269,10 @@ impl Settings {
                 "TESSERA_DATABASE_STATEMENT_TIMEOUT_MS",
                 self.database_statement_timeout_ms,
             ),
+            (
+                "TESSERA_USAGE_FLUSH_INTERVAL_MS",
+                self.usage_flush_interval_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -258,6 +280,18 @@ impl Settings {
                     reason: "must be at least 1 millisecond".to_owned(),
                 });
             }
+        }
+        if self.usage_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_USAGE_RETENTION_DAYS",
+                reason: "must be at least 1 (the last 24 hours need a day of minutes)".to_owned(),
+            });
+        }
+        if self.usage_buffer_size == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_USAGE_BUFFER_SIZE",
+                reason: "must be at least 1".to_owned(),
+            });
         }
         if self.database_max_connections == 0 {
             return Err(ConfigError::Invalid {
@@ -503,6 +537,26 @@ impl Settings {
                 &self.envoy_timestamp_header,
             )?,
             sign_body: self.envoy_sign_body,
+        })
+    }
+
+    /// The usage settings; opens the GeoIP database when one is configured.
+    pub fn usage_settings(&self) -> Result<UsageSettings, ConfigError> {
+        let geoip = match &self.geoip_database {
+            None => None,
+            Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|error| {
+                ConfigError::Invalid {
+                    setting: "TESSERA_GEOIP_DATABASE",
+                    reason: format!("cannot read {}: {error}", path.display()),
+                }
+            })?)),
+        };
+        Ok(UsageSettings {
+            enabled: self.usage_enabled,
+            flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
+            retention: chrono::Duration::days(i64::from(self.usage_retention_days)),
+            buffer_size: self.usage_buffer_size,
+            geoip,
         })
     }
 

@@ -5,6 +5,7 @@
 //!   domain conversion, and the one place errors become `tonic::Status`.
 //! - [`authz`]: the hot path, `Authorizer::check`.
 //! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
+//! - [`usage`]: write-behind usage statistics: the Check path's recorder, flushes, ListUsage.
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends.
 //! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
 //!
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod usage;
 
 pub mod proto {
     #![allow(clippy::all, clippy::pedantic)]

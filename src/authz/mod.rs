@@ -27,6 +27,7 @@ use crate::domain::signature::{self, MasterKey, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{Store, StoreError};
+use crate::usage::UsageHook;
 
 pub use cache::CacheSettings;
 use cache::{CredentialCache, Entry};
@@ -135,6 +136,8 @@ pub struct Authorizer {
     replay_guard: ReplayCache,
     stats: AuthzStats,
     leak_reports: moka::sync::Cache<TokenId, ()>,
+    /// Where each decided Check of an identified token is recorded (write-behind, never awaits).
+    usage: UsageHook,
 }
 
 impl Authorizer {
@@ -155,7 +158,14 @@ impl Authorizer {
                 .max_capacity(100_000)
                 .time_to_live(LEAK_REPORT_WINDOW)
                 .build(),
+            usage: UsageHook::default(),
         }
+    }
+
+    /// Records usage of every Check through `usage` (without it, nothing is recorded).
+    pub fn with_usage(mut self, usage: UsageHook) -> Self {
+        self.usage = usage;
+        self
     }
 
     pub async fn check(&self, presented: &str, input: &CheckInput) -> Decision {
@@ -165,6 +175,8 @@ impl Authorizer {
             Err(reason) => reason.as_str(),
         };
         metrics::counter!("tessera_checks_total", "reason" => reason).increment(1);
+        self.usage
+            .record(input, decision.outcome, decision.credential.as_ref());
         decision
     }
 

@@ -147,6 +147,7 @@ mod tests {
             tenant: Tenant::default(),
             owner_id: PrincipalId::parse("alice").expect("id"),
             expires_at: Utc::now(),
+            rotated_at: None,
             revoked: false,
             secret_match: SecretMatch::Current,
             allowed_ips: IpAllowlist::default(),

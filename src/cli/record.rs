@@ -42,6 +42,12 @@ impl Record {
         self
     }
 
+    /// The record without the named field.
+    pub(super) fn without(mut self, name: &str) -> Self {
+        self.fields.retain(|(field_name, _)| *field_name != name);
+        self
+    }
+
     pub(super) fn fields(&self) -> impl Iterator<Item = (&'static str, &Field)> {
         self.fields.iter().map(|(name, field)| (*name, field))
     }
@@ -289,6 +295,7 @@ record_from! {
         reason: Field::deny_reason,
         client_ip: Field::text,
         user_agent: Field::text,
+        token_id: Field::text,
     }
     proto::DailyUsage {
         date: Field::text,

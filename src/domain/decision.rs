@@ -114,6 +114,10 @@ pub struct CheckInput {
     /// `require_signature`, ignored for others.
     pub signature: Option<PresentedSignature>,
     pub now: DateTime<Utc>,
+    /// Label for usage statistics, e.g. `GET /api/v1/orders`; empty when not given.
+    pub endpoint: String,
+    /// The end client's User-Agent, for usage statistics; empty when not given.
+    pub user_agent: String,
 }
 
 /// What Check needs of a token, computed once when the record is read (and, later, cached):
@@ -124,6 +128,9 @@ pub struct Credential {
     pub tenant: Tenant,
     pub owner_id: PrincipalId,
     pub expires_at: DateTime<Utc>,
+    /// When the secret was last rotated: usage recorded under an earlier rotation is dropped,
+    /// because rotation clears a token's usage history.
+    pub rotated_at: Option<DateTime<Utc>>,
     pub revoked: bool,
     pub secret_match: SecretMatch,
     pub allowed_ips: IpAllowlist,
@@ -169,6 +176,7 @@ impl Credential {
             tenant: token.tenant.clone(),
             owner_id: token.owner_id.clone(),
             expires_at: token.expires_at,
+            rotated_at: token.rotated_at,
             revoked: token.revoked_at.is_some(),
             secret_match: record.secret_match,
             allowed_ips: token.allowed_ips.clone(),
@@ -288,6 +296,7 @@ mod tests {
             tenant: Tenant::parse("acme").expect("tenant"),
             owner_id: PrincipalId::parse("alice").expect("id"),
             expires_at: Utc::now() + Duration::days(1),
+            rotated_at: None,
             revoked: false,
             secret_match: SecretMatch::Current,
             allowed_ips: IpAllowlist::default(),
@@ -310,6 +319,8 @@ mod tests {
             client_ip: Some("192.0.2.1".parse().expect("ip")),
             signature: None,
             now: Utc::now(),
+            endpoint: String::new(),
+            user_agent: String::new(),
         }
     }
 

@@ -8,3 +8,4 @@ pub mod permission;
 pub mod route;
 pub mod signature;
 pub mod token;
+pub mod usage;

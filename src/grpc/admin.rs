@@ -9,22 +9,24 @@ use crate::admin::{self, Admin, Expiry, TokenChanges};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::usage::UsageScope;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::convert::{self, Violations};
-use crate::grpc::status;
 use crate::proto;
 use crate::proto::token_admin_service_server::TokenAdminService;
+use crate::usage::{self, Usage};
 
 const MAX_MESSAGE_LEN: usize = 1024;
 
 pub struct TokenAdminApi {
     admin: Arc<Admin>,
     auth: AdminAuth,
+    usage: Arc<Usage>,
 }
 
 impl TokenAdminApi {
-    pub fn new(admin: Arc<Admin>, auth: AdminAuth) -> Self {
-        Self { admin, auth }
+    pub fn new(admin: Arc<Admin>, auth: AdminAuth, usage: Arc<Usage>) -> Self {
+        Self { admin, auth, usage }
     }
 }
 
@@ -123,6 +125,50 @@ fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenCha
         }
     }
     violations.finish(id.map(|id| (id, changes)))
+}
+
+/// Whose usage, and how many days of series: `token_id`, or `tenant` and `owner_id`.
+fn parse_list_usage(request: &proto::ListUsageRequest) -> Result<(UsageScope, u32), Status> {
+    let mut violations = Violations::default();
+    let scope = match (request.token_id.is_empty(), request.owner_id.is_empty()) {
+        (false, false) => {
+            violations.add(
+                "owner_id",
+                "give token_id, or tenant and owner_id, not both",
+            );
+            None
+        }
+        (false, true) => {
+            convert::token_id(&mut violations, "token_id", &request.token_id).map(UsageScope::Token)
+        }
+        (true, false) => {
+            let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+            let owner_id = violations.check("owner_id", PrincipalId::parse(&request.owner_id));
+            tenant
+                .zip(owner_id)
+                .map(|(tenant, owner_id)| UsageScope::Owner { tenant, owner_id })
+        }
+        (true, true) => {
+            violations.add("token_id", "give token_id, or tenant and owner_id");
+            None
+        }
+    };
+    let days = match u32::try_from(request.days) {
+        Ok(0) => Some(usage::DEFAULT_DAYS),
+        Ok(days) if days <= usage::MAX_DAYS => Some(days),
+        _ => {
+            violations.add(
+                "days",
+                format!(
+                    "must be 1 to {} (0 means {})",
+                    usage::MAX_DAYS,
+                    usage::DEFAULT_DAYS
+                ),
+            );
+            None
+        }
+    };
+    violations.finish(scope.zip(days))
 }
 
 /// A secret that a response carries once (empty when there is none).
@@ -254,7 +300,12 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::ListUsageRequest>,
     ) -> Result<Response<proto::ListUsageResponse>, Status> {
         self.auth.authenticate(&request).await?;
-        Err(status::unimplemented("ListUsage"))
+        let (scope, days) = parse_list_usage(request.get_ref())?;
+        let report = self
+            .usage
+            .report_for(scope, days, chrono::Utc::now())
+            .await?;
+        Ok(Response::new(convert::usage(&report)))
     }
 
     async fn upsert_principal(

@@ -15,8 +15,10 @@ use crate::domain::fields::{self, InvalidField};
 use crate::domain::model::{self, TokenState};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant};
+use crate::domain::usage::CallRecord;
 use crate::grpc::status;
 use crate::proto;
+use crate::usage::UsageReport;
 
 /// Field violations gathered while parsing one request.
 #[derive(Debug, Default)]
@@ -321,5 +323,78 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         permissions: decision.permissions().to_vec(),
         rate_limit: decision.rate_limit.map(rate_limit),
         expires_at: credential.map(|who| timestamp(who.expires_at)),
+    }
+}
+
+fn duration(span: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(span.as_secs()).unwrap_or(i64::MAX),
+        // Always below 1e9.
+        nanos: i32::try_from(span.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn recent_call(call: &CallRecord) -> proto::RecentCall {
+    let reason = match call.outcome {
+        Ok(()) => proto::DenyReason::Allowed,
+        Err(reason) => deny_reason(reason),
+    };
+    proto::RecentCall {
+        time: Some(timestamp(call.time)),
+        endpoint: call.endpoint.clone(),
+        permission: call.permission.clone(),
+        allowed: call.outcome.is_ok(),
+        reason: reason.into(),
+        client_ip: call.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        user_agent: call.user_agent.clone(),
+        token_id: call.token_id.to_string(),
+    }
+}
+
+pub fn usage(report: &UsageReport) -> proto::ListUsageResponse {
+    let figures = &report.figures;
+    let reported = figures.reported();
+    let last_use = figures.last_use.as_ref();
+    proto::ListUsageResponse {
+        total_calls: count(figures.totals.calls),
+        calls_last_24h: count(figures.calls_since_recent),
+        success_rate: figures.success_rate(),
+        average_latency: reported.map(|reported| duration(reported.average_latency)),
+        top_endpoints: figures
+            .top_endpoints
+            .iter()
+            .map(|(endpoint, calls)| proto::EndpointUsage {
+                endpoint: endpoint.clone(),
+                calls: count(*calls),
+            })
+            .collect(),
+        recent_calls: figures.recent_calls.iter().map(recent_call).collect(),
+        daily: report
+            .daily
+            .iter()
+            .map(|day| proto::DailyUsage {
+                date: day.date.format("%Y-%m-%d").to_string(),
+                calls: count(day.calls),
+                allowed: count(day.allowed),
+                denied: count(day.calls.saturating_sub(day.allowed)),
+            })
+            .collect(),
+        last_used_at: last_use.map(|last_use| timestamp(last_use.time)),
+        last_used_ip: last_use
+            .and_then(|last_use| last_use.client_ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        last_used_browser: report.last_used_browser.clone(),
+        last_used_os: report.last_used_os.clone(),
+        last_used_location: report.last_used_location.clone(),
+        reported: reported.map(|reported| proto::ReportedOutcomes {
+            reports: count(reported.reports),
+            success_rate: reported.success_rate,
+            average_latency: Some(duration(reported.average_latency)),
+        }),
     }
 }

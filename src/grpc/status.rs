@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::admin::AdminError;
+use crate::usage::UsageError;
 
 const ERROR_DOMAIN: &str = "tessera.dev";
 
@@ -98,6 +99,21 @@ impl From<AdminError> for Status {
             AdminError::Unavailable(source) => unavailable("admin", &source),
             AdminError::Internal(source) => {
                 tracing::error!(error = %source, "internal error in admin call");
+                with_reason(Code::Internal, "internal error".to_owned(), "INTERNAL")
+            }
+        }
+    }
+}
+
+impl From<UsageError> for Status {
+    fn from(error: UsageError) -> Self {
+        match error {
+            UsageError::NotFound(entity) => {
+                with_reason(Code::NotFound, format!("{entity} not found"), "NOT_FOUND")
+            }
+            UsageError::Unavailable(source) => unavailable("usage", &source),
+            UsageError::Internal(source) => {
+                tracing::error!(error = %source, "internal error in usage call");
                 with_reason(Code::Internal, "internal error".to_owned(), "INTERNAL")
             }
         }

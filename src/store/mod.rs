@@ -15,10 +15,14 @@ use crate::domain::model::{
 };
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
+use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use invalidation::{Invalidation, InvalidationSink};
 
 pub mod invalidation;
 mod postgres;
+// Before `sql`, which invokes its macros.
+#[macro_use]
+mod usage_sql;
 mod sql;
 mod sqlite;
 
@@ -94,6 +98,24 @@ pub enum SigningKeyUpdate<'a> {
     Remove,
 }
 
+/// Live tokens an operator should look at before an integration breaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokensNeedingAttention {
+    /// Not yet expired, but expiring before the given instant.
+    pub expiring: u64,
+    /// Never used, or last used before the given instant (as `TokenQuery::unused_since`).
+    pub unused: u64,
+}
+
+/// How far back retention pruning deletes usage rows.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageCutoffs {
+    /// Minute buckets and recent calls older than this go.
+    pub minutes_before: DateTime<Utc>,
+    /// Daily rollups older than this go.
+    pub days_before: DateTime<Utc>,
+}
+
 /// Connection pool bounds: the server must never hang on a dead database.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -145,7 +167,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Token, StoreError>;
 
     /// Gives a token that is not revoked a new secret; the old one is kept as retired, usable
-    /// until `old_secret_grace_until` and recognised (as revoked) after it.
+    /// until `old_secret_grace_until` and recognised (as revoked) after it. Clears the token's
+    /// usage history (and `last_used_at`) in the same transaction.
     async fn rotate_token(
         &self,
         rotation: &Rotation,
@@ -221,6 +244,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every secret hash of a token, current and retired, so caches can drop them all.
     async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError>;
+
+    /// Writes one flush of usage in one transaction. Counters are added to what is stored, so
+    /// replicas flushing into the same rows sum correctly. Calls checked under an earlier
+    /// rotation of their token, reports all older than its last rotation, and anything for a
+    /// token that does not exist are dropped. Rows are written in key order (tokens first), so
+    /// concurrent flushes and rotations lock in one order and cannot deadlock.
+    async fn write_usage(&self, batch: &UsageBatch) -> Result<(), StoreError>;
+
+    /// The usage figures of one token or of all tokens of an owner.
+    async fn read_usage(&self, query: &UsageQuery) -> Result<UsageFigures, StoreError>;
+
+    /// Deletes at most `limit` rows of each usage table older than the cutoffs; returns how
+    /// many rows went, so the caller can repeat in small batches until none are left.
+    async fn prune_usage(&self, cutoffs: &UsageCutoffs, limit: u32) -> Result<u64, StoreError>;
+
+    /// Counts live tokens (neither revoked nor expired at `now`) expiring before
+    /// `expiring_before`, and those unused since `unused_since`, across all tenants.
+    async fn count_tokens_needing_attention(
+        &self,
+        now: DateTime<Utc>,
+        expiring_before: DateTime<Utc>,
+        unused_since: DateTime<Utc>,
+    ) -> Result<TokensNeedingAttention, StoreError>;
 
     /// Tells the other replicas what a committed write made stale (Postgres `NOTIFY`); a no-op
     /// on SQLite, which is single-node.

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
+use super::{TokensNeedingAttention, UsageCutoffs};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -33,6 +34,7 @@ use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
+use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 
 /// The columns of `tokens`, in `TokenRow` order, each prefixed with `$prefix` (a table alias).
 #[rustfmt::skip]
@@ -122,6 +124,8 @@ macro_rules! impl_store {
                     Err(error) => map_error(error),
                 }
             }
+
+            usage_methods!(database: $database);
         }
 
         #[async_trait::async_trait]
@@ -369,9 +373,12 @@ macro_rules! impl_store {
                     .await
                     .map_err(map_error)?;
 
+                // Rotation clears usage history: the flush of any replica drops calls checked
+                // under the previous rotation (see usage_sql.rs).
                 let row: TokenRow = sqlx::query_as(concat!(
                     "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
-                     updated_at = $4, expires_at = $5 WHERE id = $1 RETURNING ",
+                     updated_at = $4, expires_at = $5, last_used_at = NULL \
+                     WHERE id = $1 RETURNING ",
                     token_columns!("")
                 ))
                 .bind(rotation.id.as_str())
@@ -382,6 +389,13 @@ macro_rules! impl_store {
                 .fetch_one(&mut *transaction)
                 .await
                 .map_err(map_error)?;
+                for statement in super::usage_sql::CLEAR_USAGE {
+                    sqlx::query(statement)
+                        .bind(rotation.id.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                }
 
                 Self::commit_with_audit(transaction, audit).await?;
                 row.into_token()
@@ -689,6 +703,32 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn write_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+                self.write_usage_batch(batch).await
+            }
+
+            async fn read_usage(&self, query: &UsageQuery) -> Result<UsageFigures, StoreError> {
+                self.read_usage_figures(query).await
+            }
+
+            async fn prune_usage(
+                &self,
+                cutoffs: &UsageCutoffs,
+                limit: u32,
+            ) -> Result<u64, StoreError> {
+                self.prune_usage_rows(cutoffs, limit).await
+            }
+
+            async fn count_tokens_needing_attention(
+                &self,
+                now: DateTime<Utc>,
+                expiring_before: DateTime<Utc>,
+                unused_since: DateTime<Utc>,
+            ) -> Result<TokensNeedingAttention, StoreError> {
+                self.count_tokens_for_attention(now, expiring_before, unused_since)
+                    .await
+            }
+
             async fn publish(&self, invalidation: &Invalidation) -> Result<(), StoreError> {
                 self.publish_invalidation(invalidation).await
             }
@@ -773,11 +813,11 @@ fn is_database_unavailable(code: &str) -> bool {
     postgres || sqlite
 }
 
-fn micros(instant: DateTime<Utc>) -> i64 {
+pub(super) fn micros(instant: DateTime<Utc>) -> i64 {
     instant.timestamp_micros()
 }
 
-fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("timestamp out of range"))
 }
 
@@ -785,7 +825,7 @@ fn optional_instant(micros: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreE
     micros.map(instant).transpose()
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("corrupt row: {what}"))
 }
 

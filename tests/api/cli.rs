@@ -413,10 +413,39 @@ async fn rotating_a_revoked_token_exits_7_with_the_server_message() {
 }
 
 #[tokio::test]
-async fn usage_says_it_is_not_yet_available_and_exits_8_while_the_server_lacks_it() {
-    let usage = format!("usage {UNKNOWN_TOKEN_ID}");
-    let unimplemented = on_a_new_server(&usage).await.stderr(8).to_owned();
-    assert_contains(&unimplemented, "not yet available on this server");
+async fn usage_shows_the_figures_as_a_table_with_a_chart_of_calls_per_day_or_as_json() {
+    let app = app_with_alice().await;
+    let (id, secret) = create_token(&app, "reporting", "orders:read").await;
+    for _ in 0..3 {
+        check(&app, &secret, "orders:read").await.stdout(0);
+    }
+    // The flush is write-behind: wait until the JSON shows the calls.
+    let mut json = Value::Null;
+    for _ in 0..200 {
+        json = admin(&app, &format!("usage {id} --days 7 --json"))
+            .await
+            .json(0);
+        if json["total_calls"] == json!(3) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(json["total_calls"], json!(3), "{json:#}");
+    assert_eq!(json["daily"].as_array().map(Vec::len), Some(7));
+    assert_eq!(json["recent_calls"][0]["permission"], json!("orders:read"));
+
+    let table = admin(&app, &format!("usage {id} --days 7"))
+        .await
+        .stdout(0)
+        .to_owned();
+    assert_row(&table, &["total calls", "3"]);
+    assert_row(&table, &["calls last 24h", "3"]);
+    assert_contains(&table, "calls per day (UTC):");
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_row(&table, &[&today, &"█".repeat(40), " 3"]);
 }
 
 #[tokio::test]

@@ -136,6 +136,8 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
                 client_ip: None,
                 signature: None,
                 now: chrono::Utc::now(),
+                endpoint: String::new(),
+                user_agent: String::new(),
             };
             authorizer.check(&secret, &input).await.is_allowed()
         }));

@@ -11,3 +11,4 @@ mod ops;
 mod signing;
 mod store_conformance;
 mod token_lifecycle;
+mod usage;

@@ -614,25 +614,6 @@ async fn roles_principals_and_api_status_round_trip() {
 }
 
 #[tokio::test]
-async fn usage_rpcs_answer_unimplemented_until_they_exist() {
-    let app = spawn_app().await;
-    let status = app
-        .admin_client()
-        .await
-        .list_usage(app.admin(proto::ListUsageRequest::default()))
-        .await
-        .expect_err("not yet");
-    assert_eq!(status.code(), Code::Unimplemented);
-    let status = app
-        .authz_client()
-        .await
-        .report_usage(proto::ReportUsageRequest::default())
-        .await
-        .expect_err("not yet");
-    assert_eq!(status.code(), Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn the_database_holds_only_the_hash_of_a_secret() {
     let app = app_with_owner(Backend::Sqlite).await;
     let (_, secret) = app.token(new_token(TENANT, "alice", &[])).await;

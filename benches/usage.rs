@@ -1,0 +1,213 @@
+//! What usage recording costs Check: `Authorizer::check` on a cached, allowed token with
+//! recording off and on, in one run, over one SQLite store. Recording on includes the real
+//! background drain and flush (every second, as by default) competing for the same cores.
+//!
+//! - `one caller`: one Check after another on one thread (the latency of a Check).
+//! - `all cores`: one caller per core (2 here) in parallel; the time reported is wall time per
+//!   Check, so its inverse is the throughput of the whole machine, drain and flush included.
+//!
+//! cargo bench --bench usage
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use secrecy::ExposeSecret;
+use tessera::admin::{Actor, Admin, CreateToken, Expiry, UpsertPrincipal};
+use tessera::authz::{Authorizer, AuthzSettings};
+use tessera::domain::decision::CheckInput;
+use tessera::domain::fields::{Description, PrincipalId, Tenant, TokenName};
+use tessera::domain::network::IpAllowlist;
+use tessera::domain::permission::{Grant, Permission};
+use tessera::domain::token::TokenPrefix;
+use tessera::store::{self, PoolOptions, Store};
+use tessera::usage::{Usage, UsageSettings};
+
+const CALLERS: usize = 2;
+/// Checks between two yields of a parallel caller.
+const YIELD_EVERY: u64 = 64;
+const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/120.0.6099.130 Safari/537.36";
+
+struct Fixture {
+    recording_off: Arc<Authorizer>,
+    recording_on: Arc<Authorizer>,
+    secret: String,
+    usage: Usage,
+    _dir: tempfile::TempDir,
+}
+
+/// The server's defaults, with a cache that keeps the one token for the whole run.
+fn authz_settings() -> AuthzSettings {
+    let settings = tessera::config::Settings {
+        cache_ttl_ms: 3_600_000,
+        ..tessera::config::Settings::default()
+    };
+    settings.authz_settings().expect("authz settings")
+}
+
+fn grants(raw: &[&str]) -> Vec<Grant> {
+    raw.iter()
+        .map(|g| Grant::parse(g).expect("grant"))
+        .collect()
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store: Arc<dyn Store> = store::connect(&url, &PoolOptions::default())
+        .await
+        .expect("store");
+    let usage = Usage::start(
+        store.clone(),
+        UsageSettings {
+            enabled: true,
+            flush_interval: Duration::from_secs(1),
+            retention: chrono::Duration::days(7),
+            buffer_size: 65_536,
+            geoip: None,
+        },
+    );
+    let recording_off = Arc::new(Authorizer::new(store.clone(), authz_settings()));
+    let recording_on =
+        Arc::new(Authorizer::new(store.clone(), authz_settings()).with_usage(usage.hook()));
+    let admin = Admin::new(store, TokenPrefix::default(), 64, recording_off.clone());
+    let actor = Actor("bench".to_owned());
+    let tenant = Tenant::parse("acme").expect("tenant");
+    let owner = PrincipalId::parse("alice").expect("owner");
+    admin
+        .upsert_principal(
+            &actor,
+            UpsertPrincipal {
+                tenant: tenant.clone(),
+                id: owner.clone(),
+                permissions: grants(&["orders:*"]),
+                disabled: false,
+                rate_limit_per_minute: None,
+            },
+        )
+        .await
+        .expect("principal");
+    let issued = admin
+        .create_token(
+            &actor,
+            CreateToken {
+                tenant,
+                owner_id: owner,
+                name: TokenName::parse("bench").expect("name"),
+                description: Description::parse("").expect("description"),
+                permissions: grants(&["orders:read"]),
+                roles: Vec::new(),
+                allowed_ips: IpAllowlist::default(),
+                rate_limit_per_minute: u32::MAX,
+                expiry: Expiry::Default,
+                require_signature: false,
+            },
+        )
+        .await
+        .expect("token");
+    Fixture {
+        recording_off,
+        recording_on,
+        secret: issued.secret.expose_secret().to_owned(),
+        usage,
+        _dir: dir,
+    }
+}
+
+/// A Check as a service sends it: permission, client IP, endpoint and User-Agent.
+fn input() -> CheckInput {
+    CheckInput {
+        tenant: Tenant::parse("acme").expect("tenant"),
+        permission: Some(Permission::parse("orders:read").expect("permission")),
+        client_ip: Some("192.0.2.1".parse().expect("ip")),
+        signature: None,
+        now: chrono::Utc::now(),
+        endpoint: "GET /api/v1/orders".to_owned(),
+        user_agent: USER_AGENT.to_owned(),
+    }
+}
+
+/// `iterations` Checks spread over `CALLERS` parallel tasks; the wall time they took.
+async fn parallel_checks(authorizer: &Arc<Authorizer>, secret: &str, iterations: u64) -> Duration {
+    let per_caller = iterations.div_ceil(CALLERS as u64);
+    let start = Instant::now();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let authorizer = authorizer.clone();
+            let secret = secret.to_owned();
+            tokio::spawn(async move {
+                let input = input();
+                for done in 0..per_caller {
+                    std::hint::black_box(authorizer.check(&secret, &input).await);
+                    // A server's callers wait for the network between requests; without a
+                    // pause a cache-hit loop never yields, and the drain task would starve.
+                    if done % YIELD_EVERY == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    start.elapsed()
+}
+
+fn bench_usage(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CALLERS)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fixture = runtime.block_on(fixture());
+    let secret = fixture.secret.as_str();
+    let input = input();
+    for authorizer in [&fixture.recording_off, &fixture.recording_on] {
+        let decision = runtime.block_on(authorizer.check(secret, &input));
+        assert!(decision.is_allowed(), "the bench token must be allowed");
+    }
+
+    let mut one_caller = c.benchmark_group("usage/one caller");
+    for (name, authorizer) in [
+        ("recording off", &fixture.recording_off),
+        ("recording on", &fixture.recording_on),
+    ] {
+        one_caller.bench_function(name, |b| {
+            b.to_async(&runtime)
+                .iter(|| authorizer.check(secret, &input));
+        });
+    }
+    one_caller.finish();
+
+    let mut all_cores = c.benchmark_group("usage/all cores");
+    for (name, authorizer) in [
+        ("recording off", &fixture.recording_off),
+        ("recording on", &fixture.recording_on),
+    ] {
+        all_cores.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(parallel_checks(authorizer, secret, iterations))
+            });
+        });
+    }
+    all_cores.finish();
+
+    runtime.block_on(fixture.usage.shutdown());
+    assert_eq!(
+        fixture.usage.recorder().dropped(),
+        0,
+        "no usage event may be dropped at this rate"
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
+    targets = bench_usage
+}
+criterion_main!(benches);

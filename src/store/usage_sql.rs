@@ -1,0 +1,610 @@
+//! The usage SQL both backends share, written once.
+//!
+//! [`usage_methods!`] expands the usage methods of `Store` inside `impl_store!` (sql.rs), once
+//! per backend, so they use that file's helpers (`micros`, `map_error`) and its `$N`
+//! placeholders. What needs no database (which rows a flush writes, decoding rows) is plain
+//! Rust below the macro.
+//!
+//! A flush first locks the rows of the tokens it touches, in id order, with an `UPDATE … RETURNING
+//! rotated_at` that also advances `last_used_at`. That tells it which calls still belong to the
+//! token's current rotation, and puts every flush and every rotation (which locks the token row
+//! before deleting its usage) in one lock order: tokens, then usage rows in key order. Counters
+//! are written with additive upserts, so flushes from any number of replicas sum.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use super::sql::{corrupt, instant};
+use crate::domain::fields::TokenId;
+use crate::domain::usage::{self, CallRecord, DailyCount, LastUse, UsageBatch};
+
+/// Rows per multi-row INSERT: well under either database's limit on bound parameters (SQLite
+/// 32766, Postgres 65535) at 9 parameters per row.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// What a rotation deletes, in the rotation's transaction, after it has locked the token row.
+pub(super) const CLEAR_USAGE: [&str; 4] = [
+    "DELETE FROM usage_minutes WHERE token_id = $1",
+    "DELETE FROM usage_days WHERE token_id = $1",
+    "DELETE FROM usage_recent_calls WHERE token_id = $1",
+    "DELETE FROM usage_last_use WHERE token_id = $1",
+];
+
+/// `COALESCE(rotated_at, -1)` of a token never rotated.
+const NEVER_ROTATED: i64 = -1;
+
+/// Appends the scope condition (`token_id = …`, or the owner's tokens) to a query builder.
+macro_rules! push_usage_scope {
+    ($builder:expr, $scope:expr) => {
+        match $scope {
+            $crate::domain::usage::UsageScope::Token(id) => {
+                $builder
+                    .push("token_id = ")
+                    .push_bind(id.as_str().to_owned());
+            }
+            $crate::domain::usage::UsageScope::Owner { tenant, owner_id } => {
+                $builder
+                    .push("token_id IN (SELECT id FROM tokens WHERE tenant = ")
+                    .push_bind(tenant.as_str().to_owned())
+                    .push(" AND owner_id = ")
+                    .push_bind(owner_id.as_str().to_owned())
+                    .push(")");
+            }
+        }
+    };
+}
+
+/// The usage methods of `Store`, as inherent methods of the backend whose `sqlx::Database` is
+/// `$database` (the trait's methods delegate to them: `#[async_trait]` does not see into macro
+/// invocations).
+macro_rules! usage_methods {
+    (database: $database:ty) => {
+        async fn write_usage_batch(
+            &self,
+            batch: &$crate::domain::usage::UsageBatch,
+        ) -> Result<(), StoreError> {
+            use $crate::store::usage_sql as plan;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut transaction = self.pool.begin().await.map_err(map_error)?;
+
+            let mut rotations = std::collections::BTreeMap::new();
+            for lock in plan::token_locks(batch) {
+                let row: Option<(Option<i64>,)> = sqlx::query_as(
+                    "UPDATE tokens SET last_used_at = CASE \
+                     WHEN COALESCE(rotated_at, -1) = $3 \
+                     AND (last_used_at IS NULL OR last_used_at < $2) \
+                     THEN $2 ELSE last_used_at END \
+                     WHERE id = $1 RETURNING rotated_at",
+                )
+                .bind(lock.token_id)
+                .bind(lock.last_used_at)
+                .bind(lock.rotation)
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                if let Some((rotated_at,)) = row {
+                    rotations.insert(lock.token_id, rotated_at);
+                }
+            }
+            let rows = plan::UsageRows::of(batch, &rotations);
+
+            for chunk in rows.minutes.chunks(plan::ROWS_PER_STATEMENT) {
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "INSERT INTO usage_minutes (token_id, minute, endpoint, calls, allowed) ",
+                );
+                builder.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.token_id.to_owned())
+                        .push_bind(row.minute)
+                        .push_bind(row.endpoint.to_owned())
+                        .push_bind(row.calls)
+                        .push_bind(row.allowed);
+                });
+                builder.push(
+                    " ON CONFLICT (token_id, minute, endpoint) DO UPDATE SET \
+                     calls = usage_minutes.calls + excluded.calls, \
+                     allowed = usage_minutes.allowed + excluded.allowed",
+                );
+                builder
+                    .build()
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+            }
+
+            for chunk in rows.days.chunks(plan::ROWS_PER_STATEMENT) {
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "INSERT INTO usage_days (token_id, day, endpoint, calls, allowed, reports, \
+                     report_successes, report_micros) ",
+                );
+                builder.push_values(chunk, |mut values, row| {
+                    values
+                        .push_bind(row.token_id.to_owned())
+                        .push_bind(row.day)
+                        .push_bind(row.endpoint.to_owned())
+                        .push_bind(row.calls)
+                        .push_bind(row.allowed)
+                        .push_bind(row.reports)
+                        .push_bind(row.report_successes)
+                        .push_bind(row.report_micros);
+                });
+                builder.push(
+                    " ON CONFLICT (token_id, day, endpoint) DO UPDATE SET \
+                     calls = usage_days.calls + excluded.calls, \
+                     allowed = usage_days.allowed + excluded.allowed, \
+                     reports = usage_days.reports + excluded.reports, \
+                     report_successes = usage_days.report_successes + excluded.report_successes, \
+                     report_micros = usage_days.report_micros + excluded.report_micros",
+                );
+                builder
+                    .build()
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+            }
+
+            for chunk in rows.recent.chunks(plan::ROWS_PER_STATEMENT) {
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "INSERT INTO usage_recent_calls (token_id, time, endpoint, permission, \
+                     allowed, reason, client_ip, user_agent) ",
+                );
+                builder.push_values(chunk, |mut values, call| {
+                    values
+                        .push_bind(call.token_id.as_str().to_owned())
+                        .push_bind(micros(call.time))
+                        .push_bind(call.endpoint.clone())
+                        .push_bind(call.permission.clone())
+                        .push_bind(call.outcome.is_ok())
+                        .push_bind($crate::domain::usage::outcome_name(call.outcome))
+                        .push_bind(plan::ip_text(call.client_ip))
+                        .push_bind(call.user_agent.clone());
+                });
+                builder
+                    .build()
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+            }
+
+            for chunk in rows.last_uses.chunks(plan::ROWS_PER_STATEMENT) {
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "INSERT INTO usage_last_use (token_id, time, client_ip, user_agent) ",
+                );
+                builder.push_values(chunk, |mut values, (token_id, last_use)| {
+                    values
+                        .push_bind(token_id.to_string())
+                        .push_bind(micros(last_use.time))
+                        .push_bind(plan::ip_text(last_use.client_ip))
+                        .push_bind(last_use.user_agent.clone());
+                });
+                builder.push(
+                    " ON CONFLICT (token_id) DO UPDATE SET time = excluded.time, \
+                     client_ip = excluded.client_ip, user_agent = excluded.user_agent \
+                     WHERE excluded.time > usage_last_use.time",
+                );
+                builder
+                    .build()
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+            }
+
+            transaction.commit().await.map_err(map_error)
+        }
+
+        async fn read_usage_figures(
+            &self,
+            query: &$crate::domain::usage::UsageQuery,
+        ) -> Result<$crate::domain::usage::UsageFigures, StoreError> {
+            use $crate::store::usage_sql as plan;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(allowed), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(reports), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(report_successes), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(report_micros), 0) AS BIGINT) \
+                 FROM usage_days WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            let totals: (i64, i64, i64, i64, i64) = builder
+                .build_query_as()
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT CAST(COALESCE(SUM(calls), 0) AS BIGINT) FROM usage_minutes WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            builder
+                .push(" AND minute >= ")
+                .push_bind(micros(query.recent_since));
+            let calls_since_recent: i64 = builder
+                .build_query_scalar()
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT endpoint, CAST(SUM(calls) AS BIGINT) AS total FROM usage_days WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            builder
+                .push(" GROUP BY endpoint HAVING SUM(calls) > 0 ORDER BY total DESC, endpoint LIMIT ")
+                .push_bind(plan::count_param($crate::domain::usage::TOP_ENDPOINTS));
+            let top_endpoints: Vec<(String, i64)> = builder
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT token_id, time, endpoint, permission, reason, client_ip, user_agent \
+                 FROM usage_recent_calls WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            builder
+                .push(" ORDER BY time DESC, id DESC LIMIT ")
+                .push_bind(plan::count_param($crate::domain::usage::RECENT_CALLS));
+            let recent_calls: Vec<plan::RecentCallRow> = builder
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT day, CAST(SUM(calls) AS BIGINT), CAST(SUM(allowed) AS BIGINT) \
+                 FROM usage_days WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            builder
+                .push(" AND day >= ")
+                .push_bind(micros(query.daily_since))
+                .push(" GROUP BY day ORDER BY day");
+            let daily: Vec<(i64, i64, i64)> = builder
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            let mut builder = sqlx::QueryBuilder::<$database>::new(
+                "SELECT time, client_ip, user_agent FROM usage_last_use WHERE ",
+            );
+            push_usage_scope!(builder, &query.scope);
+            builder.push(" ORDER BY time DESC LIMIT 1");
+            let last_use: Option<(i64, String, String)> = builder
+                .build_query_as()
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_error)?;
+
+            plan::figures(
+                totals,
+                calls_since_recent,
+                top_endpoints,
+                recent_calls,
+                daily,
+                last_use,
+            )
+        }
+
+        async fn prune_usage_rows(
+            &self,
+            cutoffs: &super::UsageCutoffs,
+            limit: u32,
+        ) -> Result<u64, StoreError> {
+            let limit = i64::from(limit);
+            let statements = [
+                (
+                    "DELETE FROM usage_minutes WHERE (token_id, minute, endpoint) IN \
+                     (SELECT token_id, minute, endpoint FROM usage_minutes \
+                     WHERE minute < $1 LIMIT $2)",
+                    cutoffs.minutes_before,
+                ),
+                (
+                    "DELETE FROM usage_recent_calls WHERE id IN \
+                     (SELECT id FROM usage_recent_calls WHERE time < $1 LIMIT $2)",
+                    cutoffs.minutes_before,
+                ),
+                (
+                    "DELETE FROM usage_days WHERE (token_id, day, endpoint) IN \
+                     (SELECT token_id, day, endpoint FROM usage_days WHERE day < $1 LIMIT $2)",
+                    cutoffs.days_before,
+                ),
+            ];
+            let mut deleted = 0;
+            for (statement, before) in statements {
+                let done = sqlx::query(statement)
+                    .bind(micros(before))
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                deleted += done.rows_affected();
+            }
+            Ok(deleted)
+        }
+
+        async fn count_tokens_for_attention(
+            &self,
+            now: DateTime<Utc>,
+            expiring_before: DateTime<Utc>,
+            unused_since: DateTime<Utc>,
+        ) -> Result<super::TokensNeedingAttention, StoreError> {
+            let (expiring, unused): (i64, i64) = sqlx::query_as(
+                "SELECT \
+                 CAST(COALESCE(SUM(CASE WHEN expires_at < $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN last_used_at IS NULL OR last_used_at < $3 \
+                 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                 FROM tokens WHERE revoked_at IS NULL AND expires_at > $1",
+            )
+            .bind(micros(now))
+            .bind(micros(expiring_before))
+            .bind(micros(unused_since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+            Ok(super::TokensNeedingAttention {
+                expiring: u64::try_from(expiring).unwrap_or_default(),
+                unused: u64::try_from(unused).unwrap_or_default(),
+            })
+        }
+    };
+}
+
+/// One token row a flush locks: the newest use among its checked calls, and the rotation
+/// they were checked under (`NEVER_ROTATED` for none), both NULL when it has only reports.
+pub(super) struct TokenLock<'a> {
+    pub(super) token_id: &'a str,
+    pub(super) last_used_at: Option<i64>,
+    pub(super) rotation: Option<i64>,
+}
+
+fn rotation_param(rotated_at: Option<DateTime<Utc>>) -> i64 {
+    rotated_at.map_or(NEVER_ROTATED, |at| at.timestamp_micros())
+}
+
+/// The tokens of a batch in id order, each once; for a token with calls under two rotations
+/// (it was rotated between two flushes), the newer one.
+pub(super) fn token_locks(batch: &UsageBatch) -> Vec<TokenLock<'_>> {
+    let mut locks: BTreeMap<&str, TokenLock<'_>> = BTreeMap::new();
+    for reported in &batch.reported {
+        let token_id = reported.token_id.as_str();
+        locks.insert(
+            token_id,
+            TokenLock {
+                token_id,
+                last_used_at: None,
+                rotation: None,
+            },
+        );
+    }
+    // `checked` is sorted by (token_id, rotated_at), so the newest rotation comes last and wins.
+    for checked in &batch.checked {
+        let token_id = checked.token_id.as_str();
+        locks.insert(
+            token_id,
+            TokenLock {
+                token_id,
+                last_used_at: Some(checked.last_use.time.timestamp_micros()),
+                rotation: Some(rotation_param(checked.rotated_at)),
+            },
+        );
+    }
+    locks.into_values().collect()
+}
+
+pub(super) struct MinuteRow<'a> {
+    pub(super) token_id: &'a str,
+    pub(super) minute: i64,
+    pub(super) endpoint: &'a str,
+    pub(super) calls: i64,
+    pub(super) allowed: i64,
+}
+
+#[derive(Default)]
+pub(super) struct DayRow<'a> {
+    pub(super) token_id: &'a str,
+    pub(super) day: i64,
+    pub(super) endpoint: &'a str,
+    pub(super) calls: i64,
+    pub(super) allowed: i64,
+    pub(super) reports: i64,
+    pub(super) report_successes: i64,
+    pub(super) report_micros: i64,
+}
+
+/// The rows a flush writes, in key order, once the token locks told which data still counts.
+pub(super) struct UsageRows<'a> {
+    pub(super) minutes: Vec<MinuteRow<'a>>,
+    pub(super) days: Vec<DayRow<'a>>,
+    pub(super) recent: Vec<&'a CallRecord>,
+    pub(super) last_uses: Vec<(&'a TokenId, &'a LastUse)>,
+}
+
+impl<'a> UsageRows<'a> {
+    /// `rotations` holds the current `rotated_at` of every token that exists.
+    pub(super) fn of(batch: &'a UsageBatch, rotations: &BTreeMap<&str, Option<i64>>) -> Self {
+        let mut minutes = Vec::new();
+        let mut days: BTreeMap<(&str, i64, &str), DayRow<'a>> = BTreeMap::new();
+        let mut recent = Vec::new();
+        let mut last_uses = Vec::new();
+        for checked in &batch.checked {
+            let token_id = checked.token_id.as_str();
+            let current = rotations.get(token_id);
+            let checked_under = checked.rotated_at.map(|at| at.timestamp_micros());
+            if current != Some(&checked_under) {
+                continue;
+            }
+            for count in &checked.minutes {
+                let calls = saturating_i64(count.calls);
+                let allowed = saturating_i64(count.allowed);
+                minutes.push(MinuteRow {
+                    token_id,
+                    minute: count.minute.timestamp_micros(),
+                    endpoint: &count.endpoint,
+                    calls,
+                    allowed,
+                });
+                let day = usage::day_of(count.minute).timestamp_micros();
+                let row = days
+                    .entry((token_id, day, &count.endpoint))
+                    .or_insert_with(|| DayRow {
+                        token_id,
+                        day,
+                        endpoint: &count.endpoint,
+                        ..DayRow::default()
+                    });
+                row.calls = row.calls.saturating_add(calls);
+                row.allowed = row.allowed.saturating_add(allowed);
+            }
+            recent.extend(checked.recent.iter());
+            last_uses.push((&checked.token_id, &checked.last_use));
+        }
+        for reported in &batch.reported {
+            let token_id = reported.token_id.as_str();
+            let Some(current) = rotations.get(token_id) else {
+                continue;
+            };
+            for count in &reported.days {
+                let after_rotation =
+                    current.is_none_or(|rotated_at| count.latest.timestamp_micros() >= rotated_at);
+                if !after_rotation {
+                    continue;
+                }
+                let day = count.day.timestamp_micros();
+                let row = days
+                    .entry((token_id, day, &count.endpoint))
+                    .or_insert_with(|| DayRow {
+                        token_id,
+                        day,
+                        endpoint: &count.endpoint,
+                        ..DayRow::default()
+                    });
+                row.reports = row.reports.saturating_add(saturating_i64(count.reports));
+                row.report_successes = row
+                    .report_successes
+                    .saturating_add(saturating_i64(count.successes));
+                row.report_micros = row
+                    .report_micros
+                    .saturating_add(saturating_i64(count.duration_micros));
+            }
+        }
+        minutes.sort_by(|a, b| {
+            (a.token_id, a.minute, a.endpoint).cmp(&(b.token_id, b.minute, b.endpoint))
+        });
+        Self {
+            minutes,
+            days: days.into_values().collect(),
+            recent,
+            last_uses,
+        }
+    }
+}
+
+fn saturating_i64(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+pub(super) fn count_param(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// An IP as stored: its text, or empty for none.
+pub(super) fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+fn parse_ip(text: &str, column: &str) -> Result<Option<IpAddr>, StoreError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| corrupt(column))
+}
+
+fn count(raw: i64, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(raw).map_err(|_| corrupt(column))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RecentCallRow {
+    token_id: String,
+    time: i64,
+    endpoint: String,
+    permission: String,
+    reason: String,
+    client_ip: String,
+    user_agent: String,
+}
+
+impl RecentCallRow {
+    fn into_call(self) -> Result<CallRecord, StoreError> {
+        Ok(CallRecord {
+            token_id: TokenId::parse(&self.token_id)
+                .map_err(|_| corrupt("usage_recent_calls.token_id"))?,
+            time: instant(self.time)?,
+            endpoint: self.endpoint,
+            permission: self.permission,
+            outcome: usage::outcome_named(&self.reason)
+                .ok_or_else(|| corrupt("usage_recent_calls.reason"))?,
+            client_ip: parse_ip(&self.client_ip, "usage_recent_calls.client_ip")?,
+            user_agent: self.user_agent,
+        })
+    }
+}
+
+/// Assembles the answers of `read_usage`'s queries.
+pub(super) fn figures(
+    totals: (i64, i64, i64, i64, i64),
+    calls_since_recent: i64,
+    top_endpoints: Vec<(String, i64)>,
+    recent_calls: Vec<RecentCallRow>,
+    daily: Vec<(i64, i64, i64)>,
+    last_use: Option<(i64, String, String)>,
+) -> Result<usage::UsageFigures, StoreError> {
+    let (calls, allowed, reports, report_successes, report_micros) = totals;
+    let column = "usage_days";
+    Ok(usage::UsageFigures {
+        totals: usage::UsageTotals {
+            calls: count(calls, column)?,
+            allowed: count(allowed, column)?,
+            reports: count(reports, column)?,
+            report_successes: count(report_successes, column)?,
+            report_micros: count(report_micros, column)?,
+        },
+        calls_since_recent: count(calls_since_recent, "usage_minutes.calls")?,
+        top_endpoints: top_endpoints
+            .into_iter()
+            .map(|(endpoint, calls)| Ok((endpoint, count(calls, column)?)))
+            .collect::<Result<_, StoreError>>()?,
+        recent_calls: recent_calls
+            .into_iter()
+            .map(RecentCallRow::into_call)
+            .collect::<Result<_, _>>()?,
+        daily: daily
+            .into_iter()
+            .map(|(day, calls, allowed)| {
+                Ok(DailyCount {
+                    date: instant(day)?.date_naive(),
+                    calls: count(calls, column)?,
+                    allowed: count(allowed, column)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        last_use: last_use
+            .map(|(time, client_ip, user_agent)| {
+                Ok::<_, StoreError>(LastUse {
+                    time: instant(time)?,
+                    client_ip: parse_ip(&client_ip, "usage_last_use.client_ip")?,
+                    user_agent,
+                })
+            })
+            .transpose()?,
+    })
+}

@@ -1,0 +1,637 @@
+//! Usage statistics: Check records write-behind, ListUsage and ReportUsage read and add, on both
+//! stores; graceful shutdown flushes; rotation clears history; replicas sum.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use tessera::domain::fields::TokenId;
+use tessera::domain::usage::{
+    CheckedCalls, LastUse, MinuteCount, UsageBatch, UsageQuery, UsageScope, day_of, minute_of,
+};
+use tessera::proto;
+use tessera::store::UsageCutoffs;
+use tonic::Code;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, new_token, spawn_app_with};
+
+const TENANT: &str = "acme";
+const CHROME_ON_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                                 (KHTML, like Gecko) Chrome/120.0.6099.130 Safari/537.36";
+/// Long enough that only the shutdown flush writes anything in a test.
+const NEVER: u64 = 3_600_000;
+/// How long a test waits for a flush to show before it gives up and shows what it has.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server whose recorder flushes every `flush_interval_ms`, with `alice` holding orders.
+async fn app_with(backend: Backend, flush_interval_ms: u64) -> TestApp {
+    let app = spawn_app_with(backend, |settings| {
+        settings.usage_flush_interval_ms = flush_interval_ms;
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    app
+}
+
+/// A token of alice allowed to read and write orders: its id and secret.
+async fn token(app: &TestApp) -> (String, String) {
+    let mut request = new_token(TENANT, "alice", &["orders:read", "orders:write"]);
+    request.rate_limit_per_minute = 100_000;
+    let (token, secret) = app.token(request).await;
+    (token.id, secret)
+}
+
+fn check_request(secret: &str, endpoint: &str, permission: &str) -> proto::CheckRequest {
+    proto::CheckRequest {
+        token: secret.to_owned(),
+        tenant: TENANT.to_owned(),
+        permission: permission.to_owned(),
+        client_ip: "192.0.2.10".to_owned(),
+        user_agent: CHROME_ON_WINDOWS.to_owned(),
+        endpoint: endpoint.to_owned(),
+        signature: None,
+    }
+}
+
+/// `count` Checks of `endpoint` asking for `permission`.
+async fn checks(app: &TestApp, secret: &str, endpoint: &str, permission: &str, count: usize) {
+    for _ in 0..count {
+        app.check(check_request(secret, endpoint, permission)).await;
+    }
+}
+
+fn for_token(id: &str) -> proto::ListUsageRequest {
+    proto::ListUsageRequest {
+        token_id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn list_usage(
+    app: &TestApp,
+    request: proto::ListUsageRequest,
+) -> Result<proto::ListUsageResponse, tonic::Status> {
+    app.admin_client()
+        .await
+        .list_usage(app.admin(request))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// ListUsage once `done` holds of it (the flush is asynchronous), or the last answer when it
+/// still does not after `PATIENCE`, for the test's assertions to show.
+async fn usage_once(
+    app: &TestApp,
+    request: proto::ListUsageRequest,
+    done: impl Fn(&proto::ListUsageResponse) -> bool,
+) -> proto::ListUsageResponse {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let usage = list_usage(app, request.clone()).await.expect("usage");
+        if done(&usage) || tokio::time::Instant::now() > give_up {
+            return usage;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn usage_with_total(app: &TestApp, id: &str, total: i64) -> proto::ListUsageResponse {
+    usage_once(app, for_token(id), |usage| usage.total_calls >= total).await
+}
+
+/// What the store holds for a token, read directly (after the app stopped, say).
+async fn stored_usage(app: &TestApp, id: &str) -> tessera::domain::usage::UsageFigures {
+    let now = Utc::now();
+    app.store
+        .read_usage(&UsageQuery {
+            scope: UsageScope::Token(TokenId::parse(id).expect("id")),
+            recent_since: now - chrono::Duration::hours(24),
+            daily_since: day_of(now) - chrono::Duration::days(30),
+        })
+        .await
+        .expect("usage read")
+}
+
+async fn rotate(app: &TestApp, id: &str) -> String {
+    app.admin_client()
+        .await
+        .rotate_token(app.admin(proto::RotateTokenRequest {
+            id: id.to_owned(),
+            grace_period: None,
+        }))
+        .await
+        .expect("rotated")
+        .into_inner()
+        .secret
+}
+
+async fn get_token(app: &TestApp, id: &str) -> proto::Token {
+    app.admin_client()
+        .await
+        .get_token(app.admin(proto::GetTokenRequest { id: id.to_owned() }))
+        .await
+        .expect("token")
+        .into_inner()
+        .token
+        .expect("token")
+}
+
+backend_tests!(
+    the_figures_count_exactly_the_calls_made,
+    nothing_recorded_is_lost_on_graceful_shutdown,
+    rotation_clears_the_usage_history,
+    calls_checked_before_a_rotation_stay_cleared_when_flushed_after_it,
+    a_revoked_tokens_history_stays_readable,
+    reported_outcomes_give_the_real_success_rate_and_latency,
+    the_last_24_hours_leave_out_older_calls_that_the_totals_keep,
+    pruning_deletes_minutes_beyond_the_retention_window_in_small_batches,
+    an_owners_usage_sums_all_of_its_tokens,
+    dormant_and_expiring_tokens_are_counted_and_listed,
+);
+
+async fn the_figures_count_exactly_the_calls_made(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 3).await;
+    checks(&app, &secret, "POST /orders", "orders:write", 2).await;
+    checks(&app, &secret, "GET /billing", "billing:read", 1).await;
+    // Not a token: no usage to record, for this token or any.
+    checks(&app, "tsk_nope", "GET /orders", "orders:read", 2).await;
+
+    let usage = usage_with_total(&app, &id, 6).await;
+
+    assert_eq!(usage.total_calls, 6);
+    assert_eq!(usage.calls_last_24h, 6);
+    assert!((usage.success_rate - 5.0 / 6.0).abs() < 1e-9, "{usage:?}");
+    assert_eq!(usage.average_latency, None, "nothing was reported");
+    assert_eq!(usage.reported, None);
+    let top: Vec<(&str, i64)> = usage
+        .top_endpoints
+        .iter()
+        .map(|endpoint| (endpoint.endpoint.as_str(), endpoint.calls))
+        .collect();
+    assert_eq!(
+        top,
+        [("GET /orders", 3), ("POST /orders", 2), ("GET /billing", 1)]
+    );
+    assert_eq!(usage.recent_calls.len(), 6);
+    let newest = &usage.recent_calls[0];
+    assert_eq!(newest.endpoint, "GET /billing");
+    assert_eq!(newest.permission, "billing:read");
+    assert!(!newest.allowed);
+    assert_eq!(newest.reason, proto::DenyReason::PermissionDenied as i32);
+    assert_eq!(newest.client_ip, "192.0.2.10");
+    assert_eq!(newest.token_id, id);
+    let today = usage.daily.last().expect("a daily series");
+    assert_eq!((today.calls, today.allowed, today.denied), (6, 5, 1));
+    assert_eq!(usage.daily.len(), 30);
+    assert_eq!(usage.last_used_ip, "192.0.2.10");
+    assert_eq!(usage.last_used_browser, "Chrome 120");
+    assert_eq!(usage.last_used_os, "Windows 10");
+    assert_eq!(usage.last_used_location, "", "no GeoIP database configured");
+    assert!(usage.last_used_at.is_some());
+    assert!(get_token(&app, &id).await.last_used_at.is_some());
+
+    // Another flush later adds nothing that was not called.
+    checks(&app, &secret, "GET /orders", "orders:read", 1).await;
+    let usage = usage_with_total(&app, &id, 7).await;
+    assert_eq!(usage.total_calls, 7);
+}
+
+async fn nothing_recorded_is_lost_on_graceful_shutdown(backend: Backend) {
+    let mut app = app_with(backend, NEVER).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 25).await;
+
+    app.stop().await;
+
+    let stored = stored_usage(&app, &id).await;
+    assert_eq!(stored.totals.calls, 25);
+    assert_eq!(stored.calls_since_recent, 25);
+    assert_eq!(stored.top_endpoints, [("GET /orders".to_owned(), 25)]);
+}
+
+async fn rotation_clears_the_usage_history(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 3).await;
+    assert_eq!(usage_with_total(&app, &id, 3).await.total_calls, 3);
+
+    let new_secret = rotate(&app, &id).await;
+
+    let cleared = list_usage(&app, for_token(&id)).await.expect("usage");
+    assert_eq!(cleared.total_calls, 0);
+    assert_eq!(cleared.calls_last_24h, 0);
+    assert!(cleared.recent_calls.is_empty());
+    assert!(cleared.top_endpoints.is_empty());
+    assert_eq!(cleared.last_used_at, None);
+    assert_eq!(get_token(&app, &id).await.last_used_at, None);
+
+    checks(&app, &new_secret, "GET /orders", "orders:read", 2).await;
+    let usage = usage_with_total(&app, &id, 2).await;
+    assert_eq!(usage.total_calls, 2);
+}
+
+async fn calls_checked_before_a_rotation_stay_cleared_when_flushed_after_it(backend: Backend) {
+    let mut app = app_with(backend, NEVER).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 3).await;
+    let new_secret = rotate(&app, &id).await;
+    checks(&app, &new_secret, "GET /orders", "orders:read", 2).await;
+
+    app.stop().await;
+
+    assert_eq!(stored_usage(&app, &id).await.totals.calls, 2);
+}
+
+async fn a_revoked_tokens_history_stays_readable(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 2).await;
+    usage_with_total(&app, &id, 2).await;
+    app.admin_client()
+        .await
+        .revoke_token(app.admin(proto::RevokeTokenRequest { id: id.clone() }))
+        .await
+        .expect("revoked");
+    checks(&app, &secret, "GET /orders", "orders:read", 1).await;
+
+    let usage = usage_with_total(&app, &id, 3).await;
+
+    assert_eq!(usage.total_calls, 3);
+    assert_eq!(
+        usage.recent_calls[0].reason,
+        proto::DenyReason::TokenRevoked as i32
+    );
+    assert_eq!(usage.recent_calls.len(), 3);
+}
+
+fn report(id: &str, status: u32, millis: u64) -> proto::ReportUsageRequest {
+    proto::ReportUsageRequest {
+        token_id: id.to_owned(),
+        endpoint: "GET /orders".to_owned(),
+        http_status: status,
+        duration: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: i32::try_from(millis * 1_000_000).expect("nanos"),
+        }),
+        time: None,
+    }
+}
+
+async fn reported_outcomes_give_the_real_success_rate_and_latency(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 4).await;
+    let mut client = app.authz_client().await;
+    for (status, millis) in [(200, 100), (204, 300), (502, 200)] {
+        client
+            .report_usage(report(&id, status, millis))
+            .await
+            .expect("report accepted");
+    }
+
+    let usage = usage_once(&app, for_token(&id), |usage| {
+        usage.total_calls >= 4 && usage.reported.as_ref().is_some_and(|r| r.reports >= 3)
+    })
+    .await;
+
+    let reported = usage.reported.expect("reported figures");
+    assert_eq!(reported.reports, 3);
+    assert!(
+        (reported.success_rate - 2.0 / 3.0).abs() < 1e-9,
+        "{reported:?}"
+    );
+    let average = prost_types::Duration {
+        seconds: 0,
+        nanos: 200_000_000,
+    };
+    assert_eq!(reported.average_latency, Some(average));
+    assert_eq!(usage.average_latency, Some(average));
+    assert!(
+        (usage.success_rate - 2.0 / 3.0).abs() < 1e-9,
+        "all 4 checks were allowed"
+    );
+    assert_eq!(usage.total_calls, 4, "reports are not calls checked");
+}
+
+async fn the_last_24_hours_leave_out_older_calls_that_the_totals_keep(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (id, secret) = token(&app).await;
+    let two_days_ago = Utc::now() - chrono::Duration::hours(49);
+    app.store
+        .write_usage(&old_calls(&id, two_days_ago, 5))
+        .await
+        .expect("old usage written");
+    checks(&app, &secret, "GET /orders", "orders:read", 2).await;
+
+    let usage = usage_with_total(&app, &id, 7).await;
+
+    assert_eq!(usage.total_calls, 7);
+    assert_eq!(usage.calls_last_24h, 2);
+    let then = two_days_ago.date_naive().format("%Y-%m-%d").to_string();
+    let that_day = usage
+        .daily
+        .iter()
+        .find(|day| day.date == then)
+        .expect("the day of the old calls in the series");
+    assert_eq!(that_day.calls, 5);
+    // The newest use stays the newest, whatever order flushes come in.
+    assert_eq!(usage.last_used_ip, "192.0.2.10");
+}
+
+/// `calls` allowed calls of `GET /old` at `at`, as a flush would write them.
+fn old_calls(id: &str, at: chrono::DateTime<Utc>, calls: u64) -> UsageBatch {
+    UsageBatch {
+        checked: vec![CheckedCalls {
+            token_id: TokenId::parse(id).expect("id"),
+            rotated_at: None,
+            minutes: vec![MinuteCount {
+                minute: minute_of(at),
+                endpoint: "GET /old".to_owned(),
+                calls,
+                allowed: calls,
+            }],
+            recent: Vec::new(),
+            last_use: LastUse {
+                time: at,
+                client_ip: Some(IpAddr::from([198, 51, 100, 1])),
+                user_agent: String::new(),
+            },
+        }],
+        reported: Vec::new(),
+    }
+}
+
+async fn pruning_deletes_minutes_beyond_the_retention_window_in_small_batches(backend: Backend) {
+    let app = app_with(backend, NEVER).await;
+    let (id, _) = token(&app).await;
+    let now = Utc::now();
+    for minutes_ago in [8 * 24 * 60, 8 * 24 * 60 + 1, 8 * 24 * 60 + 2, 60] {
+        let at = now - chrono::Duration::minutes(minutes_ago);
+        app.store
+            .write_usage(&old_calls(&id, at, 1))
+            .await
+            .expect("usage written");
+    }
+    let cutoffs = UsageCutoffs {
+        minutes_before: now - chrono::Duration::days(7),
+        days_before: now - chrono::Duration::days(366),
+    };
+
+    let mut rounds = Vec::new();
+    loop {
+        let deleted = app.store.prune_usage(&cutoffs, 1).await.expect("pruned");
+        rounds.push(deleted);
+        if deleted == 0 {
+            break;
+        }
+    }
+
+    assert_eq!(rounds, [1, 1, 1, 0], "one old minute row per round");
+    let all_minutes = app
+        .store
+        .read_usage(&UsageQuery {
+            scope: UsageScope::Token(TokenId::parse(&id).expect("id")),
+            recent_since: now - chrono::Duration::days(30),
+            daily_since: now - chrono::Duration::days(30),
+        })
+        .await
+        .expect("read");
+    assert_eq!(all_minutes.calls_since_recent, 1, "the recent minute stays");
+    assert_eq!(all_minutes.totals.calls, 4, "daily rollups stay a year");
+}
+
+async fn an_owners_usage_sums_all_of_its_tokens(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (first, first_secret) = token(&app).await;
+    let (second, second_secret) = token(&app).await;
+    checks(&app, &first_secret, "GET /orders", "orders:read", 2).await;
+    checks(&app, &second_secret, "GET /orders", "orders:read", 3).await;
+    usage_with_total(&app, &first, 2).await;
+    usage_with_total(&app, &second, 3).await;
+
+    let owner = proto::ListUsageRequest {
+        tenant: TENANT.to_owned(),
+        owner_id: "alice".to_owned(),
+        ..Default::default()
+    };
+    let usage = list_usage(&app, owner).await.expect("usage");
+
+    assert_eq!(usage.total_calls, 5);
+    let tokens: std::collections::BTreeSet<&str> = usage
+        .recent_calls
+        .iter()
+        .map(|call| call.token_id.as_str())
+        .collect();
+    assert_eq!(tokens, [first.as_str(), second.as_str()].into());
+}
+
+async fn dormant_and_expiring_tokens_are_counted_and_listed(backend: Backend) {
+    let app = app_with(backend, 50).await;
+    let (used, secret) = token(&app).await;
+    let mut short = new_token(TENANT, "alice", &["orders:read"]);
+    short.ttl = Some(prost_types::Duration {
+        seconds: 3 * 24 * 3600,
+        nanos: 0,
+    });
+    let (expiring, _) = app.token(short).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 1).await;
+    usage_with_total(&app, &used, 1).await;
+
+    let unused_for = proto::ListTokensRequest {
+        tenant: TENANT.to_owned(),
+        unused_for: Some(prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let dormant = app
+        .admin_client()
+        .await
+        .list_tokens(app.admin(unused_for))
+        .await
+        .expect("listed")
+        .into_inner()
+        .tokens;
+    let dormant: Vec<&str> = dormant.iter().map(|token| token.id.as_str()).collect();
+    assert_eq!(dormant, [expiring.id.as_str()]);
+
+    let now = Utc::now();
+    let counts = app
+        .store
+        .count_tokens_needing_attention(
+            now,
+            now + chrono::Duration::days(7),
+            now - chrono::Duration::hours(1),
+        )
+        .await
+        .expect("counted");
+    assert_eq!((counts.expiring, counts.unused), (1, 1));
+}
+
+#[tokio::test]
+async fn two_replicas_flushing_into_one_token_sum_correctly() {
+    let mut first = app_with(Backend::Postgres, NEVER).await;
+    let mut second = first.spawn_replica().await;
+    let (id, secret) = token(&first).await;
+    // Same token, endpoint and minute on both: the same rows, added to by both flushes.
+    checks(&first, &secret, "GET /orders", "orders:read", 5).await;
+    checks(&second, &secret, "GET /orders", "orders:read", 7).await;
+
+    tokio::join!(first.stop(), second.stop());
+
+    let stored = stored_usage(&first, &id).await;
+    assert_eq!(stored.totals.calls, 12);
+    assert_eq!(stored.calls_since_recent, 12);
+    assert_eq!(stored.top_endpoints, [("GET /orders".to_owned(), 12)]);
+}
+
+#[tokio::test]
+async fn the_last_use_is_located_with_the_configured_geoip_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = dir.path().join("city.mmdb");
+    write_city_database(&database);
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.usage_flush_interval_ms = 50;
+        settings.geoip_database = Some(database.clone());
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (id, secret) = token(&app).await;
+    let mut request = check_request(&secret, "GET /orders", "orders:read");
+    request.client_ip = "81.2.69.160".to_owned();
+    app.check(request).await;
+
+    let usage = usage_with_total(&app, &id, 1).await;
+
+    assert_eq!(usage.last_used_ip, "81.2.69.160");
+    assert_eq!(usage.last_used_location, "London, United Kingdom");
+}
+
+#[tokio::test]
+async fn an_address_the_geoip_database_does_not_know_has_no_location() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = dir.path().join("city.mmdb");
+    write_city_database(&database);
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.usage_flush_interval_ms = 50;
+        settings.geoip_database = Some(database.clone());
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (id, secret) = token(&app).await;
+    app.check(check_request(&secret, "GET /orders", "orders:read"))
+        .await;
+
+    let usage = usage_with_total(&app, &id, 1).await;
+
+    assert_eq!(usage.last_used_ip, "192.0.2.10");
+    assert_eq!(usage.last_used_location, "");
+}
+
+/// A MaxMind-format City database that knows one network: 81.2.69.0/24 in London.
+fn write_city_database(path: &std::path::Path) {
+    use maxminddb_writer::Database;
+    use maxminddb_writer::paths::IpAddrWithMask;
+    use serde_json::json;
+
+    let mut database = Database::default();
+    database.metadata.database_type = "Tessera-Test-City".to_owned();
+    database.metadata.binary_format_major_version = 2;
+    database.metadata.languages = vec!["en".to_owned()];
+    let london = database
+        .insert_value(json!({
+            "city": {"names": {"en": "London"}},
+            "country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+        }))
+        .expect("record");
+    let network: IpAddrWithMask = "81.2.69.0/24".parse().expect("network");
+    database.insert_node(network, london);
+    let file = std::fs::File::create(path).expect("database file");
+    database.write_to(file).expect("database written");
+}
+
+#[tokio::test]
+async fn an_unreadable_geoip_database_stops_the_start_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = dir.path().join("not-a-database.mmdb");
+    std::fs::write(&database, b"hello").expect("file");
+    let settings = tessera::config::Settings {
+        geoip_database: Some(database),
+        ..Default::default()
+    };
+    let error = settings.usage_settings().expect_err("not a MaxMind DB");
+    assert!(
+        error.to_string().contains("TESSERA_GEOIP_DATABASE"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn list_usage_wants_one_token_or_one_owner_and_knows_neither_unknown_one() {
+    let app = app_with(Backend::Sqlite, NEVER).await;
+    let both = proto::ListUsageRequest {
+        token_id: "tok_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned(),
+        owner_id: "alice".to_owned(),
+        ..Default::default()
+    };
+    let neither = proto::ListUsageRequest::default();
+    let too_many_days = proto::ListUsageRequest {
+        days: 367,
+        ..for_token("tok_01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    };
+    for request in [both, neither, too_many_days] {
+        let status = list_usage(&app, request).await.expect_err("invalid");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let unknown = list_usage(&app, for_token("tok_01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+        .await
+        .expect_err("unknown token");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let nobody = proto::ListUsageRequest {
+        tenant: TENANT.to_owned(),
+        owner_id: "nobody".to_owned(),
+        ..Default::default()
+    };
+    let nobody = list_usage(&app, nobody).await.expect_err("unknown owner");
+    assert_eq!(nobody.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_malformed_report_is_invalid_argument_naming_each_field() {
+    let app = app_with(Backend::Sqlite, NEVER).await;
+    let malformed = proto::ReportUsageRequest {
+        token_id: "not-a-token".to_owned(),
+        http_status: 42,
+        duration: None,
+        ..Default::default()
+    };
+    let status = app
+        .authz_client()
+        .await
+        .report_usage(malformed)
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    for field in ["token_id", "http_status", "duration"] {
+        assert!(status.message().contains(field), "{field} in {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_recording_off_checks_leave_no_usage() {
+    let mut app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.usage_enabled = false;
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (id, secret) = token(&app).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 3).await;
+
+    app.stop().await;
+
+    assert_eq!(stored_usage(&app, &id).await.totals.calls, 0);
+}
