@@ -17,6 +17,8 @@
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
 //!   `tessera_invalidation_publish_failures_total`: cross-replica cache invalidation.
 //! - `tessera_store_errors_total`: every database error, as the store maps it.
+//! - `tessera_usage_*` (flushed calls, flush failures, dropped events, lost calls, pruned rows)
+//!   and `tessera_tokens_expiring_soon`, `tessera_tokens_unused`: usage statistics.
 //! - `tessera_tls_reloads_total{result}`, `tessera_tls_handshake_failures_total`: TLS.
 //! - `tessera_health_serving`: 1 while health answers SERVING.
 
@@ -125,6 +127,34 @@ fn describe() {
         "Invalidations that could not be published to other replicas"
     );
     describe_counter!("tessera_store_errors_total", "Database errors");
+    describe_counter!(
+        "tessera_usage_flushed_calls_total",
+        "Calls whose usage was written to the database"
+    );
+    describe_counter!(
+        "tessera_usage_flush_failures_total",
+        "Usage flushes that failed (retried with the next flush)"
+    );
+    describe_counter!(
+        "tessera_usage_events_dropped_total",
+        "Usage events dropped because the buffer was full (Check never waits for usage)"
+    );
+    describe_counter!(
+        "tessera_usage_lost_calls_total",
+        "Calls whose usage could not be written at all"
+    );
+    describe_counter!(
+        "tessera_usage_pruned_rows_total",
+        "Usage rows deleted past their retention"
+    );
+    describe_gauge!(
+        "tessera_tokens_expiring_soon",
+        "Live tokens expiring within the labelled window"
+    );
+    describe_gauge!(
+        "tessera_tokens_unused",
+        "Live tokens not used for the labelled period"
+    );
     describe_counter!(
         "tessera_tls_reloads_total",
         "Reloads of the TLS files, by result"

@@ -64,15 +64,20 @@ impl ServeProcess {
         }
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+    /// Sends `signal` (`TERM`, `HUP`, …) to the server.
+    pub async fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running").to_string();
         let sent = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([format!("-{signal}"), pid])
             .status()
             .await
             .expect("kill runs");
-        assert!(sent.success(), "SIGTERM delivered");
+        assert!(sent.success(), "SIG{signal} delivered");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal("TERM").await;
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("exits within 20 s of SIGTERM")

@@ -11,6 +11,7 @@ use tessera::proto::{CheckRequest, GetApiStatusRequest};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use super::process::ServeProcess;
 use super::{ServingStatus, eventually, health_of};
 use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
 
@@ -321,4 +322,53 @@ async fn the_plaintext_health_listener_answers_probes_while_grpc_requires_tls() 
     assert!(serving, "kubelet-style plaintext probe sees SERVING");
     let _ = stop.send(());
     server.await.expect("task").expect("clean stop");
+}
+
+#[tokio::test]
+async fn sighup_makes_the_server_reload_its_certificate_at_once() {
+    let old_ca = Authority::new("old ca");
+    let new_ca = Authority::new("new ca");
+    let files = TlsFiles::new(&old_ca.server(), None);
+    let (cert, key) = (files.cert(), files.key());
+    let server = ServeProcess::start(&[
+        ("TESSERA_TLS_CERT_FILE", cert.to_str().expect("utf-8 path")),
+        ("TESSERA_TLS_KEY_FILE", key.to_str().expect("utf-8 path")),
+        // Polling alone would take an hour: only the signal can explain a reload.
+        ("TESSERA_TLS_RELOAD_INTERVAL_MS", "3600000"),
+    ])
+    .await;
+    let address = server.grpc_url.trim_start_matches("http://").to_owned();
+    let connect = |ca: &Authority| {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        let endpoint = Channel::from_shared(format!("https://{address}"))
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls config");
+        async move { endpoint.connect().await }
+    };
+    let first = eventually(Duration::from_secs(10), || async {
+        connect(&old_ca).await.is_ok()
+    })
+    .await;
+    assert!(first, "the first certificate is served");
+
+    let renewed = new_ca.server();
+    replace(&files.key(), &renewed.key);
+    replace(&files.cert(), &renewed.cert);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        connect(&new_ca).await.is_err(),
+        "no reload without the signal"
+    );
+
+    server.signal("HUP").await;
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        connect(&new_ca).await.is_ok()
+    })
+    .await;
+    assert!(reloaded, "the renewed certificate is served after SIGHUP");
+    let (status, log) = server.terminate().await;
+    assert_eq!(status.code(), Some(0), "{log:#?}");
 }
