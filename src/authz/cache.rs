@@ -8,9 +8,7 @@
 //! `store::invalidation`); the TTL bounds staleness when everything else fails.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use moka::Expiry;
+use std::time::Duration;
 
 use crate::domain::decision::Credential;
 use crate::domain::fields::ApiScope;
@@ -30,28 +28,31 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
 }
 
-struct EntryExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
+/// Why a coalesced load produced no credential: shared by every caller waiting on that load.
+#[derive(Debug)]
+enum Miss {
+    Unknown,
+    Store(StoreError),
 }
 
-impl Expiry<SecretHash, Entry> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &SecretHash,
-        value: &Entry,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(if value.is_some() {
-            self.ttl
-        } else {
-            self.negative_ttl
-        })
+/// A lookup the store could not answer, shared by every caller that waited on it.
+#[derive(Debug, Clone)]
+pub struct LookupFailed(Arc<Miss>);
+
+impl std::fmt::Display for LookupFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Miss::Store(error) => error.fmt(f),
+            Miss::Unknown => f.write_str("unknown token"),
+        }
     }
 }
 
 pub struct CredentialCache {
-    credentials: Option<moka::future::Cache<SecretHash, Entry>>,
+    credentials: Option<moka::future::Cache<SecretHash, Arc<Credential>>>,
+    /// Hashes the store does not know, kept apart with their own shorter TTL: one fixed TTL per
+    /// cache is cheaper per entry than moka's per-entry expiry, and memory per token is budgeted.
+    unknown: Option<moka::future::Cache<SecretHash, ()>>,
     api_statuses: Option<moka::future::Cache<ApiScope, Arc<ApiStatus>>>,
 }
 
@@ -60,17 +61,19 @@ impl CredentialCache {
         if settings.capacity == 0 {
             return Self {
                 credentials: None,
+                unknown: None,
                 api_statuses: None,
             };
         }
         let credentials = moka::future::Cache::builder()
             .max_capacity(settings.capacity)
-            .expire_after(EntryExpiry {
-                ttl: settings.ttl,
-                negative_ttl: settings.negative_ttl,
-            })
+            .time_to_live(settings.ttl)
             // Owner and role changes find their entries by predicate; token writes go by hash.
             .support_invalidation_closures()
+            .build();
+        let unknown = moka::future::Cache::builder()
+            .max_capacity(settings.capacity)
+            .time_to_live(settings.negative_ttl)
             .build();
         let api_statuses = moka::future::Cache::builder()
             .max_capacity(100_000)
@@ -78,20 +81,42 @@ impl CredentialCache {
             .build();
         Self {
             credentials: Some(credentials),
+            unknown: Some(unknown),
             api_statuses: Some(api_statuses),
         }
     }
 
     /// The cached entry for `hash`, or the result of `load` (shared by concurrent callers).
     /// Errors are not cached: the next call tries the store again.
-    pub async fn credential<F>(&self, hash: SecretHash, load: F) -> Result<Entry, Arc<StoreError>>
+    pub async fn credential<F>(&self, hash: SecretHash, load: F) -> Result<Entry, LookupFailed>
     where
         F: Future<Output = Result<Entry, StoreError>>,
     {
         metrics::counter!("tessera_cache_requests_total").increment(1);
-        match &self.credentials {
-            Some(cache) => cache.try_get_with(hash, load).await,
-            None => load.await.map_err(Arc::new),
+        let (Some(credentials), Some(unknown)) = (&self.credentials, &self.unknown) else {
+            return load
+                .await
+                .map_err(|error| LookupFailed(Arc::new(Miss::Store(error))));
+        };
+        if unknown.contains_key(&hash) {
+            return Ok(None);
+        }
+        let load = async {
+            match load.await {
+                Ok(Some(credential)) => Ok(credential),
+                Ok(None) => Err(Miss::Unknown),
+                Err(error) => Err(Miss::Store(error)),
+            }
+        };
+        match credentials.try_get_with(hash, load).await {
+            Ok(credential) => Ok(Some(credential)),
+            Err(miss) => match *miss {
+                Miss::Unknown => {
+                    unknown.insert(hash, ()).await;
+                    Ok(None)
+                }
+                Miss::Store(_) => Err(LookupFailed(miss)),
+            },
         }
     }
 
@@ -117,6 +142,9 @@ impl CredentialCache {
         match invalidation {
             Invalidation::Secrets(hashes) => {
                 for hash in hashes {
+                    if let Some(unknown) = &self.unknown {
+                        unknown.invalidate(hash).await;
+                    }
                     credentials.invalidate(hash).await;
                 }
             }
@@ -141,7 +169,7 @@ impl CredentialCache {
         let Some(credentials) = &self.credentials else {
             return;
         };
-        let predicate = move |_: &SecretHash, entry: &Entry| entry.as_deref().is_some_and(&matches);
+        let predicate = move |_: &SecretHash, credential: &Arc<Credential>| matches(credential);
         if let Err(error) = credentials.invalidate_entries_if(predicate) {
             // Only possible if closures were not enabled at build time; fail safe.
             tracing::error!(error = %error, "predicate invalidation failed; dropping the whole cache");
@@ -153,6 +181,9 @@ impl CredentialCache {
     pub fn invalidate_all(&self) {
         if let Some(credentials) = &self.credentials {
             credentials.invalidate_all();
+        }
+        if let Some(unknown) = &self.unknown {
+            unknown.invalidate_all();
         }
         if let Some(api_statuses) = &self.api_statuses {
             api_statuses.invalidate_all();

@@ -23,6 +23,7 @@ use chrono::Utc;
 use crate::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
 use crate::domain::model::{AuditEvent, CredentialRecord};
+use crate::domain::permission::Grant;
 use crate::domain::signature::{self, MasterKey, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
@@ -74,9 +75,9 @@ impl Decision {
     }
 
     /// The effective permissions, when allowed.
-    pub fn permissions(&self) -> &[String] {
+    pub fn permissions(&self) -> &[Grant] {
         match (&self.outcome, &self.credential) {
-            (Ok(()), Some(credential)) => &credential.effective_permissions,
+            (Ok(()), Some(credential)) => &credential.effective,
             _ => &[],
         }
     }
@@ -138,6 +139,24 @@ pub struct Authorizer {
     leak_reports: moka::sync::Cache<TokenId, ()>,
     /// Where each decided Check of an identified token is recorded (write-behind, never awaits).
     usage: UsageHook,
+    /// An outage fails every uncached Check; one log line a second says so, the metric counts all.
+    store_warnings: LogThrottle,
+}
+
+/// Lets a repeated warning through at most once a second.
+#[derive(Debug, Default)]
+struct LogThrottle {
+    last_second: AtomicU64,
+}
+
+impl LogThrottle {
+    fn allow(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        self.last_second.swap(now, Ordering::Relaxed) != now
+    }
 }
 
 impl Authorizer {
@@ -159,6 +178,7 @@ impl Authorizer {
                 .time_to_live(LEAK_REPORT_WINDOW)
                 .build(),
             usage: UsageHook::default(),
+            store_warnings: LogThrottle::default(),
         }
     }
 
@@ -199,7 +219,11 @@ impl Authorizer {
             Ok(Some(credential)) => credential,
             Ok(None) => return Decision::deny(DenyReason::TokenUnknown),
             Err(error) => {
-                tracing::warn!(error = %error, "credential lookup failed");
+                metrics::counter!("tessera_store_errors_total", "operation" => "find_credential")
+                    .increment(1);
+                if self.store_warnings.allow() {
+                    tracing::warn!(error = %error, "credential lookup failed");
+                }
                 return Decision::deny(DenyReason::StoreUnavailable);
             }
         };
@@ -282,7 +306,10 @@ impl Authorizer {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(error = %error, scope = %scope, "api status unreadable; treating as online")
+                    metrics::counter!("tessera_store_errors_total", "operation" => "get_api_status").increment(1);
+                    if self.store_warnings.allow() {
+                        tracing::warn!(error = %error, scope = %scope, "api status unreadable; treating as online");
+                    }
                 }
             }
         }

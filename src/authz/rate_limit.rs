@@ -154,9 +154,8 @@ mod tests {
             require_signature: false,
             verifier: None,
             roles: Vec::new(),
-            grants: Vec::new(),
-            owner_ceiling: Some(Vec::new()),
-            effective_permissions: Vec::new(),
+            owner_enabled: true,
+            effective: Vec::new(),
             rate_limit_per_minute: token_limit,
             owner_rate_limit_per_minute: owner_limit,
         }

@@ -44,21 +44,28 @@ pub struct Tally {
     pub failed: u64,
     /// The first problem seen, to show what went wrong.
     pub first_problem: Option<String>,
-    /// How late the open-loop schedule sent its calls at worst (included in their latency).
-    pub max_send_lag: Option<Duration>,
+    /// Open loop only: how late each call started, in microseconds after its scheduled time
+    /// (the generator's own delay: the schedule thread's wake-up and the hand-over to a task).
+    /// It is part of the call's latency.
+    pub send_lags: Option<Histogram<u64>>,
 }
 
 impl Tally {
     fn new() -> Self {
-        let latencies = Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_MICROS, 3)
-            .expect("constant histogram bounds are valid");
         Self {
-            latencies,
+            latencies: new_histogram(),
             good: 0,
             unexpected: 0,
             failed: 0,
             first_problem: None,
-            max_send_lag: None,
+            send_lags: None,
+        }
+    }
+
+    fn with_send_lags() -> Self {
+        Self {
+            send_lags: Some(new_histogram()),
+            ..Self::new()
         }
     }
 
@@ -68,7 +75,7 @@ impl Tally {
     }
 
     fn record(&mut self, outcome: Result<(), Problem>, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let micros = micros(latency);
         match outcome {
             Ok(()) => {
                 self.good += 1;
@@ -80,6 +87,12 @@ impl Tally {
                 self.first_problem.get_or_insert(description);
             }
             Err(Problem::Failed(description)) => self.fail(1, description),
+        }
+    }
+
+    fn record_send_lag(&mut self, lag: Duration) {
+        if let Some(send_lags) = &mut self.send_lags {
+            send_lags.saturating_record(micros(lag));
         }
     }
 
@@ -99,6 +112,15 @@ impl Tally {
             self.first_problem = other.first_problem;
         }
     }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_MICROS, 3)
+        .expect("constant histogram bounds are valid")
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `concurrency` workers, worker `i` on `channels[i % len]`, each sending its next call as soon
@@ -158,7 +180,7 @@ pub async fn closed_loop(
 pub async fn open_loop(probe: &Probe, channels: &[Channel], rate: u32, timing: Timing) -> Tally {
     debug_assert!(!channels.is_empty() && rate > 0);
     let shared = Arc::new(OpenLoopState {
-        tally: Mutex::new(Tally::new()),
+        tally: Mutex::new(Tally::with_send_lags()),
         in_flight: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
     });
@@ -191,11 +213,10 @@ pub async fn open_loop(probe: &Probe, channels: &[Channel], rate: u32, timing: T
     let stuck = shared.in_flight.load(Ordering::Acquire);
     let mut tally = std::mem::replace(
         &mut *shared.tally.lock().unwrap_or_else(PoisonError::into_inner),
-        Tally::new(),
+        Tally::with_send_lags(),
     );
-    match schedule_outcome {
-        Ok(max_send_lag) => tally.max_send_lag = Some(max_send_lag),
-        Err(error) => tally.fail(1, format!("the schedule thread failed: {error}")),
+    if let Err(error) = schedule_outcome {
+        tally.fail(1, format!("the schedule thread failed: {error}"));
     }
     if stuck > 0 {
         tally.fail(
@@ -240,17 +261,15 @@ impl Schedule {
     }
 }
 
-/// Runs on its own thread: sleeps until each call is due and launches it. Returns how late, at
-/// worst, a measured call was launched.
+/// Runs on its own thread: sleeps until each call is due and launches it as a task.
 fn keep_schedule(
     state: &Arc<OpenLoopState>,
     clients: &[Grpc<Channel>],
     probe: &Arc<Probe>,
     runtime: &tokio::runtime::Handle,
     schedule: Schedule,
-) -> Duration {
+) {
     let measure_from = schedule.start + schedule.timing.warmup;
-    let mut max_send_lag = Duration::ZERO;
     let mut skipped = 0_u64;
     for index in 0..schedule.total_calls() {
         if state.stop.load(Ordering::Acquire) {
@@ -262,9 +281,6 @@ fn keep_schedule(
             std::thread::sleep(due - now);
         }
         let measured = due >= measure_from;
-        if measured {
-            max_send_lag = max_send_lag.max(due.elapsed());
-        }
         if state.in_flight.load(Ordering::Acquire) >= OPEN_LOOP_MAX_IN_FLIGHT {
             skipped += u64::from(measured);
             continue;
@@ -275,6 +291,7 @@ fn keep_schedule(
         let probe = probe.clone();
         let state = state.clone();
         runtime.spawn(async move {
+            let send_lag = due.elapsed();
             let outcome = tokio::time::timeout(OPEN_LOOP_CALL_TIMEOUT, probe.call(&mut client))
                 .await
                 .unwrap_or_else(|_| Err(Problem::Failed("no answer within 5s".to_owned())));
@@ -282,6 +299,7 @@ fn keep_schedule(
                 let latency = due.elapsed();
                 let mut tally = state.tally.lock().unwrap_or_else(PoisonError::into_inner);
                 tally.record(outcome, latency);
+                tally.record_send_lag(send_lag);
             }
             state.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
@@ -293,7 +311,6 @@ fn keep_schedule(
             format!("{skipped} sends skipped: {OPEN_LOOP_MAX_IN_FLIGHT} calls were in flight"),
         );
     }
-    max_send_lag
 }
 
 #[cfg(test)]

@@ -67,8 +67,16 @@ pub struct Measurement {
     pub unexpected: u64,
     pub failed: u64,
     pub first_problem: Option<String>,
-    /// Open loop only: how late the schedule launched a call at worst (part of its latency).
-    pub max_send_lag_us: Option<u64>,
+    /// Open loop only: how late the generator started calls (part of their latency).
+    pub send_lag: Option<SendLag>,
+}
+
+/// How late after its scheduled time an open-loop call started: the generator's own delay.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SendLag {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 impl Measurement {
@@ -94,9 +102,11 @@ impl Measurement {
             unexpected: tally.unexpected,
             failed: tally.failed,
             first_problem: tally.first_problem.clone(),
-            max_send_lag_us: tally
-                .max_send_lag
-                .map(|lag| u64::try_from(lag.as_micros()).unwrap_or(u64::MAX)),
+            send_lag: tally.send_lags.as_ref().map(|lags| SendLag {
+                p50_us: lags.value_at_quantile(0.50),
+                p99_us: lags.value_at_quantile(0.99),
+                max_us: lags.max(),
+            }),
         }
     }
 
@@ -115,8 +125,12 @@ impl Measurement {
             self.p50_us,
             self.p99_us
         );
-        if let Some(lag) = self.max_send_lag_us {
-            let _ = write!(line, "  max send lag {lag}µs");
+        if let Some(lag) = self.send_lag {
+            let _ = write!(
+                line,
+                "  send lag p50 {}µs p99 {}µs max {}µs",
+                lag.p50_us, lag.p99_us, lag.max_us
+            );
         }
         if self.problems() > 0 {
             let _ = write!(
@@ -143,6 +157,9 @@ pub struct Summary {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+    /// Open loop only: medians of the generator's send lag percentiles.
+    pub send_lag_p50_us: Option<f64>,
+    pub send_lag_p99_us: Option<f64>,
     pub unexpected: u64,
     pub failed: u64,
     pub first_problem: Option<String>,
@@ -236,6 +253,17 @@ impl Report {
             ]);
         }
         let mut text = results.to_string();
+        for summary in &self.summaries {
+            if let (Some(p50), Some(p99)) = (summary.send_lag_p50_us, summary.send_lag_p99_us) {
+                let _ = write!(
+                    text,
+                    "\n{} {}: latency counts from the scheduled send; the generator itself \
+                     started calls {p50:.0}µs (p50) / {p99:.0}µs (p99) late",
+                    summary.mode.label(),
+                    summary.scenario.name()
+                );
+            }
+        }
 
         if !self.ratios.is_empty() {
             let mut ratios = new_table(&["mode", "scenario / noop", "p50", "p99", "throughput"]);
@@ -290,6 +318,14 @@ fn summarize(runs: &[Measurement], scenario: Scenario, mode: Mode) -> Option<Sum
     let median_of = |field: fn(&Measurement) -> f64| {
         median(selected.iter().map(|run| field(run)).collect()).unwrap_or(f64::NAN)
     };
+    let median_lag = |field: fn(&SendLag) -> u64| {
+        median(
+            selected
+                .iter()
+                .filter_map(|run| run.send_lag.as_ref().map(|lag| field(lag) as f64))
+                .collect(),
+        )
+    };
     Some(Summary {
         scenario,
         mode,
@@ -300,6 +336,8 @@ fn summarize(runs: &[Measurement], scenario: Scenario, mode: Mode) -> Option<Sum
         p99_us: median_of(|run| run.p99_us as f64),
         p999_us: median_of(|run| run.p999_us as f64),
         max_us: median_of(|run| run.max_us as f64),
+        send_lag_p50_us: median_lag(|lag| lag.p50_us),
+        send_lag_p99_us: median_lag(|lag| lag.p99_us),
         unexpected: selected.iter().map(|run| run.unexpected).sum(),
         failed: selected.iter().map(|run| run.failed).sum(),
         first_problem: selected.iter().find_map(|run| run.first_problem.clone()),
@@ -409,7 +447,7 @@ mod tests {
             unexpected: 0,
             failed: 0,
             first_problem: None,
-            max_send_lag_us: None,
+            send_lag: None,
         }
     }
 

@@ -136,16 +136,17 @@ pub struct Credential {
     pub allowed_ips: IpAllowlist,
     pub require_signature: bool,
     /// The token's signing key as a keyed HMAC, opened once when the entry is built; None when
-    /// the token has no key or the server cannot open it (then no signature verifies).
-    pub verifier: Option<Verifier>,
+    /// the token has no key or the server cannot open it (then no signature verifies). Boxed:
+    /// keyed HMAC state is 150 bytes that most cached tokens would carry empty.
+    pub verifier: Option<Box<Verifier>>,
     /// The token's role names, so a role change can find the entries it affects.
     pub roles: Vec<RoleName>,
-    /// Own grants and role grants, before the owner's ceiling.
-    pub grants: Vec<Grant>,
-    /// None when the owner is disabled or gone.
-    pub owner_ceiling: Option<Vec<Grant>>,
-    /// grants ∩ ceiling as text, computed once here rather than on every allowed Check.
-    pub effective_permissions: Vec<String>,
+    /// False when the owner is disabled or gone: every Check of the token is then denied.
+    pub owner_enabled: bool,
+    /// (own grants ∪ role grants) ∩ the owner's permissions, computed once here. A permission
+    /// matches one of these exactly when it matches a grant and the owner's ceiling, so this one
+    /// list both decides and is what an allowed Check reports; it also keeps a cached entry small.
+    pub effective: Vec<Grant>,
     pub rate_limit_per_minute: u32,
     pub owner_rate_limit_per_minute: Option<u32>,
 }
@@ -159,18 +160,14 @@ impl Credential {
         }
         grants.sort();
         grants.dedup();
-        let owner_ceiling = record
-            .owner
-            .as_ref()
-            .filter(|owner| !owner.disabled)
-            .map(|owner| owner.permissions.clone());
-        let effective_permissions = match &owner_ceiling {
-            Some(ceiling) => permission::intersect(&grants, ceiling)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+        let enabled_owner = record.owner.as_ref().filter(|owner| !owner.disabled);
+        let mut effective = match enabled_owner {
+            Some(owner) => permission::intersect(&grants, &owner.permissions),
             None => Vec::new(),
         };
+        effective.shrink_to_fit();
+        let mut roles = token.roles.clone();
+        roles.shrink_to_fit();
         Self {
             token_id: token.id.clone(),
             tenant: token.tenant.clone(),
@@ -182,10 +179,9 @@ impl Credential {
             allowed_ips: token.allowed_ips.clone(),
             require_signature: token.require_signature,
             verifier: None,
-            roles: token.roles.clone(),
-            grants,
-            owner_ceiling,
-            effective_permissions,
+            roles,
+            owner_enabled: enabled_owner.is_some(),
+            effective,
             rate_limit_per_minute: token.rate_limit_per_minute,
             owner_rate_limit_per_minute: record
                 .owner
@@ -196,7 +192,7 @@ impl Credential {
 
     /// The same credential, verifying signatures with `verifier` (the opened signing key).
     pub fn with_verifier(mut self, verifier: Option<Verifier>) -> Self {
-        self.verifier = verifier;
+        self.verifier = verifier.map(Box::new);
         self
     }
 
@@ -223,9 +219,9 @@ pub fn evaluate(
     if credential.tenant != input.tenant {
         return Err(DenyReason::TenantMismatch);
     }
-    let Some(ceiling) = &credential.owner_ceiling else {
+    if !credential.owner_enabled {
         return Err(DenyReason::OwnerDisabled);
-    };
+    }
     if !credential.allowed_ips.allows(input.client_ip) {
         return Err(DenyReason::IpNotAllowed);
     }
@@ -234,7 +230,7 @@ pub fn evaluate(
             return Err(DenyReason::SignatureRequired);
         };
         signature::verify(
-            credential.verifier.as_ref(),
+            credential.verifier.as_deref(),
             presented,
             input.now,
             replay_guard,
@@ -245,12 +241,10 @@ pub fn evaluate(
             SignatureRejection::Replayed => DenyReason::Replayed,
         })?;
     }
-    if let Some(wanted) = &input.permission {
-        let granted = permission::any_matches(&credential.grants, wanted);
-        let within_owner = permission::any_matches(ceiling, wanted);
-        if !(granted && within_owner) {
-            return Err(DenyReason::PermissionDenied);
-        }
+    if let Some(wanted) = &input.permission
+        && !permission::any_matches(&credential.effective, wanted)
+    {
+        return Err(DenyReason::PermissionDenied);
     }
     Ok(())
 }
@@ -303,9 +297,9 @@ mod tests {
             require_signature: false,
             verifier: None,
             roles: Vec::new(),
-            grants: grants(&["orders:*"]),
-            owner_ceiling: Some(grants(&["orders:read", "products:read"])),
-            effective_permissions: vec!["orders:read".to_owned()],
+            owner_enabled: true,
+            // orders:* granted, within an owner holding orders:read and products:read.
+            effective: grants(&["orders:read"]),
             rate_limit_per_minute: 0,
             owner_rate_limit_per_minute: None,
         }
@@ -400,7 +394,7 @@ mod tests {
     #[test]
     fn a_disabled_owner_denies_before_the_ip_check() {
         let mut orphan = credential();
-        orphan.owner_ceiling = None;
+        orphan.owner_enabled = false;
         orphan.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
         assert_eq!(
             evaluate(&orphan, &input("orders:read")),
@@ -573,7 +567,11 @@ mod tests {
             signing_key: None,
         };
         assert_eq!(
-            Credential::from_record(&record).effective_permissions,
+            Credential::from_record(&record)
+                .effective
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             vec!["orders:read"]
         );
     }

@@ -21,17 +21,26 @@ pub enum InvalidPermission {
     MisplacedWildcard,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Segment {
+/// One side of `resource:action`, borrowed from a grant's or permission's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
     Any,
-    Literal(String),
+    Literal(&'a str),
 }
 
-impl Segment {
-    fn parse(raw: &str, wildcard_allowed: bool) -> Result<Self, InvalidPermission> {
+impl<'a> Segment<'a> {
+    fn of(text: &'a str) -> Self {
+        if text == "*" {
+            Self::Any
+        } else {
+            Self::Literal(text)
+        }
+    }
+
+    fn validate(raw: &str, wildcard_allowed: bool) -> Result<(), InvalidPermission> {
         if raw == "*" {
             return if wildcard_allowed {
-                Ok(Self::Any)
+                Ok(())
             } else {
                 Err(InvalidPermission::MisplacedWildcard)
             };
@@ -48,74 +57,82 @@ impl Segment {
         if !valid {
             return Err(InvalidPermission::BadCharacter);
         }
-        Ok(Self::Literal(raw.to_owned()))
+        Ok(())
     }
 
-    fn matches(&self, literal: &str) -> bool {
+    fn matches(self, literal: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Literal(own) => own == literal,
         }
     }
 
-    /// Whether every value this segment admits is also admitted by `self`.
-    fn covers(&self, other: &Segment) -> bool {
+    /// Whether every value `other` admits is also admitted by `self`.
+    fn covers(self, other: Segment<'_>) -> bool {
         match (self, other) {
             (Self::Any, _) => true,
-            (Self::Literal(_), Self::Any) => false,
-            (Self::Literal(own), Self::Literal(theirs)) => own == theirs,
+            (Self::Literal(_), Segment::Any) => false,
+            (Self::Literal(own), Segment::Literal(theirs)) => own == theirs,
         }
     }
 
     /// The narrower of two overlapping segments, or None when they share nothing.
-    fn meet(&self, other: &Segment) -> Option<Segment> {
+    fn meet(self, other: Segment<'a>) -> Option<Segment<'a>> {
         match (self, other) {
-            (Self::Any, other) | (other, Self::Any) => Some(other.clone()),
-            (Self::Literal(a), Self::Literal(b)) if a == b => Some(self.clone()),
+            (Self::Any, other) | (other, Self::Any) => Some(other),
+            (Self::Literal(a), Self::Literal(b)) if a == b => Some(self),
             _ => None,
         }
     }
-}
 
-impl fmt::Display for Segment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn as_str(self) -> &'a str {
         match self {
-            Self::Any => f.write_str("*"),
-            Self::Literal(s) => f.write_str(s),
+            Self::Any => "*",
+            Self::Literal(text) => text,
         }
     }
 }
 
-/// A concrete permission asked for in a Check: no wildcards.
+/// A concrete permission asked for in a Check: no wildcards. Held as its text in one
+/// allocation, split at `colon`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Permission {
-    resource: String,
-    action: String,
+    text: Box<str>,
+    colon: usize,
 }
 
 impl Permission {
     pub fn parse(raw: &str) -> Result<Self, InvalidPermission> {
         let (resource, action) = split_two(raw)?;
-        let resource = Segment::parse(resource, false)?;
-        let action = Segment::parse(action, false)?;
-        match (resource, action) {
-            (Segment::Literal(resource), Segment::Literal(action)) => Ok(Self { resource, action }),
-            _ => Err(InvalidPermission::MisplacedWildcard),
-        }
+        Segment::validate(resource, false)?;
+        Segment::validate(action, false)?;
+        Ok(Self {
+            text: raw.into(),
+            colon: resource.len(),
+        })
+    }
+
+    fn resource(&self) -> &str {
+        &self.text[..self.colon]
+    }
+
+    fn action(&self) -> &str {
+        &self.text[self.colon + 1..]
     }
 }
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.resource, self.action)
+        f.write_str(&self.text)
     }
 }
 
-/// A grant: a permission pattern held by a token, role or principal.
+/// A grant: a permission pattern held by a token, role or principal. Kept as its canonical text
+/// (`*` for everything, else `resource:action`) in one allocation, because cached credentials
+/// hold many of them and memory per cached token is budgeted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Grant {
-    resource: Segment,
-    action: Segment,
+    text: Box<str>,
 }
 
 impl Grant {
@@ -124,43 +141,64 @@ impl Grant {
             return Ok(Self::everything());
         }
         let (resource, action) = split_two(raw)?;
-        Ok(Self {
-            resource: Segment::parse(resource, true)?,
-            action: Segment::parse(action, true)?,
-        })
+        Segment::validate(resource, true)?;
+        Segment::validate(action, true)?;
+        Ok(Self::from_segments(
+            Segment::of(resource),
+            Segment::of(action),
+        ))
     }
 
     pub fn everything() -> Self {
-        Self {
-            resource: Segment::Any,
-            action: Segment::Any,
+        Self { text: "*".into() }
+    }
+
+    fn from_segments(resource: Segment<'_>, action: Segment<'_>) -> Self {
+        match (resource, action) {
+            (Segment::Any, Segment::Any) => Self::everything(),
+            _ => Self {
+                text: format!("{}:{}", resource.as_str(), action.as_str()).into(),
+            },
         }
     }
 
+    fn segments(&self) -> (Segment<'_>, Segment<'_>) {
+        match self.text.split_once(':') {
+            Some((resource, action)) => (Segment::of(resource), Segment::of(action)),
+            None => (Segment::Any, Segment::Any),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     pub fn matches(&self, permission: &Permission) -> bool {
-        self.resource.matches(&permission.resource) && self.action.matches(&permission.action)
+        let (resource, action) = self.segments();
+        resource.matches(permission.resource()) && action.matches(permission.action())
     }
 
     /// Whether everything `other` grants is also granted by `self`.
     pub fn covers(&self, other: &Grant) -> bool {
-        self.resource.covers(&other.resource) && self.action.covers(&other.action)
+        let (resource, action) = self.segments();
+        let (other_resource, other_action) = other.segments();
+        resource.covers(other_resource) && action.covers(other_action)
     }
 
     /// The grant that both `self` and `other` allow, if they overlap.
     fn meet(&self, other: &Grant) -> Option<Grant> {
-        Some(Grant {
-            resource: self.resource.meet(&other.resource)?,
-            action: self.action.meet(&other.action)?,
-        })
+        let (resource, action) = self.segments();
+        let (other_resource, other_action) = other.segments();
+        Some(Self::from_segments(
+            resource.meet(other_resource)?,
+            action.meet(other_action)?,
+        ))
     }
 }
 
 impl fmt::Display for Grant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.resource, &self.action) {
-            (Segment::Any, Segment::Any) => f.write_str("*"),
-            (resource, action) => write!(f, "{resource}:{action}"),
-        }
+        f.write_str(&self.text)
     }
 }
 

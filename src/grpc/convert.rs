@@ -320,7 +320,7 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         tenant: credential
             .map(|who| who.tenant.to_string())
             .unwrap_or_default(),
-        permissions: decision.permissions().to_vec(),
+        permissions: grant_strings(decision.permissions()),
         rate_limit: decision.rate_limit.map(rate_limit),
         expires_at: credential.map(|who| timestamp(who.expires_at)),
     }

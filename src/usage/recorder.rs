@@ -394,9 +394,8 @@ mod tests {
             require_signature: false,
             verifier: None,
             roles: Vec::new(),
-            grants: Vec::new(),
-            owner_ceiling: Some(Vec::new()),
-            effective_permissions: Vec::new(),
+            owner_enabled: true,
+            effective: Vec::new(),
             rate_limit_per_minute: 0,
             owner_rate_limit_per_minute: None,
         })

@@ -1,0 +1,248 @@
+//! In-process cost of `Authorizer::check` on a cached token, for the allowed path and each deny
+//! path, with a cache-off run (every Check reads SQLite) as the naive baseline.
+//!
+//! cargo bench --bench authorizer
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use secrecy::ExposeSecret;
+use tessera::admin::{Actor, Admin, CreateToken, Expiry, UpsertPrincipal};
+use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
+use tessera::domain::decision::CheckInput;
+use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
+use tessera::domain::network::IpAllowlist;
+use tessera::domain::permission::{Grant, Permission};
+use tessera::domain::token::{self, TokenPrefix};
+use tessera::store::{self, PoolOptions, Store};
+
+struct Fixture {
+    authorizer: Arc<Authorizer>,
+    secrets: Secrets,
+    _dir: tempfile::TempDir,
+}
+
+struct Secrets {
+    allowed: String,
+    fenced: String,
+    revoked: String,
+    rate_limited: String,
+    disabled_owner: String,
+    unknown: String,
+}
+
+fn settings(capacity: u64) -> AuthzSettings {
+    AuthzSettings {
+        prefix: TokenPrefix::default(),
+        cache: CacheSettings {
+            capacity,
+            ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(3600),
+        },
+        store_timeout: Duration::from_secs(5),
+        default_rate_limit_per_minute: NonZeroU32::new(60).expect("non-zero"),
+        signing: Default::default(),
+    }
+}
+
+fn grants(raw: &[&str]) -> Vec<Grant> {
+    raw.iter()
+        .map(|g| Grant::parse(g).expect("grant"))
+        .collect()
+}
+
+fn create(owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
+    CreateToken {
+        tenant: Tenant::parse("acme").expect("tenant"),
+        owner_id: PrincipalId::parse(owner).expect("owner"),
+        name: TokenName::parse("bench").expect("name"),
+        description: Description::parse("").expect("description"),
+        permissions: grants(&["orders:*", "products:read"]),
+        roles: Vec::new(),
+        allowed_ips: IpAllowlist::parse(
+            &allowed_ips
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .expect("ips"),
+        rate_limit_per_minute: rate_limit,
+        expiry: Expiry::Default,
+        require_signature: false,
+    }
+}
+
+async fn fixture(capacity: u64) -> Fixture {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store: Arc<dyn Store> = store::connect(&url, &PoolOptions::default())
+        .await
+        .expect("store");
+    let authorizer = Arc::new(Authorizer::new(store.clone(), settings(capacity)));
+    let admin = Admin::new(store, TokenPrefix::default(), 64, authorizer.clone());
+    let actor = Actor("bench".to_owned());
+    for (owner, disabled) in [("alice", false), ("mallory", true)] {
+        admin
+            .upsert_principal(
+                &actor,
+                UpsertPrincipal {
+                    tenant: Tenant::parse("acme").expect("tenant"),
+                    id: PrincipalId::parse(owner).expect("id"),
+                    permissions: grants(&["orders:*", "products:*"]),
+                    disabled,
+                    rate_limit_per_minute: None,
+                },
+            )
+            .await
+            .expect("principal");
+    }
+    let secret = |issued: tessera::admin::IssuedToken| issued.secret.expose_secret().to_owned();
+    let unlimited = u32::MAX;
+    let allowed = secret(
+        admin
+            .create_token(&actor, create("alice", &[], unlimited))
+            .await
+            .expect("token"),
+    );
+    let fenced = secret(
+        admin
+            .create_token(
+                &actor,
+                create("alice", &["10.0.0.0/8", "2001:db8::/32"], unlimited),
+            )
+            .await
+            .expect("token"),
+    );
+    let revoked_token = admin
+        .create_token(&actor, create("alice", &[], unlimited))
+        .await
+        .expect("token");
+    admin
+        .revoke_token(&actor, &revoked_token.token.id)
+        .await
+        .expect("revoke");
+    let revoked = secret(revoked_token);
+    let rate_limited = secret(
+        admin
+            .create_token(&actor, create("alice", &[], 1))
+            .await
+            .expect("token"),
+    );
+    let disabled_owner = secret(
+        admin
+            .create_token(&actor, create("mallory", &[], unlimited))
+            .await
+            .expect("token"),
+    );
+    let unknown = token::generate(&TokenPrefix::default())
+        .secret
+        .expose_secret()
+        .to_owned();
+    let _ = ApiScope::all();
+    Fixture {
+        authorizer,
+        secrets: Secrets {
+            allowed,
+            fenced,
+            revoked,
+            rate_limited,
+            disabled_owner,
+            unknown,
+        },
+        _dir: dir,
+    }
+}
+
+fn input(tenant: &str, permission: &str) -> CheckInput {
+    CheckInput {
+        tenant: Tenant::parse(tenant).expect("tenant"),
+        permission: Some(Permission::parse(permission).expect("permission")),
+        client_ip: Some("192.0.2.1".parse().expect("ip")),
+        signature: None,
+        now: chrono::Utc::now(),
+        endpoint: String::new(),
+        user_agent: String::new(),
+    }
+}
+
+fn bench_check(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cached = runtime.block_on(fixture(100_000));
+    let uncached = runtime.block_on(fixture(0));
+    let secrets = &cached.secrets;
+    let malformed = "tsk_thisisnotavalidtokenatallnotevenclose";
+
+    let cases: Vec<(&str, &str, CheckInput)> = vec![
+        ("allowed", &secrets.allowed, input("acme", "orders:read")),
+        (
+            "permission_denied",
+            &secrets.allowed,
+            input("acme", "billing:read"),
+        ),
+        (
+            "tenant_mismatch",
+            &secrets.allowed,
+            input("globex", "orders:read"),
+        ),
+        (
+            "ip_not_allowed",
+            &secrets.fenced,
+            input("acme", "orders:read"),
+        ),
+        (
+            "token_revoked",
+            &secrets.revoked,
+            input("acme", "orders:read"),
+        ),
+        (
+            "owner_disabled",
+            &secrets.disabled_owner,
+            input("acme", "orders:read"),
+        ),
+        (
+            "rate_limited",
+            &secrets.rate_limited,
+            input("acme", "orders:read"),
+        ),
+        (
+            "token_unknown",
+            &secrets.unknown,
+            input("acme", "orders:read"),
+        ),
+        ("token_malformed", malformed, input("acme", "orders:read")),
+    ];
+    let mut group = c.benchmark_group("check_cached");
+    for (name, secret, check) in &cases {
+        // Warm the cache (and spend the rate-limited token's one request).
+        runtime.block_on(cached.authorizer.check(secret, check));
+        group.bench_function(*name, |b| {
+            b.to_async(&runtime)
+                .iter(|| cached.authorizer.check(secret, check));
+        });
+    }
+    group.finish();
+
+    let mut baseline = c.benchmark_group("check_cache_off");
+    let allowed = input("acme", "orders:read");
+    baseline.bench_function("allowed", |b| {
+        b.to_async(&runtime).iter(|| {
+            uncached
+                .authorizer
+                .check(&uncached.secrets.allowed, &allowed)
+        });
+    });
+    baseline.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = bench_check
+}
+criterion_main!(benches);
