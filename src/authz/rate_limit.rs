@@ -51,7 +51,8 @@ impl Limiter {
                 limit,
                 remaining: 0,
                 reset_seconds: ceil_seconds(
-                    not_until.wait_time_from(DefaultClock::default().now()),
+                    // The limiter's own clock: building a new one calibrates it, which costs microseconds.
+                    not_until.wait_time_from(self.gcra.clock().now()),
                 )
                 .max(1),
             }),
