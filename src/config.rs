@@ -105,7 +105,8 @@ pub struct Settings {
     pub usage_flush_interval_ms: u64,
     /// Days minute buckets and recent calls are kept; daily rollups are kept a year.
     pub usage_retention_days: u32,
-    /// Usage events buffered between drains; when full, the oldest is dropped and counted.
+    /// Most usage counters (token × minute × endpoint) held between two flushes; calls that
+    /// would need a new one beyond that are dropped and counted.
     pub usage_buffer_size: usize,
     /// A MaxMind-format (GeoIP2 / GeoLite2 City) database, for the location of a token's last
     /// use; unset: no locations.

@@ -112,6 +112,11 @@ impl Permission {
         })
     }
 
+    /// The canonical text, `resource:action`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     fn resource(&self) -> &str {
         &self.text[..self.colon]
     }

@@ -1,10 +1,10 @@
 //! Usage statistics, write-behind: Check never writes to the database for them.
 //!
-//! - [`recorder`]: the hot path's non-blocking `record` into a bounded queue, and the per-token
-//!   aggregates the queue is drained into.
-//! - [`Usage`]: the background tasks (drain every few milliseconds; flush every
-//!   `flush_interval` in one transaction, and once more on shutdown; retention pruning in small
-//!   batches and the token gauges every minute) and the ListUsage query.
+//! - [`recorder`]: the hot path's `record`, straight into per-thread aggregates (per token,
+//!   minute and endpoint, and a ring of recent calls), bounded, never waiting on I/O.
+//! - [`Usage`]: the background tasks (flush every `flush_interval` in one transaction, and once
+//!   more on shutdown; retention pruning in small batches and the token gauges every minute)
+//!   and the ListUsage query.
 //! - [`user_agent`] and [`geoip`]: browser, OS and location of the last use, worked out when
 //!   ListUsage asks, never on the hot path.
 //!
@@ -17,6 +17,7 @@ pub mod user_agent;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,12 +27,8 @@ use tokio::task::JoinHandle;
 use crate::domain::usage::{self, DailyCount, UsageBatch, UsageFigures, UsageQuery, UsageScope};
 use crate::store::{Store, StoreError, UsageCutoffs};
 pub use geoip::GeoIp;
-use recorder::Pending;
 pub use recorder::{Recorder, Report, UsageHook};
 
-/// How often queued events are folded into the aggregates: often enough that a buffer of a few
-/// thousand events absorbs any rate two cores can Check at.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 /// Failed flushes kept for retry (at the default interval, five minutes of outage); beyond
 /// that the oldest is dropped and its calls counted as lost.
 const MAX_RETRY_BATCHES: usize = 300;
@@ -57,7 +54,8 @@ pub struct UsageSettings {
     pub flush_interval: Duration,
     /// How long minute buckets and recent calls are kept.
     pub retention: chrono::Duration,
-    /// Events buffered between drains.
+    /// Most counters (token × minute × endpoint) held between two flushes; calls needing a new
+    /// one beyond that are dropped and counted.
     pub buffer_size: usize,
     pub geoip: Option<Arc<GeoIp>>,
 }
@@ -99,7 +97,6 @@ pub struct UsageReport {
 struct Shared {
     store: Arc<dyn Store>,
     recorder: Arc<Recorder>,
-    pending: Mutex<Pending>,
     settings: UsageSettings,
 }
 
@@ -116,12 +113,10 @@ impl Usage {
         let shared = Arc::new(Shared {
             store,
             recorder: Arc::new(Recorder::new(settings.buffer_size)),
-            pending: Mutex::new(Pending::default()),
             settings,
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(drain(shared.clone(), stopped.clone())),
             tokio::spawn(flush(shared.clone(), stopped.clone())),
             tokio::spawn(maintain(shared.clone(), stopped)),
         ];
@@ -221,26 +216,15 @@ impl Drop for Usage {
     }
 }
 
-/// The data behind these locks stays consistent whatever panicked (a drain or a swap), so a
-/// poisoned lock is used as is.
+/// The task list stays consistent whatever panicked, so a poisoned lock is used as is.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    fn drain(&self) {
-        let mut pending = lock(&self.pending);
-        self.recorder.drain_into(&mut pending);
-    }
-
-    fn take_batch(&self) -> UsageBatch {
-        self.drain();
-        lock(&self.pending).take_batch()
-    }
-
     /// Writes the new batch after any earlier ones that failed, oldest first.
     async fn flush(&self, retry: &mut VecDeque<UsageBatch>) {
-        let batch = self.take_batch();
+        let batch = self.recorder.take_batch();
         if !batch.is_empty() {
             retry.push_back(batch);
         }
@@ -306,17 +290,6 @@ fn lose(batch: &UsageBatch, why: &str) {
     let calls = batch.calls();
     metrics::counter!("tessera_usage_lost_calls_total").increment(calls);
     tracing::error!(calls, "{why}; usage lost");
-}
-
-async fn drain(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(DRAIN_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => shared.drain(),
-            _ = stopped.changed() => return,
-        }
-    }
 }
 
 async fn flush(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {

@@ -1,23 +1,28 @@
-//! The hot path's side of usage. [`Recorder::record_check`] copies what a Check decided into one
-//! event and puts it in a bounded lock-free queue: no lock, no await, no I/O, at most one
-//! allocation. When the queue is full the oldest event is dropped and counted; Check never
-//! waits. A drain task folds the queued events into [`Pending`] aggregates (per token, rotation,
-//! minute and endpoint, plus a ring of the newest calls) every few milliseconds; the flusher
-//! (`super::Usage`) takes them as one [`UsageBatch`].
+//! The hot path's side of usage. [`Recorder::record_check`] adds a Check to in-memory
+//! aggregates right where it runs: each thread has its own shard (a mutex nobody else takes
+//! between flushes), holding per token and rotation the calls per minute and endpoint, a ring of
+//! the newest calls whose buffers are reused, and so the last use. No await, no I/O, no queue to
+//! drain, and after the first calls of a flush interval no allocation. The flusher
+//! (`super::Usage`) swaps every shard out at once with [`Recorder::take_batch`].
+//!
+//! Bounds: a shard holds at most `capacity / shards` counters between flushes; a call that would
+//! need a new one beyond that is dropped and counted (`tessera_usage_events_dropped_total`),
+//! calls to counters already held are always counted. The ring of recent calls overwrites its
+//! oldest detail when full, counted at flush (`tessera_usage_details_dropped_total`).
 
-use std::collections::{HashMap, VecDeque};
-use std::fmt::Write;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use crossbeam_queue::ArrayQueue;
 
 use crate::domain::decision::{CheckInput, Credential, DenyReason};
 use crate::domain::fields::TokenId;
 use crate::domain::usage::{
-    self, CallRecord, CheckedCalls, LastUse, MinuteCount, RECENT_CALLS, ReportCount, ReportedCalls,
+    CallRecord, CheckedCalls, LastUse, MinuteCount, RECENT_CALLS, ReportCount, ReportedCalls,
     UsageBatch,
 };
 
@@ -37,130 +42,427 @@ impl Report {
     }
 }
 
-/// One decided Check of an identified token.
-pub(super) struct CheckEvent {
-    /// Shared with the cache: gives the token id and rotation without a copy.
-    credential: Arc<Credential>,
-    time: DateTime<Utc>,
-    outcome: Result<(), DenyReason>,
-    client_ip: Option<IpAddr>,
-    /// The endpoint, the permission and the user agent, back to back in one allocation (none
-    /// when all three are empty), split at `endpoint_end` and `permission_end`.
-    text: String,
-    endpoint_end: usize,
-    permission_end: usize,
+const MINUTE_MICROS: i64 = 60_000_000;
+const DAY_MICROS: i64 = 24 * 60 * MINUTE_MICROS;
+
+/// Shards per core: threads get shards round-robin, so a few more than threads keeps them apart.
+const SHARDS_PER_CORE: usize = 4;
+
+/// A fast non-cryptographic hasher (FxHash's multiply-rotate) for the recorder's own maps,
+/// whose keys are credential addresses and endpoint labels from trusted callers: SipHash's
+/// flood resistance would cost more than the rest of recording, and each shard's size is
+/// bounded anyway.
+#[derive(Default)]
+struct FastHasher(u64);
+
+const FAST_HASH_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FAST_HASH_SEED);
+    }
 }
 
-impl CheckEvent {
-    fn endpoint(&self) -> &str {
-        &self.text[..self.endpoint_end]
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
 
-    fn permission(&self) -> &str {
-        &self.text[self.endpoint_end..self.permission_end]
-    }
-
-    fn user_agent(&self) -> &str {
-        &self.text[self.permission_end..]
-    }
-
-    fn to_call(&self) -> CallRecord {
-        CallRecord {
-            token_id: self.credential.token_id.clone(),
-            time: self.time,
-            endpoint: self.endpoint().to_owned(),
-            permission: self.permission().to_owned(),
-            outcome: self.outcome,
-            client_ip: self.client_ip,
-            user_agent: self.user_agent().to_owned(),
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
         }
+        let mut last = [0; 8];
+        let rest = chunks.remainder();
+        last[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(last));
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
     }
 }
 
-pub(super) enum Event {
-    Check(CheckEvent),
-    Report(Report),
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    calls: u64,
+    allowed: u64,
 }
 
-/// A permission's text is rarely longer; the buffer grows if it is.
-const PERMISSION_CAPACITY: usize = 48;
+#[derive(Debug, Default, Clone, Copy)]
+struct ReportSums {
+    reports: u64,
+    successes: u64,
+    duration_micros: u64,
+    latest: Option<DateTime<Utc>>,
+}
+
+/// One recent call; its strings keep their buffers from one call to the next.
+#[derive(Debug, Default)]
+struct RecentSlot {
+    time: DateTime<Utc>,
+    outcome: Option<Result<(), DenyReason>>,
+    client_ip: Option<IpAddr>,
+    endpoint: String,
+    permission: String,
+    user_agent: String,
+}
+
+/// A token's calls under one cached credential (so one rotation) in one shard.
+struct TokenCalls {
+    credential: Arc<Credential>,
+    /// Per minute (unix micros, newest last: a call looks at the last one or two), endpoint →
+    /// counts, keyed by `String` so a lookup borrows the input's text.
+    minutes: Vec<(i64, FastMap<String, Counts>)>,
+    /// A ring: `next` is where the next call goes, over the oldest once it is full.
+    recent: Vec<RecentSlot>,
+    next: usize,
+    overwritten: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Keyed by the credential's address: the entry holds the `Arc`, so the address stays its.
+    tokens: FastMap<usize, TokenCalls>,
+    /// Token → day (unix micros) → endpoint → sums.
+    reports: HashMap<TokenId, HashMap<i64, HashMap<String, ReportSums>>>,
+    /// Counters (and tokens) held, against the shard's bound.
+    entries: usize,
+}
 
 pub struct Recorder {
-    queue: ArrayQueue<Event>,
-    /// Events pushed out of the full queue since start.
+    shards: Box<[Mutex<Shard>]>,
+    entries_per_shard: usize,
+    /// Calls not aggregated because their shard was full, since start.
     dropped: AtomicU64,
 }
 
+thread_local! {
+    /// This thread's shard number (modulo the number of shards), assigned on first use.
+    static SHARD_NUMBER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+static NEXT_SHARD_NUMBER: AtomicUsize = AtomicUsize::new(0);
+
+fn shard_number() -> usize {
+    SHARD_NUMBER.with(|number| match number.get() {
+        Some(assigned) => assigned,
+        None => {
+            let assigned = NEXT_SHARD_NUMBER.fetch_add(1, Ordering::Relaxed);
+            number.set(Some(assigned));
+            assigned
+        }
+    })
+}
+
+/// The data behind these locks stays consistent whatever panicked, so a poisoned lock is used
+/// as is.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Recorder {
-    /// A recorder buffering at most `capacity` events between drains (at least 1).
+    /// A recorder holding at most about `capacity` counters between flushes (at least one per
+    /// shard).
     pub fn new(capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let shards = (cores * SHARDS_PER_CORE).max(1);
         Self {
-            queue: ArrayQueue::new(capacity.max(1)),
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            entries_per_shard: (capacity / shards).max(1),
             dropped: AtomicU64::new(0),
         }
     }
 
-    /// Records one Check of an identified token. Never blocks.
+    fn shard(&self) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[shard_number() % self.shards.len()])
+    }
+
+    /// Records one Check of an identified token. Never blocks on anything but this thread's
+    /// own shard.
     pub fn record_check(
         &self,
         input: &CheckInput,
         outcome: Result<(), DenyReason>,
         credential: &Arc<Credential>,
     ) {
-        let capacity = input.endpoint.len()
-            + input.user_agent.len()
-            + input.permission.as_ref().map_or(0, |_| PERMISSION_CAPACITY);
-        let mut text = String::with_capacity(capacity);
-        text.push_str(&input.endpoint);
-        let endpoint_end = text.len();
-        if let Some(permission) = &input.permission {
-            // Writing to a String cannot fail.
-            let _ = write!(text, "{permission}");
+        let mut shard = self.shard();
+        let shard = &mut *shard;
+        let address = Arc::as_ptr(credential) as usize;
+        if !shard.tokens.contains_key(&address) {
+            if shard.entries >= self.entries_per_shard {
+                self.drop_call();
+                return;
+            }
+            shard.entries += 1;
+            let calls = TokenCalls {
+                credential: credential.clone(),
+                minutes: Vec::with_capacity(1),
+                recent: Vec::with_capacity(RECENT_CALLS),
+                next: 0,
+                overwritten: 0,
+            };
+            shard.tokens.insert(address, calls);
         }
-        let permission_end = text.len();
-        text.push_str(&input.user_agent);
-        self.push(Event::Check(CheckEvent {
-            credential: credential.clone(),
-            time: input.now,
-            outcome,
-            client_ip: input.client_ip,
-            text,
-            endpoint_end,
-            permission_end,
-        }));
+        let Some(calls) = shard.tokens.get_mut(&address) else {
+            return;
+        };
+        let micros = input.now.timestamp_micros();
+        let minute = micros - micros.rem_euclid(MINUTE_MICROS);
+        let allowed = u64::from(outcome.is_ok());
+        let endpoints = calls.minute(minute);
+        if let Some(counts) = endpoints.get_mut(input.endpoint.as_str()) {
+            counts.calls += 1;
+            counts.allowed += allowed;
+        } else {
+            if shard.entries >= self.entries_per_shard {
+                self.drop_call();
+                return;
+            }
+            shard.entries += 1;
+            endpoints.insert(input.endpoint.clone(), Counts { calls: 1, allowed });
+        }
+        calls.remember(input, outcome);
     }
 
-    /// Records a reported outcome. Never blocks.
+    fn drop_call(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_usage_events_dropped_total").increment(1);
+    }
+
+    /// Records a reported outcome. Never blocks on anything but this thread's own shard.
     pub fn record_report(&self, report: Report) {
-        self.push(Event::Report(report));
-    }
-
-    fn push(&self, event: Event) {
-        if self.queue.force_push(event).is_some() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tessera_usage_events_dropped_total").increment(1);
+        let mut shard = self.shard();
+        let shard = &mut *shard;
+        let micros = report.time.timestamp_micros();
+        let day = micros - micros.rem_euclid(DAY_MICROS);
+        let known = shard
+            .reports
+            .get(&report.token_id)
+            .and_then(|days| days.get(&day))
+            .is_some_and(|endpoints| endpoints.contains_key(&report.endpoint));
+        if !known {
+            if shard.entries >= self.entries_per_shard {
+                self.drop_call();
+                return;
+            }
+            shard.entries += 1;
         }
+        let sums = shard
+            .reports
+            .entry(report.token_id.clone())
+            .or_default()
+            .entry(day)
+            .or_default()
+            .entry(report.endpoint.clone())
+            .or_default();
+        sums.reports += 1;
+        sums.successes += u64::from(report.is_success());
+        let micros = u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX);
+        sums.duration_micros = sums.duration_micros.saturating_add(micros);
+        sums.latest = sums.latest.max(Some(report.time));
     }
 
-    /// Events dropped because the buffer was full, since start.
+    /// Calls dropped because their shard was full, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Moves the queued events into `pending`; returns how many. Stops at what was queued when
-    /// it started, so a busy hot path cannot keep it going.
-    pub(super) fn drain_into(&self, pending: &mut Pending) -> usize {
-        let queued = self.queue.len();
-        let mut drained = 0;
-        while drained < queued {
-            let Some(event) = self.queue.pop() else {
-                break;
-            };
-            pending.add(event);
-            drained += 1;
+    /// Everything recorded since the last call, sorted as the store wants it; every shard is
+    /// swapped for an empty one, holding its lock only for the swap.
+    pub fn take_batch(&self) -> UsageBatch {
+        let taken: Vec<Shard> = self
+            .shards
+            .iter()
+            .map(|shard| std::mem::take(&mut *lock(shard)))
+            .collect();
+        let mut checked: HashMap<(TokenId, Option<DateTime<Utc>>), Merged> = HashMap::new();
+        let mut reported: HashMap<TokenId, HashMap<(i64, String), ReportSums>> = HashMap::new();
+        let mut overwritten = 0;
+        for shard in taken {
+            for calls in shard.tokens.into_values() {
+                overwritten += calls.overwritten;
+                let key = (
+                    calls.credential.token_id.clone(),
+                    calls.credential.rotated_at,
+                );
+                checked.entry(key).or_default().absorb(calls);
+            }
+            for (token_id, days) in shard.reports {
+                let sums_by_key = reported.entry(token_id).or_default();
+                for (day, endpoints) in days {
+                    for (endpoint, sums) in endpoints {
+                        let merged = sums_by_key.entry((day, endpoint)).or_default();
+                        merged.reports += sums.reports;
+                        merged.successes += sums.successes;
+                        merged.duration_micros =
+                            merged.duration_micros.saturating_add(sums.duration_micros);
+                        merged.latest = merged.latest.max(sums.latest);
+                    }
+                }
+            }
         }
-        drained
+        if overwritten > 0 {
+            metrics::counter!("tessera_usage_details_dropped_total").increment(overwritten);
+        }
+        let mut batch = UsageBatch {
+            checked: checked
+                .into_iter()
+                .filter_map(|((token_id, rotated_at), merged)| {
+                    merged.into_checked(token_id, rotated_at)
+                })
+                .collect(),
+            reported: reported
+                .into_iter()
+                .map(|(token_id, sums)| reported_calls(token_id, sums))
+                .collect(),
+        };
+        batch
+            .checked
+            .sort_by(|a, b| (&a.token_id, a.rotated_at).cmp(&(&b.token_id, b.rotated_at)));
+        batch.reported.sort_by(|a, b| a.token_id.cmp(&b.token_id));
+        batch
     }
+}
+
+impl TokenCalls {
+    /// The counts of `minute`, found from the newest end (calls arrive nearly in time order).
+    fn minute(&mut self, minute: i64) -> &mut FastMap<String, Counts> {
+        let position = self
+            .minutes
+            .iter()
+            .rposition(|(held, _)| *held == minute)
+            .unwrap_or_else(|| {
+                self.minutes.push((minute, FastMap::default()));
+                self.minutes.len() - 1
+            });
+        &mut self.minutes[position].1
+    }
+
+    /// Puts the call in the ring, reusing the buffers of the call it replaces.
+    fn remember(&mut self, input: &CheckInput, outcome: Result<(), DenyReason>) {
+        if self.recent.len() < RECENT_CALLS {
+            self.recent.push(RecentSlot::default());
+        } else {
+            self.overwritten += 1;
+        }
+        let index = self.next;
+        self.next = (self.next + 1) % RECENT_CALLS;
+        let Some(slot) = self.recent.get_mut(index) else {
+            return;
+        };
+        slot.time = input.now;
+        slot.outcome = Some(outcome);
+        slot.client_ip = input.client_ip;
+        slot.endpoint.clear();
+        slot.endpoint.push_str(&input.endpoint);
+        let permission = input
+            .permission
+            .as_ref()
+            .map_or("", |permission| permission.as_str());
+        // The slot of 20 calls ago usually held the same permission.
+        if slot.permission != permission {
+            slot.permission.clear();
+            slot.permission.push_str(permission);
+        }
+        slot.user_agent.clear();
+        slot.user_agent.push_str(&input.user_agent);
+    }
+}
+
+/// One token's calls under one rotation, gathered from every shard.
+#[derive(Default)]
+struct Merged {
+    counts: HashMap<(i64, String), Counts>,
+    recent: Vec<RecentSlot>,
+}
+
+impl Merged {
+    fn absorb(&mut self, calls: TokenCalls) {
+        for (minute, endpoints) in calls.minutes {
+            for (endpoint, counts) in endpoints {
+                let merged = self.counts.entry((minute, endpoint)).or_default();
+                merged.calls += counts.calls;
+                merged.allowed += counts.allowed;
+            }
+        }
+        self.recent.extend(calls.recent);
+    }
+
+    fn into_checked(
+        mut self,
+        token_id: TokenId,
+        rotated_at: Option<DateTime<Utc>>,
+    ) -> Option<CheckedCalls> {
+        // Newest last; only the newest RECENT_CALLS are kept.
+        self.recent.sort_by_key(|slot| slot.time);
+        let keep_from = self.recent.len().saturating_sub(RECENT_CALLS);
+        let recent: Vec<CallRecord> = self.recent[keep_from..]
+            .iter()
+            .filter_map(|slot| {
+                Some(CallRecord {
+                    token_id: token_id.clone(),
+                    time: slot.time,
+                    endpoint: slot.endpoint.clone(),
+                    permission: slot.permission.clone(),
+                    outcome: slot.outcome?,
+                    client_ip: slot.client_ip,
+                    user_agent: slot.user_agent.clone(),
+                })
+            })
+            .collect();
+        let newest = recent.last()?;
+        let last_use = LastUse {
+            time: newest.time,
+            client_ip: newest.client_ip,
+            user_agent: newest.user_agent.clone(),
+        };
+        let mut minutes: Vec<MinuteCount> = self
+            .counts
+            .into_iter()
+            .map(|((minute, endpoint), counts)| MinuteCount {
+                minute: DateTime::from_timestamp_micros(minute).unwrap_or_default(),
+                endpoint,
+                calls: counts.calls,
+                allowed: counts.allowed,
+            })
+            .collect();
+        minutes.sort_by(|a, b| (a.minute, &a.endpoint).cmp(&(b.minute, &b.endpoint)));
+        Some(CheckedCalls {
+            token_id,
+            rotated_at,
+            minutes,
+            recent,
+            last_use,
+        })
+    }
+}
+
+fn reported_calls(token_id: TokenId, sums: HashMap<(i64, String), ReportSums>) -> ReportedCalls {
+    let mut days: Vec<ReportCount> = sums
+        .into_iter()
+        .map(|((day, endpoint), sums)| {
+            let day = DateTime::from_timestamp_micros(day).unwrap_or_default();
+            ReportCount {
+                day,
+                endpoint,
+                reports: sums.reports,
+                successes: sums.successes,
+                duration_micros: sums.duration_micros,
+                latest: sums.latest.unwrap_or(day),
+            }
+        })
+        .collect();
+    days.sort_by(|a, b| (a.day, &a.endpoint).cmp(&(b.day, &b.endpoint)));
+    ReportedCalls { token_id, days }
 }
 
 /// Whether a Check's usage is recorded: the authorizer holds one of these, which does nothing
@@ -183,191 +485,6 @@ impl UsageHook {
         if let (Some(recorder), Some(credential)) = (&self.0, credential) {
             recorder.record_check(input, outcome, credential);
         }
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    calls: u64,
-    allowed: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct ReportSums {
-    reports: u64,
-    successes: u64,
-    duration_micros: u64,
-    latest: Option<DateTime<Utc>>,
-}
-
-/// A token's checked calls under one rotation.
-struct TokenCalls {
-    rotated_at: Option<DateTime<Utc>>,
-    /// Minute (unix micros) → endpoint → counts; nested so a lookup borrows the event's text.
-    minutes: HashMap<i64, HashMap<String, Counts>>,
-    /// The newest calls, oldest first.
-    recent: VecDeque<CheckEvent>,
-}
-
-/// Aggregates since the last flush.
-#[derive(Default)]
-pub(super) struct Pending {
-    checked: HashMap<TokenId, Vec<TokenCalls>>,
-    /// Token → day (unix micros) → endpoint → sums.
-    reported: HashMap<TokenId, HashMap<i64, HashMap<String, ReportSums>>>,
-}
-
-impl Pending {
-    fn add(&mut self, event: Event) {
-        match event {
-            Event::Check(check) => self.add_check(check),
-            Event::Report(report) => self.add_report(report),
-        }
-    }
-
-    fn add_check(&mut self, event: CheckEvent) {
-        let credential = &event.credential;
-        if !self.checked.contains_key(&credential.token_id) {
-            self.checked
-                .insert(credential.token_id.clone(), Vec::with_capacity(1));
-        }
-        let Some(rotations) = self.checked.get_mut(&credential.token_id) else {
-            return;
-        };
-        let index = match rotations
-            .iter()
-            .position(|calls| calls.rotated_at == credential.rotated_at)
-        {
-            Some(index) => index,
-            None => {
-                rotations.push(TokenCalls {
-                    rotated_at: credential.rotated_at,
-                    minutes: HashMap::new(),
-                    recent: VecDeque::with_capacity(RECENT_CALLS),
-                });
-                rotations.len() - 1
-            }
-        };
-        let calls = &mut rotations[index];
-        let minute = usage::minute_of(event.time).timestamp_micros();
-        let endpoints = calls.minutes.entry(minute).or_default();
-        let allowed = u64::from(event.outcome.is_ok());
-        if let Some(counts) = endpoints.get_mut(event.endpoint()) {
-            counts.calls += 1;
-            counts.allowed += allowed;
-        } else {
-            let counts = Counts { calls: 1, allowed };
-            endpoints.insert(event.endpoint().to_owned(), counts);
-        }
-        if calls.recent.len() == RECENT_CALLS {
-            calls.recent.pop_front();
-        }
-        calls.recent.push_back(event);
-    }
-
-    fn add_report(&mut self, report: Report) {
-        let day = usage::day_of(report.time).timestamp_micros();
-        let endpoints = self
-            .reported
-            .entry(report.token_id.clone())
-            .or_default()
-            .entry(day)
-            .or_default();
-        if !endpoints.contains_key(&report.endpoint) {
-            endpoints.insert(report.endpoint.clone(), ReportSums::default());
-        }
-        let Some(sums) = endpoints.get_mut(&report.endpoint) else {
-            return;
-        };
-        sums.reports += 1;
-        sums.successes += u64::from(report.is_success());
-        let micros = u64::try_from(report.duration.as_micros()).unwrap_or(u64::MAX);
-        sums.duration_micros = sums.duration_micros.saturating_add(micros);
-        sums.latest = sums.latest.max(Some(report.time));
-    }
-
-    /// Everything aggregated so far, sorted as the store wants it; leaves `self` empty.
-    pub(super) fn take_batch(&mut self) -> UsageBatch {
-        let checked = std::mem::take(&mut self.checked);
-        let reported = std::mem::take(&mut self.reported);
-        let mut batch = UsageBatch {
-            checked: checked
-                .into_iter()
-                .flat_map(|(token_id, rotations)| {
-                    rotations
-                        .into_iter()
-                        .filter_map(move |calls| checked_calls(token_id.clone(), calls))
-                })
-                .collect(),
-            reported: reported
-                .into_iter()
-                .map(|(token_id, days)| reported_calls(token_id, days))
-                .collect(),
-        };
-        batch
-            .checked
-            .sort_by(|a, b| (&a.token_id, a.rotated_at).cmp(&(&b.token_id, b.rotated_at)));
-        batch.reported.sort_by(|a, b| a.token_id.cmp(&b.token_id));
-        batch
-    }
-}
-
-fn checked_calls(token_id: TokenId, calls: TokenCalls) -> Option<CheckedCalls> {
-    let newest = calls.recent.iter().max_by_key(|event| event.time)?;
-    let last_use = LastUse {
-        time: newest.time,
-        client_ip: newest.client_ip,
-        user_agent: newest.user_agent().to_owned(),
-    };
-    let mut minutes: Vec<MinuteCount> = calls
-        .minutes
-        .into_iter()
-        .flat_map(|(minute, endpoints)| {
-            let minute = DateTime::from_timestamp_micros(minute).unwrap_or_default();
-            endpoints
-                .into_iter()
-                .map(move |(endpoint, counts)| MinuteCount {
-                    minute,
-                    endpoint,
-                    calls: counts.calls,
-                    allowed: counts.allowed,
-                })
-        })
-        .collect();
-    minutes.sort_by(|a, b| (a.minute, &a.endpoint).cmp(&(b.minute, &b.endpoint)));
-    Some(CheckedCalls {
-        token_id,
-        rotated_at: calls.rotated_at,
-        minutes,
-        recent: calls.recent.iter().map(CheckEvent::to_call).collect(),
-        last_use,
-    })
-}
-
-fn reported_calls(
-    token_id: TokenId,
-    days: HashMap<i64, HashMap<String, ReportSums>>,
-) -> ReportedCalls {
-    let mut counts: Vec<ReportCount> = days
-        .into_iter()
-        .flat_map(|(day, endpoints)| {
-            let day = DateTime::from_timestamp_micros(day).unwrap_or_default();
-            endpoints
-                .into_iter()
-                .map(move |(endpoint, sums)| ReportCount {
-                    day,
-                    endpoint,
-                    reports: sums.reports,
-                    successes: sums.successes,
-                    duration_micros: sums.duration_micros,
-                    latest: sums.latest.unwrap_or(day),
-                })
-        })
-        .collect();
-    counts.sort_by(|a, b| (a.day, &a.endpoint).cmp(&(b.day, &b.endpoint)));
-    ReportedCalls {
-        token_id,
-        days: counts,
     }
 }
 
@@ -414,14 +531,16 @@ mod tests {
     }
 
     fn drained(recorder: &Recorder) -> UsageBatch {
-        let mut pending = Pending::default();
-        recorder.drain_into(&mut pending);
-        pending.take_batch()
+        recorder.take_batch()
+    }
+
+    fn roomy() -> Recorder {
+        Recorder::new(1_000_000)
     }
 
     #[test]
     fn checks_are_counted_per_minute_and_endpoint_with_the_allowed_share() {
-        let recorder = Recorder::new(16);
+        let recorder = roomy();
         let token = credential(None);
         let now = Utc::now();
         recorder.record_check(&input("GET /a", now), Ok(()), &token);
@@ -441,7 +560,7 @@ mod tests {
 
     #[test]
     fn a_recent_call_keeps_endpoint_permission_and_user_agent_apart() {
-        let recorder = Recorder::new(16);
+        let recorder = roomy();
         recorder.record_check(&input("GET /a", Utc::now()), Ok(()), &credential(None));
         let batch = drained(&recorder);
         let call = &batch.checked[0].recent[0];
@@ -453,7 +572,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_calls_are_kept_as_recent() {
-        let recorder = Recorder::new(100);
+        let recorder = roomy();
         let token = credential(None);
         let start = Utc::now();
         for second in 0..30 {
@@ -476,7 +595,7 @@ mod tests {
 
     #[test]
     fn calls_under_two_rotations_stay_apart() {
-        let recorder = Recorder::new(16);
+        let recorder = roomy();
         let now = Utc::now();
         recorder.record_check(&input("GET /a", now), Ok(()), &credential(None));
         recorder.record_check(&input("GET /a", now), Ok(()), &credential(Some(now)));
@@ -490,26 +609,61 @@ mod tests {
     }
 
     #[test]
-    fn a_full_buffer_drops_the_oldest_event_and_counts_it() {
-        let recorder = Recorder::new(2);
+    fn a_full_shard_drops_calls_needing_a_new_counter_and_counts_them() {
+        let shards = Recorder::new(1).shards.len();
+        // Room for the token and one endpoint counter per shard.
+        let recorder = Recorder::new(2 * shards);
         let token = credential(None);
         let now = Utc::now();
-        for endpoint in ["GET /1", "GET /2", "GET /3"] {
+        for endpoint in ["GET /1", "GET /1", "GET /2"] {
             recorder.record_check(&input(endpoint, now), Ok(()), &token);
         }
         assert_eq!(recorder.dropped(), 1);
         let batch = drained(&recorder);
-        let endpoints: Vec<&str> = batch.checked[0]
-            .recent
+        let counts: Vec<(&str, u64)> = batch.checked[0]
+            .minutes
             .iter()
-            .map(|call| call.endpoint.as_str())
+            .map(|count| (count.endpoint.as_str(), count.calls))
             .collect();
-        assert_eq!(endpoints, ["GET /2", "GET /3"]);
+        assert_eq!(counts, [("GET /1", 2)]);
+    }
+
+    #[test]
+    fn taking_a_batch_empties_the_recorder() {
+        let recorder = roomy();
+        recorder.record_check(&input("GET /a", Utc::now()), Ok(()), &credential(None));
+        assert_eq!(drained(&recorder).calls(), 1);
+        assert!(drained(&recorder).is_empty());
+    }
+
+    #[test]
+    fn calls_from_many_threads_are_all_counted() {
+        let recorder = Arc::new(roomy());
+        let token = credential(None);
+        let now = Utc::now();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let recorder = recorder.clone();
+                let token = token.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        recorder.record_check(&input("GET /a", now), Ok(()), &token);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let batch = drained(&recorder);
+        assert_eq!(batch.checked.len(), 1, "one token, merged over shards");
+        assert_eq!(batch.calls(), 4000);
+        assert_eq!(batch.checked[0].recent.len(), RECENT_CALLS);
     }
 
     #[test]
     fn reports_sum_per_day_and_endpoint() {
-        let recorder = Recorder::new(16);
+        let recorder = roomy();
         let token_id = credential(None).token_id.clone();
         let now = Utc::now();
         for (status, millis) in [(200, 10), (503, 30)] {
@@ -530,7 +684,7 @@ mod tests {
 
     #[test]
     fn a_hook_without_a_recorder_records_nothing_and_a_check_of_no_token_is_not_usage() {
-        let recorder = Arc::new(Recorder::new(4));
+        let recorder = Arc::new(roomy());
         UsageHook::default().record(
             &input("GET /a", Utc::now()),
             Ok(()),
