@@ -254,16 +254,195 @@ fn paired_comparison(runtime: &tokio::runtime::Runtime, fixture: &Fixture) {
     };
     paired("one caller", fixture, &one_caller);
     paired("all cores", fixture, &all_cores);
+    let servers = runtime.block_on(GrpcServers::start());
+    let over_grpc = |authorizer: &Arc<Authorizer>| {
+        let url = if Arc::ptr_eq(authorizer, &fixture.recording_on) {
+            &servers.recording_on
+        } else {
+            &servers.recording_off
+        };
+        runtime.block_on(grpc_checks(
+            url,
+            &servers.secrets[url],
+            GRPC_CHECKS_PER_ROUND,
+        ))
+    };
+    paired_rounds("over gRPC", GRPC_CHECKS_PER_ROUND, fixture, &over_grpc);
+    runtime.block_on(servers.stop());
+}
+
+/// Checks per side per round through the servers, and the callers and connections making them
+/// (as the load generator's closed loop at concurrency 32).
+const GRPC_CHECKS_PER_ROUND: u64 = 20_000;
+const GRPC_CALLERS: usize = 32;
+const GRPC_CONNECTIONS: usize = 4;
+const ADMIN_KEY: &str = "tsa_bench_admin_key_0123456789";
+
+/// Two real servers (`App`, as `tessera serve` runs it) over SQLite, one with usage recording
+/// off: the whole gRPC Check, where recording's share is what a deployment sees.
+struct GrpcServers {
+    recording_off: String,
+    recording_on: String,
+    secrets: std::collections::HashMap<String, String>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl GrpcServers {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut servers = Self {
+            recording_off: String::new(),
+            recording_on: String::new(),
+            secrets: std::collections::HashMap::new(),
+            stops: Vec::new(),
+            tasks: Vec::new(),
+            _dir: dir,
+        };
+        for recording in [false, true] {
+            let database = servers._dir.path().join(format!("grpc-{recording}.db"));
+            let settings = tessera::config::Settings {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                metrics_listen: "127.0.0.1:0".parse().expect("address"),
+                database_url: format!("sqlite://{}", database.display()).into(),
+                admin_keys: vec![ADMIN_KEY.to_owned().into()],
+                usage_enabled: recording,
+                cache_ttl_ms: 3_600_000,
+                log: "warn".to_owned(),
+                ..tessera::config::Settings::default()
+            };
+            let app = tessera::app::App::build(settings).await.expect("server");
+            let url = format!("http://{}", app.local_addr());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            servers.tasks.push(tokio::spawn(async move {
+                let _ = app
+                    .run_until_stopped(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            }));
+            servers.stops.push(stop);
+            let secret = seed(&url).await;
+            servers.secrets.insert(url.clone(), secret);
+            if recording {
+                servers.recording_on = url;
+            } else {
+                servers.recording_off = url;
+            }
+        }
+        servers
+    }
+
+    async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn with_admin_key<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {ADMIN_KEY}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// A principal and an unlimited token; the token's secret.
+async fn seed(url: &str) -> String {
+    use tessera::proto;
+    let mut admin =
+        proto::token_admin_service_client::TokenAdminServiceClient::connect(url.to_owned())
+            .await
+            .expect("admin client");
+    admin
+        .upsert_principal(with_admin_key(proto::UpsertPrincipalRequest {
+            tenant: "acme".to_owned(),
+            id: "alice".to_owned(),
+            permissions: vec!["orders:*".to_owned()],
+            ..Default::default()
+        }))
+        .await
+        .expect("principal");
+    admin
+        .create_token(with_admin_key(proto::CreateTokenRequest {
+            tenant: "acme".to_owned(),
+            owner_id: "alice".to_owned(),
+            name: "bench".to_owned(),
+            permissions: vec!["orders:read".to_owned()],
+            rate_limit_per_minute: u32::MAX,
+            ..Default::default()
+        }))
+        .await
+        .expect("token")
+        .into_inner()
+        .secret
+}
+
+/// `checks` gRPC Checks by `GRPC_CALLERS` callers over `GRPC_CONNECTIONS` connections; the
+/// wall time they took.
+async fn grpc_checks(url: &str, secret: &str, checks: u64) -> Duration {
+    use tessera::proto;
+    let mut channels = Vec::with_capacity(GRPC_CONNECTIONS);
+    for _ in 0..GRPC_CONNECTIONS {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connection");
+        channels.push(channel);
+    }
+    let per_caller = checks.div_ceil(GRPC_CALLERS as u64);
+    let start = Instant::now();
+    let callers: Vec<_> = (0..GRPC_CALLERS)
+        .map(|caller| {
+            let mut client = proto::authorization_service_client::AuthorizationServiceClient::new(
+                channels[caller % GRPC_CONNECTIONS].clone(),
+            );
+            let request = proto::CheckRequest {
+                token: secret.to_owned(),
+                tenant: "acme".to_owned(),
+                permission: "orders:read".to_owned(),
+                client_ip: "192.0.2.1".to_owned(),
+                user_agent: USER_AGENT.to_owned(),
+                endpoint: "GET /api/v1/orders".to_owned(),
+                signature: None,
+            };
+            tokio::spawn(async move {
+                for _ in 0..per_caller {
+                    let answer = client.check(request.clone()).await.expect("check");
+                    assert!(answer.get_ref().allowed, "the bench token must be allowed");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+    start.elapsed()
 }
 
 /// Runs `run` (which makes `CHECKS_PER_ROUND` Checks) with recording off and on, alternating,
 /// and prints the medians.
 fn paired(mode: &str, fixture: &Fixture, run: &dyn Fn(&Arc<Authorizer>) -> Duration) {
+    paired_rounds(mode, CHECKS_PER_ROUND, fixture, run);
+}
+
+/// `paired` with `checks` Checks per run.
+fn paired_rounds(
+    mode: &str,
+    checks: u64,
+    fixture: &Fixture,
+    run: &dyn Fn(&Arc<Authorizer>) -> Duration,
+) {
     let mut wall_ratios = Vec::with_capacity(ROUNDS);
     let mut cpu_ratios = Vec::with_capacity(ROUNDS);
     let mut off_cpu = Vec::with_capacity(ROUNDS);
     let mut on_cpu = Vec::with_capacity(ROUNDS);
-    let per_check = |nanos: f64| nanos / CHECKS_PER_ROUND as f64;
+    let per_check = |nanos: f64| nanos / checks as f64;
     let measure = |authorizer: &Arc<Authorizer>| {
         let cpu_before = process_cpu_nanos();
         let elapsed = run(authorizer);
@@ -287,7 +466,7 @@ fn paired(mode: &str, fixture: &Fixture, run: &dyn Fn(&Arc<Authorizer>) -> Durat
         on_cpu.push(on_cpu_ns);
     }
     println!(
-        "usage/paired {mode}, {ROUNDS} rounds of {CHECKS_PER_ROUND} Checks per side: CPU per \
+        "usage/paired {mode}, {ROUNDS} rounds of {checks} Checks per side: CPU per \
          Check off {:.0} ns, on {:.0} ns (medians); cost in CPU {:+.1}%, in wall time {:+.1}% \
          (medians of per-round ratios)",
         median(&mut off_cpu),
