@@ -68,6 +68,7 @@ async fn fixture() -> Fixture {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: format!("sqlite://{}", dir.path().join("bench.db").display()).into(),
         admin_key_file: Some(dir.path().join("tessera-admin.key")),
+        metrics_listen: "127.0.0.1:0".parse().expect("address"),
         master_key: Some(SecretString::from(STANDARD.encode([7u8; 32]))),
         envoy_rules: vec![EnvoyRule {
             method: "GET".to_owned(),
@@ -154,6 +155,20 @@ fn own_request(secret: &str) -> proto::CheckRequest {
         endpoint: "GET /api/v1/orders/*".to_owned(),
         signature: None,
     }
+}
+
+/// The own request with a browser's User-Agent, padded so it encodes to at least the size of the
+/// Envoy request: the same work for the transport, different work for Tessera.
+fn own_request_sized_like(secret: &str, envoy: &CheckRequest) -> proto::CheckRequest {
+    use prost::Message;
+    let mut request = own_request(secret);
+    request.user_agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                          Chrome/131.0.0.0 Safari/537.36"
+        .to_owned();
+    while request.encoded_len() < envoy.encoded_len() {
+        request.user_agent.push(' ');
+    }
+    request
 }
 
 /// What Envoy sends for `GET /api/v1/orders/42` with typical headers.
@@ -376,25 +391,33 @@ fn bench_envoy(c: &mut Criterion) {
 
     // Criterion runs one benchmark after another, so background load that comes and goes lands
     // on one side. These pairs alternate the two sides in short rounds and compare medians.
-    let own_vs_envoy = runtime.block_on(paired(
-        30,
-        1000,
-        || {
-            let mut client = own_client.clone();
-            let request = own.clone();
-            async move {
-                client.check(request).await.expect("answers");
-            }
-        },
-        || {
-            let mut client = envoy_client.clone();
-            let request = envoy.clone();
-            async move {
-                client.check(request).await.expect("answers");
-            }
-        },
-    ));
-    report("grpc: own Check vs Envoy Check", &own_vs_envoy);
+    //
+    // Envoy's request is bigger than a compact own Check (its headers and attributes), and h2
+    // writes a message of 256 bytes or more with one more syscall; so the own Check is measured
+    // twice: compact, and with a browser's User-Agent, which makes it as big as Envoy's.
+    let sized = own_request_sized_like(&fixture.secret, &envoy);
+    for (label, own_side) in [("compact", &own), ("same size", &sized)] {
+        let pairs = runtime.block_on(paired(
+            30,
+            1000,
+            || {
+                let mut client = own_client.clone();
+                let request = own_side.clone();
+                async move {
+                    client.check(request).await.expect("answers");
+                }
+            },
+            || {
+                let mut client = envoy_client.clone();
+                let request = envoy.clone();
+                async move {
+                    client.check(request).await.expect("answers");
+                }
+            },
+        ));
+        report(&format!("grpc: own Check ({label}) vs Envoy Check"), &pairs);
+    }
+    external_client(&fixture.grpc_url, &own, &envoy);
     let unsigned_vs_signed = runtime.block_on(paired_prepared(
         30,
         20_000,
@@ -409,6 +432,88 @@ fn bench_envoy(c: &mut Criterion) {
         },
     ));
     report("in process: unsigned vs signed Check", &unsigned_vs_signed);
+}
+
+/// With `h2load` (Debian's nghttp2-client) on the PATH: both Checks from a client in another
+/// process, built on nghttp2 like Envoy's own HTTP/2 codec, at one call in flight; the server's
+/// CPU time per call is read from this process. Five interleaved rounds each.
+fn external_client(url: &str, own: &proto::CheckRequest, envoy: &CheckRequest) {
+    use prost::Message;
+    let frame = |bytes: Vec<u8>| {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(bytes.len()).expect("small").to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        framed
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let sides = [
+        (
+            "own Check",
+            "/tessera.v1.AuthorizationService/Check",
+            dir.path().join("own.bin"),
+            frame(own.encode_to_vec()),
+        ),
+        (
+            "Envoy Check",
+            "/envoy.service.auth.v3.Authorization/Check",
+            dir.path().join("envoy.bin"),
+            frame(envoy.encode_to_vec()),
+        ),
+    ];
+    let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    for round in 0..5 {
+        for (index, (_, path, body_file, body)) in sides.iter().enumerate() {
+            std::fs::write(body_file, body).expect("body file");
+            let cpu_start = process_cpu();
+            let run = std::process::Command::new("h2load")
+                .args(["-n", "10000", "-c", "1", "-m", "1", "-H"])
+                .args(["content-type: application/grpc", "-H", "te: trailers", "-d"])
+                .arg(body_file)
+                .arg(format!("{url}{path}"))
+                .output();
+            let Ok(output) = run else {
+                println!("external client: h2load is not installed (apt install nghttp2-client)");
+                return;
+            };
+            let server_cpu = process_cpu().saturating_sub(cpu_start).as_secs_f64() * 1e6 / 1e4;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(stdout.contains("10000 succeeded"), "{stdout}");
+            // "time for request:  min  max  mean  sd  +/- sd"
+            let mean = stdout
+                .lines()
+                .find(|line| line.trim_start().starts_with("time for request:"))
+                .and_then(|line| line.split_whitespace().nth(5))
+                .and_then(parse_h2load_duration)
+                .expect("h2load's mean time for request");
+            results[index].0.push(mean);
+            results[index].1.push(server_cpu);
+            let _ = round;
+        }
+    }
+    let median = |values: &[f64]| quartiles(values.to_vec())[1];
+    let (own_mean, envoy_mean) = (median(&results[0].0), median(&results[1].0));
+    let (own_cpu, envoy_cpu) = (median(&results[0].1), median(&results[1].1));
+    println!(
+        "external client (h2load, 1 in flight): own Check {own_mean:.1} µs vs Envoy Check \
+         {envoy_mean:.1} µs mean latency, ratio {:.3}; server CPU {own_cpu:.1} vs {envoy_cpu:.1} \
+         µs per call, ratio {:.3} (medians of 5 interleaved rounds of 10,000 calls)",
+        envoy_mean / own_mean,
+        envoy_cpu / own_cpu,
+    );
+}
+
+/// `73us` / `1.20ms` → microseconds.
+fn parse_h2load_duration(text: &str) -> Option<f64> {
+    if let Some(micros) = text.strip_suffix("us") {
+        return micros.parse().ok();
+    }
+    if let Some(millis) = text.strip_suffix("ms") {
+        return millis.parse::<f64>().ok().map(|millis| millis * 1e3);
+    }
+    text.strip_suffix('s')?
+        .parse::<f64>()
+        .ok()
+        .map(|seconds| seconds * 1e6)
 }
 
 /// Per-call times of each side over `rounds` rounds of `calls` calls, alternating sides.
