@@ -461,7 +461,7 @@ fn external_client(url: &str, own: &proto::CheckRequest, envoy: &CheckRequest) {
         ),
     ];
     let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
-    for round in 0..5 {
+    for _round in 0..5 {
         for (index, (_, path, body_file, body)) in sides.iter().enumerate() {
             std::fs::write(body_file, body).expect("body file");
             let cpu_start = process_cpu();
@@ -487,7 +487,6 @@ fn external_client(url: &str, own: &proto::CheckRequest, envoy: &CheckRequest) {
                 .expect("h2load's mean time for request");
             results[index].0.push(mean);
             results[index].1.push(server_cpu);
-            let _ = round;
         }
     }
     let median = |values: &[f64]| quartiles(values.to_vec())[1];

@@ -76,7 +76,7 @@ pub struct Settings {
     /// Accepted difference, in seconds, either way between a signature's timestamp and now.
     pub signature_window_seconds: u64,
     /// Most signatures each replica remembers to refuse replays; keep it above (signed requests
-    /// per second × 2 × window).
+    /// per second × 4 × window).
     pub replay_cache_capacity: u64,
     /// Envoy ext_authz: the header carrying the token (a `Bearer ` prefix is stripped).
     pub envoy_token_header: String,

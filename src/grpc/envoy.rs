@@ -178,20 +178,23 @@ impl<'a> EnvoyRequest<'a> {
         (!values.is_empty()).then(|| std::borrow::Cow::Owned(values.join(",")))
     }
 
-    /// Every incoming header name, lowercase.
-    fn header_names(&self) -> Vec<String> {
+    /// The incoming header names (as sent; Envoy sends them lowercase) that `reserved` picks,
+    /// allocating only for those.
+    fn header_names_where(&self, reserved: impl Fn(&str) -> bool) -> Vec<String> {
         let Some(http) = self.http else {
             return Vec::new();
         };
-        let mut names: Vec<String> = http.headers.keys().cloned().collect();
-        if let Some(map) = &http.header_map {
-            names.extend(
-                map.headers
-                    .iter()
-                    .map(|header| header.key.to_ascii_lowercase()),
-            );
-        }
-        names
+        let raw = http
+            .header_map
+            .iter()
+            .flat_map(|map| map.headers.iter().map(|header| header.key.as_str()));
+        http.headers
+            .keys()
+            .map(String::as_str)
+            .chain(raw)
+            .filter(|name| reserved(name))
+            .map(str::to_ascii_lowercase)
+            .collect()
     }
 
     fn context_extension(&self, key: &str) -> Option<&'a str> {
@@ -326,6 +329,16 @@ fn to_check_request(
     })
 }
 
+/// The `google.rpc.Status` Envoy reads to tell allow (OK) from deny, built directly rather than
+/// through a `tonic::Status` (which carries a header map Envoy never sees).
+fn rpc_status(code: tonic::Code, message: &str) -> envoy_types::pb::google::rpc::Status {
+    envoy_types::pb::google::rpc::Status {
+        code: code as i32,
+        message: message.to_owned(),
+        details: Vec::new(),
+    }
+}
+
 /// `Bearer abc` → `abc` (scheme case-insensitive); any other value as it is.
 fn strip_bearer(value: &str) -> &str {
     let trimmed = value.trim();
@@ -372,19 +385,27 @@ fn response(decision: &Decision, request: &EnvoyRequest<'_>) -> CheckResponse {
     }
     // Envoy removes after it sets, so the identity headers just set must not be named here;
     // setting them with overwrite already replaces any forged copy.
-    for name in request.header_names() {
-        let reserved = name.starts_with(RESERVED_PREFIX);
-        let set_above = identity.iter().any(|(set, _)| *set == name);
-        if reserved && !set_above {
-            ok.remove_header(name);
-        }
+    let forgeable = request.header_names_where(|name| {
+        let reserved = name
+            .get(..RESERVED_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX));
+        reserved
+            && !identity
+                .iter()
+                .any(|(set, _)| set.eq_ignore_ascii_case(name))
+    });
+    for name in forgeable {
+        ok.remove_header(name);
     }
     // To the client only: they are about its budget. (Upstream headers would also push the
     // answer past 256 bytes, where h2 writes it in two syscalls instead of one.)
     for (name, value) in rate_limit_headers.into_iter().flatten() {
         ok.add_response_header(name, value, overwrite, false);
     }
-    let mut response = <CheckResponse as CheckResponseExt>::with_status(Status::ok(""));
+    let mut response = CheckResponse {
+        status: Some(rpc_status(tonic::Code::Ok, "")),
+        ..CheckResponse::default()
+    };
     response.set_http_response(ok);
     response
 }
@@ -432,8 +453,10 @@ fn denied(
         503 => tonic::Code::Unavailable,
         _ => tonic::Code::PermissionDenied,
     };
-    let mut response =
-        <CheckResponse as CheckResponseExt>::with_status(Status::new(code, reason.as_str()));
+    let mut response = CheckResponse {
+        status: Some(rpc_status(code, reason.as_str())),
+        ..CheckResponse::default()
+    };
     response.set_http_response(denied);
     response
 }
