@@ -48,8 +48,13 @@ fn main() -> BuildResult<()> {
 fn envoy_types_descriptor_set() -> BuildResult<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("Cargo.toml");
+    // Offline and for this build's target only: cargo has downloaded exactly the packages this
+    // target needs, and a full resolve would ask for other platforms' (android_system_properties,
+    // …) that a fresh machine never fetched.
+    let target = std::env::var("TARGET")?;
     let output = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &target])
         .arg("--manifest-path")
         .arg(&manifest)
         .output()?;
