@@ -17,9 +17,9 @@ use super::probe::{Probe, Problem};
 const HIGHEST_TRACKABLE_MICROS: u64 = 60_000_000;
 /// How long a run waits, after its end, for calls still in flight; after that they count as
 /// failed.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// An open-loop call without an answer after this long counts as failed.
-const OPEN_LOOP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub const OPEN_LOOP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open-loop calls in flight beyond which the schedule skips sends (counted as failed) instead
 /// of piling up tasks without bound.
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 20_000;
@@ -114,12 +114,12 @@ impl Tally {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_MICROS, 3)
         .expect("constant histogram bounds are valid")
 }
 
-fn micros(duration: Duration) -> u64 {
+pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -174,61 +174,129 @@ pub async fn closed_loop(
 }
 
 /// Calls sent at `rate` per second on a fixed schedule, round-robin over `channels`, whatever the
-/// answers. Latency runs from each call's scheduled time. The schedule is kept by a thread that
-/// sleeps with the OS timer (tokio's timer wheel has millisecond ticks, far coarser than the
-/// gaps between calls); each call then runs as its own task.
+/// answers. Latency runs from each call's scheduled time.
 pub async fn open_loop(probe: &Probe, channels: &[Channel], rate: u32, timing: Timing) -> Tally {
     debug_assert!(!channels.is_empty() && rate > 0);
-    let shared = Arc::new(OpenLoopState {
-        tally: Mutex::new(Tally::with_send_lags()),
-        in_flight: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-    });
-    // Stops the schedule if this future is dropped (Ctrl-C) before it ends.
-    let _stop_on_drop = StopOnDrop(shared.clone());
+    let tally = Arc::new(Mutex::new(Tally::with_send_lags()));
     let clients: Vec<Grpc<Channel>> = channels.iter().cloned().map(Grpc::new).collect();
     let probe = Arc::new(probe.clone());
-    let runtime = tokio::runtime::Handle::current();
-    let schedule_state = shared.clone();
-    let start = Instant::now();
-    let schedule = tokio::task::spawn_blocking(move || {
-        keep_schedule(
-            &schedule_state,
-            &clients,
-            &probe,
-            &runtime,
-            Schedule {
-                start,
-                rate,
-                timing,
-            },
-        )
-    });
-    let schedule_outcome = schedule.await;
-
-    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let stuck = shared.in_flight.load(Ordering::Acquire);
+    let recorder = tally.clone();
+    let outcome = paced(rate, timing, move |call| {
+        let mut client = clients[call.index % clients.len()].clone();
+        let probe = probe.clone();
+        let tally = recorder.clone();
+        async move {
+            let send_lag = call.due.elapsed();
+            let outcome = tokio::time::timeout(OPEN_LOOP_CALL_TIMEOUT, probe.call(&mut client))
+                .await
+                .unwrap_or_else(|_| Err(Problem::Failed("no answer within 5s".to_owned())));
+            if call.measured {
+                let latency = call.due.elapsed();
+                let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+                tally.record(outcome, latency);
+                tally.record_send_lag(send_lag);
+            }
+        }
+    })
+    .await;
     let mut tally = std::mem::replace(
-        &mut *shared.tally.lock().unwrap_or_else(PoisonError::into_inner),
+        &mut *tally.lock().unwrap_or_else(PoisonError::into_inner),
         Tally::with_send_lags(),
     );
-    if let Err(error) = schedule_outcome {
-        tally.fail(1, format!("the schedule thread failed: {error}"));
-    }
-    if stuck > 0 {
-        tally.fail(
-            stuck as u64,
-            format!("{stuck} calls still without an answer after the run"),
-        );
+    for (count, description) in outcome.problems() {
+        tally.fail(count, description);
     }
     tally
 }
 
+/// One call of an open loop, as handed to its launcher.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduledCall {
+    /// Position in the schedule, from 0.
+    pub index: usize,
+    /// When the call was due: latency counts from here.
+    pub due: Instant,
+    /// False during the warm-up.
+    pub measured: bool,
+}
+
+/// What an open loop could not do, beside the calls themselves.
+#[derive(Debug, Default)]
+pub struct PacedOutcome {
+    /// Measured sends skipped because too many calls were in flight.
+    pub skipped: u64,
+    /// Calls still without an answer after the drain timeout.
+    pub stuck: u64,
+    /// The schedule thread panicked.
+    pub schedule_failed: Option<String>,
+}
+
+impl PacedOutcome {
+    /// Each problem with its count, described for a report.
+    pub fn problems(&self) -> Vec<(u64, String)> {
+        let mut problems = Vec::new();
+        if let Some(error) = &self.schedule_failed {
+            problems.push((1, format!("the schedule thread failed: {error}")));
+        }
+        if self.skipped > 0 {
+            problems.push((
+                self.skipped,
+                format!(
+                    "{} sends skipped: {OPEN_LOOP_MAX_IN_FLIGHT} calls were in flight",
+                    self.skipped
+                ),
+            ));
+        }
+        if self.stuck > 0 {
+            problems.push((
+                self.stuck,
+                format!("{} calls still without an answer after the run", self.stuck),
+            ));
+        }
+        problems
+    }
+}
+
+/// Runs `launch(call)` as its own task for every call due at `rate` per second over the warm-up
+/// and the duration, then waits (at most [`DRAIN_TIMEOUT`]) for the calls still in flight. The
+/// schedule is kept by a thread that sleeps with the OS timer (tokio's timer wheel has
+/// millisecond ticks, far coarser than the gaps between calls). Each launched future must end by
+/// itself (bound it with a timeout).
+pub async fn paced<F, Fut>(rate: u32, timing: Timing, launch: F) -> PacedOutcome
+where
+    F: FnMut(ScheduledCall) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let state = Arc::new(OpenLoopState {
+        in_flight: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    // Stops the schedule if this future is dropped (Ctrl-C) before it ends.
+    let _stop_on_drop = StopOnDrop(state.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let schedule_state = state.clone();
+    let schedule = Schedule {
+        start: Instant::now(),
+        rate,
+        timing,
+    };
+    let schedule = tokio::task::spawn_blocking(move || {
+        keep_schedule(&schedule_state, &runtime, schedule, launch)
+    });
+    let mut outcome = PacedOutcome::default();
+    match schedule.await {
+        Ok(skipped) => outcome.skipped = skipped,
+        Err(error) => outcome.schedule_failed = Some(error.to_string()),
+    }
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while state.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    outcome.stuck = state.in_flight.load(Ordering::Acquire) as u64;
+    outcome
+}
+
 struct OpenLoopState {
-    tally: Mutex<Tally>,
     in_flight: AtomicUsize,
     stop: AtomicBool,
 }
@@ -238,6 +306,15 @@ struct StopOnDrop(Arc<OpenLoopState>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Counts a launched call as in flight until its task ends, however it ends.
+struct InFlight(Arc<OpenLoopState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -261,14 +338,18 @@ impl Schedule {
     }
 }
 
-/// Runs on its own thread: sleeps until each call is due and launches it as a task.
-fn keep_schedule(
+/// Runs on its own thread: sleeps until each call is due and launches it as a task. Returns the
+/// measured sends it skipped.
+fn keep_schedule<F, Fut>(
     state: &Arc<OpenLoopState>,
-    clients: &[Grpc<Channel>],
-    probe: &Arc<Probe>,
     runtime: &tokio::runtime::Handle,
     schedule: Schedule,
-) {
+    mut launch: F,
+) -> u64
+where
+    F: FnMut(ScheduledCall) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let measure_from = schedule.start + schedule.timing.warmup;
     let mut skipped = 0_u64;
     for index in 0..schedule.total_calls() {
@@ -286,31 +367,18 @@ fn keep_schedule(
             continue;
         }
         state.in_flight.fetch_add(1, Ordering::AcqRel);
-        let client_index = usize::try_from(index).unwrap_or(0) % clients.len();
-        let mut client = clients[client_index].clone();
-        let probe = probe.clone();
-        let state = state.clone();
+        let guard = InFlight(state.clone());
+        let call = launch(ScheduledCall {
+            index: usize::try_from(index).unwrap_or(usize::MAX),
+            due,
+            measured,
+        });
         runtime.spawn(async move {
-            let send_lag = due.elapsed();
-            let outcome = tokio::time::timeout(OPEN_LOOP_CALL_TIMEOUT, probe.call(&mut client))
-                .await
-                .unwrap_or_else(|_| Err(Problem::Failed("no answer within 5s".to_owned())));
-            if measured {
-                let latency = due.elapsed();
-                let mut tally = state.tally.lock().unwrap_or_else(PoisonError::into_inner);
-                tally.record(outcome, latency);
-                tally.record_send_lag(send_lag);
-            }
-            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            call.await;
+            drop(guard);
         });
     }
-    if skipped > 0 {
-        let mut tally = state.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        tally.fail(
-            skipped,
-            format!("{skipped} sends skipped: {OPEN_LOOP_MAX_IN_FLIGHT} calls were in flight"),
-        );
-    }
+    skipped
 }
 
 #[cfg(test)]

@@ -6,18 +6,21 @@
 //! - [`probe`]: one call, its request encoded once and its answer checked.
 //! - [`load`]: the closed loop and the open loop.
 //! - [`report`]: medians over interleaved rounds, ratios to the floor, table and JSON.
+//! - [`soak`]: `tessera bench soak`, a long run at a fraction of saturation with a mix of tokens
+//!   and admin writes, judged on its answers, memory and p99.
 
 mod load;
 mod probe;
 mod report;
 mod servers;
+mod soak;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, FromArgMatches};
+use clap::{ArgMatches, FromArgMatches, Subcommand};
 use serde::Serialize;
 use tonic::client::Grpc;
 use tonic::transport::Channel;
@@ -91,11 +94,22 @@ struct Flags {
     permission: String,
 }
 
+/// What `tessera bench` runs instead of its comparison.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Run a server for a long time (default 10 minutes) at a fraction of its measured
+    /// saturation, with valid, unknown, malformed, revoked and rate-limited tokens and admin
+    /// writes; judge the answers, the server's RSS and the p99 per window; exit 1 on a failed
+    /// verdict. Prints markdown for BENCHMARKS.md.
+    Soak(soak::SoakFlags),
+}
+
 /// `tessera bench`: spawns its own servers, or with `--server URL` (given on the command line)
 /// drives a running one.
 #[derive(Debug)]
 pub struct BenchArgs {
     flags: Flags,
+    command: Option<BenchCommand>,
     /// The global `--server`, only when given on the command line: its default (and
     /// TESSERA_SERVER, meant for admin commands) must not turn a bench into one against an
     /// existing server.
@@ -107,6 +121,10 @@ pub struct BenchArgs {
 impl FromArgMatches for BenchArgs {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
         let flags = Flags::from_arg_matches(matches)?;
+        let command = match matches.subcommand() {
+            Some(_) => Some(BenchCommand::from_arg_matches(matches)?),
+            None => None,
+        };
         let external_server = match matches.value_source("server") {
             Some(ValueSource::CommandLine) => matches
                 .try_get_one::<String>("server")
@@ -123,6 +141,7 @@ impl FromArgMatches for BenchArgs {
             .unwrap_or(false);
         Ok(Self {
             flags,
+            command,
             external_server,
             json,
         })
@@ -136,16 +155,25 @@ impl FromArgMatches for BenchArgs {
 
 impl clap::Args for BenchArgs {
     fn augment_args(command: clap::Command) -> clap::Command {
-        Flags::augment_args(command)
+        BenchCommand::augment_subcommands(Flags::augment_args(command))
+            .args_conflicts_with_subcommands(true)
     }
 
     fn augment_args_for_update(command: clap::Command) -> clap::Command {
-        Flags::augment_args_for_update(command)
+        BenchCommand::augment_subcommands_for_update(Flags::augment_args_for_update(command))
+            .args_conflicts_with_subcommands(true)
     }
 }
 
 /// Runs the bench; fails (exit 1) when any call failed or was answered unexpectedly.
 pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Some(BenchCommand::Soak(flags)) = args.command {
+        if args.external_server.is_some() || args.json {
+            eprintln!("error: soak starts its own server and prints markdown: no --server, --json");
+            return ExitCode::from(2);
+        }
+        return soak::run(flags).await;
+    }
     let report = match bench(&args).await {
         Ok(report) => report,
         Err(error) => {

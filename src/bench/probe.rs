@@ -90,6 +90,14 @@ pub struct Answer {
     code: i32,
 }
 
+impl Answer {
+    /// A Check's decision: `allowed`, or why not (the `DenyReason` number; for a health
+    /// check, the serving status).
+    pub fn decision(self) -> (bool, i32) {
+        (self.expected, self.code)
+    }
+}
+
 /// Why a call did not count as a good answer.
 #[derive(Debug)]
 pub enum Problem {
@@ -135,12 +143,13 @@ impl Probe {
         }
     }
 
-    /// Sends the call once on `client` and checks its answer.
-    pub async fn call(&self, client: &mut Grpc<Channel>) -> Result<(), Problem> {
+    /// Sends the call once on `client`; Err describes a call without an answer (a gRPC error
+    /// or a transport failure).
+    pub async fn answer(&self, client: &mut Grpc<Channel>) -> Result<Answer, String> {
         client
             .ready()
             .await
-            .map_err(|error| Problem::Failed(format!("channel not ready: {error}")))?;
+            .map_err(|error| format!("channel not ready: {error}"))?;
         let response = client
             .unary(
                 Request::new(self.request.clone()),
@@ -148,10 +157,13 @@ impl Probe {
                 RawCodec(self.rpc),
             )
             .await
-            .map_err(|status| {
-                Problem::Failed(format!("{:?}: {}", status.code(), status.message()))
-            })?;
-        let answer = response.into_inner();
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok(response.into_inner())
+    }
+
+    /// Sends the call once on `client` and checks its answer.
+    pub async fn call(&self, client: &mut Grpc<Channel>) -> Result<(), Problem> {
+        let answer = self.answer(client).await.map_err(Problem::Failed)?;
         if answer.expected {
             Ok(())
         } else {

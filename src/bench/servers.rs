@@ -15,7 +15,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -26,7 +29,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The seeded token's limit: far above anything two cores can send, so rate limiting never
 /// shapes a throughput run.
-const UNLIMITED_PER_MINUTE: u32 = 4_000_000_000;
+pub const UNLIMITED_PER_MINUTE: u32 = 4_000_000_000;
 const PRINCIPAL_ID: &str = "bench";
 /// The log line `tessera serve` writes once it listens; its `address` field is the bound port.
 const SERVING_MESSAGE: &str = "serving grpc";
@@ -208,6 +211,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The child's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the server and waits for it, and for the last of its log, to be gone.
     pub async fn stop(mut self) {
         if let Err(error) = self.child.kill().await {
@@ -322,22 +330,37 @@ pub fn random_admin_key() -> String {
         .collect()
 }
 
-/// Creates principal `bench` with `*` and a token for `orders:*` without a practical rate limit;
-/// returns the token's secret.
-pub async fn seed(url: &str, admin_key: &str) -> anyhow::Result<String> {
-    let bearer: MetadataValue<_> = format!("Bearer {admin_key}")
+/// Adds the admin key to every call of an [`AdminClient`].
+#[derive(Clone)]
+pub struct AdminKey(MetadataValue<Ascii>);
+
+impl Interceptor for AdminKey {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type AdminClient = TokenAdminServiceClient<InterceptedService<Channel, AdminKey>>;
+
+/// A TokenAdminService client of the server at `url`, sending `admin_key`.
+pub async fn admin_client(url: &str, admin_key: &str) -> anyhow::Result<AdminClient> {
+    let bearer: MetadataValue<Ascii> = format!("Bearer {admin_key}")
         .parse()
         .context("admin key is not valid metadata")?;
     let channel = connect(url).await?;
-    let mut admin = TokenAdminServiceClient::with_interceptor(
+    Ok(TokenAdminServiceClient::with_interceptor(
         channel,
-        move |mut request: tonic::Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-            Ok(request)
-        },
-    );
+        AdminKey(bearer),
+    ))
+}
+
+/// Creates principal `bench` with `*` and a token for `orders:*` without a practical rate limit;
+/// returns the token's secret.
+pub async fn seed(url: &str, admin_key: &str) -> anyhow::Result<String> {
+    let mut admin = admin_client(url, admin_key).await?;
     admin
         .upsert_principal(UpsertPrincipalRequest {
             id: PRINCIPAL_ID.to_owned(),
