@@ -15,6 +15,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// How long the invalidation feed waits before reconnecting after the database went away.
 const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// A pooled connection idle this long is pinged before use.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub struct PostgresStore {
     pub(super) pool: PgPool,
@@ -36,10 +38,20 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection before handing it out: a round trip on every cache
-            // miss. Without it a connection that died with the database fails one query
-            // (answered STORE_UNAVAILABLE) and is replaced; that is the cheaper trade.
+            // sqlx would ping every connection before handing it out: a round trip on every
+            // cache miss. Only connections that sat idle are pinged instead: under load they are
+            // in constant use (a dead one fails its query and is replaced), and after an outage
+            // the idle ones that died with it are weeded out here rather than each failing a
+            // request of its own.
             .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(
                 connect_options
                     .clone()

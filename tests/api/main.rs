@@ -6,6 +6,7 @@ mod admin_auth;
 mod check;
 mod cli;
 mod envoy;
+mod faults;
 mod hot_path;
 mod ops;
 mod signing;

@@ -8,6 +8,11 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 pub const POSTGRES_URL_VARIABLE: &str = "TESSERA_TEST_POSTGRES_URL";
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The maintenance URL of the Postgres server the tests use.
+pub fn postgres_server_url() -> String {
+    std::env::var(POSTGRES_URL_VARIABLE).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
 pub struct TestDatabase {
     url: String,
     backend: Backend,
@@ -29,8 +34,7 @@ impl TestDatabase {
     /// A new, empty database on the test Postgres server. Panics (failing the test, never
     /// skipping it) when the server cannot be reached.
     pub async fn postgres() -> Self {
-        let server_url = std::env::var(POSTGRES_URL_VARIABLE)
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let server_url = postgres_server_url();
         let name = format!(
             "tessera_test_{}",
             ulid::Ulid::new().to_string().to_lowercase()

@@ -1,6 +1,7 @@
 //! `spawn_app`: the real server on port 0, over a fresh database, with a real gRPC client.
 
 pub mod database;
+pub mod fault_proxy;
 
 use std::sync::Arc;
 
@@ -117,8 +118,15 @@ async fn start(
 impl TestApp {
     /// A second server on the same database, as another replica would be.
     pub async fn spawn_replica(&self) -> TestApp {
+        self.spawn_replica_with(|_| {}).await
+    }
+
+    /// A replica whose settings differ, e.g. one reaching the database through a fault proxy.
+    pub async fn spawn_replica_with(&self, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        customize(&mut settings);
         start(
-            self.settings.clone(),
+            settings,
             self.database.clone(),
             self.dir.clone(),
             Some(self.admin_key.clone()),

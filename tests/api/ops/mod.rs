@@ -5,7 +5,7 @@ mod health;
 mod lifecycle;
 mod limits;
 mod metrics;
-mod process;
+pub mod process;
 mod reflection;
 mod telemetry;
 mod tls;

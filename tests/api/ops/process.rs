@@ -75,6 +75,13 @@ impl ServeProcess {
         assert!(sent.success(), "SIG{signal} delivered");
     }
 
+    /// SIGKILL: no drain, no flush, nothing the process could do about it.
+    pub async fn kill(mut self) -> Vec<String> {
+        self.child.kill().await.expect("killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.log.lock().expect("log").clone()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         self.signal("TERM").await;
