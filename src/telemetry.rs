@@ -56,7 +56,8 @@ impl Telemetry {
 pub fn init(filter: &str, format: LogFormat) {
     let env_filter = env_filter(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
-        .with(log_layer(format).with_filter(env_filter))
+        .with(env_filter)
+        .with(log_layer(format))
         .try_init();
 }
 
@@ -67,10 +68,14 @@ pub fn init_with_traces(
     format: LogFormat,
     otlp_endpoint: Option<&url::Url>,
 ) -> Result<Telemetry, TelemetryError> {
+    // One filter for the whole subscriber, not one per layer: a per-layer EnvFilter swallows
+    // the next event on a thread after a dependency asks `enabled` for a disabled level (sqlx
+    // does on every PostgreSQL query: tokio-rs/tracing#2519), which lost admin and store logs.
     let log_filter = env_filter(filter)?;
     let Some(endpoint) = otlp_endpoint else {
         let _ = tracing_subscriber::registry()
-            .with(log_layer(format).with_filter(log_filter))
+            .with(log_filter)
+            .with(log_layer(format))
             .try_init();
         return Ok(Telemetry {
             tracer_provider: None,
@@ -92,14 +97,10 @@ pub fn init_with_traces(
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer(SERVICE_NAME);
     // Spans pass the same filter as logs, so the exported traces never carry the firehose either.
-    let trace_filter = env_filter(filter)?;
     let installed = tracing_subscriber::registry()
-        .with(log_layer(format).with_filter(log_filter))
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(trace_filter),
-        )
+        .with(log_filter)
+        .with(log_layer(format))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
     if installed.is_err() {
         tracing::warn!("a tracing subscriber was already installed; spans are not exported");
