@@ -9,6 +9,7 @@ mod envoy;
 mod faults;
 mod hot_path;
 mod ops;
+mod secrets;
 mod signing;
 mod store_conformance;
 mod token_lifecycle;

@@ -17,7 +17,7 @@ pub struct ServeProcess {
     pub grpc_url: String,
     /// Every line the server wrote to stderr so far.
     log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ServeProcess {
@@ -60,7 +60,7 @@ impl ServeProcess {
             child,
             grpc_url: format!("http://{address}"),
             log,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -75,6 +75,11 @@ impl ServeProcess {
         assert!(sent.success(), "SIG{signal} delivered");
     }
 
+    /// The working directory: the SQLite file and the bootstrap admin key file live here.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// SIGKILL: no drain, no flush, nothing the process could do about it.
     pub async fn kill(mut self) -> Vec<String> {
         self.child.kill().await.expect("killed");
@@ -83,7 +88,14 @@ impl ServeProcess {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+    pub async fn terminate(self) -> (ExitStatus, Vec<String>) {
+        let (status, log, _dir) = self.terminate_keeping_dir().await;
+        (status, log)
+    }
+
+    /// Like `terminate`, handing back the directory so that the database can be read after the
+    /// last write.
+    pub async fn terminate_keeping_dir(mut self) -> (ExitStatus, Vec<String>, tempfile::TempDir) {
         self.signal("TERM").await;
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
@@ -92,7 +104,7 @@ impl ServeProcess {
         // Let the log reader take the last lines.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let log = self.log.lock().expect("log").clone();
-        (status, log)
+        (status, log, self.dir)
     }
 }
 
