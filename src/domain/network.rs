@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is neither an IP address nor a CIDR")]
@@ -88,8 +88,20 @@ fn parse_network(entry: &str) -> Result<IpNet, InvalidNetwork> {
     entry
         .parse::<IpNet>()
         // 10.1.2.3/8 means 10.0.0.0/8: store what the operator meant.
-        .map(|network| network.trunc())
+        .map(|network| canonical_network(network.trunc()))
         .map_err(|_| InvalidNetwork(entry.to_owned()))
+}
+
+/// Clients are compared in canonical form (an IPv4-mapped IPv6 address as IPv4), so a network
+/// inside `::ffff:0:0/96` is kept as the IPv4 network it names: as IPv6 it could match no client.
+fn canonical_network(network: IpNet) -> IpNet {
+    let IpNet::V6(v6) = network else {
+        return network;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => Ipv4Net::new(v4, len).map_or(network, IpNet::V4),
+        _ => network,
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +142,18 @@ mod tests {
     #[test]
     fn an_ipv4_mapped_ipv6_client_matches_its_ipv4_network() {
         assert!(list(&["192.0.2.0/24"]).allows(ip("::ffff:192.0.2.1")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_network_allows_the_ipv4_clients_it_names() {
+        let allow = list(&["::ffff:192.0.2.0/120", "::ffff:198.51.100.7/128"]);
+        assert!(allow.allows(ip("192.0.2.1")));
+        assert!(allow.allows(ip("::ffff:192.0.2.255")));
+        assert!(allow.allows(ip("198.51.100.7")));
+        assert!(!allow.allows(ip("192.0.3.1")));
+        assert_eq!(allow.to_strings(), vec!["192.0.2.0/24", "198.51.100.7"]);
+        // Wider than the mapped range, the network stays IPv6.
+        assert_eq!(list(&["::ffff:0:0/95"]).to_strings(), vec!["::fffe:0:0/95"]);
     }
 
     #[test]

@@ -106,8 +106,7 @@ pub fn generate(prefix: &TokenPrefix) -> GeneratedSecret {
         .take(RANDOM_LEN)
         .map(char::from)
         .collect();
-    let checksum = encode_checksum(crc32fast::hash(random.as_bytes()));
-    let token = format!("{prefix}_{random}{checksum}");
+    let token = format_token(prefix, &random);
     let hash = SecretHash::of(&token);
     let hint = hint_of(&token, prefix);
     GeneratedSecret {
@@ -115,6 +114,13 @@ pub fn generate(prefix: &TokenPrefix) -> GeneratedSecret {
         hash,
         hint,
     }
+}
+
+/// The token for a random part under `prefix`: `<prefix>_<random><checksum of random>`. Public so
+/// that property tests can build tokens from chosen random parts.
+pub fn format_token(prefix: &TokenPrefix, random: &str) -> String {
+    let checksum = encode_checksum(crc32fast::hash(random.as_bytes()));
+    format!("{prefix}_{random}{checksum}")
 }
 
 /// Generates a key with the same shape under another prefix (admin keys use `tsa`).

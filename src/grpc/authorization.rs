@@ -32,7 +32,7 @@ impl AuthorizationApi {
 
 /// A malformed call (as opposed to a bad token, which is a normal deny) is INVALID_ARGUMENT.
 /// Takes the endpoint and user agent out of the request rather than copying them.
-fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Status> {
+pub fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Status> {
     let mut violations = Violations::default();
     let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
     let permission = if request.permission.is_empty() {

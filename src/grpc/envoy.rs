@@ -114,8 +114,7 @@ impl Authorization for EnvoyAuthorizationApi {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let request = request.into_inner();
-        let view = EnvoyRequest::of(&request);
-        let check = match to_check_request(&self.settings, &view) {
+        let check = match map_check_request(&self.settings, &request) {
             Ok(check) => check,
             Err(EarlyDeny { reason, message }) => {
                 metrics::counter!("tessera_checks_total", "reason" => reason.as_str()).increment(1);
@@ -123,7 +122,10 @@ impl Authorization for EnvoyAuthorizationApi {
             }
         };
         let decision = authorization::decide(&self.authorizer, check).await?;
-        Ok(Response::new(response(&decision, &view)))
+        Ok(Response::new(response(
+            &decision,
+            &EnvoyRequest::of(&request),
+        )))
     }
 }
 
@@ -220,9 +222,18 @@ impl<'a> EnvoyRequest<'a> {
 
 /// A deny decided from the request alone, before any token lookup.
 #[derive(Debug, PartialEq, Eq)]
-struct EarlyDeny {
-    reason: DenyReason,
-    message: &'static str,
+pub struct EarlyDeny {
+    pub reason: DenyReason,
+    pub message: &'static str,
+}
+
+/// What the service runs on every Envoy request before any lookup: Envoy's request as Tessera's
+/// own CheckRequest, or the deny that needs no token. Pure, so the fuzz target drives exactly this.
+pub fn map_check_request(
+    settings: &EnvoySettings,
+    request: &CheckRequest,
+) -> Result<proto::CheckRequest, EarlyDeny> {
+    to_check_request(settings, &EnvoyRequest::of(request))
 }
 
 /// Envoy's request as Tessera's own CheckRequest, or the deny that needs no token lookup.

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus, fuzz/seeds/<target>/: a few small valid and near-valid
+inputs per target, so each bounded run starts from the interesting shapes instead of from
+nothing. Standard library only; run it again after changing an input format:
+
+    python3 fuzz/make_seeds.py
+"""
+
+import base64
+import os
+import struct
+import zlib
+
+SEEDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def token(prefix: str, random: str) -> str:
+    """A token as Tessera formats it: CRC32 of the random part in six base62 digits."""
+    value = zlib.crc32(random.encode())
+    digits = ""
+    for _ in range(6):
+        digits = BASE62[value % 62] + digits
+        value //= 62
+    return f"{prefix}_{random}{digits}"
+
+
+# Protocol buffers, just enough for Envoy's CheckRequest.
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field(number: int, payload) -> bytes:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def string_map(number: int, items: dict) -> bytes:
+    return b"".join(field(number, field(1, k) + field(2, v)) for k, v in items.items())
+
+
+def envoy_request(method, path, source, headers=None, extensions=None, body=None, raw_headers=None):
+    http = field(2, method) + string_map(3, headers or {}) + field(4, path)
+    if body is not None:
+        http += field(11, body)
+    if raw_headers:
+        header_map = b"".join(field(1, field(1, k) + field(3, v)) for k, v in raw_headers)
+        http += field(13, header_map)
+    socket_address = field(2, source)
+    peer = field(1, field(1, socket_address))
+    attributes = field(1, peer) + field(4, field(2, http)) + string_map(10, extensions or {})
+    return field(1, attributes)
+
+
+def write(target: str, name: str, data) -> None:
+    if isinstance(data, str):
+        data = data.encode()
+    directory = os.path.join(SEEDS, target)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(data)
+
+
+def main() -> None:
+    valid = token("tsk", "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy")
+    write("token_parser", "valid", valid)
+    write("token_parser", "bad_checksum", valid[:-1] + ("0" if valid[-1] != "0" else "1"))
+    write("token_parser", "changed_random", valid[:6] + "Z" + valid[7:])
+    write("token_parser", "too_short", valid[:-1])
+    write("token_parser", "not_base62", valid[:10] + "-" + valid[11:])
+    write("token_parser", "wrong_prefix", "abc" + valid[3:])
+    write("token_parser", "other_prefix", "acme2\n" + token("acme2", "0" * 30))
+    write("token_parser", "bad_prefix", "Acme\nAcme_" + "0" * 36)
+
+    write("permission_matching", "grants_and_ceiling",
+          "orders:*\n*:read\nfn:OrderList_Load_Query\n\norders:read\nproducts:*\n*:write")
+    write("permission_matching", "everything", "*\n\n*:*\norders:read")
+    write("permission_matching", "near_valid",
+          "ord*:read\norders:re ad\norders:\na:b:c\n\norders\n" + "a" * 130 + ":b")
+    write("permission_matching", "charset", "my-svc.v2:list_all\nfn:X\n\nmy-svc.v2:*")
+
+    write("cidr_parsing", "mixed",
+          "10.0.0.0/8,2001:db8::/32,192.0.2.7\n10.1.2.3\n2001:db8::1\n11.0.0.1\n"
+          "198.51.100.7, 203.0.113.9, 10.0.0.2")
+    write("cidr_parsing", "host_bits_and_mapped",
+          "10.1.2.3/8, ::ffff:192.0.2.0/120,::ffff:198.51.100.7\n::ffff:192.0.2.1\n"
+          "[2001:db8::1]:443\n192.0.2.1:443, unknown")
+    write("cidr_parsing", "edges", "0.0.0.0/0,::/0,255.255.255.255/32\n0.0.0.0\n::\n")
+    write("cidr_parsing", "invalid", "10.0.0.0/8,10.0.0.0/33,abc\n10.0.0.1")
+
+    stamp = struct.pack("<q", 1_780_000_000)
+    tag = bytes(range(32))
+    write("signature_parsing", "padded", stamp + base64.b64encode(tag))
+    write("signature_parsing", "unpadded", stamp + base64.b64encode(tag).rstrip(b"="))
+    write("signature_parsing", "spaced", stamp + b"  " + base64.b64encode(tag) + b"\n")
+    write("signature_parsing", "short", stamp + base64.b64encode(tag[:31]))
+    write("signature_parsing", "url_alphabet", stamp + base64.urlsafe_b64encode(b"\xfb" * 32))
+    write("signature_parsing", "sealed_shape", b"\x01" + bytes(24) + bytes(range(60)))
+
+    write("envoy_mapping", "bearer_get", envoy_request(
+        "GET", "/api/v1/orders/42?page=2", "192.0.2.1",
+        headers={"authorization": "Bearer " + valid, "user-agent": "curl/8.0"}))
+    write("envoy_mapping", "route_extensions", envoy_request(
+        "POST", "/api/v1/orders", "10.0.0.1",
+        headers={"x-api-key": valid, "x-tenant": "globex"},
+        extensions={"tenant": "acme", "permission": "orders:write", "endpoint": "orders.create"}))
+    write("envoy_mapping", "signed_forwarded", envoy_request(
+        "PUT", "/api/v1/orders/7", "10.0.0.1",
+        headers={"authorization": valid, "x-forwarded-for": "6.6.6.6, 198.51.100.7, 10.0.0.2",
+                 "x-tessera-signature": base64.b64encode(tag).decode(),
+                 "x-tessera-timestamp": "1780000000", "x-tessera-token-id": "forged"},
+        body="{}"))
+    write("envoy_mapping", "raw_header_map", envoy_request(
+        "get", "/health", "::ffff:192.0.2.9", raw_headers=[
+            ("authorization", b"bearer   " + valid.encode()), ("x-tenant", b"a b"),
+            ("x-tessera-signature", b"sig"), ("x-tessera-signature", b"again")]))
+    write("envoy_mapping", "unmatched", envoy_request(
+        "DELETE", "/admin", "not an address", headers={"x-tenant": "*"}))
+
+
+if __name__ == "__main__":
+    main()
