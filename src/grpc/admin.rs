@@ -90,6 +90,18 @@ fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenCha
     if paths.is_empty() {
         violations.add("update_mask", "name at least one field to update");
     }
+    // Each unknown path is a violation quoting it: a flood of them would make the error huge.
+    if paths.len() > UPDATABLE_PATHS.len() {
+        violations.add(
+            "update_mask",
+            format!(
+                "at most {} paths; updatable: {}",
+                UPDATABLE_PATHS.len(),
+                UPDATABLE_PATHS.join(", ")
+            ),
+        );
+        return violations.finish(None);
+    }
     let mut changes = TokenChanges::default();
     for path in &paths {
         match path.as_str() {
@@ -118,7 +130,7 @@ fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenCha
             unknown => violations.add(
                 "update_mask",
                 format!(
-                    "unknown path {unknown}; updatable: {}",
+                    "unknown path {unknown:.64}; updatable: {}",
                     UPDATABLE_PATHS.join(", ")
                 ),
             ),

@@ -75,6 +75,14 @@ impl Violations {
 
     pub fn allowlist(&mut self, field: &str, raw: &[String]) -> Option<IpAllowlist> {
         self.limit_len(field, raw.len(), MAX_LIST_LEN);
+        // Refused before parsing, whose error quotes the entry: the answer stays small.
+        if let Some(index) = raw.iter().position(|entry| entry.len() > MAX_NETWORK_LEN) {
+            self.add(
+                format!("{field}[{index}]"),
+                format!("an IP or CIDR is at most {MAX_NETWORK_LEN} characters"),
+            );
+            return None;
+        }
         self.check_list(field, IpAllowlist::parse(raw))
     }
 
@@ -161,6 +169,9 @@ impl Violations {
 /// a hostile request cannot make a token row huge.
 pub const MAX_LIST_LEN: usize = 256;
 pub const MAX_ROLES: usize = 64;
+/// The longest IP or CIDR text is 49 characters (`ffff:…:255.255.255.255/128`); an entry past
+/// this is no address, and is refused without being quoted back.
+pub const MAX_NETWORK_LEN: usize = 64;
 
 pub fn encode_page_token(key: &str) -> String {
     URL_SAFE_NO_PAD.encode(key)

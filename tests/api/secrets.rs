@@ -32,6 +32,7 @@ use tonic_types::StatusExt;
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, TestDatabase, new_token, spawn_app_with, with_key};
+use crate::hostile_input::audit_events;
 use crate::ops::process::{ServeProcess, serve_output};
 use crate::ops::{ServingStatus, eventually, health_of};
 
@@ -1542,17 +1543,7 @@ async fn api_tokens_signing_keys_and_retired_secrets_are_refused_by_every_admin_
         .await
         .expect("rotated")
         .into_inner();
-    let audited = || async {
-        app.admin_client()
-            .await
-            .list_audit_events(app.admin(proto::ListAuditEventsRequest::default()))
-            .await
-            .expect("audit")
-            .into_inner()
-            .events
-            .len()
-    };
-    let events_before = audited().await;
+    let events_before = audit_events(&app).await;
 
     for credential in [
         &rotated.secret,
@@ -1575,7 +1566,11 @@ async fn api_tokens_signing_keys_and_retired_secrets_are_refused_by_every_admin_
         ))
         .await;
     assert!(allowed.allowed, "{allowed:?}");
-    assert_eq!(audited().await, events_before, "nothing was written");
+    assert_eq!(
+        audit_events(&app).await,
+        events_before,
+        "nothing was written"
+    );
     let api = app
         .admin_client()
         .await
