@@ -320,6 +320,11 @@ impl Run {
 
     /// An error: its message, its details (raw and decoded), its metadata.
     fn see_status(&mut self, place: &str, status: &Status) {
+        self.see_status_quoting(place, status, &[]);
+    }
+
+    /// An error that may quote `quoted`, the caller's own input, back to it.
+    fn see_status_quoting(&mut self, place: &str, status: &Status, quoted: &[&str]) {
         let text = format!(
             "{}\n{}\n{:#?}\n{:#?}",
             status.message(),
@@ -327,7 +332,7 @@ impl Run {
             status.get_error_details(),
             status,
         );
-        self.see(format!("error of {place}"), text, &[]);
+        self.see(format!("error of {place}"), text, quoted);
     }
 
     async fn expect_error<T>(
@@ -905,6 +910,61 @@ async fn failing_admin_calls(run: &mut Run, plain: &Issued, rotated: &Issued, gr
     let result = run.admin().create_token(run.key(bad)).await;
     run.expect_error("create with bad fields", result, Code::InvalidArgument)
         .await;
+    // A secret pasted into the wrong field must not come back in the error either: errors end
+    // up in clients' logs.
+    for field in [
+        "tenant",
+        "owner_id",
+        "permissions",
+        "roles",
+        "allowed_ips",
+        "update_mask",
+    ] {
+        let secret = rotated.secret.clone();
+        let mut pasted = new_token(TENANT, "alice", &["orders:read"]);
+        let result = match field {
+            "update_mask" => {
+                let request = proto::UpdateTokenRequest {
+                    id: graced.id.clone(),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec![secret],
+                    }),
+                    ..Default::default()
+                };
+                run.admin()
+                    .update_token(run.key(request))
+                    .await
+                    .map(|_| tonic::Response::new(()))
+            }
+            _ => {
+                match field {
+                    "tenant" => pasted.tenant = secret,
+                    "owner_id" => pasted.owner_id = secret,
+                    "permissions" => pasted.permissions = vec![secret],
+                    "roles" => pasted.roles = vec![secret],
+                    _ => pasted.allowed_ips = vec![secret],
+                }
+                run.admin()
+                    .create_token(run.key(pasted))
+                    .await
+                    .map(|_| tonic::Response::new(()))
+            }
+        };
+        // Refused one way or another (a token is a well-formed tenant or owner id, which then
+        // does not exist); what matters is what the refusal says. Errors about a role, a
+        // network or a mask path name the value sent, so that its sender can find it: there the
+        // pasted secret comes back to the caller who sent it (never into the log), and nothing
+        // else may.
+        let place = format!("a secret pasted into {field}");
+        let status = result.expect_err(&place);
+        let quoted = if ["roles", "allowed_ips", "update_mask"].contains(&field) {
+            assert!(status.message().contains(&rotated.secret), "{status:?}");
+            vec![rotated.secret.as_str()]
+        } else {
+            Vec::new()
+        };
+        run.see_status_quoting(&place, &status, &quoted);
+    }
     let result = run
         .admin()
         .create_token(run.key(new_token(TENANT, "alice", &["billing:read"])))
@@ -1199,7 +1259,10 @@ async fn a_full_run_shows_each_secret_only_where_it_is_issued(backend: Backend) 
         .iter()
         .filter(|seen| !seen.allowed.is_empty())
         .count();
-    assert_eq!(issuing, 3, "three CLI commands issued secrets");
+    assert_eq!(
+        issuing, 6,
+        "three CLI commands issued secrets, three errors quoted one"
+    );
     for seen in run.seen.iter().filter(|seen| !seen.allowed.is_empty()) {
         assert!(
             !run.secrets.revealed_in(&seen.text, &[]).is_empty(),
