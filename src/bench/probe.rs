@@ -135,6 +135,15 @@ impl Probe {
         Self::new(Rpc::AuthorizationCheck, request.encode_to_vec())
     }
 
+    /// The token a Check probe presents.
+    #[cfg(test)]
+    pub fn token(&self) -> Option<String> {
+        (self.rpc == Rpc::AuthorizationCheck)
+            .then(|| CheckRequest::decode(self.request.clone()).ok())
+            .flatten()
+            .map(|request| request.token)
+    }
+
     fn new(rpc: Rpc, encoded: Vec<u8>) -> Self {
         Self {
             rpc,

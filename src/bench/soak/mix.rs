@@ -208,6 +208,9 @@ impl Plan {
             }
         }
         let total: u32 = kinds.iter().map(|&(_, weight)| weight).sum();
+        if total == 0 {
+            bail!("the mix weighs nothing");
+        }
         let mut rng = rand::rng();
         let slots = (0..PLAN_LENGTH)
             .map(|_| {
@@ -265,6 +268,46 @@ mod tests {
                 index % 4
             );
         }
+    }
+
+    #[test]
+    fn the_plan_presents_each_kind_in_its_weight_and_only_its_own_secrets() {
+        let mut population = Population {
+            secrets: Default::default(),
+            valid_ids: Vec::new(),
+        };
+        for kind in Kind::ALL {
+            population.secrets[kind.index()] =
+                (0..3).map(|n| format!("{}-{n}", kind.name())).collect();
+        }
+        let plan = Plan::new(&population, Weights([60, 10, 0, 20, 10])).expect("a plan");
+        let mut counts = [0_usize; 5];
+        for call in 0..PLAN_LENGTH {
+            let (kind, probe) = plan.get(call);
+            counts[kind.index()] += 1;
+            let token = probe.token().expect("a Check probe");
+            assert!(
+                token.starts_with(kind.name()),
+                "{token} presented as {kind:?}"
+            );
+        }
+        assert_eq!(counts[Kind::Malformed.index()], 0);
+        // 65,536 draws: a share is within 1.5 points of its weight far beyond any chance miss.
+        for (kind, weight) in [
+            (Kind::Valid, 60.0),
+            (Kind::Unknown, 10.0),
+            (Kind::Revoked, 20.0),
+        ] {
+            let share = counts[kind.index()] as f64 * 100.0 / PLAN_LENGTH as f64;
+            assert!(
+                (share - weight).abs() < 1.5,
+                "{kind:?}: {share:.1}% for weight {weight}"
+            );
+        }
+        assert_eq!(plan.one_of_each().len(), 4);
+        assert!(Plan::new(&population, Weights([0, 0, 0, 0, 0])).is_err());
+        population.secrets[Kind::Revoked.index()].clear();
+        assert!(Plan::new(&population, Weights([60, 10, 0, 20, 10])).is_err());
     }
 
     #[test]

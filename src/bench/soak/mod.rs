@@ -41,7 +41,8 @@ pub struct SoakFlags {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     duration: Duration,
 
-    /// Open-loop rate as a fraction of the saturation measured first.
+    /// Open-loop rate as a fraction of the measured saturation: the highest rate an open loop
+    /// sustained in steps of 10% of the closed loop's throughput.
     #[arg(long, default_value_t = 0.8)]
     load: f64,
 
@@ -53,6 +54,10 @@ pub struct SoakFlags {
     /// How long the closed loop measuring saturation runs (after a 2 s warm-up).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     saturation: Duration,
+
+    /// How long each open-loop step of the saturation search runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    step: Duration,
 
     /// Closed-loop workers measuring saturation.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -158,24 +163,43 @@ async fn drive(
 
     let limits_start = Instant::now();
     let mut totals = first_calls(&plan, &channels[0]).await?;
-    let rate = match flags.rate {
-        Some(rate) => rate,
+    let mut search_limited_allowed = 0;
+    let saturation = match flags.rate {
+        Some(_) => None,
         None => {
             let concurrency = usize::try_from(flags.saturation_concurrency).unwrap_or(1);
-            let (saturation, saturation_totals) =
+            let (closed, closed_totals) =
                 saturate(&plan, &channels, concurrency, flags.saturation).await;
             eprintln!(
-                "saturation: {saturation:.0} calls/s with {concurrency} workers ({} unintended)",
-                saturation_totals.unintended()
+                "closed loop: {closed:.0} calls/s with {concurrency} workers ({} unintended)",
+                closed_totals.unintended()
             );
-            totals.merge(saturation_totals);
-            let rate = (saturation * flags.load).round() as u32;
-            if rate == 0 {
-                bail!("the measured saturation ({saturation:.0}/s) gives no rate");
-            }
-            rate
+            totals.merge(closed_totals);
+            let search = search(&plan, &channels, closed, flags.step).await;
+            search_limited_allowed = search.limited_allowed;
+            Some(Saturation {
+                closed,
+                concurrency,
+                steps: search.steps,
+            })
         }
     };
+    let rate = match (flags.rate, &saturation) {
+        (Some(rate), _) => rate,
+        (None, Some(saturation)) => {
+            let Some(sustained) = saturation.sustained() else {
+                bail!(
+                    "no open-loop step was sustained, down to {} calls/s",
+                    saturation.steps.first().map_or(0, |step| step.0)
+                );
+            };
+            (f64::from(sustained) * flags.load).round() as u32
+        }
+        (None, None) => unreachable!("saturation is measured without --rate"),
+    };
+    if rate == 0 {
+        bail!("the rate is 0 calls/s");
+    }
 
     let windows = window_count(flags.duration, flags.window);
     let window = flags.duration / windows;
@@ -212,7 +236,8 @@ async fn drive(
         unintended_checks: totals.unintended(),
         unintended_admin: churn.unintended(),
         admin_writes: churn.writes,
-        rate_limited_allowed: totals.kinds[Kind::RateLimited.index()].allowed,
+        rate_limited_allowed: totals.kinds[Kind::RateLimited.index()].allowed
+            + search_limited_allowed,
         rate_limited_ceiling: verdict::rate_limit_ceiling(
             population.limited_tokens(),
             mix::LIMITED_PER_MINUTE,
@@ -226,13 +251,27 @@ async fn drive(
     let findings = verdict::judge(&windows, &evidence, &bounds);
     Ok(render(
         flags,
-        rate,
-        &population,
-        &windows,
-        &totals,
-        &churn,
-        &findings,
+        &Run {
+            rate,
+            saturation,
+            population,
+            windows,
+            totals,
+            churn,
+            findings,
+        },
     ))
+}
+
+/// Everything a soak found, for its report.
+struct Run {
+    rate: u32,
+    saturation: Option<Saturation>,
+    population: Population,
+    windows: Vec<Window>,
+    totals: Totals,
+    churn: churn::Churn,
+    findings: Vec<verdict::Finding>,
 }
 
 fn window_count(duration: Duration, window: Duration) -> u32 {
@@ -308,6 +347,70 @@ async fn saturate(
         }
     }
     (answered as f64 / duration.as_secs_f64(), totals)
+}
+
+/// Open-loop steps of the saturation search, as fractions of the closed loop's throughput.
+const STEPS: [f64; 7] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+/// Pause after a step, so a queue it left behind drains before the next.
+const STEP_SETTLE: Duration = Duration::from_secs(2);
+
+/// What saturation was measured to be.
+struct Saturation {
+    /// Answered calls per second of the closed loop over the mix.
+    closed: f64,
+    concurrency: usize,
+    /// Each open-loop step: its rate, whether it was sustained, its p50 and p99 (µs).
+    steps: Vec<(u32, bool, u64, u64)>,
+}
+
+impl Saturation {
+    /// The highest open-loop rate sustained: the saturation the soak's fraction applies to.
+    fn sustained(&self) -> Option<u32> {
+        self.steps
+            .iter()
+            .filter(|step| step.1)
+            .map(|step| step.0)
+            .max()
+    }
+}
+
+struct Search {
+    steps: Vec<(u32, bool, u64, u64)>,
+    /// Allowed calls of the rate-limited tokens during the search (their limit counts them).
+    limited_allowed: u64,
+}
+
+/// The closed loop overstates what an open loop can sustain: the open loop's generator costs
+/// more per call (a task per call, a schedule thread) and shares the two cores with the server.
+/// So the open loop itself is run in short steps of rising rate, up to the first step it does
+/// not sustain.
+async fn search(plan: &Arc<Plan>, channels: &[Channel], closed: f64, step: Duration) -> Search {
+    let mut search = Search {
+        steps: Vec::new(),
+        limited_allowed: 0,
+    };
+    for fraction in STEPS {
+        let rate = (closed * fraction).round().max(1.0) as u32;
+        let record = open_loop(plan, channels, rate, step, step, 1).await;
+        search.limited_allowed += record.totals.kinds[Kind::RateLimited.index()].allowed;
+        let figures = &record.windows(step, &[])[0];
+        let held = verdict::sustained(figures);
+        eprintln!(
+            "open-loop step {rate} calls/s: {} (p50 {} µs, p99 {} µs, {} unintended)",
+            if held { "sustained" } else { "not sustained" },
+            figures.p50_us,
+            figures.p99_us,
+            figures.unintended
+        );
+        search
+            .steps
+            .push((rate, held, figures.p50_us, figures.p99_us));
+        tokio::time::sleep(STEP_SETTLE).await;
+        if !held {
+            break;
+        }
+    }
+    search
 }
 
 /// What the open loop recorded, per window and in total.
@@ -415,15 +518,16 @@ async fn open_loop(
     record
 }
 
-fn render(
-    flags: &SoakFlags,
-    rate: u32,
-    population: &Population,
-    windows: &[Window],
-    totals: &Totals,
-    churn: &churn::Churn,
-    findings: &[verdict::Finding],
-) -> String {
+fn render(flags: &SoakFlags, run: &Run) -> String {
+    let Run {
+        rate,
+        saturation,
+        population,
+        windows,
+        totals,
+        churn,
+        findings,
+    } = run;
     let store = if flags.database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -441,7 +545,10 @@ fn render(
         "Open loop at {rate} calls/s{} for {:?}, {store} store, cache on; mix: {}; tokens: {} \
          (rate-limited at {}/min); admin writes at {}/s: {} succeeded.\n\n",
         flags.rate.map_or_else(
-            || format!(" ({:.0}% of measured saturation)", flags.load * 100.0),
+            || format!(
+                " ({:.0}% of the highest sustained rate)",
+                flags.load * 100.0
+            ),
             |_| String::new()
         ),
         flags.duration,
@@ -451,8 +558,29 @@ fn render(
         flags.admin_rate,
         churn.writes,
     );
+    if let Some(saturation) = saturation {
+        let steps: Vec<String> = saturation
+            .steps
+            .iter()
+            .map(|&(rate, held, p50, p99)| {
+                format!(
+                    "{rate}/s {} (p50 {p50} µs, p99 {p99} µs)",
+                    if held { "held" } else { "NOT held" }
+                )
+            })
+            .collect();
+        text.push_str(&format!(
+            "Saturation: the closed loop over the mix answered {:.0} calls/s with {} workers; \
+             open-loop steps of {:?}: {}.\n\n",
+            saturation.closed,
+            saturation.concurrency,
+            flags.step,
+            steps.join(", ")
+        ));
+    }
     text.push_str(&format!(
-        "{} Checks answered in all (first calls, saturation, open loop).\n\n",
+        "{} Checks answered in all (first calls, closed loop, open loop; not the search's \
+         steps).\n\n",
         totals.answered()
     ));
     text.push_str(&verdict::markdown(windows, totals, findings));

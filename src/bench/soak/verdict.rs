@@ -221,6 +221,16 @@ impl Window {
     }
 }
 
+/// Median latency beyond which an open-loop step counts as overloaded: a sustained rate
+/// answers in well under a millisecond, while a queue that grows for a whole step pushes the
+/// median to hundreds of milliseconds.
+pub const SUSTAINED_P50_US: u64 = 10_000;
+
+/// Whether an open-loop step held its rate: every call answered as intended, in time.
+pub fn sustained(step: &Window) -> bool {
+    step.unintended == 0 && step.answered > 0 && step.p50_us <= SUSTAINED_P50_US
+}
+
 /// What the verdict allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -295,10 +305,14 @@ fn rss_finding(windows: &[Window], bounds: &Bounds) -> Finding {
         };
     };
     let growth = i128::from(last) - i128::from(first);
+    // What the bound means: the smallest leak per call it catches over the calls it watches.
+    let watched: u64 = windows.iter().skip(1).map(|w| w.answered).sum();
+    let detectable = (bounds.rss_growth_kib * 1024) as f64 / watched.max(1) as f64;
     Finding {
         name,
         measured: format!(
-            "{:+.1} MiB ({:.1} → {:.1} MiB; bound {:.0} MiB)",
+            "{:+.1} MiB ({:.1} → {:.1} MiB; bound {:.0} MiB, i.e. {detectable:.1} bytes per \
+             call over {watched} calls)",
             growth as f64 / 1024.0,
             first as f64 / 1024.0,
             last as f64 / 1024.0,
@@ -539,6 +553,27 @@ mod tests {
     }
 
     #[test]
+    fn a_step_is_sustained_only_without_problems_or_a_growing_queue() {
+        let held = window(5.0, 4_000, None);
+        assert!(sustained(&held));
+        let queued = Window {
+            p50_us: SUSTAINED_P50_US + 1,
+            ..held.clone()
+        };
+        assert!(!sustained(&queued));
+        let failing = Window {
+            unintended: 1,
+            ..held.clone()
+        };
+        assert!(!sustained(&failing));
+        let silent = Window {
+            answered: 0,
+            ..held
+        };
+        assert!(!sustained(&silent));
+    }
+
+    #[test]
     fn a_clean_steady_run_passes_every_finding() {
         let windows = [
             window(60.0, 900, Some(40_000)),
@@ -586,7 +621,14 @@ mod tests {
             window(120.0, 900, Some(50_000)),
             window(180.0, 900, Some(40_000 + 16 * 1024 + 1)),
         ];
-        assert!(!judge(&growing, &clean_evidence(), &BOUNDS)[3].passed);
+        let finding = &judge(&growing, &clean_evidence(), &BOUNDS)[3];
+        assert!(!finding.passed);
+        assert!(
+            finding
+                .measured
+                .ends_with("bound 16 MiB, i.e. 1398.1 bytes per call over 12000 calls)"),
+            "{finding:?}"
+        );
         let shrinking = [
             window(60.0, 900, Some(60_000)),
             window(120.0, 900, Some(40_000)),
