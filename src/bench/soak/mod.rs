@@ -519,15 +519,6 @@ async fn open_loop(
 }
 
 fn render(flags: &SoakFlags, run: &Run) -> String {
-    let Run {
-        rate,
-        saturation,
-        population,
-        windows,
-        totals,
-        churn,
-        findings,
-    } = run;
     let store = if flags.database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -535,15 +526,22 @@ fn render(flags: &SoakFlags, run: &Run) -> String {
     };
     let tokens: Vec<String> = Kind::ALL
         .iter()
-        .map(|kind| format!("{} {}", population.secrets[kind.index()].len(), kind.name()))
+        .map(|kind| {
+            format!(
+                "{} {}",
+                run.population.secrets[kind.index()].len(),
+                kind.name()
+            )
+        })
         .collect();
     let weights: Vec<String> = Kind::ALL
         .iter()
         .map(|kind| format!("{} {}%", kind.name(), weight_percent(flags.mix, *kind)))
         .collect();
     let mut text = format!(
-        "Open loop at {rate} calls/s{} for {:?}, {store} store, cache on; mix: {}; tokens: {} \
+        "Open loop at {} calls/s{} for {:?}, {store} store, cache on; mix: {}; tokens: {} \
          (rate-limited at {}/min); admin writes at {}/s: {} succeeded.\n\n",
+        run.rate,
         flags.rate.map_or_else(
             || format!(
                 " ({:.0}% of the highest sustained rate)",
@@ -556,9 +554,9 @@ fn render(flags: &SoakFlags, run: &Run) -> String {
         tokens.join(", "),
         mix::LIMITED_PER_MINUTE,
         flags.admin_rate,
-        churn.writes,
+        run.churn.writes,
     );
-    if let Some(saturation) = saturation {
+    if let Some(saturation) = &run.saturation {
         let steps: Vec<String> = saturation
             .steps
             .iter()
@@ -581,11 +579,11 @@ fn render(flags: &SoakFlags, run: &Run) -> String {
     text.push_str(&format!(
         "{} Checks answered in all (first calls, closed loop, open loop; not the search's \
          steps).\n\n",
-        totals.answered()
+        run.totals.answered()
     ));
-    text.push_str(&verdict::markdown(windows, totals, findings));
-    let mut examples = totals.examples.clone();
-    examples.merge(churn.examples.clone());
+    text.push_str(&verdict::markdown(&run.windows, &run.totals, &run.findings));
+    let mut examples = run.totals.examples.clone();
+    examples.merge(run.churn.examples.clone());
     if examples.total() > 0 {
         text.push_str("\nUnintended, by description:\n");
         for (description, count) in &examples.counts {
