@@ -421,6 +421,11 @@ struct Record {
     answered: Vec<u64>,
     unintended: Vec<u64>,
     totals: Totals,
+    /// Windows whose progress line is printed; printed when a later window's first call is
+    /// recorded, so a long run shows it is alive.
+    shown: usize,
+    /// Print progress lines (not for the saturation search's one-window steps).
+    progress: bool,
 }
 
 impl Record {
@@ -433,6 +438,8 @@ impl Record {
             answered: vec![0; count],
             unintended: vec![0; count],
             totals: Totals::default(),
+            shown: 0,
+            progress: count > 1,
         }
     }
 
@@ -441,6 +448,18 @@ impl Record {
         let offset = call.due.saturating_duration_since(self.start);
         let index = ((offset.as_secs_f64() / self.window.as_secs_f64()) as usize)
             .min(self.answered.len() - 1);
+        if self.progress && index > self.shown {
+            let shown = self.shown;
+            eprintln!(
+                "window {}: {} answered, p99 {} µs, {} unintended (calls still in flight not yet \
+                 counted)",
+                shown + 1,
+                self.answered[shown],
+                self.latencies[shown].value_at_quantile(0.99),
+                self.unintended[shown]
+            );
+            self.shown = index;
+        }
         let intended = self.totals.record(kind, outcome);
         self.unintended[index] += u64::from(!intended);
         if matches!(outcome, Outcome::Answered { .. }) {
