@@ -63,7 +63,9 @@ impl From<StoreError> for AdminError {
             StoreError::NotFound(entity) => Self::NotFound(entity),
             StoreError::TokenRevoked => Self::TokenRevoked,
             StoreError::OwnerTokenLimit { limit } => Self::OwnerTokenLimit { limit },
-            unavailable @ StoreError::Unavailable(_) => Self::Unavailable(unavailable),
+            unavailable @ (StoreError::Unavailable(_) | StoreError::Timeout) => {
+                Self::Unavailable(unavailable)
+            }
             other => Self::Internal(other),
         }
     }
@@ -735,5 +737,13 @@ mod tests {
             resolve_expiry(Expiry::Ttl(Duration::days(6 * 365)), now).expect_err("too long");
         assert!(matches!(error, AdminError::InvalidField { ref field, .. } if field == "ttl"));
         assert!(resolve_expiry(Expiry::Ttl(Duration::days(5 * 365)), now).is_ok());
+    }
+
+    #[test]
+    fn a_store_that_timed_out_is_unavailable_not_an_internal_error() {
+        assert!(matches!(
+            AdminError::from(StoreError::Timeout),
+            AdminError::Unavailable(StoreError::Timeout)
+        ));
     }
 }
