@@ -14,9 +14,10 @@ targets=(token_parser permission_matching cidr_parsing envoy_mapping signature_p
 # No sanitizer: Tessera forbids unsafe code, so AddressSanitizer would watch only the standard
 # library and dependencies, while it needs nightly (-Zsanitizer) and slows every input. Without
 # it cargo-fuzz passes only stable rustc flags (SanitizerCoverage through -Cpasses and
-# -Cllvm-args), so no RUSTC_BOOTSTRAP is needed. 16 codegen units instead of cargo-fuzz's 1 for
-# release builds: the build is most of this script's time on 2 cores.
-build_flags=(--sanitizer none --codegen-units 16)
+# -Cllvm-args), so the stable toolchain builds the targets as it is, without RUSTC_BOOTSTRAP.
+# --dev: the build is most of this script's time on 2 cores; fuzz/Cargo.toml's dev profile
+# optimizes only Tessera and the targets, and keeps debug assertions and overflow checks.
+build_flags=(--dev --sanitizer none)
 
 tools="$root/.ci/cargo"
 if [ "$("$tools/bin/cargo-fuzz" --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
@@ -48,8 +49,12 @@ for target in "${targets[@]}"; do
         tail -n 40 "$log"
         crash="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)"
         if [ -n "$crash" ]; then
-            echo "fuzz: $target FAILED; crash input: $PWD/${crash#./}"
-            echo "fuzz: replay: (cd fuzz && PATH=\"$tools/bin:\$PATH\" cargo fuzz run ${build_flags[*]} $target ${crash#./})"
+            case "$crash" in
+                /*) ;;
+                *) crash="$PWD/${crash#./}" ;;
+            esac
+            echo "fuzz: $target FAILED; crash input: $crash"
+            echo "fuzz: replay: (cd fuzz && PATH=\"$tools/bin:\$PATH\" cargo fuzz run ${build_flags[*]} $target $crash)"
         else
             echo "fuzz: $target FAILED without a saved input (see the log above)"
         fi
