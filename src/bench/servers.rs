@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -145,6 +147,24 @@ pub struct Server {
     child: Child,
     /// The task relaying the server's log; it ends when the server's stderr closes.
     log_relay: JoinHandle<()>,
+    log_errors: Arc<LogErrors>,
+}
+
+/// The ERROR lines of a server's log: how many, and the first.
+#[derive(Default)]
+pub struct LogErrors {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl LogErrors {
+    fn record(&self, line: &str) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| line.to_owned());
+    }
 }
 
 impl Server {
@@ -187,7 +207,8 @@ impl Server {
             .with_context(|| format!("cannot start the {label} server"))?;
         let stderr = child.stderr.take().context("server stderr is not piped")?;
         let (address_sender, address_receiver) = oneshot::channel();
-        let log_relay = tokio::spawn(relay_log(label, stderr, address_sender));
+        let log_errors = Arc::new(LogErrors::default());
+        let log_relay = tokio::spawn(relay_log(label, stderr, address_sender, log_errors.clone()));
 
         let address = tokio::select! {
             address = address_receiver => address.ok(),
@@ -204,6 +225,7 @@ impl Server {
             url: format!("http://{address}"),
             child,
             log_relay,
+            log_errors,
         };
         wait_until_serving(&server.url)
             .await
@@ -214,6 +236,17 @@ impl Server {
     /// The child's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// How many ERROR lines the server has logged so far, and the first of them.
+    pub fn log_errors(&self) -> (u64, Option<String>) {
+        let first = self
+            .log_errors
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (self.log_errors.count.load(Ordering::Relaxed), first)
     }
 
     /// Kills the server and waits for it, and for the last of its log, to be gone.
@@ -234,11 +267,13 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
 
 /// Reads the server's JSON log: hands over the address of the "serving" line, and passes the
 /// first [`RELAYED_LINES`] lines that are not info (warnings, errors, or plain text such as a
-/// startup failure) to this stderr; the rest are counted.
+/// startup failure) to this stderr; the rest are counted. ERROR lines are also counted in
+/// `errors`.
 async fn relay_log(
     label: &'static str,
     stderr: ChildStderr,
     address_sender: oneshot::Sender<SocketAddr>,
+    errors: Arc<LogErrors>,
 ) {
     let mut address_sender = Some(address_sender);
     let mut lines = BufReader::new(stderr).lines();
@@ -254,6 +289,9 @@ async fn relay_log(
         }
         if is_info(&line) {
             continue;
+        }
+        if is_error(&line) {
+            errors.record(&line);
         }
         if relayed < RELAYED_LINES {
             eprintln!("[{label} server] {line}");
@@ -284,6 +322,10 @@ fn serving_address(line: &str) -> Option<SocketAddr> {
 /// parse: under overload a server may log on every call.
 fn is_info(line: &str) -> bool {
     line.contains(r#""level":"INFO""#)
+}
+
+fn is_error(line: &str) -> bool {
+    line.contains(r#""level":"ERROR""#)
 }
 
 async fn wait_until_serving(url: &str) -> anyhow::Result<()> {
@@ -401,6 +443,10 @@ mod tests {
         assert!(!is_info(
             r#"{"level":"WARN","fields":{"message":"store slow"}}"#
         ));
+        assert!(is_error(
+            r#"{"level":"ERROR","fields":{"message":"flush failed"}}"#
+        ));
+        assert!(!is_error(other));
     }
 
     #[test]

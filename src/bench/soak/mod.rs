@@ -226,6 +226,7 @@ async fn drive(
     tokio::time::sleep(flags.rss_interval).await;
     sampler.abort();
 
+    let (server_errors, first_server_error) = slot.as_ref().map_or((0, None), Server::log_errors);
     let samples = samples
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -243,6 +244,7 @@ async fn drive(
             mix::LIMITED_PER_MINUTE,
             elapsed_since_first_limited_call,
         ),
+        server_errors,
     };
     let bounds = Bounds {
         p99_factor: flags.p99_factor,
@@ -259,6 +261,7 @@ async fn drive(
             totals,
             churn,
             findings,
+            first_server_error,
         },
     ))
 }
@@ -272,6 +275,7 @@ struct Run {
     totals: Totals,
     churn: churn::Churn,
     findings: Vec<verdict::Finding>,
+    first_server_error: Option<String>,
 }
 
 fn window_count(duration: Duration, window: Duration) -> u32 {
@@ -601,6 +605,9 @@ fn render(flags: &SoakFlags, run: &Run) -> String {
         run.totals.answered()
     ));
     text.push_str(&verdict::markdown(&run.windows, &run.totals, &run.findings));
+    if let Some(line) = &run.first_server_error {
+        text.push_str(&format!("\nThe server's first ERROR line: `{line}`\n"));
+    }
     let mut examples = run.totals.examples.clone();
     examples.merge(run.churn.examples.clone());
     if examples.total() > 0 {

@@ -252,6 +252,8 @@ pub struct Evidence {
     /// Allowed calls of the rate-limited kind, over the saturation and soak phases.
     pub rate_limited_allowed: u64,
     pub rate_limited_ceiling: u64,
+    /// ERROR lines in the server's log.
+    pub server_errors: u64,
 }
 
 /// One line of the verdict.
@@ -289,6 +291,11 @@ pub fn judge(windows: &[Window], evidence: &Evidence, bounds: &Bounds) -> Vec<Fi
     ];
     findings.push(rss_finding(windows, bounds));
     findings.push(p99_finding(windows, bounds));
+    findings.push(Finding {
+        name: "no ERROR lines in the server's log",
+        measured: evidence.server_errors.to_string(),
+        passed: evidence.server_errors == 0,
+    });
     findings
 }
 
@@ -440,6 +447,7 @@ mod tests {
             admin_writes: 100,
             rate_limited_allowed: 10,
             rate_limited_ceiling: 20,
+            server_errors: 0,
         }
     }
 
@@ -581,7 +589,7 @@ mod tests {
             window(180.0, 1000, Some(40_500)),
         ];
         let findings = judge(&windows, &clean_evidence(), &BOUNDS);
-        assert_eq!(findings.len(), 5);
+        assert_eq!(findings.len(), 6);
         assert!(findings.iter().all(|f| f.passed), "{findings:?}");
     }
 
@@ -612,6 +620,11 @@ mod tests {
             ..clean_evidence()
         };
         assert!(!judge(&windows, &evidence, &BOUNDS)[2].passed);
+        let evidence = Evidence {
+            server_errors: 1,
+            ..clean_evidence()
+        };
+        assert!(!judge(&windows, &evidence, &BOUNDS)[5].passed);
     }
 
     #[test]
@@ -678,6 +691,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| rate-limited | 0 | 0 | 0 |"), "{text}");
-        assert_eq!(text.matches("| pass |").count(), 5, "{text}");
+        assert_eq!(text.matches("| pass |").count(), 6, "{text}");
     }
 }
