@@ -105,9 +105,9 @@ pub struct SoakFlags {
 /// Runs the soak; exit 1 on a failed verdict or when it could not run.
 pub async fn run(flags: SoakFlags) -> ExitCode {
     match soak(&flags).await {
-        Ok(report) => {
-            println!("{report}");
-            if report.contains("| FAIL |") {
+        Ok(Report { text, passed }) => {
+            println!("{text}");
+            if !passed {
                 eprintln!("\n!!! soak verdict: FAIL");
                 ExitCode::FAILURE
             } else {
@@ -122,7 +122,18 @@ pub async fn run(flags: SoakFlags) -> ExitCode {
     }
 }
 
-async fn soak(flags: &SoakFlags) -> anyhow::Result<String> {
+/// The rendered report and the verdict it shows, decided from the findings, not from the text.
+struct Report {
+    text: String,
+    passed: bool,
+}
+
+/// A soak passes when it judged something and every finding passed.
+fn passed(findings: &[verdict::Finding]) -> bool {
+    !findings.is_empty() && findings.iter().all(|finding| finding.passed)
+}
+
+async fn soak(flags: &SoakFlags) -> anyhow::Result<Report> {
     if !(flags.load > 0.0 && flags.load <= 2.0) {
         bail!("--load is a fraction of saturation, above 0 and at most 2");
     }
@@ -148,7 +159,7 @@ async fn drive(
     flags: &SoakFlags,
     databases: &mut Databases,
     slot: &mut Option<Server>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Report> {
     let admin_key = servers::random_admin_key();
     let database_url = databases.create("soak").await?;
     let server = slot.insert(Server::start("soak", &database_url, &admin_key, Cache::On).await?);
@@ -251,7 +262,8 @@ async fn drive(
         rss_growth_kib: flags.rss_growth_mib * 1024,
     };
     let findings = verdict::judge(&windows, &evidence, &bounds);
-    Ok(render(
+    let passed = passed(&findings);
+    let text = render(
         flags,
         &Run {
             rate,
@@ -263,7 +275,8 @@ async fn drive(
             findings,
             first_server_error,
         },
-    ))
+    );
+    Ok(Report { text, passed })
 }
 
 /// Everything a soak found, for its report.
@@ -625,4 +638,29 @@ fn render(flags: &SoakFlags, run: &Run) -> String {
 fn weight_percent(weights: Weights, kind: Kind) -> u32 {
     let total: u32 = weights.0.iter().sum();
     (weights.0[kind.index()] * 100 + total / 2) / total.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(passed: bool) -> verdict::Finding {
+        verdict::Finding {
+            name: "a finding",
+            measured: String::new(),
+            passed,
+        }
+    }
+
+    #[test]
+    fn a_soak_passes_only_when_every_finding_passed() {
+        assert!(passed(&[finding(true), finding(true)]));
+        assert!(!passed(&[finding(true), finding(false)]));
+        assert!(!passed(&[finding(false)]));
+    }
+
+    #[test]
+    fn a_soak_that_judged_nothing_does_not_pass() {
+        assert!(!passed(&[]));
+    }
 }
