@@ -282,9 +282,7 @@ impl Authorizer {
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.store_timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Timeout))
+        crate::store::within(self.store_timeout, call).await
     }
 
     /// API_OFFLINE when the tenant's API, or every API (`*`), is switched off. An unreadable

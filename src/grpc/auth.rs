@@ -5,6 +5,7 @@
 //! parse).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use tonic::Request;
@@ -22,11 +23,21 @@ pub struct AdminAuth {
     /// Hashes of the keys from settings; bootstrap keys are looked up in the store.
     configured: Vec<SecretHash>,
     store: Arc<dyn Store>,
+    /// How long a stored key's lookup may take (`PoolOptions::call_deadline`).
+    store_deadline: Duration,
 }
 
 impl AdminAuth {
-    pub fn new(configured: Vec<SecretHash>, store: Arc<dyn Store>) -> Self {
-        Self { configured, store }
+    pub fn new(
+        configured: Vec<SecretHash>,
+        store: Arc<dyn Store>,
+        store_deadline: Duration,
+    ) -> Self {
+        Self {
+            configured,
+            store,
+            store_deadline,
+        }
     }
 
     /// The actor of an authenticated call, or UNAUTHENTICATED.
@@ -46,9 +57,7 @@ impl AdminAuth {
                 found | known.0.ct_eq(&hash.0)
             });
         let known = bool::from(configured)
-            || self
-                .store
-                .is_admin_key(&hash)
+            || crate::store::within(self.store_deadline, self.store.is_admin_key(&hash))
                 .await
                 .map_err(|error| status::unavailable("admin key lookup", &error))?;
         if !known {

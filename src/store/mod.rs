@@ -124,6 +124,26 @@ pub struct PoolOptions {
     pub statement_timeout: Duration,
 }
 
+impl PoolOptions {
+    /// The longest one store call may take: waiting for a connection, then one statement at
+    /// its limit, plus a margin for the rest of the call. Beyond it the caller is answered
+    /// UNAVAILABLE instead of waiting on a link that may never answer (a partition drops
+    /// packets silently, and TCP gives up only after minutes).
+    pub fn call_deadline(&self) -> Duration {
+        self.acquire_timeout + self.statement_timeout + Duration::from_secs(1)
+    }
+}
+
+/// `call`, or `StoreError::Timeout` once `deadline` passes.
+pub async fn within<T>(
+    deadline: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout))
+}
+
 impl Default for PoolOptions {
     fn default() -> Self {
         Self {

@@ -15,11 +15,13 @@ use super::{
 use crate::helpers::{TestApp, new_token};
 use crate::ops::{TableLock, eventually, metric, scrape};
 
-/// Settings that keep the outage short to wait out: Check gives up on the store after 300 ms,
-/// an admin call waits 1 s for a connection.
+/// Settings that keep the outage short to wait out: Check gives up on the store after 300 ms;
+/// an admin call waits 1 s for a connection and gives up after 1 + 2 + 1 s
+/// (`PoolOptions::call_deadline`).
 fn quick_to_give_up(settings: &mut tessera::config::Settings) {
     settings.check_store_timeout_ms = 300;
     settings.database_acquire_timeout_ms = 1_000;
+    settings.database_statement_timeout_ms = 2_000;
 }
 
 async fn database(app: &TestApp) -> PgConnection {
@@ -35,7 +37,7 @@ async fn count(connection: &mut PgConnection, table: &str) -> i64 {
         .expect("count")
 }
 
-async fn create_fails_unavailable(app: &TestApp) {
+async fn create_alices_token(app: &TestApp) -> Result<proto::CreateTokenResponse, tonic::Status> {
     let created = tokio::time::timeout(
         NOT_HUNG,
         app.admin_client().await.create_token(app.admin(new_token(
@@ -46,57 +48,121 @@ async fn create_fails_unavailable(app: &TestApp) {
     )
     .await
     .expect("CreateToken answered rather than hung");
-    let status = created.expect_err("no token can be created without the database");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    created.map(tonic::Response::into_inner)
 }
 
-#[tokio::test]
-async fn cut_off_from_postgres_a_replica_decides_cached_tokens_and_refuses_the_rest_promptly() {
+/// Retries `call` while it answers UNAVAILABLE (after a cut, each pooled connection that died
+/// with it may fail one call before it is replaced), failing after `NOT_HUNG`.
+async fn once_back<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(
+                    started.elapsed() < NOT_HUNG,
+                    "the admin API never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Cut,
+    Blackhole,
+}
+
+/// One outage of `fault` on a replica with a cached token, an uncached one and a never-issued
+/// one; then the link is restored.
+async fn through_an_outage(fault: Fault) {
     let proxy = postgres_proxy().await;
     let app = app_behind(&proxy, quick_to_give_up).await;
     let (_, cached) = app
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
+    let (_, uncached) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let stranger = super::unknown_secret();
     assert!(app.check(request(&cached, "orders:read")).await.allowed);
 
-    for fault in ["cut", "blackhole"] {
-        let (_, uncached) = app
-            .token(new_token(TENANT, "alice", &["orders:read"]))
-            .await;
-        match fault {
-            "cut" => proxy.cut(),
-            _ => proxy.blackhole(),
-        }
-        let (allowed, _) = bounded_check(&app, request(&cached, "orders:read")).await;
-        assert!(allowed.allowed, "{fault}: a cached token is still decided");
-        let (denied, _) = bounded_check(&app, request(&cached, "orders:write")).await;
-        assert_eq!(
-            denied.reason(),
-            DenyReason::PermissionDenied,
-            "{fault}: and still denied what it lacks"
-        );
-        let (unavailable, took) = bounded_check(&app, request(&uncached, "orders:read")).await;
-        assert_eq!(
-            unavailable.reason(),
-            DenyReason::StoreUnavailable,
-            "{fault}: an uncached token fails closed"
-        );
-        assert_eq!(unavailable.http_status, 503);
-        eprintln!("{fault}: STORE_UNAVAILABLE for an uncached token after {took:?}");
-        create_fails_unavailable(&app).await;
-
-        proxy.restore();
-        // After a cut the pool may hand out one connection that died with it: that answer is
-        // STORE_UNAVAILABLE, then the token is allowed, and never anything else.
-        wait_for_reason(&app, request(&uncached, "orders:read"), DenyReason::Allowed).await;
-        // The outage was never cached as "unknown": the token is known at once after it.
-        assert!(app.check(request(&uncached, "orders:read")).await.allowed);
-        app.admin_client()
-            .await
-            .create_token(app.admin(new_token(TENANT, "alice", &["orders:read"])))
-            .await
-            .expect("admin writes work again once the database is back");
+    match fault {
+        Fault::Cut => proxy.cut(),
+        Fault::Blackhole => proxy.blackhole(),
     }
+    let (allowed, _) = bounded_check(&app, request(&cached, "orders:read")).await;
+    assert!(
+        allowed.allowed,
+        "{fault:?}: a cached token is still decided"
+    );
+    let (denied, _) = bounded_check(&app, request(&cached, "orders:write")).await;
+    assert_eq!(
+        denied.reason(),
+        DenyReason::PermissionDenied,
+        "{fault:?}: and still denied what it lacks"
+    );
+    let (unavailable, took) = bounded_check(&app, request(&uncached, "orders:read")).await;
+    assert_eq!(
+        unavailable.reason(),
+        DenyReason::StoreUnavailable,
+        "{fault:?}: an uncached token fails closed"
+    );
+    assert_eq!(unavailable.http_status, 503);
+    eprintln!("{fault:?}: STORE_UNAVAILABLE for an uncached token after {took:?}");
+    let (unknown, _) = bounded_check(&app, request(&stranger, "orders:read")).await;
+    assert_eq!(
+        unknown.reason(),
+        DenyReason::StoreUnavailable,
+        "{fault:?}: an outage is never reported as an unknown token"
+    );
+    let started = std::time::Instant::now();
+    let status = create_alices_token(&app)
+        .await
+        .expect_err("no token can be created without the database");
+    assert_eq!(status.code(), Code::Unavailable, "{fault:?}: {status:?}");
+    eprintln!(
+        "{fault:?}: CreateToken UNAVAILABLE after {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    // After a cut the pool may hand out a connection that died with it: that answer is
+    // STORE_UNAVAILABLE, then the token is allowed, and never anything else.
+    wait_for_reason(
+        &app,
+        request(&uncached, "orders:read"),
+        DenyReason::Allowed,
+        &[DenyReason::StoreUnavailable],
+    )
+    .await;
+    // The outage was cached neither as "unknown" for the issued token nor at all for the
+    // stranger, who is now told the truth.
+    wait_for_reason(
+        &app,
+        request(&stranger, "orders:read"),
+        DenyReason::TokenUnknown,
+        &[DenyReason::StoreUnavailable],
+    )
+    .await;
+    once_back(|| create_alices_token(&app)).await;
+}
+
+#[tokio::test]
+async fn cut_off_from_postgres_a_replica_decides_cached_tokens_and_refuses_the_rest_promptly() {
+    through_an_outage(Fault::Cut).await;
+}
+
+#[tokio::test]
+async fn partitioned_from_postgres_a_replica_decides_cached_tokens_and_refuses_the_rest_promptly() {
+    through_an_outage(Fault::Blackhole).await;
 }
 
 #[tokio::test]
@@ -121,8 +187,14 @@ async fn a_slow_database_delays_only_cache_misses_until_they_pass_the_check_time
 
     // A link adding 20 ms to every packet: misses are slower but answered.
     proxy.delay(Duration::from_millis(20));
+    let lookups_before = lookups(&app);
     let (hit, _) = bounded_check(&app, request(&cached, "orders:read")).await;
     assert!(hit.allowed);
+    assert_eq!(
+        lookups(&app),
+        lookups_before,
+        "a hit never touches the link"
+    );
     let (miss, took) = bounded_check(&app, request(&secrets[0], "orders:read")).await;
     assert!(miss.allowed, "{:?}", miss.reason());
     eprintln!("delay 20 ms per packet: a cache miss answered after {took:?}");
@@ -132,14 +204,21 @@ async fn a_slow_database_delays_only_cache_misses_until_they_pass_the_check_time
     let (miss, took) = bounded_check(&app, request(&secrets[1], "orders:read")).await;
     assert_eq!(miss.reason(), DenyReason::StoreUnavailable);
     eprintln!("delay 3 s per packet: STORE_UNAVAILABLE after {took:?} (timeout 2 s)");
+    let lookups_before = lookups(&app);
     let (hit, _) = bounded_check(&app, request(&cached, "orders:read")).await;
-    assert!(hit.allowed, "cached tokens do not wait for the slow link");
+    assert!(hit.allowed);
+    assert_eq!(
+        lookups(&app),
+        lookups_before,
+        "cached tokens do not wait for the slow link"
+    );
 
     proxy.restore();
     wait_for_reason(
         &app,
         request(&secrets[1], "orders:read"),
         DenyReason::Allowed,
+        &[DenyReason::StoreUnavailable],
     )
     .await;
 }
@@ -205,13 +284,10 @@ async fn an_admin_write_cut_off_mid_transaction_fails_unavailable_and_leaves_not
     assert!(listed.is_empty(), "no half-made token: {listed:?}");
 }
 
-/// Alice's tokens, once the admin API answers again: after a cut, each pooled connection that
-/// died with it may fail one call with UNAVAILABLE before it is replaced.
+/// Alice's tokens, once the admin API answers again.
 async fn list_alices_tokens(app: &TestApp) -> Vec<proto::Token> {
-    let started = std::time::Instant::now();
-    loop {
-        let listed = app
-            .admin_client()
+    once_back(|| async {
+        app.admin_client()
             .await
             .list_tokens(app.admin(proto::ListTokensRequest {
                 tenant: TENANT.to_owned(),
@@ -219,19 +295,10 @@ async fn list_alices_tokens(app: &TestApp) -> Vec<proto::Token> {
                 include_revoked: true,
                 ..Default::default()
             }))
-            .await;
-        match listed {
-            Ok(listed) => return listed.into_inner().tokens,
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-                assert!(
-                    started.elapsed() < NOT_HUNG,
-                    "the admin API never came back"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+            .await
+            .map(|listed| listed.into_inner().tokens)
+    })
+    .await
 }
 
 /// Two replicas of one database: the first reaches it through `proxy`, the second directly.
@@ -289,6 +356,7 @@ async fn a_revocation_made_while_a_replica_was_cut_off_is_enforced_once_it_recon
         &partitioned,
         request(&secret, "orders:read"),
         DenyReason::TokenRevoked,
+        &[DenyReason::Allowed, DenyReason::StoreUnavailable],
     )
     .await;
     assert!(
@@ -322,6 +390,7 @@ async fn a_revocation_held_up_by_a_partition_arrives_when_the_partition_heals() 
         &partitioned,
         request(&secret, "orders:read"),
         DenyReason::TokenRevoked,
+        &[DenyReason::Allowed, DenyReason::StoreUnavailable],
     )
     .await;
 }
@@ -344,6 +413,7 @@ async fn a_replica_that_stays_partitioned_stops_allowing_once_its_cache_ttl_pass
         &partitioned,
         request(&secret, "orders:read"),
         DenyReason::StoreUnavailable,
+        &[DenyReason::Allowed],
     )
     .await;
     proxy.restore();
@@ -351,6 +421,7 @@ async fn a_replica_that_stays_partitioned_stops_allowing_once_its_cache_ttl_pass
         &partitioned,
         request(&secret, "orders:read"),
         DenyReason::TokenRevoked,
+        &[DenyReason::StoreUnavailable],
     )
     .await;
 }

@@ -73,20 +73,35 @@ async fn bounded_check(
     (response, started.elapsed())
 }
 
-/// Polls until `check` gives `reason` (failing after `NOT_HUNG`), never accepting an allow on
-/// the way unless `reason` is Allowed.
-async fn wait_for_reason(app: &TestApp, check: proto::CheckRequest, reason: DenyReason) {
+/// Polls until `check` gives `reason` (failing after `NOT_HUNG`); every answer before it must be
+/// one of `meanwhile`, so a wrong answer on the way fails the test rather than being waited out.
+async fn wait_for_reason(
+    app: &TestApp,
+    check: proto::CheckRequest,
+    reason: DenyReason,
+    meanwhile: &[DenyReason],
+) {
     let started = Instant::now();
     loop {
-        let response = app.check(check.clone()).await;
-        if response.reason() == reason {
+        let answer = app.check(check.clone()).await.reason();
+        if answer == reason {
             return;
         }
         assert!(
+            meanwhile.contains(&answer),
+            "{answer:?} while waiting for {reason:?} (only {meanwhile:?} may come first)"
+        );
+        assert!(
             started.elapsed() < NOT_HUNG,
-            "still {:?} instead of {reason:?}",
-            response.reason()
+            "still {answer:?} instead of {reason:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A well-formed token that was never issued.
+fn unknown_secret() -> String {
+    use tessera::domain::token::{self, TokenPrefix};
+    secrecy::ExposeSecret::expose_secret(&token::generate(&TokenPrefix::default()).secret)
+        .to_owned()
 }

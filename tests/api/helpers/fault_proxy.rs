@@ -154,8 +154,10 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
             match current {
                 Mode::Pass => break,
                 Mode::Delay(by) => {
-                    tokio::time::sleep(by).await;
-                    break;
+                    tokio::select! {
+                        () = tokio::time::sleep(by) => break,
+                        _ = mode.wait_for(|mode| *mode == Mode::Cut) => return,
+                    }
                 }
                 Mode::Blackhole => {
                     if mode.changed().await.is_err() {
