@@ -8,15 +8,21 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// The log line `tessera serve` writes once it listens; its `address` field is the gRPC address.
 const SERVING_MESSAGE: &str = "serving grpc";
+/// Once the process has exited its stderr reaches EOF; the reader must be done by then, or the
+/// test fails rather than inspecting a log that lacks its end.
+const LOG_END_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct ServeProcess {
     child: Child,
     pub grpc_url: String,
     /// Every line the server wrote to stderr so far.
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr into `log` until EOF.
+    log_reader: JoinHandle<()>,
     dir: tempfile::TempDir,
 }
 
@@ -51,7 +57,7 @@ impl ServeProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (address_sender, address_receiver) = oneshot::channel();
-        tokio::spawn(collect_log(stderr, log.clone(), address_sender));
+        let log_reader = tokio::spawn(collect_log(stderr, log.clone(), address_sender));
         let address = tokio::time::timeout(Duration::from_secs(20), address_receiver)
             .await
             .unwrap_or_else(|_| panic!("no serving line; log: {:?}", log.lock().map(|l| l.clone())))
@@ -60,6 +66,7 @@ impl ServeProcess {
             child,
             grpc_url: format!("http://{address}"),
             log,
+            log_reader,
             dir,
         }
     }
@@ -83,8 +90,7 @@ impl ServeProcess {
     /// SIGKILL: no drain, no flush, nothing the process could do about it.
     pub async fn kill(mut self) -> Vec<String> {
         self.child.kill().await.expect("killed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.log.lock().expect("log").clone()
+        whole_log(self.log_reader, &self.log).await
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -101,11 +107,18 @@ impl ServeProcess {
             .await
             .expect("exits within 20 s of SIGTERM")
             .expect("exit status");
-        // Let the log reader take the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let log = self.log.lock().expect("log").clone();
+        let log = whole_log(self.log_reader, &self.log).await;
         (status, log, self.dir)
     }
+}
+
+/// Every line of an exited process's log: waits for the reader to reach stderr's EOF.
+async fn whole_log(log_reader: JoinHandle<()>, log: &Mutex<Vec<String>>) -> Vec<String> {
+    tokio::time::timeout(LOG_END_WITHIN, log_reader)
+        .await
+        .expect("the log reader reaches the end of stderr after the exit")
+        .expect("the log reader does not panic");
+    log.lock().expect("log").clone()
 }
 
 /// Runs `tessera serve` with `variables` to its end (for starts that must fail).
