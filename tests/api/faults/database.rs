@@ -10,7 +10,8 @@ use tessera::proto::DenyReason;
 use tonic::Code;
 
 use super::{
-    NOT_HUNG, TENANT, app_behind, bounded_check, lookups, postgres_proxy, request, wait_for_reason,
+    NOT_HUNG, TENANT, alices_token, app_behind, bounded_check, lookups, postgres_proxy, request,
+    wait_for_reason,
 };
 use crate::helpers::{TestApp, new_token};
 use crate::ops::{TableLock, eventually, metric, scrape};
@@ -85,12 +86,8 @@ enum Fault {
 async fn through_an_outage(fault: Fault) {
     let proxy = postgres_proxy().await;
     let app = app_behind(&proxy, quick_to_give_up).await;
-    let (_, cached) = app
-        .token(new_token(TENANT, "alice", &["orders:read"]))
-        .await;
-    let (_, uncached) = app
-        .token(new_token(TENANT, "alice", &["orders:read"]))
-        .await;
+    let (_, cached) = alices_token(&app).await;
+    let (_, uncached) = alices_token(&app).await;
     let stranger = super::unknown_secret();
     assert!(app.check(request(&cached, "orders:read")).await.allowed);
 
@@ -172,17 +169,11 @@ async fn a_slow_database_delays_only_cache_misses_until_they_pass_the_check_time
         settings.check_store_timeout_ms = 2_000;
     })
     .await;
-    let (_, cached) = app
-        .token(new_token(TENANT, "alice", &["orders:read"]))
-        .await;
+    let (_, cached) = alices_token(&app).await;
     assert!(app.check(request(&cached, "orders:read")).await.allowed);
     let mut secrets = Vec::new();
     for _ in 0..2 {
-        secrets.push(
-            app.token(new_token(TENANT, "alice", &["orders:read"]))
-                .await
-                .1,
-        );
+        secrets.push(alices_token(&app).await.1);
     }
 
     // A link adding 20 ms to every packet: misses are slower but answered.
@@ -317,9 +308,7 @@ async fn partitioned_and_direct(
 
 /// Alice's token checked once on `replica`, so it is cached there; returns (id, secret).
 async fn cached_on(first: &TestApp, replica: &TestApp) -> (String, String) {
-    let (token, secret) = first
-        .token(new_token(TENANT, "alice", &["orders:read"]))
-        .await;
+    let (token, secret) = alices_token(first).await;
     assert!(replica.check(request(&secret, "orders:read")).await.allowed);
     (token.id, secret)
 }
@@ -433,9 +422,7 @@ async fn usage_recorded_while_postgres_was_unreachable_is_flushed_once_it_return
         settings.usage_flush_interval_ms = 100;
     })
     .await;
-    let (token, secret) = app
-        .token(new_token(TENANT, "alice", &["orders:read"]))
-        .await;
+    let (token, secret) = alices_token(&app).await;
     assert!(app.check(request(&secret, "orders:read")).await.allowed);
     let failures_before = metric(
         &scrape(app.metrics_addr).await,

@@ -60,6 +60,12 @@ async fn app_behind(proxy: &FaultProxy, customize: impl FnOnce(&mut Settings)) -
     app
 }
 
+/// A token of alice's allowed `orders:read`, with its secret.
+async fn alices_token(app: &TestApp) -> (proto::Token, String) {
+    app.token(crate::helpers::new_token(TENANT, "alice", &["orders:read"]))
+        .await
+}
+
 /// Checks, failing the test if the answer takes longer than `NOT_HUNG`; returns the answer and
 /// how long it took.
 async fn bounded_check(
