@@ -3,7 +3,6 @@
 //! 1 MiB `authorization` value, thousands of headers) is refused cleanly while the server keeps
 //! answering the next call.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest as EnvoyCheckRequest, HttpResponse};
@@ -437,7 +436,7 @@ async fn oversized_check_fields_are_invalid_and_an_oversized_token_is_only_malfo
 
     // A huge token (and signature) is the client's bad data: a deny, not an error, decided
     // without asking the store.
-    let lookups_before = store_lookups(&app);
+    let lookups_before = app.store_lookups();
     let answer = client
         .check(proto::CheckRequest {
             token: format!("tsk_{}", text(512 * 1024)),
@@ -456,14 +455,10 @@ async fn oversized_check_fields_are_invalid_and_an_oversized_token_is_only_malfo
     assert_eq!(answer.reason(), DenyReason::TokenMalformed);
     assert!(answer.message.len() <= MAX_ERROR_LEN);
     assert_eq!(
-        store_lookups(&app),
+        app.store_lookups(),
         lookups_before,
         "the store was not queried"
     );
-}
-
-fn store_lookups(app: &TestApp) -> u64 {
-    app.authorizer.stats().store_lookups.load(Ordering::Relaxed)
 }
 
 /// A real admin call and a real Check, each answered: the server is still serving.

@@ -11,7 +11,7 @@ use tessera::proto::DenyReason;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 
 use crate::helpers::{
-    Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_with, strings,
+    Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_with, strings, unknown_secret,
 };
 
 const TENANT: &str = "acme";
@@ -23,15 +23,6 @@ fn request(secret: &str, permission: &str) -> proto::CheckRequest {
         permission: permission.to_owned(),
         ..Default::default()
     }
-}
-
-fn lookups(app: &TestApp) -> u64 {
-    app.authorizer.stats().store_lookups.load(Ordering::Relaxed)
-}
-
-fn unknown_secret() -> String {
-    secrecy::ExposeSecret::expose_secret(&token::generate(&TokenPrefix::default()).secret)
-        .to_owned()
 }
 
 async fn app_with_alice(backend: Backend) -> TestApp {
@@ -67,18 +58,18 @@ async fn a_cached_token_is_decided_without_another_store_query() {
     let (_, secret) = app
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
-    let before = lookups(&app);
+    let before = app.store_lookups();
     for _ in 0..20 {
         assert!(app.check(request(&secret, "orders:read")).await.allowed);
     }
     assert!(!app.check(request(&secret, "orders:write")).await.allowed);
-    assert_eq!(lookups(&app) - before, 1);
+    assert_eq!(app.store_lookups() - before, 1);
 }
 
 #[tokio::test]
 async fn malformed_tokens_never_reach_the_store() {
     let app = app_with_alice(Backend::Sqlite).await;
-    let before = lookups(&app);
+    let before = app.store_lookups();
     for malformed in [
         "tsk_short",
         "tsk_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
@@ -99,14 +90,14 @@ async fn malformed_tokens_never_reach_the_store() {
         app.check(request(&wrong_checksum, "")).await.reason(),
         DenyReason::TokenMalformed
     );
-    assert_eq!(lookups(&app), before);
+    assert_eq!(app.store_lookups(), before);
 }
 
 #[tokio::test]
 async fn an_unknown_token_costs_one_store_query_however_often_it_is_presented() {
     let app = app_with_alice(Backend::Sqlite).await;
     let unknown: Vec<String> = (0..50).map(|_| unknown_secret()).collect();
-    let before = lookups(&app);
+    let before = app.store_lookups();
     for _ in 0..3 {
         for secret in &unknown {
             assert_eq!(
@@ -115,7 +106,7 @@ async fn an_unknown_token_costs_one_store_query_however_often_it_is_presented() 
             );
         }
     }
-    assert_eq!(lookups(&app) - before, 50);
+    assert_eq!(app.store_lookups() - before, 50);
 }
 
 #[tokio::test]
@@ -124,7 +115,7 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
     let mut generous = new_token(TENANT, "alice", &[]);
     generous.rate_limit_per_minute = 1000;
     let (_, secret) = app.token(generous).await;
-    let before = lookups(&app);
+    let before = app.store_lookups();
     let mut checks = Vec::new();
     for _ in 0..64 {
         let authorizer = app.authorizer.clone();
@@ -145,7 +136,7 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
     for check in checks {
         assert!(check.await.expect("task"));
     }
-    assert_eq!(lookups(&app) - before, 1);
+    assert_eq!(app.store_lookups() - before, 1);
 }
 
 #[tokio::test]
@@ -287,7 +278,7 @@ async fn a_token_revoked_through_one_replica_is_denied_by_the_other() {
             .allowed,
         "cached on b"
     );
-    let lookups_on_b = lookups(&replica_b);
+    let lookups_on_b = replica_b.store_lookups();
     assert!(
         replica_b
             .check(request(&secret, "orders:read"))
@@ -295,7 +286,7 @@ async fn a_token_revoked_through_one_replica_is_denied_by_the_other() {
             .allowed
     );
     assert_eq!(
-        lookups(&replica_b),
+        replica_b.store_lookups(),
         lookups_on_b,
         "b decides from its cache"
     );
@@ -574,9 +565,9 @@ async fn when_the_invalidation_feed_comes_back_the_cache_is_dropped_before_it_is
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
     assert!(app.check(request(&secret, "orders:read")).await.allowed);
-    let cached_lookups = lookups(&app);
+    let cached_lookups = app.store_lookups();
     assert!(app.check(request(&secret, "orders:read")).await.allowed);
-    assert_eq!(lookups(&app), cached_lookups, "served from cache");
+    assert_eq!(app.store_lookups(), cached_lookups, "served from cache");
 
     // The outage also cuts the LISTEN connection; events sent meanwhile would be lost.
     cut_database(&app, false).await;
@@ -587,7 +578,7 @@ async fn when_the_invalidation_feed_comes_back_the_cache_is_dropped_before_it_is
     cut_database(&app, true).await;
 
     let started = Instant::now();
-    while lookups(&app) == cached_lookups {
+    while app.store_lookups() == cached_lookups {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the cache was never dropped after the feed reconnected"

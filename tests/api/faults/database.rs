@@ -10,10 +10,10 @@ use tessera::proto::DenyReason;
 use tonic::Code;
 
 use super::{
-    NOT_HUNG, TENANT, alices_token, app_behind, bounded_check, lookups, postgres_proxy, request,
+    NOT_HUNG, TENANT, alices_token, app_behind, bounded_check, postgres_proxy, request,
     wait_for_reason,
 };
-use crate::helpers::{TestApp, new_token};
+use crate::helpers::{TestApp, new_token, unknown_secret};
 use crate::ops::{TableLock, eventually, metric, scrape};
 
 /// Settings that keep the outage short to wait out: Check gives up on the store after 300 ms;
@@ -88,7 +88,7 @@ async fn through_an_outage(fault: Fault) {
     let app = app_behind(&proxy, quick_to_give_up).await;
     let (_, cached) = alices_token(&app).await;
     let (_, uncached) = alices_token(&app).await;
-    let stranger = super::unknown_secret();
+    let stranger = unknown_secret();
     assert!(app.check(request(&cached, "orders:read")).await.allowed);
 
     match fault {
@@ -178,11 +178,11 @@ async fn a_slow_database_delays_only_cache_misses_until_they_pass_the_check_time
 
     // A link adding 20 ms to every packet: misses are slower but answered.
     proxy.delay(Duration::from_millis(20));
-    let lookups_before = lookups(&app);
+    let lookups_before = app.store_lookups();
     let (hit, _) = bounded_check(&app, request(&cached, "orders:read")).await;
     assert!(hit.allowed);
     assert_eq!(
-        lookups(&app),
+        app.store_lookups(),
         lookups_before,
         "a hit never touches the link"
     );
@@ -195,11 +195,11 @@ async fn a_slow_database_delays_only_cache_misses_until_they_pass_the_check_time
     let (miss, took) = bounded_check(&app, request(&secrets[1], "orders:read")).await;
     assert_eq!(miss.reason(), DenyReason::StoreUnavailable);
     eprintln!("delay 3 s per packet: STORE_UNAVAILABLE after {took:?} (timeout 2 s)");
-    let lookups_before = lookups(&app);
+    let lookups_before = app.store_lookups();
     let (hit, _) = bounded_check(&app, request(&cached, "orders:read")).await;
     assert!(hit.allowed);
     assert_eq!(
-        lookups(&app),
+        app.store_lookups(),
         lookups_before,
         "cached tokens do not wait for the slow link"
     );
@@ -327,7 +327,7 @@ async fn a_revocation_made_while_a_replica_was_cut_off_is_enforced_once_it_recon
     let (partitioned, direct) = partitioned_and_direct(&proxy, |_| {}).await;
     let (id, secret) = cached_on(&direct, &partitioned).await;
     let listens_before = proxy.connections();
-    let lookups_before = lookups(&partitioned);
+    let lookups_before = partitioned.store_lookups();
 
     proxy.cut();
     revoke(&direct, &id).await;
@@ -353,7 +353,7 @@ async fn a_revocation_made_while_a_replica_was_cut_off_is_enforced_once_it_recon
         "the replica reconnected"
     );
     assert!(
-        lookups(&partitioned) > lookups_before,
+        partitioned.store_lookups() > lookups_before,
         "the cache was dropped and refilled from the store"
     );
 }

@@ -5,7 +5,6 @@ mod concurrency;
 mod database;
 mod process;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
@@ -30,10 +29,6 @@ fn request(secret: &str, permission: &str) -> proto::CheckRequest {
         permission: permission.to_owned(),
         ..Default::default()
     }
-}
-
-fn lookups(app: &TestApp) -> u64 {
-    app.authorizer.stats().store_lookups.load(Ordering::Relaxed)
 }
 
 /// A proxy in front of the test Postgres server.
@@ -103,11 +98,4 @@ async fn wait_for_reason(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A well-formed token that was never issued.
-fn unknown_secret() -> String {
-    use tessera::domain::token::{self, TokenPrefix};
-    secrecy::ExposeSecret::expose_secret(&token::generate(&TokenPrefix::default()).secret)
-        .to_owned()
 }

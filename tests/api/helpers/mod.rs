@@ -134,6 +134,14 @@ impl TestApp {
         .await
     }
 
+    /// How many times this server's Check path has read a credential from the store.
+    pub fn store_lookups(&self) -> u64 {
+        self.authorizer
+            .stats()
+            .store_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn admin_client(&self) -> TokenAdminServiceClient<Channel> {
         TokenAdminServiceClient::connect(self.grpc_url.clone())
             .await
@@ -219,6 +227,13 @@ pub fn with_key<T>(message: T, key: &str) -> Request<T> {
     let value = format!("Bearer {key}").parse().expect("ascii key");
     request.metadata_mut().insert("authorization", value);
     request
+}
+
+/// A well-formed token that was never issued.
+pub fn unknown_secret() -> String {
+    use tessera::domain::token::{self, TokenPrefix};
+    secrecy::ExposeSecret::expose_secret(&token::generate(&TokenPrefix::default()).secret)
+        .to_owned()
 }
 
 pub fn strings(items: &[&str]) -> Vec<String> {
