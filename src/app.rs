@@ -47,7 +47,7 @@ use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{Tls, TlsError};
 use crate::usage::Usage;
-use gate::{Gate, GatePolicy};
+use gate::{Gate, GatePolicy, KnownMethods};
 
 /// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
 const ADMIN_KEY_PREFIX: &str = "tsa";
@@ -84,6 +84,16 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
+/// The descriptor sets of every service in `ALL_SERVICES`: their methods are the only ones
+/// metrics label by name.
+const SERVED_DESCRIPTOR_SETS: &[&[u8]] = &[
+    crate::proto::FILE_DESCRIPTOR_SET,
+    ENVOY_FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// First and longest wait between attempts to reach the store at start.
 const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(200);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -108,6 +118,8 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read the served services' descriptor sets: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     #[error("cannot write the bootstrap admin key to {path}: {source}")]
     BootstrapKey {
         path: PathBuf,
@@ -270,7 +282,10 @@ impl App {
                     .as_ref()
                     .is_some_and(|tls| tls.settings().admin_requires_client_cert()),
                 admin_service: ADMIN_SERVICE,
-                known_services: ALL_SERVICES,
+                known_methods: KnownMethods::from_descriptor_sets(
+                    SERVED_DESCRIPTOR_SETS,
+                    ALL_SERVICES,
+                )?,
                 export_spans: settings.otlp_endpoint.is_some(),
             },
         );
@@ -640,4 +655,32 @@ async fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> 
     file.write_all(contents.as_bytes()).await?;
     file.write_all(b"\n").await?;
     file.sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_service_has_its_real_methods_as_metric_labels() {
+        let known = KnownMethods::from_descriptor_sets(SERVED_DESCRIPTOR_SETS, ALL_SERVICES)
+            .expect("descriptor sets decode");
+        let samples = [
+            (AUTHORIZATION_SERVICE, "Check"),
+            (ADMIN_SERVICE, "RevokeToken"),
+            (ENVOY_AUTHORIZATION_SERVICE, "Check"),
+            (HEALTH_SERVICE, "Watch"),
+            (
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+            (
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+        ];
+        for (service, method) in samples {
+            assert!(known.has(service, method), "{service}/{method}");
+        }
+    }
 }
