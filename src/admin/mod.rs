@@ -71,9 +71,26 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Who performs an admin call, as written to the audit log.
+/// Who performs an admin call, as written to the audit log: who the caller says it is, and the
+/// admin key that proves it may act.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor {
+    /// The `x-tessera-actor` metadata, else the admin key's fingerprint.
+    pub name: String,
+    /// The admin key's fingerprint, `admin-key:` and the first 8 hex digits of its SHA-256;
+    /// empty for callers that hold no key (the server itself, benchmarks).
+    pub admin_key: String,
+}
+
+impl Actor {
+    /// An actor known only by name, holding no admin key.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            admin_key: String::new(),
+        }
+    }
+}
 
 /// How a new token's expiry is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -730,12 +747,13 @@ fn audit(actor: &Actor, action: &str, tenant: impl AsRef<str>, time: DateTime<Ut
     AuditEvent {
         id: 0,
         time,
-        actor: actor.0.clone(),
+        actor: actor.name.clone(),
         action: action.to_owned(),
         tenant: tenant.as_ref().to_owned(),
         token_id: None,
         principal_id: None,
         summary: String::new(),
+        admin_key: actor.admin_key.clone(),
     }
 }
 

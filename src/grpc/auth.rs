@@ -75,18 +75,27 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// The human named by `x-tessera-actor`, else the key's fingerprint.
+/// The human named by `x-tessera-actor` (else the key's fingerprint), and the key's fingerprint:
+/// the audit log keeps both, so a claimed name never hides which key acted.
 fn actor(metadata: &MetadataMap, key_hash: &SecretHash) -> Result<Actor, tonic::Status> {
+    let admin_key = format!("admin-key:{}", &key_hash.to_hex()[..8]);
     let Some(raw) = metadata.get(ACTOR_HEADER) else {
-        return Ok(Actor(format!("admin-key:{}", &key_hash.to_hex()[..8])));
+        return Ok(Actor {
+            name: admin_key.clone(),
+            admin_key,
+        });
     };
-    let valid = raw
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|name| !name.is_empty() && name.chars().count() <= MAX_ACTOR_LEN);
+    // Metadata is visible ASCII or tab; a tab is refused too, so the name prints as it reads.
+    let valid = raw.to_str().ok().map(str::trim).filter(|name| {
+        !name.is_empty()
+            && name.chars().count() <= MAX_ACTOR_LEN
+            && !name.chars().any(char::is_control)
+    });
     match valid {
-        Some(name) => Ok(Actor(name.to_owned())),
+        Some(name) => Ok(Actor {
+            name: name.to_owned(),
+            admin_key,
+        }),
         None => Err(status::invalid_argument(vec![
             tonic_types::FieldViolation::new(
                 ACTOR_HEADER,

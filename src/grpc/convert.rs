@@ -296,6 +296,7 @@ pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
             .map(ToString::to_string)
             .unwrap_or_default(),
         summary: event.summary.clone(),
+        admin_key: event.admin_key.clone(),
     }
 }
 

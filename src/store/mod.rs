@@ -116,6 +116,22 @@ pub struct UsageCutoffs {
     pub days_before: DateTime<Utc>,
 }
 
+/// Writes the bootstrap admin key where the operator will find it; run by
+/// [`Store::bootstrap_admin_key`] inside its transaction, before the key's hash commits.
+pub type PersistKey<'a> = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+/// What [`Store::bootstrap_admin_key`] did.
+#[derive(Debug)]
+pub enum Bootstrapped {
+    /// This call created the database's bootstrap key: it is stored and persisted.
+    Created,
+    /// The database already had an admin key or a bootstrap (another replica's, perhaps at the
+    /// same moment): nothing was stored and the key was not persisted.
+    AlreadyDone,
+    /// Persisting the key failed, so nothing was stored.
+    NotPersisted(std::io::Error),
+}
+
 /// Connection pool bounds: the server must never hang on a dead database.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -256,6 +272,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn count_admin_keys(&self) -> Result<u64, StoreError>;
+
+    /// Stores `hash` as the database's bootstrap admin key, if it has no admin key and no
+    /// bootstrap yet, atomically: of replicas starting together on a fresh database exactly one
+    /// creates a key. `persist` runs only for that one, inside the transaction: if it fails,
+    /// nothing is stored, so a stored hash always has its key written somewhere.
+    async fn bootstrap_admin_key(
+        &self,
+        hash: &SecretHash,
+        at: DateTime<Utc>,
+        persist: PersistKey<'_>,
+    ) -> Result<Bootstrapped, StoreError>;
 
     async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError>;
 

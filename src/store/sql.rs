@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::{Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
+use super::{Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
 use super::{TokensNeedingAttention, UsageCutoffs};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
@@ -84,8 +84,8 @@ macro_rules! impl_store {
             ) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO audit_events \
-                     (time, actor, action, tenant, token_id, principal_id, summary) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     (time, actor, action, tenant, token_id, principal_id, summary, admin_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(micros(event.time))
                 .bind(&event.actor)
@@ -94,6 +94,7 @@ macro_rules! impl_store {
                 .bind(event.token_id.as_ref().map(TokenId::as_str))
                 .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
                 .bind(&event.summary)
+                .bind(&event.admin_key)
                 .execute(&mut *connection)
                 .await
                 .map_err(map_error)?;
@@ -624,8 +625,8 @@ macro_rules! impl_store {
                 limit: u32,
             ) -> Result<Vec<AuditEvent>, StoreError> {
                 let mut builder = sqlx::QueryBuilder::<$database>::new(
-                    "SELECT id, time, actor, action, tenant, token_id, principal_id, summary \
-                     FROM audit_events WHERE id > ",
+                    "SELECT id, time, actor, action, tenant, token_id, principal_id, summary, \
+                     admin_key FROM audit_events WHERE id > ",
                 );
                 builder.push_bind(after_id);
                 if let Some(tenant) = tenant {
@@ -667,6 +668,52 @@ macro_rules! impl_store {
                     .map_err(map_error)?;
                 u64::try_from(count)
                     .map_err(|_| StoreError::Internal("negative admin key count".to_owned()))
+            }
+
+            async fn bootstrap_admin_key(
+                &self,
+                hash: &SecretHash,
+                at: DateTime<Utc>,
+                persist: PersistKey<'_>,
+            ) -> Result<Bootstrapped, StoreError> {
+                let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
+                // key; SQLite: the write lock this first write takes) until this transaction
+                // ends, then finds it taken. A rollback frees it for the next.
+                let claimed: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
+                     ON CONFLICT (singleton) DO NOTHING RETURNING created_at",
+                )
+                .bind(micros(at))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                if claimed.is_none() {
+                    return Ok(Bootstrapped::AlreadyDone);
+                }
+                // A database created before the claim existed may hold keys without a claim.
+                let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                if keys > 0 {
+                    transaction.commit().await.map_err(map_error)?;
+                    return Ok(Bootstrapped::AlreadyDone);
+                }
+                sqlx::query(
+                    "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(hash.0.as_slice())
+                .bind("bootstrap")
+                .bind(micros(at))
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                if let Err(error) = persist.await {
+                    return Ok(Bootstrapped::NotPersisted(error));
+                }
+                transaction.commit().await.map_err(map_error)?;
+                Ok(Bootstrapped::Created)
             }
 
             async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
@@ -1087,6 +1134,7 @@ struct AuditRow {
     token_id: Option<String>,
     principal_id: Option<String>,
     summary: String,
+    admin_key: String,
 }
 
 impl AuditRow {
@@ -1106,6 +1154,7 @@ impl AuditRow {
                 .map(|id| parse_field(&id, PrincipalId::parse, "audit_events.principal_id"))
                 .transpose()?,
             summary: self.summary,
+            admin_key: self.admin_key,
         })
     }
 }
