@@ -182,7 +182,10 @@ mod tests {
         let hostile =
             "ci\u{1b}[2J\u{1b}]0;owned\u{7}\rdeploy\u{202E}gpj.exe\u{2066}x\u{9b}31m\nrow";
         let record = Record::default().with("name", Field::text(hostile));
-        for text in [document(&record), list(&[record.clone()], &["name"])] {
+        for text in [
+            document(&record),
+            list(std::slice::from_ref(&record), &["name"]),
+        ] {
             assert!(
                 !text.chars().any(|c| c != '\n' && is_unprintable(c)),
                 "{text:?}"
