@@ -135,7 +135,11 @@ pub enum Bootstrapped {
 /// Connection pool bounds: the server must never hang on a dead database.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
+    /// The admin/usage pool's size: admin calls, admin-key lookups, usage flushes, audit.
     pub max_connections: u32,
+    /// The Check pool's size: only Check's cache misses (`find_credential`, `get_api_status`),
+    /// so a flood of misses cannot starve a revocation of connections.
+    pub check_max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
 }
@@ -164,6 +168,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             max_connections: 16,
+            check_max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
         }
@@ -220,6 +225,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Token, StoreError>;
 
     /// Everything Check needs for a secret hash: current or retired secret, owner and roles.
+    /// Read through the Check pool, as `get_api_status` is.
     async fn find_credential(
         &self,
         hash: &SecretHash,

@@ -62,7 +62,8 @@ macro_rules! token_columns {
     };
 }
 
-/// Expands `impl Store for $store` (a struct with a `pool: sqlx::Pool<$database>` field, and
+/// Expands `impl Store for $store` (a struct with `pool` and `check_pool` fields, both
+/// `sqlx::Pool<$database>`: Check's reads use `check_pool`, everything else `pool`; and
 /// inherent `publish_invalidation` and `watch` methods for what differs beyond SQL: whether and
 /// how replicas hear of each other's writes). Names resolve where the macro is invoked, that
 /// is, in this module.
@@ -124,6 +125,29 @@ macro_rules! impl_store {
                     Ok(None) => StoreError::NotFound("token"),
                     Err(error) => map_error(error),
                 }
+            }
+
+            /// The named roles of a tenant, read through `pool` (Check's or the admin one).
+            async fn roles_named(
+                pool: &sqlx::Pool<$database>,
+                tenant: &Tenant,
+                names: &[RoleName],
+            ) -> Result<Vec<Role>, StoreError> {
+                if names.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<RoleRow> = sqlx::query_as(concat!(
+                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
+                     WHERE tenant = $1 AND name IN (",
+                    $json_array_elements,
+                    ") ORDER BY name"
+                ))
+                .bind(tenant.as_str())
+                .bind(strings_json(names.iter().map(|name| name.as_str())))
+                .fetch_all(pool)
+                .await
+                .map_err(map_error)?;
+                rows.into_iter().map(RoleRow::into_role).collect()
             }
 
             usage_methods!(database: $database);
@@ -452,7 +476,7 @@ macro_rules! impl_store {
                      LIMIT 1"
                 ))
                 .bind(hash.0.as_slice())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.check_pool)
                 .await
                 .map_err(map_error)?;
                 let Some(row) = row else {
@@ -460,9 +484,12 @@ macro_rules! impl_store {
                 };
                 let mut record = row.into_record()?;
                 if !record.token.roles.is_empty() {
-                    record.roles = self
-                        .get_roles(&record.token.tenant, &record.token.roles)
-                        .await?;
+                    record.roles = Self::roles_named(
+                        &self.check_pool,
+                        &record.token.tenant,
+                        &record.token.roles,
+                    )
+                    .await?;
                 }
                 Ok(Some(record))
             }
@@ -559,21 +586,7 @@ macro_rules! impl_store {
                 tenant: &Tenant,
                 names: &[RoleName],
             ) -> Result<Vec<Role>, StoreError> {
-                if names.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let rows: Vec<RoleRow> = sqlx::query_as(concat!(
-                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
-                     WHERE tenant = $1 AND name IN (",
-                    $json_array_elements,
-                    ") ORDER BY name"
-                ))
-                .bind(tenant.as_str())
-                .bind(strings_json(names.iter().map(|name| name.as_str())))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_error)?;
-                rows.into_iter().map(RoleRow::into_role).collect()
+                Self::roles_named(&self.pool, tenant, names).await
             }
 
             async fn set_api_status(
@@ -609,7 +622,7 @@ macro_rules! impl_store {
                     "SELECT scope, online, message, updated_at FROM api_status WHERE scope = $1",
                 )
                 .bind(scope.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.check_pool)
                 .await
                 .map_err(map_error)?;
                 match row {

@@ -285,3 +285,42 @@ async fn an_actor_header_with_a_tab_is_refused_naming_the_header() {
         .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+#[tokio::test]
+async fn repeated_bad_admin_keys_are_refused_without_a_store_lookup_each_and_counted() {
+    let app = spawn_app().await;
+    let bad_key = "tsa_a-bad-key-repeated-by-a-scanner";
+    let before = crate::ops::scrape(app.metrics_addr).await;
+    let mut client = app.admin_client().await;
+    for _ in 0..50 {
+        let status = client
+            .list_roles(with_key(proto::ListRolesRequest::default(), bad_key))
+            .await
+            .expect_err("a bad key");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let after = crate::ops::scrape(app.metrics_addr).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        crate::ops::metric(&after, name, labels) - crate::ops::metric(&before, name, labels)
+    };
+    // The recorder is process-wide: other tests' bad keys may add a few lookups meanwhile.
+    let lookups = delta("tessera_admin_key_lookups_total", &[]);
+    assert!(
+        (1.0..=10.0).contains(&lookups),
+        "{lookups} lookups for 50 calls with one bad key"
+    );
+    assert!(
+        delta(
+            "tessera_admin_auth_failures_total",
+            &[("reason", "unknown_key")]
+        ) >= 50.0,
+        "{after}"
+    );
+
+    // The real key still works, and is not slowed by the refusals.
+    app.admin_client()
+        .await
+        .list_roles(app.admin(proto::ListRolesRequest::default()))
+        .await
+        .expect("the bootstrap key works");
+}
