@@ -37,12 +37,8 @@ fuzz_target!(|data: &[u8]| {
     let mut lines = text.lines();
     let mut line = || lines.next().unwrap_or_default().to_owned();
     let (tenant, owner_id, name, description) = (line(), line(), line(), line());
-    let (permissions, roles, allowed_ips, paths) = (
-        list(&line()),
-        list(&line()),
-        list(&line()),
-        list(&line()),
-    );
+    let (permissions, roles, allowed_ips, paths) =
+        (list(&line()), list(&line()), list(&line()), list(&line()));
     let now = Utc::now();
 
     // The header's duration as every duration field of the API.
@@ -123,12 +119,16 @@ fn assert_names_a_field(status: &tonic::Status, expected: &str) {
         .unwrap_or_default();
     assert!(!violations.is_empty(), "{status:?}");
     assert!(
-        violations.iter().all(|violation| !violation.field.is_empty()),
+        violations
+            .iter()
+            .all(|violation| !violation.field.is_empty()),
         "{violations:?}"
     );
     if !expected.is_empty() {
         assert!(
-            violations.iter().any(|violation| violation.field == expected),
+            violations
+                .iter()
+                .any(|violation| violation.field == expected),
             "{violations:?}"
         );
     }
