@@ -82,7 +82,7 @@ async fn fixture(capacity: u64) -> Fixture {
         .expect("store");
     let authorizer = Arc::new(Authorizer::new(store.clone(), settings(capacity)));
     let admin = Admin::new(store, TokenPrefix::default(), 64, authorizer.clone());
-    let actor = Actor("bench".to_owned());
+    let actor = Actor::named("bench");
     for (owner, disabled) in [("alice", false), ("mallory", true)] {
         admin
             .upsert_principal(

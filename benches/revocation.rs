@@ -69,7 +69,7 @@ async fn run() {
     let replica_b = replica(&url, dir.path()).await;
     let admin = replica_a.admin();
     let authorizer_b = replica_b.authorizer();
-    let actor = Actor("bench".to_owned());
+    let actor = Actor::named("bench");
     let tenant = Tenant::parse("acme").expect("tenant");
     let owner = PrincipalId::parse("alice").expect("owner");
     admin

@@ -72,7 +72,7 @@ async fn fixture() -> Fixture {
     let recording_on =
         Arc::new(Authorizer::new(store.clone(), authz_settings()).with_usage(usage.hook()));
     let admin = Admin::new(store, TokenPrefix::default(), 64, recording_off.clone());
-    let actor = Actor("bench".to_owned());
+    let actor = Actor::named("bench");
     let tenant = Tenant::parse("acme").expect("tenant");
     let owner = PrincipalId::parse("alice").expect("owner");
     admin

@@ -124,6 +124,20 @@ def main() -> None:
     write("envoy_mapping", "unmatched", envoy_request(
         "DELETE", "/admin", "not an address", headers={"x-tenant": "*"}))
 
+    def admin_request(seconds, nanos, ts_seconds, ts_nanos, lines):
+        return struct.pack("<qiqi", seconds, nanos, ts_seconds, ts_nanos) + "\n".join(lines).encode()
+
+    fields = ["acme", "alice", "ci deploy", "", "orders:read,orders:*", "reader", "10.0.0.0/8",
+              "expires_at,name"]
+    write("admin_request", "valid_ttl", admin_request(86_400, 0, 1_900_000_000, 0, fields))
+    write("admin_request", "max_seconds", admin_request(2**63 - 1, 999_999_999, 2**63 - 1, 0, fields))
+    write("admin_request", "min_seconds", admin_request(-2**63, -999_999_999, -2**63, -1, fields))
+    write("admin_request", "past_chrono_range", admin_request(9_000_000_000_000, 0, 8_210_298_412_800, 0,
+                                                               fields))
+    write("admin_request", "bad_fields", admin_request(0, -1, 0, 2**31 - 1,
+                                                       ["a b", "", "x" * 200, "", "bad", "", "300.0.0.1",
+                                                        "secret_hash,expires_at"]))
+
 
 if __name__ == "__main__":
     main()

@@ -47,7 +47,7 @@ use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{Tls, TlsError};
 use crate::usage::Usage;
-use gate::{Gate, GatePolicy};
+use gate::{Gate, GatePolicy, KnownMethods};
 
 /// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
 const ADMIN_KEY_PREFIX: &str = "tsa";
@@ -84,6 +84,16 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
+/// The descriptor sets of every service in `ALL_SERVICES`: their methods are the only ones
+/// metrics label by name.
+const SERVED_DESCRIPTOR_SETS: &[&[u8]] = &[
+    crate::proto::FILE_DESCRIPTOR_SET,
+    ENVOY_FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// First and longest wait between attempts to reach the store at start.
 const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(200);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -108,6 +118,8 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read the served services' descriptor sets: {0}")]
+    Descriptors(#[from] prost::DecodeError),
     #[error("cannot write the bootstrap admin key to {path}: {source}")]
     BootstrapKey {
         path: PathBuf,
@@ -270,7 +282,10 @@ impl App {
                     .as_ref()
                     .is_some_and(|tls| tls.settings().admin_requires_client_cert()),
                 admin_service: ADMIN_SERVICE,
-                known_services: ALL_SERVICES,
+                known_methods: KnownMethods::from_descriptor_sets(
+                    SERVED_DESCRIPTOR_SETS,
+                    ALL_SERVICES,
+                )?,
                 export_spans: settings.otlp_endpoint.is_some(),
             },
         );
@@ -605,39 +620,110 @@ fn cache_size_sampler(authorizer: Arc<OnceLock<Arc<Authorizer>>>) -> crate::metr
 
 /// On the very first start without configured keys, creates one admin key so a newcomer can use
 /// the CLI at once. Only its hash is stored; the key itself goes to a 0600 file, whose path
-/// (never the key) is logged. The file is written first: a key in a file whose hash failed to
-/// store is harmless, a stored hash whose key was lost would lock the operator out.
+/// (never the key) is logged. The store writes the hash and runs the file write in one
+/// transaction, so of replicas starting together on a fresh database exactly one creates a key
+/// and a file, and a key whose file could not be written is never stored (a stored hash whose
+/// key was lost would lock the operator out).
 async fn bootstrap_admin_key(store: &dyn Store, path: &Path) -> Result<Option<PathBuf>, AppError> {
     if store.count_admin_keys().await? > 0 {
         return Ok(None);
     }
     let generated = token::generate_key(ADMIN_KEY_PREFIX);
-    write_private_file(path, generated.secret.expose_secret())
-        .await
-        .map_err(|source| AppError::BootstrapKey {
+    let contents = format!("{}\n", generated.secret.expose_secret());
+    let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let persist = {
+        let path = path.to_owned();
+        let written = written.clone();
+        Box::pin(async move {
+            write_private_file(&path, contents).await?;
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    };
+    let outcome = store
+        .bootstrap_admin_key(&generated.hash, Utc::now(), persist)
+        .await;
+    match outcome {
+        Ok(store::Bootstrapped::Created) => {
+            tracing::warn!(path = %path.display(), "created the bootstrap admin key; keep this file safe");
+            Ok(Some(path.to_owned()))
+        }
+        Ok(store::Bootstrapped::AlreadyDone) => {
+            tracing::info!(
+                "bootstrap admin key created by another replica; see its key file (that replica's TESSERA_ADMIN_KEY_FILE)"
+            );
+            Ok(None)
+        }
+        Ok(store::Bootstrapped::NotPersisted(source)) => Err(AppError::BootstrapKey {
             path: path.to_owned(),
             source,
-        })?;
-    if let Err(error) = store
-        .insert_admin_key(&generated.hash, "bootstrap", Utc::now())
-        .await
-    {
-        let _ = tokio::fs::remove_file(path).await;
-        return Err(error.into());
+        }),
+        Err(error) => {
+            // The commit failed after the file was written: that key was never stored.
+            if written.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+            Err(error.into())
+        }
     }
-    tracing::warn!(path = %path.display(), "created the bootstrap admin key; keep this file safe");
-    Ok(Some(path.to_owned()))
 }
 
-async fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+/// Writes `contents` to a new file, mode 0600 from its creation, in `path`'s directory, and
+/// renames it over `path`. Whatever was at `path` is replaced, never written through: an
+/// existing file keeps its old mode only on its old inode (which the rename unlinks), and a
+/// symlink is replaced by the file rather than followed, so its target is untouched.
+async fn write_private_file(path: &Path, contents: String) -> std::io::Result<()> {
+    use std::io::Write as _;
 
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path).await?;
-    file.write_all(contents.as_bytes()).await?;
-    file.write_all(b"\n").await?;
-    file.sync_all().await
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let replaced = std::fs::symlink_metadata(&path).is_ok();
+        // tempfile creates with O_CREAT | O_EXCL and, on Unix, mode 0600.
+        let mut file = tempfile::Builder::new()
+            .prefix(".tessera-admin-key.")
+            .tempfile_in(&directory)?;
+        file.write_all(contents.as_bytes())?;
+        file.as_file().sync_all()?;
+        file.persist(&path).map_err(|error| error.error)?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(&directory)?.sync_all()?;
+        if replaced {
+            tracing::warn!(path = %path.display(), "replaced what was at the bootstrap key path");
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_service_has_its_real_methods_as_metric_labels() {
+        let known = KnownMethods::from_descriptor_sets(SERVED_DESCRIPTOR_SETS, ALL_SERVICES)
+            .expect("descriptor sets decode");
+        let samples = [
+            (AUTHORIZATION_SERVICE, "Check"),
+            (ADMIN_SERVICE, "RevokeToken"),
+            (ENVOY_AUTHORIZATION_SERVICE, "Check"),
+            (HEALTH_SERVICE, "Watch"),
+            (
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+            (
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+        ];
+        for (service, method) in samples {
+            assert!(known.has(service, method), "{service}/{method}");
+        }
+    }
 }

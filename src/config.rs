@@ -53,8 +53,13 @@ pub struct Settings {
     pub token_prefix: String,
     /// Live (neither revoked nor expired) tokens one owner may hold.
     pub max_tokens_per_owner: u32,
-    /// Most connections the server opens to the database.
+    /// Most connections of the admin/usage pool: admin calls (revocations included), admin-key
+    /// lookups, usage flushes and audit writes.
     pub database_max_connections: u32,
+    /// Most connections of the Check pool, which serves only Check's cache misses (credential
+    /// and API status reads): a flood of misses waits here and cannot take the connections a
+    /// revocation needs (a bulkhead). The server opens up to the sum of both.
+    pub database_check_max_connections: u32,
     /// How long a request waits for a database connection before the store counts as down.
     pub database_acquire_timeout_ms: u64,
     /// Longest a single statement may run (Postgres `statement_timeout`).
@@ -164,6 +169,7 @@ impl Default for Settings {
             token_prefix: TokenPrefix::default().to_string(),
             max_tokens_per_owner: 64,
             database_max_connections: 16,
+            database_check_max_connections: 16,
             database_acquire_timeout_ms: 2_000,
             database_statement_timeout_ms: 5_000,
             cache_capacity: 1_000_000,
@@ -297,6 +303,12 @@ impl Settings {
         if self.database_max_connections == 0 {
             return Err(ConfigError::Invalid {
                 setting: "TESSERA_DATABASE_MAX_CONNECTIONS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.database_check_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_DATABASE_CHECK_MAX_CONNECTIONS",
                 reason: "must be at least 1".to_owned(),
             });
         }
@@ -564,6 +576,7 @@ impl Settings {
     pub fn pool_options(&self) -> PoolOptions {
         PoolOptions {
             max_connections: self.database_max_connections,
+            check_max_connections: self.database_check_max_connections,
             acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
         }

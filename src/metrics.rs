@@ -17,6 +17,9 @@
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
 //!   `tessera_invalidation_publish_failures_total`: cross-replica cache invalidation.
 //! - `tessera_store_errors_total`: every database error, as the store maps it.
+//! - `tessera_admin_auth_failures_total{reason}`: refused admin keys (`missing_key`,
+//!   `unknown_key`, `lookup_failed`), `tessera_admin_key_lookups_total` (admin keys looked up
+//!   in the store: unknown keys are remembered, so repeats do not count).
 //! - `tessera_usage_*` (flushed calls, flush failures, dropped events, lost calls, pruned rows)
 //!   and `tessera_tokens_expiring_soon`, `tessera_tokens_unused`: usage statistics.
 //! - `tessera_tls_reloads_total{result}`, `tessera_tls_handshake_failures_total`: TLS.
@@ -127,6 +130,14 @@ fn describe() {
         "Invalidations that could not be published to other replicas"
     );
     describe_counter!("tessera_store_errors_total", "Database errors");
+    describe_counter!(
+        "tessera_admin_auth_failures_total",
+        "Admin calls refused before acting, by reason: missing_key, unknown_key, lookup_failed"
+    );
+    describe_counter!(
+        "tessera_admin_key_lookups_total",
+        "Admin keys looked up in the store (keys recently found unknown are not looked up again)"
+    );
     describe_counter!(
         "tessera_usage_flushed_calls_total",
         "Calls whose usage was written to the database"

@@ -71,9 +71,26 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Who performs an admin call, as written to the audit log.
+/// Who performs an admin call, as written to the audit log: who the caller says it is, and the
+/// admin key that proves it may act.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor {
+    /// The `x-tessera-actor` metadata, else the admin key's fingerprint.
+    pub name: String,
+    /// The admin key's fingerprint, `admin-key:` and the first 8 hex digits of its SHA-256;
+    /// empty for callers that hold no key (the server itself, benchmarks).
+    pub admin_key: String,
+}
+
+impl Actor {
+    /// An actor known only by name, holding no admin key.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            admin_key: String::new(),
+        }
+    }
+}
 
 /// How a new token's expiry is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,8 +345,14 @@ impl Admin {
             tenant: request.tenant,
             owner_id: request.owner_id,
             include_revoked: request.include_revoked,
-            expiring_before: request.expiring_within.map(|within| now + within),
-            unused_since: request.unused_for.map(|unused| now - unused),
+            expiring_before: request
+                .expiring_within
+                .map(|within| later(now, within, "expiring_within"))
+                .transpose()?,
+            unused_since: request
+                .unused_for
+                .map(|unused| earlier(now, unused, "unused_for"))
+                .transpose()?,
             after: request.after,
             // One more than asked tells whether another page follows.
             limit: page_size + 1,
@@ -666,11 +689,12 @@ impl Admin {
     }
 }
 
-fn resolve_expiry(expiry: Expiry, now: DateTime<Utc>) -> Result<DateTime<Utc>, AdminError> {
+/// The instant a token given `expiry` at `now` expires, or the field that is out of bounds.
+pub fn resolve_expiry(expiry: Expiry, now: DateTime<Utc>) -> Result<DateTime<Utc>, AdminError> {
     let (field, expires_at) = match expiry {
         Expiry::Default => return Ok(now + DEFAULT_LIFETIME),
         Expiry::At(at) => ("expires_at", at),
-        Expiry::Ttl(ttl) => ("ttl", now + ttl),
+        Expiry::Ttl(ttl) => ("ttl", later(now, ttl, "ttl")?),
     };
     if expires_at <= now {
         return Err(AdminError::InvalidField {
@@ -685,6 +709,27 @@ fn resolve_expiry(expiry: Expiry, now: DateTime<Utc>) -> Result<DateTime<Utc>, A
         });
     }
     Ok(expires_at)
+}
+
+/// `now + span`, or INVALID_ARGUMENT naming `field` when that leaves chrono's range (which `+`
+/// would answer with a panic). The gRPC edge already bounds durations; this keeps the library
+/// API as safe for callers that build requests themselves.
+fn later(now: DateTime<Utc>, span: Duration, field: &str) -> Result<DateTime<Utc>, AdminError> {
+    now.checked_add_signed(span)
+        .ok_or_else(|| out_of_range(field))
+}
+
+/// `now - span`, as [`later`].
+fn earlier(now: DateTime<Utc>, span: Duration, field: &str) -> Result<DateTime<Utc>, AdminError> {
+    now.checked_sub_signed(span)
+        .ok_or_else(|| out_of_range(field))
+}
+
+fn out_of_range(field: &str) -> AdminError {
+    AdminError::InvalidField {
+        field: field.to_owned(),
+        description: "is out of range".to_owned(),
+    }
 }
 
 fn ensure_within_owner(permissions: &[Grant], owner: &Principal) -> Result<(), AdminError> {
@@ -702,12 +747,13 @@ fn audit(actor: &Actor, action: &str, tenant: impl AsRef<str>, time: DateTime<Ut
     AuditEvent {
         id: 0,
         time,
-        actor: actor.0.clone(),
+        actor: actor.name.clone(),
         action: action.to_owned(),
         tenant: tenant.as_ref().to_owned(),
         token_id: None,
         principal_id: None,
         summary: String::new(),
+        admin_key: actor.admin_key.clone(),
     }
 }
 
@@ -764,6 +810,16 @@ mod tests {
             resolve_expiry(Expiry::Ttl(Duration::days(6 * 365)), now).expect_err("too long");
         assert!(matches!(error, AdminError::InvalidField { ref field, .. } if field == "ttl"));
         assert!(resolve_expiry(Expiry::Ttl(Duration::days(5 * 365)), now).is_ok());
+    }
+
+    #[test]
+    fn a_ttl_beyond_chronos_range_is_rejected_naming_the_field_not_a_panic() {
+        let error = resolve_expiry(Expiry::Ttl(Duration::MAX), Utc::now()).expect_err("overflow");
+        assert!(matches!(error, AdminError::InvalidField { ref field, .. } if field == "ttl"));
+        let error = earlier(Utc::now(), Duration::MAX, "unused_for").expect_err("overflow");
+        assert!(
+            matches!(error, AdminError::InvalidField { ref field, .. } if field == "unused_for")
+        );
     }
 
     #[test]

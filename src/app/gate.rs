@@ -9,8 +9,11 @@
 //! - A call running past `request_timeout` is answered DEADLINE_EXCEEDED, and one still
 //!   running when shutdown's drain deadline passes is answered UNAVAILABLE.
 //! - Each call is counted and timed by service, method and status code, and runs in a span that
-//!   continues the caller's trace (W3C `traceparent` metadata).
+//!   continues the caller's trace (W3C `traceparent` metadata). Only methods the served services
+//!   really have (read from their descriptor sets) become labels; any other path is `unknown`,
+//!   whatever the answer, so a caller cannot mint series or span names.
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -41,8 +44,8 @@ pub(crate) struct GatePolicy {
     pub admin_requires_client_cert: bool,
     /// Name of the admin service, whose calls the certificate rule applies to.
     pub admin_service: &'static str,
-    /// Every service name this server serves, for metric labels.
-    pub known_services: &'static [&'static str],
+    /// Every method this server serves, for metric labels.
+    pub known_methods: KnownMethods,
     /// Spans at info level (exported) rather than debug (off by default): trace export is on.
     pub export_spans: bool,
 }
@@ -122,7 +125,7 @@ impl Service<Request<Body>> for Gate {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let rpc = Rpc::of(request.uri().path(), self.policy.known_services);
+        let rpc = Rpc::of(request.uri().path(), &self.policy.known_methods);
         let started = Instant::now();
         if rpc.always_on {
             let mut always_on = self.always_on.clone();
@@ -167,18 +170,80 @@ impl Service<Request<Body>> for Gate {
     }
 }
 
+/// The methods of the services this server serves, by service: the only names that become
+/// metric labels and span fields.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KnownMethods {
+    methods: HashMap<&'static str, HashSet<String>>,
+}
+
+impl KnownMethods {
+    /// The methods that the encoded descriptor sets declare for each of `services` (their full
+    /// names, `package.Service`). Services the sets do not describe get no methods, so their
+    /// calls are labelled `unknown`.
+    pub fn from_descriptor_sets(
+        descriptor_sets: &[&[u8]],
+        services: &[&'static str],
+    ) -> Result<Self, prost::DecodeError> {
+        let mut methods: HashMap<&'static str, HashSet<String>> = HashMap::new();
+        for encoded in descriptor_sets {
+            let set = <prost_types::FileDescriptorSet as prost::Message>::decode(*encoded)?;
+            for file in &set.file {
+                for service in &file.service {
+                    let full_name = match file.package() {
+                        "" => service.name().to_owned(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    let Some(known) = services.iter().find(|known| **known == full_name) else {
+                        continue;
+                    };
+                    methods
+                        .entry(*known)
+                        .or_default()
+                        .extend(service.method.iter().map(|method| method.name().to_owned()));
+                }
+            }
+        }
+        Ok(Self { methods })
+    }
+
+    /// The service's label (its name when served, else `unknown`) and the method's (its name
+    /// when that service has it, else `unknown`).
+    fn labels(&self, service: &str, method: &str) -> (&'static str, String) {
+        let Some((known_service, methods)) = self.methods.get_key_value(service) else {
+            return (UNKNOWN, UNKNOWN.to_owned());
+        };
+        let method = if methods.contains(method) {
+            method.to_owned()
+        } else {
+            UNKNOWN.to_owned()
+        };
+        (known_service, method)
+    }
+
+    /// Whether `service` is served and declares `method`.
+    #[cfg(test)]
+    pub(super) fn has(&self, service: &str, method: &str) -> bool {
+        self.methods
+            .get(service)
+            .is_some_and(|methods| methods.contains(method))
+    }
+}
+
 /// A call's service and method, as metric labels.
 #[derive(Debug, Clone)]
 struct Rpc {
+    /// The span's name: the real `/service/method`, or `unknown` for anything else.
     path: String,
     /// A known service's name, else `unknown`.
     service: &'static str,
+    /// A method of that service, else `unknown`.
     method: String,
     always_on: bool,
 }
 
 impl Rpc {
-    fn of(path: &str, known_services: &'static [&'static str]) -> Self {
+    fn of(path: &str, known: &KnownMethods) -> Self {
         let (service, method) = path
             .trim_start_matches('/')
             .split_once('/')
@@ -186,15 +251,16 @@ impl Rpc {
         let always_on = ALWAYS_ON_PREFIXES
             .iter()
             .any(|prefix| service.starts_with(prefix));
-        let known = known_services.iter().find(|known| **known == service);
+        let (service_label, method_label) = known.labels(service, method);
+        let path_label = if service_label == UNKNOWN || method_label == UNKNOWN {
+            UNKNOWN.to_owned()
+        } else {
+            path.to_owned()
+        };
         Self {
-            path: path.to_owned(),
-            service: known.copied().unwrap_or(UNKNOWN),
-            method: if known.is_some() {
-                method.to_owned()
-            } else {
-                UNKNOWN.to_owned()
-            },
+            path: path_label,
+            service: service_label,
+            method: method_label,
             always_on,
         }
     }
@@ -208,23 +274,17 @@ fn record(rpc: &Rpc, response: &Response<Body>, started: Instant) -> Code {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from);
-    // A method the service does not have is the client's invention: keep it out of the labels.
-    let method = if code == Code::Unimplemented {
-        UNKNOWN.to_owned()
-    } else {
-        rpc.method.clone()
-    };
     metrics::counter!(
         "tessera_grpc_requests_total",
         "service" => rpc.service,
-        "method" => method.clone(),
+        "method" => rpc.method.clone(),
         "code" => code_name(code),
     )
     .increment(1);
     metrics::histogram!(
         "tessera_grpc_request_duration_seconds",
         "service" => rpc.service,
-        "method" => method,
+        "method" => rpc.method.clone(),
     )
     .record(started.elapsed().as_secs_f64());
     code
@@ -270,30 +330,64 @@ fn code_name(code: Code) -> &'static str {
 mod tests {
     use super::*;
 
-    const KNOWN: &[&str] = &["tessera.v1.AuthorizationService", "grpc.health.v1.Health"];
+    const AUTHORIZATION: &str = "tessera.v1.AuthorizationService";
+    const HEALTH: &str = "grpc.health.v1.Health";
+    const REFLECTION: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+    fn known() -> KnownMethods {
+        KnownMethods::from_descriptor_sets(
+            &[
+                crate::proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+            &[AUTHORIZATION, HEALTH, REFLECTION],
+        )
+        .expect("descriptor sets decode")
+    }
 
     #[test]
     fn a_known_service_keeps_its_name_and_method_as_labels() {
-        let rpc = Rpc::of("/tessera.v1.AuthorizationService/Check", KNOWN);
-        assert_eq!(rpc.service, "tessera.v1.AuthorizationService");
+        let rpc = Rpc::of("/tessera.v1.AuthorizationService/Check", &known());
+        assert_eq!(rpc.service, AUTHORIZATION);
         assert_eq!(rpc.method, "Check");
+        assert_eq!(rpc.path, "/tessera.v1.AuthorizationService/Check");
         assert!(!rpc.always_on);
     }
 
     #[test]
     fn an_unknown_service_is_labelled_unknown_so_clients_cannot_grow_the_label_set() {
-        let rpc = Rpc::of("/made.up.Service/Anything", KNOWN);
+        let rpc = Rpc::of("/made.up.Service/Anything", &known());
         assert_eq!(rpc.service, UNKNOWN);
         assert_eq!(rpc.method, UNKNOWN);
+        assert_eq!(rpc.path, UNKNOWN);
+    }
+
+    #[test]
+    fn an_invented_method_of_a_known_service_is_labelled_unknown_whatever_the_answer() {
+        let rpc = Rpc::of("/tessera.v1.AuthorizationService/Invented123", &known());
+        assert_eq!(rpc.service, AUTHORIZATION);
+        assert_eq!(rpc.method, UNKNOWN);
+        assert_eq!(rpc.path, UNKNOWN, "the span name is bounded too");
+    }
+
+    #[test]
+    fn the_method_lists_come_from_the_descriptor_sets_of_every_served_service() {
+        let known = known();
+        assert!(known.has(AUTHORIZATION, "Check"));
+        assert!(known.has(HEALTH, "Check"));
+        assert!(known.has(HEALTH, "Watch"));
+        assert!(known.has(REFLECTION, "ServerReflectionInfo"));
+        assert!(!known.has(AUTHORIZATION, "Watch"));
     }
 
     #[test]
     fn health_and_reflection_are_always_on() {
-        assert!(Rpc::of("/grpc.health.v1.Health/Check", KNOWN).always_on);
+        assert!(Rpc::of("/grpc.health.v1.Health/Check", &known()).always_on);
         assert!(
             Rpc::of(
                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                KNOWN
+                &known()
             )
             .always_on
         );

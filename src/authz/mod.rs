@@ -336,6 +336,7 @@ impl Authorizer {
             principal_id: Some(credential.owner_id.clone()),
             summary: "a secret that was rotated away was presented again; whoever holds it still uses an old secret"
                 .to_owned(),
+            admin_key: String::new(),
         };
         let store = self.store.clone();
         tokio::spawn(async move {

@@ -12,6 +12,7 @@ const COLUMNS: &[&str] = &[
     "id",
     "time",
     "actor",
+    "admin_key",
     "action",
     "tenant",
     "token_id",

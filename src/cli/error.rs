@@ -52,6 +52,8 @@ impl CliError {
         let (exit_code, lines) = self.describe(server);
         let mut stderr = std::io::stderr().lock();
         for line in lines {
+            // Server messages may quote what a caller sent: shown escaped, as in tables.
+            let line = super::table::printable(&line, super::table::Newlines::Escape);
             // Nothing sensible is left to do when stderr itself is gone.
             let _ = writeln!(stderr, "error: {line}");
         }

@@ -159,10 +159,12 @@ impl Report {
 
     /// Writes the report to stdout; a reader that stopped early (`| head`) is no failure.
     fn print(self, json: bool) -> Result<ExitCode, CliError> {
+        // JSON escapes control characters itself; text for people goes through `printable`,
+        // which also covers lines written outside the tables.
         let text = if json {
             self.json.to_string()
         } else {
-            self.human
+            table::printable(&self.human, table::Newlines::Keep)
         };
         let mut stdout = std::io::stdout().lock();
         let written = writeln!(stdout, "{}", text.trim_end()).and_then(|()| stdout.flush());

@@ -265,6 +265,7 @@ record_from! {
         token_id: Field::text,
         principal_id: Field::text,
         summary: Field::text,
+        admin_key: Field::text,
     }
     proto::RateLimitStatus {
         limit: Field::number,

@@ -1,5 +1,10 @@
 //! [`Record`]s as tables for people: times as RFC 3339 UTC to the second, enum values lowercase,
 //! empty values as `-`.
+//!
+//! Every string in a table came from the server, which got most of them from whoever created the
+//! token or principal: control characters (ANSI escapes, carriage returns, bells) and Unicode
+//! bidi overrides in them could rewrite the operator's terminal or make one value read as
+//! another. [`printable`] shows each such character as a visible `\u{…}` escape instead.
 
 use chrono::SecondsFormat;
 use comfy_table::{ContentArrangement, Table, presets};
@@ -85,8 +90,40 @@ fn cell(field: &Field) -> String {
     if text.is_empty() {
         "-".to_owned()
     } else {
-        text
+        printable(&text, Newlines::Escape)
     }
+}
+
+/// Whether [`printable`] keeps line breaks (whole reports) or escapes them (table cells, where a
+/// break would forge a row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Newlines {
+    Keep,
+    Escape,
+}
+
+/// `text` with every control character (C0, DEL, C1: ESC, CR, BEL, …) and every bidi control
+/// (U+061C, U+200E/U+200F, U+202A–U+202E, U+2066–U+2069) replaced by its `\u{…}` escape, so
+/// what reaches the terminal is only what it shows.
+pub(super) fn printable(text: &str, newlines: Newlines) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for character in text.chars() {
+        let kept_break = character == '\n' && newlines == Newlines::Keep;
+        if !kept_break && is_unprintable(character) {
+            shown.push_str(&character.escape_unicode().to_string());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
+}
+
+fn is_unprintable(character: char) -> bool {
+    character.is_control()
+        || matches!(
+            character,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// A nested message in one cell: `limit 60, remaining 59, reset seconds 0`.
@@ -138,6 +175,38 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("ci deploy"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_from_the_server_are_shown_escaped() {
+        let hostile =
+            "ci\u{1b}[2J\u{1b}]0;owned\u{7}\rdeploy\u{202E}gpj.exe\u{2066}x\u{9b}31m\nrow";
+        let record = Record::default().with("name", Field::text(hostile));
+        for text in [
+            document(&record),
+            list(std::slice::from_ref(&record), &["name"]),
+        ] {
+            assert!(
+                !text.chars().any(|c| c != '\n' && is_unprintable(c)),
+                "{text:?}"
+            );
+            assert!(text.contains("ci\\u{1b}[2J"), "{text}");
+            assert!(text.contains("\\u{202e}gpj.exe"), "{text}");
+            assert!(
+                !text.contains("\nrow"),
+                "a break inside a cell forges no row: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_output_keeps_its_line_breaks_and_escapes_the_rest() {
+        assert_eq!(
+            printable("revoked token a\r\u{1b}[1Ab\nnext", Newlines::Keep),
+            "revoked token a\\u{d}\\u{1b}[1Ab\nnext"
+        );
+        assert_eq!(printable("tab\there", Newlines::Escape), "tab\\u{9}here");
+        assert_eq!(printable("plain é ✓", Newlines::Escape), "plain é ✓");
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct AuditEvent {
     pub token_id: Option<TokenId>,
     pub principal_id: Option<PrincipalId>,
     pub summary: String,
+    /// The fingerprint of the admin key that made the call (`actor` is who the caller claims to
+    /// be); empty for the server's own events.
+    pub admin_key: String,
 }
 
 /// How a presented secret relates to the token it was found under.

@@ -42,7 +42,8 @@ const UPDATABLE_PATHS: &[&str] = &[
     "require_signature",
 ];
 
-fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken, Status> {
+/// A CreateTokenRequest as the admin layer takes it, or INVALID_ARGUMENT naming every bad field.
+pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken, Status> {
     let mut violations = Violations::default();
     let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
     let owner_id = violations.check("owner_id", PrincipalId::parse(&request.owner_id));
@@ -80,7 +81,8 @@ fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken
     violations.finish(parsed)
 }
 
-fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenChanges), Status> {
+/// An UpdateTokenRequest's id and changes, or INVALID_ARGUMENT naming every bad field.
+pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenChanges), Status> {
     let mut violations = Violations::default();
     let id = convert::token_id(&mut violations, "id", &request.id);
     let paths = request

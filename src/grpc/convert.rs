@@ -20,6 +20,11 @@ use crate::grpc::status;
 use crate::proto;
 use crate::usage::UsageReport;
 
+/// Longest duration any request field may carry: far beyond every domain limit (token lifetime,
+/// grace period), yet small enough that `now ± duration` can never overflow chrono's range (about
+/// 262,000 years), which would panic.
+pub const MAX_REQUEST_DURATION: chrono::Duration = chrono::Duration::days(100 * 365 + 25);
+
 /// Field violations gathered while parsing one request.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);
@@ -92,7 +97,8 @@ impl Violations {
         }
     }
 
-    /// A Duration that must be present or absent, never negative or out of range.
+    /// A Duration that must be present or absent, never negative and at most
+    /// [`MAX_REQUEST_DURATION`], so no instant computed from it can leave chrono's range.
     pub fn duration(
         &mut self,
         field: &str,
@@ -101,15 +107,26 @@ impl Violations {
         match raw {
             None => Some(None),
             Some(duration) => {
-                let parsed = chrono::Duration::try_seconds(duration.seconds)
+                // google.protobuf.Duration: nanos within ±999,999,999, of the seconds' sign.
+                let nanos_valid = duration.nanos.unsigned_abs() < 1_000_000_000
+                    && (duration.seconds == 0
+                        || duration.nanos == 0
+                        || (duration.seconds > 0) == (duration.nanos > 0));
+                let parsed = Some(duration.seconds)
+                    .filter(|_| nanos_valid)
+                    .and_then(chrono::Duration::try_seconds)
                     .and_then(|seconds| {
                         seconds
                             .checked_add(&chrono::Duration::nanoseconds(i64::from(duration.nanos)))
                     })
-                    .filter(|parsed| *parsed >= chrono::Duration::zero());
+                    .filter(|parsed| {
+                        *parsed >= chrono::Duration::zero() && *parsed <= MAX_REQUEST_DURATION
+                    });
                 self.check(
                     field,
-                    parsed.map(Some).ok_or("must be a non-negative duration"),
+                    parsed
+                        .map(Some)
+                        .ok_or("must be a non-negative duration of at most 100 years"),
                 )
             }
         }
@@ -279,6 +296,7 @@ pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
             .map(ToString::to_string)
             .unwrap_or_default(),
         summary: event.summary.clone(),
+        admin_key: event.admin_key.clone(),
     }
 }
 

@@ -116,10 +116,30 @@ pub struct UsageCutoffs {
     pub days_before: DateTime<Utc>,
 }
 
+/// Writes the bootstrap admin key where the operator will find it; run by
+/// [`Store::bootstrap_admin_key`] inside its transaction, before the key's hash commits.
+pub type PersistKey<'a> = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+/// What [`Store::bootstrap_admin_key`] did.
+#[derive(Debug)]
+pub enum Bootstrapped {
+    /// This call created the database's bootstrap key: it is stored and persisted.
+    Created,
+    /// The database already had an admin key or a bootstrap (another replica's, perhaps at the
+    /// same moment): nothing was stored and the key was not persisted.
+    AlreadyDone,
+    /// Persisting the key failed, so nothing was stored.
+    NotPersisted(std::io::Error),
+}
+
 /// Connection pool bounds: the server must never hang on a dead database.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
+    /// The admin/usage pool's size: admin calls, admin-key lookups, usage flushes, audit.
     pub max_connections: u32,
+    /// The Check pool's size: only Check's cache misses (`find_credential`, `get_api_status`),
+    /// so a flood of misses cannot starve a revocation of connections.
+    pub check_max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
 }
@@ -148,6 +168,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             max_connections: 16,
+            check_max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
         }
@@ -204,6 +225,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Token, StoreError>;
 
     /// Everything Check needs for a secret hash: current or retired secret, owner and roles.
+    /// Read through the Check pool, as `get_api_status` is.
     async fn find_credential(
         &self,
         hash: &SecretHash,
@@ -256,6 +278,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     async fn count_admin_keys(&self) -> Result<u64, StoreError>;
+
+    /// Stores `hash` as the database's bootstrap admin key, if it has no admin key and no
+    /// bootstrap yet, atomically: of replicas starting together on a fresh database exactly one
+    /// creates a key. `persist` runs only for that one, inside the transaction: if it fails,
+    /// nothing is stored, so a stored hash always has its key written somewhere.
+    async fn bootstrap_admin_key(
+        &self,
+        hash: &SecretHash,
+        at: DateTime<Utc>,
+        persist: PersistKey<'_>,
+    ) -> Result<Bootstrapped, StoreError>;
 
     async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError>;
 

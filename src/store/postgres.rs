@@ -19,7 +19,11 @@ const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 pub struct PostgresStore {
+    /// The admin/usage pool: everything but Check's reads.
     pub(super) pool: PgPool,
+    /// The Check pool (a bulkhead): only `find_credential` and `get_api_status`, so cache misses
+    /// queue here, not in front of revocations and flushes.
+    pub(super) check_pool: PgPool,
     /// For the LISTEN connection, which lives outside the pool: it is held for good, and no
     /// statement timeout applies to waiting for notifications.
     listen_options: PgConnectOptions,
@@ -34,33 +38,15 @@ impl PostgresStore {
             .application_name("tessera");
         migrate(&connect_options).await?;
 
-        let statement_timeout_ms = options.statement_timeout.as_millis().to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx would ping every connection before handing it out: a round trip on every
-            // cache miss. Only connections that sat idle are pinged instead: under load they are
-            // in constant use (a dead one fails its query and is replaced), and after an outage
-            // the idle ones that died with it are weeded out here rather than each failing a
-            // request of its own.
-            .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
-                        connection.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(
-                connect_options
-                    .clone()
-                    .options([("statement_timeout", statement_timeout_ms)]),
-            )
-            .await
-            .map_err(map_error)?;
+        let pooled_options = connect_options.clone().options([(
+            "statement_timeout",
+            options.statement_timeout.as_millis().to_string(),
+        )]);
+        let pool = open_pool(&pooled_options, options.max_connections, options).await?;
+        let check_pool = open_pool(&pooled_options, options.check_max_connections, options).await?;
         Ok(Self {
             pool,
+            check_pool,
             listen_options: connect_options,
         })
     }
@@ -90,6 +76,34 @@ impl PostgresStore {
             .connect_lazy_with(self.listen_options.clone());
         Some(tokio::spawn(feed_invalidations(listen_pool, sink)))
     }
+}
+
+/// A pool of at most `max_connections` over `connect_options`, with `options`' acquire timeout.
+async fn open_pool(
+    connect_options: &PgConnectOptions,
+    max_connections: u32,
+    options: &PoolOptions,
+) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        // sqlx would ping every connection before handing it out: a round trip on every
+        // cache miss. Only connections that sat idle are pinged instead: under load they are
+        // in constant use (a dead one fails its query and is replaced), and after an outage
+        // the idle ones that died with it are weeded out here rather than each failing a
+        // request of its own.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(connect_options.clone())
+        .await
+        .map_err(map_error)
 }
 
 /// Runs until aborted. Whenever the feed (re)connects, notifications may have been missed while

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::{Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
+use super::{Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
 use super::{TokensNeedingAttention, UsageCutoffs};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
@@ -62,7 +62,8 @@ macro_rules! token_columns {
     };
 }
 
-/// Expands `impl Store for $store` (a struct with a `pool: sqlx::Pool<$database>` field, and
+/// Expands `impl Store for $store` (a struct with `pool` and `check_pool` fields, both
+/// `sqlx::Pool<$database>`: Check's reads use `check_pool`, everything else `pool`; and
 /// inherent `publish_invalidation` and `watch` methods for what differs beyond SQL: whether and
 /// how replicas hear of each other's writes). Names resolve where the macro is invoked, that
 /// is, in this module.
@@ -84,8 +85,8 @@ macro_rules! impl_store {
             ) -> Result<(), StoreError> {
                 sqlx::query(
                     "INSERT INTO audit_events \
-                     (time, actor, action, tenant, token_id, principal_id, summary) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     (time, actor, action, tenant, token_id, principal_id, summary, admin_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(micros(event.time))
                 .bind(&event.actor)
@@ -94,6 +95,7 @@ macro_rules! impl_store {
                 .bind(event.token_id.as_ref().map(TokenId::as_str))
                 .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
                 .bind(&event.summary)
+                .bind(&event.admin_key)
                 .execute(&mut *connection)
                 .await
                 .map_err(map_error)?;
@@ -123,6 +125,29 @@ macro_rules! impl_store {
                     Ok(None) => StoreError::NotFound("token"),
                     Err(error) => map_error(error),
                 }
+            }
+
+            /// The named roles of a tenant, read through `pool` (Check's or the admin one).
+            async fn roles_named(
+                pool: &sqlx::Pool<$database>,
+                tenant: &Tenant,
+                names: &[RoleName],
+            ) -> Result<Vec<Role>, StoreError> {
+                if names.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<RoleRow> = sqlx::query_as(concat!(
+                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
+                     WHERE tenant = $1 AND name IN (",
+                    $json_array_elements,
+                    ") ORDER BY name"
+                ))
+                .bind(tenant.as_str())
+                .bind(strings_json(names.iter().map(|name| name.as_str())))
+                .fetch_all(pool)
+                .await
+                .map_err(map_error)?;
+                rows.into_iter().map(RoleRow::into_role).collect()
             }
 
             usage_methods!(database: $database);
@@ -451,7 +476,7 @@ macro_rules! impl_store {
                      LIMIT 1"
                 ))
                 .bind(hash.0.as_slice())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.check_pool)
                 .await
                 .map_err(map_error)?;
                 let Some(row) = row else {
@@ -459,9 +484,12 @@ macro_rules! impl_store {
                 };
                 let mut record = row.into_record()?;
                 if !record.token.roles.is_empty() {
-                    record.roles = self
-                        .get_roles(&record.token.tenant, &record.token.roles)
-                        .await?;
+                    record.roles = Self::roles_named(
+                        &self.check_pool,
+                        &record.token.tenant,
+                        &record.token.roles,
+                    )
+                    .await?;
                 }
                 Ok(Some(record))
             }
@@ -558,21 +586,7 @@ macro_rules! impl_store {
                 tenant: &Tenant,
                 names: &[RoleName],
             ) -> Result<Vec<Role>, StoreError> {
-                if names.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let rows: Vec<RoleRow> = sqlx::query_as(concat!(
-                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
-                     WHERE tenant = $1 AND name IN (",
-                    $json_array_elements,
-                    ") ORDER BY name"
-                ))
-                .bind(tenant.as_str())
-                .bind(strings_json(names.iter().map(|name| name.as_str())))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_error)?;
-                rows.into_iter().map(RoleRow::into_role).collect()
+                Self::roles_named(&self.pool, tenant, names).await
             }
 
             async fn set_api_status(
@@ -608,7 +622,7 @@ macro_rules! impl_store {
                     "SELECT scope, online, message, updated_at FROM api_status WHERE scope = $1",
                 )
                 .bind(scope.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.check_pool)
                 .await
                 .map_err(map_error)?;
                 match row {
@@ -624,8 +638,8 @@ macro_rules! impl_store {
                 limit: u32,
             ) -> Result<Vec<AuditEvent>, StoreError> {
                 let mut builder = sqlx::QueryBuilder::<$database>::new(
-                    "SELECT id, time, actor, action, tenant, token_id, principal_id, summary \
-                     FROM audit_events WHERE id > ",
+                    "SELECT id, time, actor, action, tenant, token_id, principal_id, summary, \
+                     admin_key FROM audit_events WHERE id > ",
                 );
                 builder.push_bind(after_id);
                 if let Some(tenant) = tenant {
@@ -667,6 +681,52 @@ macro_rules! impl_store {
                     .map_err(map_error)?;
                 u64::try_from(count)
                     .map_err(|_| StoreError::Internal("negative admin key count".to_owned()))
+            }
+
+            async fn bootstrap_admin_key(
+                &self,
+                hash: &SecretHash,
+                at: DateTime<Utc>,
+                persist: PersistKey<'_>,
+            ) -> Result<Bootstrapped, StoreError> {
+                let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
+                // key; SQLite: the write lock this first write takes) until this transaction
+                // ends, then finds it taken. A rollback frees it for the next.
+                let claimed: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
+                     ON CONFLICT (singleton) DO NOTHING RETURNING created_at",
+                )
+                .bind(micros(at))
+                .fetch_optional(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                if claimed.is_none() {
+                    return Ok(Bootstrapped::AlreadyDone);
+                }
+                // A database created before the claim existed may hold keys without a claim.
+                let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                if keys > 0 {
+                    transaction.commit().await.map_err(map_error)?;
+                    return Ok(Bootstrapped::AlreadyDone);
+                }
+                sqlx::query(
+                    "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(hash.0.as_slice())
+                .bind("bootstrap")
+                .bind(micros(at))
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                if let Err(error) = persist.await {
+                    return Ok(Bootstrapped::NotPersisted(error));
+                }
+                transaction.commit().await.map_err(map_error)?;
+                Ok(Bootstrapped::Created)
             }
 
             async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
@@ -1087,6 +1147,7 @@ struct AuditRow {
     token_id: Option<String>,
     principal_id: Option<String>,
     summary: String,
+    admin_key: String,
 }
 
 impl AuditRow {
@@ -1106,6 +1167,7 @@ impl AuditRow {
                 .map(|id| parse_field(&id, PrincipalId::parse, "audit_events.principal_id"))
                 .transpose()?,
             summary: self.summary,
+            admin_key: self.admin_key,
         })
     }
 }

@@ -14,7 +14,8 @@ use super::{PoolOptions, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// SQLite has one writer at a time: more connections only add readers, and a few suffice.
+/// SQLite has one writer at a time: more connections only add readers, and a few suffice (per
+/// pool).
 const MAX_CONNECTIONS: u32 = 4;
 
 /// How long a writer waits for another's transaction before giving up with `Unavailable`.
@@ -26,7 +27,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 static MIGRATION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub struct SqliteStore {
+    /// The admin/usage pool: every write (SQLite's one writer at a time) and the admin reads.
     pub(super) pool: SqlitePool,
+    /// The Check pool (a bulkhead): only `find_credential` and `get_api_status`, readers that WAL
+    /// lets run beside the writer. An in-memory database is one per pool, so it shares `pool`.
+    pub(super) check_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -41,17 +46,28 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.clamp(1, MAX_CONNECTIONS))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(map_error)?;
 
         let migration_guard = MIGRATION_LOCK.lock().await;
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         drop(migration_guard);
-        Ok(Self { pool })
+        let check_pool = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(options.check_max_connections.clamp(1, MAX_CONNECTIONS))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect_options)
+                .await
+                .map_err(map_error)?
+        };
+        Ok(Self { pool, check_pool })
     }
 
     /// One node holds the only cache, and the admin layer invalidates it directly.

@@ -457,3 +457,25 @@ async fn an_update_without_changes_is_a_usage_error_before_any_call() {
         .await;
     assert_contains(outcome.stderr(2), "nothing to update");
 }
+
+#[tokio::test]
+async fn control_characters_and_bidi_overrides_in_server_strings_are_printed_escaped() {
+    let app = app_with_alice().await;
+    // Both pass the server's parsers: names may hold a bidi override, descriptions a CR.
+    let mut request = crate::helpers::new_token(TENANT, "alice", &["orders:read"]);
+    request.name = "invoice\u{202E}fdp.exe".to_owned();
+    request.description = "first\roverwritten".to_owned();
+    let (token, _) = app.token(request).await;
+
+    let shown = admin(&app, &format!("token get {}", token.id)).await;
+    let stdout = shown.stdout(0);
+    assert!(
+        !stdout.contains('\u{202E}') && !stdout.contains('\r'),
+        "raw control characters reached the terminal: {stdout:?}"
+    );
+    assert_contains(stdout, "invoice\\u{202e}fdp.exe");
+    assert_contains(stdout, "first\\u{d}overwritten");
+
+    let listed = admin(&app, "token list --tenant acme --all").await;
+    assert_contains(listed.stdout(0), "invoice\\u{202e}fdp.exe");
+}

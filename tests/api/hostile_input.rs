@@ -622,3 +622,69 @@ async fn oversized_envoy_requests_are_denied_or_refused_and_the_server_keeps_ans
 
     assert_still_answering(&app).await;
 }
+
+/// Durations at and near the ends of i64 seconds, which chrono's `now + duration` would answer
+/// with a panic, and one just past the 100-year bound.
+fn extreme_durations() -> Vec<prost_types::Duration> {
+    let just_past_bound = (100 * 365 + 25) * 86_400 + 1;
+    [
+        (i64::MAX, 999_999_999),
+        (i64::MAX / 1000, 0),
+        (9_000_000_000_000, 0),
+        (just_past_bound, 0),
+        (i64::MIN, -999_999_999),
+        (0, -1),
+        (0, i32::MAX),
+        (-1, i32::MAX),
+    ]
+    .into_iter()
+    .map(|(seconds, nanos)| prost_types::Duration { seconds, nanos })
+    .collect()
+}
+
+#[tokio::test]
+async fn durations_near_chronos_limits_are_invalid_naming_the_field_and_never_a_panic() {
+    let app = app().await;
+    let (token, _) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let written = audit_events(&app).await;
+    let mut client = app.admin_client().await;
+
+    for duration in extreme_durations() {
+        let mut create = new_token(TENANT, "alice", &["orders:read"]);
+        create.ttl = Some(duration);
+        assert_invalid(client.create_token(app.admin(create)).await, &["ttl"]);
+
+        let list = proto::ListTokensRequest {
+            tenant: TENANT.to_owned(),
+            expiring_within: Some(duration),
+            unused_for: Some(duration),
+            ..Default::default()
+        };
+        assert_invalid(
+            client.list_tokens(app.admin(list)).await,
+            &["expiring_within", "unused_for"],
+        );
+
+        let rotate = proto::RotateTokenRequest {
+            id: token.id.clone(),
+            grace_period: Some(duration),
+        };
+        let refused = client.rotate_token(app.admin(rotate)).await;
+        assert_invalid(refused, &["grace_period"]);
+    }
+    let far_future = prost_types::Timestamp {
+        seconds: i64::MAX,
+        nanos: 0,
+    };
+    let mut create = new_token(TENANT, "alice", &["orders:read"]);
+    create.expires_at = Some(far_future);
+    assert_invalid(
+        client.create_token(app.admin(create)).await,
+        &["expires_at"],
+    );
+
+    assert_eq!(audit_events(&app).await, written, "nothing was written");
+    assert_still_answering(&app).await;
+}

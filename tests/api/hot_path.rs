@@ -169,6 +169,7 @@ async fn a_negative_entry_is_cleared_by_the_invalidation_that_creating_a_token_a
         token_id: None,
         principal_id: None,
         summary: String::new(),
+        admin_key: String::new(),
     };
     app.store
         .create_token(&new, 64, &audit)

@@ -57,6 +57,7 @@ macro_rules! store_suite {
                 a_failed_mutation_writes_no_audit_event,
                 audit_events_page_by_id_and_filter_by_tenant,
                 admin_keys_are_counted_and_recognised_by_hash_only,
+                the_bootstrap_key_is_stored_once_and_never_without_its_file,
                 a_tokens_secret_hashes_are_its_current_and_retired_ones,
                 an_audit_event_can_be_written_on_its_own,
             );
@@ -225,6 +226,7 @@ fn audit(action: &str, tenant: &str) -> AuditEvent {
         token_id: None,
         principal_id: None,
         summary: format!("{action} in {tenant}"),
+        admin_key: "admin-key:0123abcd".to_owned(),
     }
 }
 
@@ -1177,6 +1179,54 @@ async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
 }
 
 // ---- admin keys ----
+
+async fn the_bootstrap_key_is_stored_once_and_never_without_its_file(store: Arc<dyn Store>) {
+    use tessera::store::Bootstrapped;
+    let first = SecretHash::of("tsa_first_bootstrap");
+    let failed = store
+        .bootstrap_admin_key(
+            &first,
+            now(),
+            Box::pin(async { Err(std::io::Error::other("disk full")) }),
+        )
+        .await
+        .expect("store answers");
+    assert!(
+        matches!(failed, Bootstrapped::NotPersisted(_)),
+        "{failed:?}"
+    );
+    assert_eq!(
+        store.count_admin_keys().await.expect("count"),
+        0,
+        "nothing stored"
+    );
+
+    let created = store
+        .bootstrap_admin_key(&first, now(), Box::pin(async { Ok(()) }))
+        .await
+        .expect("store answers");
+    assert!(matches!(created, Bootstrapped::Created), "{created:?}");
+    let persisted_again = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = persisted_again.clone();
+    let second = store
+        .bootstrap_admin_key(
+            &SecretHash::of("tsa_second_bootstrap"),
+            now(),
+            Box::pin(async move {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await
+        .expect("store answers");
+    assert!(matches!(second, Bootstrapped::AlreadyDone), "{second:?}");
+    assert!(
+        !persisted_again.load(std::sync::atomic::Ordering::SeqCst),
+        "no second file"
+    );
+    assert_eq!(store.count_admin_keys().await.expect("count"), 1);
+    assert!(store.is_admin_key(&first).await.expect("lookup"));
+}
 
 async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store>) {
     let key = SecretHash::of("tsa_first_key");

@@ -123,3 +123,69 @@ async fn metrics_count_invalidations_received_from_another_replica() {
     .await;
     assert!(received, "the replica counted an invalidation");
 }
+
+/// Calls `path` with an empty CheckRequest body, whatever method it names.
+async fn call_path(grpc_url: &str, path: &'static str) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(grpc_url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<CheckRequest, tessera::proto::CheckResponse>::default();
+    client
+        .unary(
+            tonic::Request::new(CheckRequest::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(path),
+            codec,
+        )
+        .await
+        .expect_err("no such method answers")
+}
+
+#[tokio::test]
+async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = crate::helpers::TestDatabase::sqlite();
+    // Started, never connected: the gate refuses Tessera's services before any routing.
+    let starting = tessera::app::App::start(super::settings_on(&database, dir.path()))
+        .await
+        .expect("starts");
+    let grpc_url = format!("http://{}", starting.local_addr());
+
+    let refused = call_path(
+        &grpc_url,
+        "/tessera.v1.TokenAdminService/InventedByACaller7f3a",
+    )
+    .await;
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+
+    let exposition = scrape(starting.metrics_addr()).await;
+    assert!(
+        !exposition.contains("InventedByACaller7f3a"),
+        "an invented method became a label: {exposition}"
+    );
+    let unknown = [
+        ("service", "tessera.v1.TokenAdminService"),
+        ("method", "unknown"),
+        ("code", "UNAVAILABLE"),
+    ];
+    assert!(
+        metric(&exposition, "tessera_grpc_requests_total", &unknown) >= 1.0,
+        "{exposition}"
+    );
+}
+
+#[tokio::test]
+async fn an_invented_method_answered_unimplemented_is_labelled_unknown() {
+    let app = spawn_app().await;
+    let refused = call_path(
+        &app.grpc_url,
+        "/tessera.v1.AuthorizationService/Invented9c1e",
+    )
+    .await;
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    let exposition = scrape(app.metrics_addr).await;
+    assert!(!exposition.contains("Invented9c1e"), "{exposition}");
+}

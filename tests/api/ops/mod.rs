@@ -1,6 +1,7 @@
 //! Operations: health, lifecycle, limits, metrics, reflection, TLS and traces, against the real
 //! server (and, where signals and process exit matter, the real binary).
 
+mod bulkhead;
 mod health;
 mod lifecycle;
 mod limits;
