@@ -65,6 +65,7 @@ async fn fixture() -> Fixture {
             flush_interval: Duration::from_secs(1),
             retention: chrono::Duration::days(7),
             buffer_size: 65_536,
+            endpoints_per_day: Default::default(),
             geoip: None,
         },
     );

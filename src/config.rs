@@ -19,6 +19,7 @@ use crate::authz::{AuthzSettings, CacheSettings, SigningSettings};
 use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use crate::domain::signature::MasterKey;
 use crate::domain::token::TokenPrefix;
+use crate::domain::usage::EndpointBound;
 use crate::grpc::envoy::EnvoySettings;
 use crate::store::PoolOptions;
 use crate::tls::TlsSettings;
@@ -108,6 +109,10 @@ pub struct Settings {
     /// Most usage counters (token × minute × endpoint) held between two flushes; calls that
     /// would need a new one beyond that are dropped and counted.
     pub usage_buffer_size: usize,
+    /// Most distinct endpoints one token accumulates per UTC day in the stored counters; calls
+    /// to further endpoints are counted as endpoint `other` (enforced by every replica's flush
+    /// against what is stored, so it holds across replicas).
+    pub usage_endpoints_per_token_per_day: usize,
     /// A MaxMind-format (GeoIP2 / GeoLite2 City) database, for the location of a token's last
     /// use; unset: no locations.
     pub geoip_database: Option<PathBuf>,
@@ -186,6 +191,7 @@ impl Default for Settings {
             usage_flush_interval_ms: 1_000,
             usage_retention_days: 7,
             usage_buffer_size: 65_536,
+            usage_endpoints_per_token_per_day: EndpointBound::DEFAULT.get(),
             geoip_database: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -557,6 +563,12 @@ impl Settings {
             flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
             retention: chrono::Duration::days(i64::from(self.usage_retention_days)),
             buffer_size: self.usage_buffer_size,
+            endpoints_per_day: EndpointBound::new(self.usage_endpoints_per_token_per_day).ok_or(
+                ConfigError::Invalid {
+                    setting: "TESSERA_USAGE_ENDPOINTS_PER_TOKEN_PER_DAY",
+                    reason: "must be at least 1".to_owned(),
+                },
+            )?,
             geoip,
         })
     }

@@ -24,7 +24,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::domain::usage::{self, DailyCount, UsageBatch, UsageFigures, UsageQuery, UsageScope};
+use crate::domain::usage::{
+    self, DailyCount, EndpointBound, UsageBatch, UsageFigures, UsageQuery, UsageScope,
+};
 use crate::store::{Store, StoreError, UsageCutoffs};
 pub use geoip::GeoIp;
 pub use recorder::{Recorder, Report, UsageHook};
@@ -57,6 +59,9 @@ pub struct UsageSettings {
     /// Most counters (token × minute × endpoint) held between two flushes; calls needing a new
     /// one beyond that are dropped and counted.
     pub buffer_size: usize,
+    /// Distinct endpoints per token and UTC day kept apart in the stored counters; calls to
+    /// further endpoints are counted as `other`.
+    pub endpoints_per_day: EndpointBound,
     pub geoip: Option<Arc<GeoIp>>,
 }
 
@@ -224,7 +229,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     /// Writes the new batch after any earlier ones that failed, oldest first.
     async fn flush(&self, retry: &mut VecDeque<UsageBatch>) {
-        let batch = self.recorder.take_batch();
+        let mut batch = self.recorder.take_batch();
+        batch.endpoints_per_day = self.settings.endpoints_per_day;
         if !batch.is_empty() {
             retry.push_back(batch);
         }

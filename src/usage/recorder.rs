@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::decision::{CheckInput, Credential, DenyReason};
 use crate::domain::fields::TokenId;
 use crate::domain::usage::{
-    CallRecord, CheckedCalls, LastUse, MinuteCount, RECENT_CALLS, ReportCount, ReportedCalls,
-    UsageBatch,
+    CallRecord, CheckedCalls, EndpointBound, FlushId, LastUse, MinuteCount, RECENT_CALLS,
+    ReportCount, ReportedCalls, UsageBatch,
 };
 
 /// The real outcome of a request Check let through, as ReportUsage gives it.
@@ -338,6 +338,9 @@ impl Recorder {
             metrics::counter!("tessera_usage_details_dropped_total").increment(overwritten);
         }
         let mut batch = UsageBatch {
+            // Drawn here, once: the batch keeps it through every retry of its flush.
+            flush_id: FlushId::new(),
+            endpoints_per_day: EndpointBound::DEFAULT,
             checked: checked
                 .into_iter()
                 .filter_map(|((token_id, rotated_at), merged)| {

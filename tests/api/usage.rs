@@ -360,7 +360,7 @@ fn old_calls(id: &str, at: chrono::DateTime<Utc>, calls: u64) -> UsageBatch {
                 user_agent: String::new(),
             },
         }],
-        reported: Vec::new(),
+        ..UsageBatch::default()
     }
 }
 
