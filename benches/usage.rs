@@ -67,6 +67,7 @@ async fn fixture() -> Fixture {
             buffer_size: 65_536,
             endpoints_per_day: Default::default(),
             geoip: None,
+            reports: Default::default(),
         },
     );
     let recording_off = Arc::new(Authorizer::new(store.clone(), authz_settings()));
