@@ -401,7 +401,7 @@ impl TokenCalls {
             slot.permission.push_str(permission);
         }
         slot.user_agent.clear();
-        slot.user_agent.push_str(&input.user_agent);
+        super::user_agent::push_stored(&mut slot.user_agent, &input.user_agent);
     }
 }
 
@@ -595,6 +595,19 @@ mod tests {
         assert_eq!(call.permission, "orders:read");
         assert_eq!(call.user_agent, "curl/8.5.0");
         assert_eq!(batch.checked[0].last_use.user_agent, "curl/8.5.0");
+    }
+
+    #[test]
+    fn a_recent_calls_user_agent_is_kept_bounded_and_without_control_characters() {
+        let recorder = roomy();
+        let mut long = input("GET /a", Utc::now());
+        long.user_agent = format!("Mozilla/5.0\n{}", "x".repeat(1000));
+        recorder.record_check(&long, Ok(()), &credential(None));
+        let batch = drained(&recorder);
+        let kept = &batch.checked[0].recent[0].user_agent;
+        assert_eq!(kept.len(), super::super::user_agent::MAX_STORED_LEN);
+        assert!(kept.starts_with("Mozilla/5.0 xxx"), "{kept}");
+        assert_eq!(&batch.checked[0].last_use.user_agent, kept);
     }
 
     #[test]
