@@ -859,3 +859,34 @@ async fn a_flood_of_reports_for_unknown_tokens_or_forged_handles_costs_the_flush
     let rows = app.database.scalar("SELECT COUNT(*) FROM usage_days").await;
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn a_tokens_endpoints_beyond_the_daily_bound_are_counted_as_other() {
+    let mut app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.usage_flush_interval_ms = NEVER;
+        settings.usage_endpoints_per_token_per_day = 3;
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (id, secret) = token(&app).await;
+    for n in 0..10 {
+        checks(&app, &secret, &format!("GET /orders/{n}"), "orders:read", 1).await;
+    }
+    app.stop().await;
+
+    let stored = stored_usage(&app, &id).await;
+    assert_eq!(stored.totals.calls, 10);
+    let mut top = stored.top_endpoints.clone();
+    top.sort();
+    let other: Vec<(String, u64)> = top
+        .iter()
+        .filter(|(endpoint, _)| endpoint == "other")
+        .cloned()
+        .collect();
+    assert_eq!(other, [("other".to_owned(), 7)], "{top:?}");
+    assert_eq!(
+        top.len(),
+        4,
+        "three endpoints of their own and `other`: {top:?}"
+    );
+}
