@@ -181,6 +181,13 @@ fn bench_usage(c: &mut Criterion) {
         b.iter(|| recorder.record_check(&input, Ok(()), &credential));
     });
 
+    // The report handle Check mints for each allowed call (src/grpc/authorization.rs): one
+    // HMAC-SHA256 over ~60 bytes here, into the response's own buffer.
+    let handle_key = tessera::domain::report_handle::ReportHandleKey::random();
+    c.bench_function("usage/report handle mint", |b| {
+        b.iter(|| handle_key.mint(&credential.token_id, &input.endpoint, input.now));
+    });
+
     let mut one_caller = c.benchmark_group("usage/one caller");
     for (name, authorizer) in [
         ("recording off", &fixture.recording_off),
