@@ -233,9 +233,11 @@ async fn pump(
         }
         match &direction {
             Direction::ToDatabase(reply) => {
-                let commit = buffer[..length]
-                    .windows(6)
-                    .any(|window| window == b"COMMIT");
+                // Scanned only while armed, so other traffic passes untouched.
+                let commit = reply.armed.load(Ordering::SeqCst)
+                    && buffer[..length]
+                        .windows(6)
+                        .any(|window| window == b"COMMIT");
                 if commit && reply.armed.swap(false, Ordering::SeqCst) {
                     // Marked before the COMMIT leaves, so its answer cannot slip through.
                     reply.lost.store(true, Ordering::SeqCst);
