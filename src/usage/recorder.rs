@@ -9,7 +9,8 @@
 //! need a new one beyond that is dropped and counted (`tessera_usage_events_dropped_total`),
 //! calls to counters already held are always counted. The ring of recent calls overwrites its
 //! oldest detail when full, and keeps one detail per 100 µs and outcome; details not kept
-//! are counted at flush (`tessera_usage_details_dropped_total`).
+//! are counted at flush (`tessera_usage_details_dropped_total`). A detail's User-Agent is kept
+//! bounded and without control characters (`user_agent::push_stored`).
 
 use std::cell::Cell;
 use std::collections::HashMap;
