@@ -65,7 +65,9 @@ async fn fixture() -> Fixture {
             flush_interval: Duration::from_secs(1),
             retention: chrono::Duration::days(7),
             buffer_size: 65_536,
+            endpoints_per_day: Default::default(),
             geoip: None,
+            reports: Default::default(),
         },
     );
     let recording_off = Arc::new(Authorizer::new(store.clone(), authz_settings()));
@@ -177,6 +179,13 @@ fn bench_usage(c: &mut Criterion) {
     let recorder = tessera::usage::Recorder::new(65_536);
     c.bench_function("usage/record_check alone", |b| {
         b.iter(|| recorder.record_check(&input, Ok(()), &credential));
+    });
+
+    // The report handle Check mints for each allowed call (src/grpc/authorization.rs): one
+    // HMAC-SHA256 over ~60 bytes here, into the response's own buffer.
+    let handle_key = tessera::domain::report_handle::ReportHandleKey::random();
+    c.bench_function("usage/report handle mint", |b| {
+        b.iter(|| handle_key.mint(&credential.token_id, &input.endpoint, input.now));
     });
 
     let mut one_caller = c.benchmark_group("usage/one caller");

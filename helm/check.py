@@ -115,7 +115,7 @@ def check_promises(objects: list[dict], full: bool) -> None:
 
     env = {variable["name"]: variable for variable in container["env"]}
     expect("secretKeyRef" in env["TESSERA_DATABASE_URL"]["valueFrom"], "database URL from a Secret")
-    for name in ["TESSERA_ADMIN_KEYS", "TESSERA_MASTER_KEY"]:
+    for name in ["TESSERA_ADMIN_KEYS", "TESSERA_MASTER_KEY", "TESSERA_REPORT_HANDLE_KEY"]:
         expect((name in env) == full, f"{name} from a Secret only when configured")
         if full:
             expect("secretKeyRef" in env[name]["valueFrom"], f"{name} from a Secret")

@@ -16,13 +16,15 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::app::ServingSettings;
 use crate::authz::{AuthzSettings, CacheSettings, SigningSettings};
+use crate::domain::report_handle::{KeySource, ReportHandleKey};
 use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use crate::domain::signature::MasterKey;
 use crate::domain::token::TokenPrefix;
+use crate::domain::usage::EndpointBound;
 use crate::grpc::envoy::EnvoySettings;
 use crate::store::PoolOptions;
 use crate::tls::TlsSettings;
-use crate::usage::{GeoIp, UsageSettings};
+use crate::usage::{GeoIp, ReportSettings, UsageSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -113,6 +115,21 @@ pub struct Settings {
     /// Most usage counters (token × minute × endpoint) held between two flushes; calls that
     /// would need a new one beyond that are dropped and counted.
     pub usage_buffer_size: usize,
+    /// Most distinct endpoints one token accumulates per UTC day in the stored counters; calls
+    /// to further endpoints are counted as endpoint `other` (enforced by every replica's flush
+    /// against what is stored, so it holds across replicas).
+    pub usage_endpoints_per_token_per_day: usize,
+    /// ReportUsage also accepts a bare `token_id` without Check's `report_handle` (the old
+    /// protocol: anyone reaching the port can report for any token). Off by default.
+    pub usage_accept_bare_token_ids: bool,
+    /// How long after its Check a report handle is accepted, in seconds; at most the usage
+    /// retention.
+    pub usage_report_handle_ttl_seconds: u64,
+    /// Base64 of at least 32 random bytes: signs Check's report handles; every replica must
+    /// have the same. Unset: derived from the master key when that is set, else random per
+    /// process (fine for one replica only).
+    #[serde(serialize_with = "redact_optional")]
+    pub report_handle_key: Option<SecretString>,
     /// A MaxMind-format (GeoIP2 / GeoLite2 City) database, for the location of a token's last
     /// use; unset: no locations.
     pub geoip_database: Option<PathBuf>,
@@ -192,6 +209,10 @@ impl Default for Settings {
             usage_flush_interval_ms: 1_000,
             usage_retention_days: 7,
             usage_buffer_size: 65_536,
+            usage_endpoints_per_token_per_day: EndpointBound::DEFAULT.get(),
+            usage_accept_bare_token_ids: false,
+            usage_report_handle_ttl_seconds: 3_600,
+            report_handle_key: None,
             geoip_database: None,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -239,6 +260,7 @@ impl Settings {
         self.otlp_endpoint()?;
         self.signing_settings()?;
         self.envoy_settings()?;
+        self.report_settings()?;
         let url = self.database_url.expose_secret();
         let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -569,7 +591,55 @@ impl Settings {
             flush_interval: Duration::from_millis(self.usage_flush_interval_ms),
             retention: chrono::Duration::days(i64::from(self.usage_retention_days)),
             buffer_size: self.usage_buffer_size,
+            endpoints_per_day: EndpointBound::new(self.usage_endpoints_per_token_per_day).ok_or(
+                ConfigError::Invalid {
+                    setting: "TESSERA_USAGE_ENDPOINTS_PER_TOKEN_PER_DAY",
+                    reason: "must be at least 1".to_owned(),
+                },
+            )?,
             geoip,
+            reports: self.report_settings()?,
+        })
+    }
+
+    /// ReportUsage's rules and the report handle key: configured, else derived from the master
+    /// key, else random per process.
+    pub fn report_settings(&self) -> Result<ReportSettings, ConfigError> {
+        let retention_seconds = u64::from(self.usage_retention_days) * 86_400;
+        if !(1..=retention_seconds).contains(&self.usage_report_handle_ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_USAGE_REPORT_HANDLE_TTL_SECONDS",
+                reason: "must be at least 1 second and at most the usage retention".to_owned(),
+            });
+        }
+        let (key, key_source) = match (&self.report_handle_key, &self.master_key) {
+            (Some(configured), _) => (
+                ReportHandleKey::parse(configured).map_err(|error| ConfigError::Invalid {
+                    setting: "TESSERA_REPORT_HANDLE_KEY",
+                    reason: format!("{error} (e.g. `openssl rand -base64 32`)"),
+                })?,
+                KeySource::Configured,
+            ),
+            (None, Some(master_key)) => {
+                // Validated as the master key first, so an error names that setting.
+                self.master_key()?;
+                let derived = ReportHandleKey::derived_from_master_key(master_key).ok_or(
+                    ConfigError::Invalid {
+                        setting: "TESSERA_MASTER_KEY",
+                        reason: "must be base64".to_owned(),
+                    },
+                )?;
+                (derived, KeySource::MasterKey)
+            }
+            (None, None) => (ReportHandleKey::random(), KeySource::RandomPerProcess),
+        };
+        Ok(ReportSettings {
+            key,
+            key_source,
+            accept_bare_token_ids: self.usage_accept_bare_token_ids,
+            handle_lifetime: chrono::Duration::seconds(
+                i64::try_from(self.usage_report_handle_ttl_seconds).unwrap_or(i64::MAX),
+            ),
         })
     }
 
@@ -702,6 +772,42 @@ mod tests {
         assert!(!format!("{settings:?}").contains(master_key));
         let serialized = serde_json::to_string(&settings).expect("serializes");
         assert!(!serialized.contains(master_key));
+    }
+
+    #[test]
+    fn debug_and_serialized_settings_never_contain_the_report_handle_key() {
+        let key = "c2l4dGVlbi1ieXRlcy1vZi1rZXkhc2l4dGVlbi1ieXQ=";
+        let settings = Settings {
+            report_handle_key: Some(SecretString::from(key)),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains(key));
+        let serialized = serde_json::to_string(&settings).expect("serializes");
+        assert!(!serialized.contains(key));
+        assert!(!format!("{:?}", settings.report_settings()).contains(key));
+    }
+
+    #[test]
+    fn the_report_handle_key_is_configured_else_derived_from_the_master_key_else_random() {
+        let key = "c2l4dGVlbi1ieXRlcy1vZi1rZXkhc2l4dGVlbi1ieXQ=";
+        let source = |settings: Settings| settings.report_settings().expect("valid").key_source;
+        assert_eq!(source(Settings::default()), KeySource::RandomPerProcess);
+        let with_master = Settings {
+            master_key: Some(SecretString::from(key)),
+            ..Settings::default()
+        };
+        assert_eq!(source(with_master.clone()), KeySource::MasterKey);
+        let configured = Settings {
+            report_handle_key: Some(SecretString::from(key)),
+            ..with_master
+        };
+        assert_eq!(source(configured), KeySource::Configured);
+        let short = Settings {
+            report_handle_key: Some(SecretString::from("dG9vIHNob3J0")),
+            ..Settings::default()
+        };
+        let error = short.validate().expect_err("too short").to_string();
+        assert!(error.contains("TESSERA_REPORT_HANDLE_KEY"), "{error}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod fields;
 pub mod model;
 pub mod network;
 pub mod permission;
+pub mod report_handle;
 pub mod route;
 pub mod signature;
 pub mod token;

@@ -92,9 +92,68 @@ pub struct ReportedCalls {
     pub days: Vec<ReportCount>,
 }
 
+/// The endpoint label a token's calls are counted under once it has used up its distinct
+/// endpoints of the day (see [`EndpointBound`]).
+pub const OTHER_ENDPOINT: &str = "other";
+
+/// Names one flush. It is drawn when the recorder forms the batch and kept with the batch across
+/// retries; the store records it in the flush's own transaction and writes a batch whose id it
+/// already holds as a no-op, so a flush whose COMMIT succeeded but whose reply was lost is not
+/// counted twice when it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlushId(ulid::Ulid);
+
+impl FlushId {
+    /// A fresh id: unique across replicas (a ULID's 80 random bits).
+    pub fn new() -> Self {
+        Self(ulid::Ulid::new())
+    }
+
+    /// Canonical ULID text, as stored.
+    pub fn to_text(self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl Default for FlushId {
+    /// A fresh id, never a shared constant: two batches built by `Default` are two flushes.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Most distinct endpoints (besides [`OTHER_ENDPOINT`]) one token accumulates per UTC day in
+/// the stored counters; calls to further endpoints are counted as `other`. The store enforces it
+/// in the flush's transaction, against what every replica has already written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointBound(usize);
+
+impl EndpointBound {
+    pub const DEFAULT: Self = Self(100);
+
+    /// At least one endpoint per day.
+    pub fn new(endpoints: usize) -> Option<Self> {
+        (endpoints > 0).then_some(Self(endpoints))
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for EndpointBound {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Everything one flush writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageBatch {
+    /// Written once however often the batch is retried.
+    pub flush_id: FlushId,
+    /// Distinct endpoints per token and day beyond which calls count as `other`.
+    pub endpoints_per_day: EndpointBound,
     /// Sorted by (token_id, rotated_at).
     pub checked: Vec<CheckedCalls>,
     /// Sorted by token_id, each token once.

@@ -3,18 +3,20 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Authorizer, Decision};
 use crate::domain::decision::CheckInput;
 use crate::domain::fields::Tenant;
 use crate::domain::permission::Permission;
+use crate::domain::report_handle::HandleError;
 use crate::domain::signature::PresentedSignature;
 use crate::grpc::convert::{self, Violations};
+use crate::grpc::status;
 use crate::proto;
 use crate::proto::authorization_service_server::AuthorizationService;
-use crate::usage::{Report, Usage};
+use crate::usage::{CLOCK_SKEW, Report, ReportSettings, Usage};
 
 pub(crate) const MAX_USER_AGENT_LEN: usize = 1024;
 pub(crate) const MAX_ENDPOINT_LEN: usize = 256;
@@ -83,33 +85,152 @@ pub fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Stat
 /// The most a reported status may be: HTTP statuses are three digits.
 const HTTP_STATUSES: std::ops::RangeInclusive<u32> = 100..=599;
 
-fn parse_report(request: proto::ReportUsageRequest) -> Result<Report, Status> {
+/// What a report may claim, as of `now`.
+struct ReportBounds<'a> {
+    settings: &'a ReportSettings,
+    now: DateTime<Utc>,
+    /// No report may be older: its minute would already be pruned.
+    retention: chrono::Duration,
+}
+
+/// Counts a refused report by why (a bounded set of labels).
+fn refused(reason: &'static str) {
+    metrics::counter!("tessera_usage_reports_refused_total", "reason" => reason).increment(1);
+}
+
+/// A report is bound to a real Check by its handle: the handle's token, endpoint and Check time
+/// are what is recorded; the caller adds only the status, the duration and (bounded) the time.
+/// Bare token ids are taken only when the server allows them.
+fn parse_report(
+    request: proto::ReportUsageRequest,
+    bounds: &ReportBounds<'_>,
+) -> Result<Report, Status> {
+    let settings = bounds.settings;
     let mut violations = Violations::default();
-    let token_id = convert::token_id(&mut violations, "token_id", &request.token_id);
-    if request.endpoint.len() > MAX_ENDPOINT_LEN {
-        violations.add(
-            "endpoint",
-            format!("must be at most {MAX_ENDPOINT_LEN} bytes"),
-        );
+    let claims = if request.report_handle.is_empty() {
+        if !settings.accept_bare_token_ids {
+            refused("missing_handle");
+            violations.add(
+                "report_handle",
+                "is required: pass the report_handle of the Check's response",
+            );
+        }
+        None
+    } else {
+        match settings.key.open(&request.report_handle) {
+            Ok(claims) => Some(claims),
+            Err(HandleError::Forged) => {
+                refused("forged_handle");
+                return Err(status::report_handle_refused(format!(
+                    "{} (replicas must share TESSERA_REPORT_HANDLE_KEY or TESSERA_MASTER_KEY)",
+                    HandleError::Forged
+                )));
+            }
+            Err(malformed @ HandleError::Malformed) => {
+                refused("malformed_handle");
+                violations.add("report_handle", malformed.to_string());
+                None
+            }
+        }
+    };
+    if let Some(claims) = &claims {
+        if claims.checked_at < bounds.now - settings.handle_lifetime {
+            refused("expired_handle");
+            violations.add(
+                "report_handle",
+                format!(
+                    "has expired: reports are accepted for {} s after the Check",
+                    settings.handle_lifetime.num_seconds()
+                ),
+            );
+        } else if claims.checked_at > bounds.now + CLOCK_SKEW {
+            refused("expired_handle");
+            violations.add("report_handle", "is dated in the future");
+        }
     }
+    let token_id = match &claims {
+        Some(claims) => {
+            if !request.token_id.is_empty() && request.token_id != claims.token_id.as_str() {
+                violations.add("token_id", "does not match the report_handle's token");
+            }
+            Some(claims.token_id.clone())
+        }
+        None => convert::token_id(&mut violations, "token_id", &request.token_id),
+    };
+    let endpoint = match claims.as_ref() {
+        Some(claims) => {
+            if !request.endpoint.is_empty() && request.endpoint != claims.endpoint {
+                violations.add("endpoint", "does not match the report_handle's endpoint");
+            }
+            claims.endpoint.clone()
+        }
+        None => {
+            if request.endpoint.len() > MAX_ENDPOINT_LEN {
+                violations.add(
+                    "endpoint",
+                    format!("must be at most {MAX_ENDPOINT_LEN} bytes"),
+                );
+            }
+            request.endpoint
+        }
+    };
     let http_status = if HTTP_STATUSES.contains(&request.http_status) {
         u16::try_from(request.http_status).ok()
     } else {
         violations.add("http_status", "must be an HTTP status, 100 to 599");
         None
     };
+    let longest = settings.handle_lifetime;
     let duration = violations
         .duration("duration", request.duration)
         .and_then(|duration| violations.require("duration", duration))
-        .and_then(|duration| duration.to_std().ok());
-    let time = violations.timestamp("time", request.time);
+        .and_then(|duration| {
+            if duration > longest {
+                violations.add(
+                    "duration",
+                    format!("must be at most {} s", longest.num_seconds()),
+                );
+                return None;
+            }
+            duration.to_std().ok()
+        });
+    let time = violations
+        .timestamp("time", request.time)
+        .map(|time| time.unwrap_or(bounds.now))
+        .and_then(|time| {
+            if time > bounds.now + CLOCK_SKEW {
+                refused("time_out_of_range");
+                violations.add(
+                    "time",
+                    format!(
+                        "must not be after now (plus {} s of clock skew)",
+                        CLOCK_SKEW.num_seconds()
+                    ),
+                );
+                return None;
+            }
+            if time < bounds.now - bounds.retention {
+                refused("time_out_of_range");
+                violations.add(
+                    "time",
+                    format!(
+                        "must be within the usage retention ({} days)",
+                        bounds.retention.num_days()
+                    ),
+                );
+                return None;
+            }
+            Some(time)
+        });
     let parsed = (|| {
+        // With a handle the report counts at its Check, which the caller cannot choose.
+        let time = time?;
         Some(Report {
             token_id: token_id?,
-            endpoint: request.endpoint,
+            endpoint,
             http_status: http_status?,
             duration: duration?,
-            time: time?.unwrap_or_else(Utc::now),
+            time: claims.as_ref().map_or(time, |claims| claims.checked_at),
         })
     })();
     violations.finish(parsed)
@@ -132,17 +253,35 @@ impl AuthorizationService for AuthorizationApi {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        let decision = decide(&self.authorizer, request.into_inner()).await?;
-        Ok(Response::new(convert::check_response(&decision)))
+        let mut request = request.into_inner();
+        let input = parse_check(&mut request)?;
+        let decision = self.authorizer.check(&request.token, &input).await;
+        let mut response = convert::check_response(&decision);
+        // One HMAC over about a hundred bytes into the response's own buffer.
+        if let (Ok(()), Some(credential)) = (decision.outcome, &decision.credential) {
+            response.report_handle = self.usage.report_settings().key.mint(
+                &credential.token_id,
+                &input.endpoint,
+                input.now,
+            );
+        }
+        Ok(Response::new(response))
     }
 
-    /// Accepted into the usage recorder without a database round trip; reports for a token
-    /// that does not exist are dropped when the recorder flushes.
+    /// Accepted into the usage recorder without a database round trip. Only a handle this
+    /// fleet signed gets there (unless bare ids are allowed), so a report's token existed and
+    /// was allowed at its Check; forged, unknown or out-of-range reports are refused here and
+    /// never reach the flush.
     async fn report_usage(
         &self,
         request: Request<proto::ReportUsageRequest>,
     ) -> Result<Response<proto::ReportUsageResponse>, Status> {
-        let report = parse_report(request.into_inner())?;
+        let bounds = ReportBounds {
+            settings: self.usage.report_settings(),
+            now: Utc::now(),
+            retention: self.usage.retention(),
+        };
+        let report = parse_report(request.into_inner(), &bounds)?;
         self.usage.report(report);
         Ok(Response::new(proto::ReportUsageResponse {}))
     }

@@ -352,6 +352,8 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         permissions: grant_strings(decision.permissions()),
         rate_limit: decision.rate_limit.map(rate_limit),
         expires_at: credential.map(|who| timestamp(who.expires_at)),
+        // Minted by the AuthorizationService, which holds the key (src/grpc/authorization.rs).
+        report_handle: Vec::new(),
     }
 }
 

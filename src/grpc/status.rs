@@ -32,6 +32,20 @@ pub fn unauthenticated(message: &'static str) -> Status {
     with_reason(Code::Unauthenticated, message.to_owned(), "UNAUTHENTICATED")
 }
 
+/// A report handle this server did not sign (forged, altered, or minted under another key):
+/// a well-formed claim the server refuses, so PERMISSION_DENIED rather than INVALID_ARGUMENT,
+/// still naming the field; retrying it cannot succeed.
+pub fn report_handle_refused(description: String) -> Status {
+    let mut details =
+        ErrorDetails::with_bad_request(vec![FieldViolation::new("report_handle", &description)]);
+    details.set_error_info("REPORT_HANDLE_FORGED", ERROR_DOMAIN, []);
+    Status::with_error_details(
+        Code::PermissionDenied,
+        format!("report_handle: {description}"),
+        details,
+    )
+}
+
 pub fn unimplemented(what: &str) -> Status {
     with_reason(
         Code::Unimplemented,

@@ -10,8 +10,13 @@
 //! token's current rotation, and puts every flush and every rotation (which locks the token row
 //! before deleting its usage) in one lock order: tokens, then usage rows in key order. Counters
 //! are written with additive upserts, so flushes from any number of replicas sum.
+//!
+//! Two bounds hold in that transaction, so across replicas: a flush id already in
+//! `usage_flushes` makes the flush a no-op (a retried flush whose COMMIT had succeeded counts
+//! once), and a token's distinct endpoints per day stop at the batch's `endpoints_per_day`, the
+//! rest counted as `other` ([`EndpointAdmission`], read under the token row locks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +24,9 @@ use chrono::{DateTime, Utc};
 use super::StoreError;
 use super::sql::{corrupt, instant};
 use crate::domain::fields::TokenId;
-use crate::domain::usage::{self, CallRecord, DailyCount, LastUse, UsageBatch};
+use crate::domain::usage::{
+    self, CallRecord, DailyCount, EndpointBound, LastUse, OTHER_ENDPOINT, UsageBatch,
+};
 
 /// Rows per multi-row INSERT: well under either database's limit on bound parameters (SQLite
 /// 32766, Postgres 65535) at 9 parameters per row.
@@ -72,6 +79,25 @@ macro_rules! usage_methods {
             }
             let mut transaction = self.pool.begin().await.map_err(map_error)?;
 
+            // First, so that it also takes SQLite's write lock before anything is read: a
+            // flush already written (its COMMIT went through, its reply did not) is a no-op.
+            let recorded = sqlx::query(
+                "INSERT INTO usage_flushes (flush_id, flushed_at) VALUES ($1, $2) \
+                 ON CONFLICT (flush_id) DO NOTHING",
+            )
+            .bind(batch.flush_id.to_text())
+            .bind(micros(Utc::now()))
+            .execute(&mut *transaction)
+            .await
+            .map_err(map_error)?;
+            if recorded.rows_affected() == 0 {
+                tracing::info!(
+                    flush_id = %batch.flush_id.to_text(),
+                    "usage flush already written; not counted again"
+                );
+                return Ok(());
+            }
+
             let mut rotations = std::collections::BTreeMap::new();
             for lock in plan::token_locks(batch) {
                 let row: Option<(Option<i64>,)> = sqlx::query_as(
@@ -91,7 +117,31 @@ macro_rules! usage_methods {
                     rotations.insert(lock.token_id, rotated_at);
                 }
             }
-            let rows = plan::UsageRows::of(batch, &rotations);
+
+            // The endpoints each token already has on the batch's days, read under the token
+            // row locks taken above: a flush of another replica for the same token has
+            // committed or waits, so the bound holds across replicas.
+            let mut admission = plan::EndpointAdmission::new(batch.endpoints_per_day);
+            let earliest = plan::earliest_day(batch);
+            let existing: Vec<&str> = rotations.keys().copied().collect();
+            for chunk in existing.chunks(plan::ROWS_PER_STATEMENT) {
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "SELECT token_id, day, endpoint FROM usage_days WHERE day >= ",
+                );
+                builder.push_bind(earliest).push(" AND token_id IN (");
+                let mut ids = builder.separated(", ");
+                for token_id in chunk {
+                    ids.push_bind((*token_id).to_owned());
+                }
+                builder.push(")");
+                let stored: Vec<(String, i64, String)> = builder
+                    .build_query_as()
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                admission.extend(stored);
+            }
+            let rows = plan::UsageRows::of(batch, &rotations, &mut admission);
 
             for chunk in rows.minutes.chunks(plan::ROWS_PER_STATEMENT) {
                 let mut builder = sqlx::QueryBuilder::<$database>::new(
@@ -317,6 +367,12 @@ macro_rules! usage_methods {
                      (SELECT token_id, day, endpoint FROM usage_days WHERE day < $1 LIMIT $2)",
                     cutoffs.days_before,
                 ),
+                // Flush ids are needed only while their batch may be retried (minutes).
+                (
+                    "DELETE FROM usage_flushes WHERE flush_id IN \
+                     (SELECT flush_id FROM usage_flushes WHERE flushed_at < $1 LIMIT $2)",
+                    cutoffs.minutes_before,
+                ),
             ];
             let mut deleted = 0;
             for (statement, before) in statements {
@@ -428,10 +484,85 @@ pub(super) struct UsageRows<'a> {
     pub(super) last_uses: Vec<(&'a TokenId, &'a LastUse)>,
 }
 
+/// Which endpoint label each counter of a flush is stored under: an endpoint the token already
+/// has that day keeps its own, a new one gets its own while the token has fewer than the bound
+/// that day, every other is counted as [`OTHER_ENDPOINT`].
+pub(super) struct EndpointAdmission {
+    bound: usize,
+    /// Token → day (unix micros) → its endpoints stored or admitted, `other` left out.
+    held: HashMap<String, BTreeMap<i64, BTreeSet<String>>>,
+}
+
+impl EndpointAdmission {
+    pub(super) fn new(bound: EndpointBound) -> Self {
+        Self {
+            bound: bound.get(),
+            held: HashMap::new(),
+        }
+    }
+
+    /// Adds stored `(token_id, day, endpoint)` rows.
+    pub(super) fn extend(&mut self, stored: Vec<(String, i64, String)>) {
+        for (token_id, day, endpoint) in stored {
+            if endpoint == OTHER_ENDPOINT {
+                continue;
+            }
+            self.held
+                .entry(token_id)
+                .or_default()
+                .entry(day)
+                .or_default()
+                .insert(endpoint);
+        }
+    }
+
+    /// The label `endpoint` is counted under for `token_id` on `day`.
+    pub(super) fn admit<'a>(&mut self, token_id: &str, day: i64, endpoint: &'a str) -> &'a str {
+        if endpoint == OTHER_ENDPOINT {
+            return OTHER_ENDPOINT;
+        }
+        if !self.held.contains_key(token_id) {
+            self.held.insert(token_id.to_owned(), BTreeMap::new());
+        }
+        let Some(days) = self.held.get_mut(token_id) else {
+            return OTHER_ENDPOINT;
+        };
+        let endpoints = days.entry(day).or_default();
+        if endpoints.contains(endpoint) {
+            return endpoint;
+        }
+        if endpoints.len() < self.bound {
+            endpoints.insert(endpoint.to_owned());
+            return endpoint;
+        }
+        OTHER_ENDPOINT
+    }
+}
+
+/// The first day (unix micros) any counter of the batch falls on.
+pub(super) fn earliest_day(batch: &UsageBatch) -> i64 {
+    let checked = batch
+        .checked
+        .iter()
+        .flat_map(|checked| &checked.minutes)
+        .map(|count| usage::day_of(count.minute).timestamp_micros());
+    let reported = batch
+        .reported
+        .iter()
+        .flat_map(|reported| &reported.days)
+        .map(|count| count.day.timestamp_micros());
+    checked.chain(reported).min().unwrap_or(i64::MAX)
+}
+
 impl<'a> UsageRows<'a> {
-    /// `rotations` holds the current `rotated_at` of every token that exists.
-    pub(super) fn of(batch: &'a UsageBatch, rotations: &BTreeMap<&str, Option<i64>>) -> Self {
-        let mut minutes = Vec::new();
+    /// `rotations` holds the current `rotated_at` of every token that exists; `admission`
+    /// knows the endpoints those tokens already have stored.
+    pub(super) fn of(
+        batch: &'a UsageBatch,
+        rotations: &BTreeMap<&str, Option<i64>>,
+        admission: &mut EndpointAdmission,
+    ) -> Self {
+        let mut minutes: BTreeMap<(&str, i64, &str), MinuteRow<'a>> = BTreeMap::new();
         let mut days: BTreeMap<(&str, i64, &str), DayRow<'a>> = BTreeMap::new();
         let mut recent = Vec::new();
         let mut last_uses = Vec::new();
@@ -445,20 +576,26 @@ impl<'a> UsageRows<'a> {
             for count in &checked.minutes {
                 let calls = saturating_i64(count.calls);
                 let allowed = saturating_i64(count.allowed);
-                minutes.push(MinuteRow {
-                    token_id,
-                    minute: count.minute.timestamp_micros(),
-                    endpoint: &count.endpoint,
-                    calls,
-                    allowed,
-                });
                 let day = usage::day_of(count.minute).timestamp_micros();
+                let endpoint = admission.admit(token_id, day, &count.endpoint);
+                let minute = count.minute.timestamp_micros();
+                let row = minutes
+                    .entry((token_id, minute, endpoint))
+                    .or_insert_with(|| MinuteRow {
+                        token_id,
+                        minute,
+                        endpoint,
+                        calls: 0,
+                        allowed: 0,
+                    });
+                row.calls = row.calls.saturating_add(calls);
+                row.allowed = row.allowed.saturating_add(allowed);
                 let row = days
-                    .entry((token_id, day, &count.endpoint))
+                    .entry((token_id, day, endpoint))
                     .or_insert_with(|| DayRow {
                         token_id,
                         day,
-                        endpoint: &count.endpoint,
+                        endpoint,
                         ..DayRow::default()
                     });
                 row.calls = row.calls.saturating_add(calls);
@@ -479,12 +616,13 @@ impl<'a> UsageRows<'a> {
                     continue;
                 }
                 let day = count.day.timestamp_micros();
+                let endpoint = admission.admit(token_id, day, &count.endpoint);
                 let row = days
-                    .entry((token_id, day, &count.endpoint))
+                    .entry((token_id, day, endpoint))
                     .or_insert_with(|| DayRow {
                         token_id,
                         day,
-                        endpoint: &count.endpoint,
+                        endpoint,
                         ..DayRow::default()
                     });
                 row.reports = row.reports.saturating_add(saturating_i64(count.reports));
@@ -496,11 +634,8 @@ impl<'a> UsageRows<'a> {
                     .saturating_add(saturating_i64(count.duration_micros));
             }
         }
-        minutes.sort_by(|a, b| {
-            (a.token_id, a.minute, a.endpoint).cmp(&(b.token_id, b.minute, b.endpoint))
-        });
         Self {
-            minutes,
+            minutes: minutes.into_values().collect(),
             days: days.into_values().collect(),
             recent,
             last_uses,

@@ -24,7 +24,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::domain::usage::{self, DailyCount, UsageBatch, UsageFigures, UsageQuery, UsageScope};
+use crate::domain::report_handle::{KeySource, ReportHandleKey};
+use crate::domain::usage::{
+    self, DailyCount, EndpointBound, UsageBatch, UsageFigures, UsageQuery, UsageScope,
+};
 use crate::store::{Store, StoreError, UsageCutoffs};
 pub use geoip::GeoIp;
 pub use recorder::{Recorder, Report, UsageHook};
@@ -57,7 +60,46 @@ pub struct UsageSettings {
     /// Most counters (token × minute × endpoint) held between two flushes; calls needing a new
     /// one beyond that are dropped and counted.
     pub buffer_size: usize,
+    /// Distinct endpoints per token and UTC day kept apart in the stored counters; calls to
+    /// further endpoints are counted as `other`.
+    pub endpoints_per_day: EndpointBound,
     pub geoip: Option<Arc<GeoIp>>,
+    /// What ReportUsage accepts.
+    pub reports: ReportSettings,
+}
+
+/// How long after its Check a report handle is accepted, by default: long enough for any
+/// upstream request, short enough that a leaked handle is soon worthless.
+pub const DEFAULT_HANDLE_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+/// How far ahead of this server's clock a report's `time` (or a handle minted by another
+/// replica) may be: the replicas' and callers' clocks differ a little.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// ReportUsage's rules: which key signs Check's report handles, and whether bare token ids
+/// are still accepted.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    pub key: ReportHandleKey,
+    /// Logged at start, so an operator sees when a fleet's replicas cannot verify each other's
+    /// handles.
+    pub key_source: KeySource,
+    /// Reports naming a bare `token_id` without a handle (the old protocol): off by default,
+    /// since anyone reaching the port could report for any token.
+    pub accept_bare_token_ids: bool,
+    /// Handles older than this are refused.
+    pub handle_lifetime: chrono::Duration,
+}
+
+impl Default for ReportSettings {
+    /// A random key of this process, handles required.
+    fn default() -> Self {
+        Self {
+            key: ReportHandleKey::random(),
+            key_source: KeySource::RandomPerProcess,
+            accept_bare_token_ids: false,
+            handle_lifetime: DEFAULT_HANDLE_LIFETIME,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +152,16 @@ pub struct Usage {
 impl Usage {
     /// Starts the background tasks (on the current tokio runtime).
     pub fn start(store: Arc<dyn Store>, settings: UsageSettings) -> Self {
+        let key_source = settings.reports.key_source.as_str();
+        if settings.reports.key_source == KeySource::RandomPerProcess {
+            tracing::warn!(
+                key_source,
+                "report handles verify only on this replica; a fleet must share \
+                 TESSERA_REPORT_HANDLE_KEY or TESSERA_MASTER_KEY"
+            );
+        } else {
+            tracing::info!(key_source, "report handle key");
+        }
         let shared = Arc::new(Shared {
             store,
             recorder: Arc::new(Recorder::new(settings.buffer_size)),
@@ -134,6 +186,16 @@ impl Usage {
         } else {
             UsageHook::default()
         }
+    }
+
+    /// What ReportUsage accepts, and the key Check signs report handles with.
+    pub fn report_settings(&self) -> &ReportSettings {
+        &self.shared.settings.reports
+    }
+
+    /// How long minute buckets and recent calls are kept: no report may be older.
+    pub fn retention(&self) -> chrono::Duration {
+        self.shared.settings.retention
     }
 
     pub fn recorder(&self) -> &Recorder {
@@ -224,7 +286,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     /// Writes the new batch after any earlier ones that failed, oldest first.
     async fn flush(&self, retry: &mut VecDeque<UsageBatch>) {
-        let batch = self.recorder.take_batch();
+        let mut batch = self.recorder.take_batch();
+        batch.endpoints_per_day = self.settings.endpoints_per_day;
         if !batch.is_empty() {
             retry.push_back(batch);
         }

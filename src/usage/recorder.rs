@@ -9,7 +9,8 @@
 //! need a new one beyond that is dropped and counted (`tessera_usage_events_dropped_total`),
 //! calls to counters already held are always counted. The ring of recent calls overwrites its
 //! oldest detail when full, and keeps one detail per 100 µs and outcome; details not kept
-//! are counted at flush (`tessera_usage_details_dropped_total`).
+//! are counted at flush (`tessera_usage_details_dropped_total`). A detail's User-Agent is kept
+//! bounded and without control characters (`user_agent::push_stored`).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -23,8 +24,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::decision::{CheckInput, Credential, DenyReason};
 use crate::domain::fields::TokenId;
 use crate::domain::usage::{
-    CallRecord, CheckedCalls, LastUse, MinuteCount, RECENT_CALLS, ReportCount, ReportedCalls,
-    UsageBatch,
+    CallRecord, CheckedCalls, EndpointBound, FlushId, LastUse, MinuteCount, RECENT_CALLS,
+    ReportCount, ReportedCalls, UsageBatch,
 };
 
 /// The real outcome of a request Check let through, as ReportUsage gives it.
@@ -338,6 +339,9 @@ impl Recorder {
             metrics::counter!("tessera_usage_details_dropped_total").increment(overwritten);
         }
         let mut batch = UsageBatch {
+            // Drawn here, once: the batch keeps it through every retry of its flush.
+            flush_id: FlushId::new(),
+            endpoints_per_day: EndpointBound::DEFAULT,
             checked: checked
                 .into_iter()
                 .filter_map(|((token_id, rotated_at), merged)| {
@@ -398,7 +402,7 @@ impl TokenCalls {
             slot.permission.push_str(permission);
         }
         slot.user_agent.clear();
-        slot.user_agent.push_str(&input.user_agent);
+        super::user_agent::push_stored(&mut slot.user_agent, &input.user_agent);
     }
 }
 
@@ -592,6 +596,19 @@ mod tests {
         assert_eq!(call.permission, "orders:read");
         assert_eq!(call.user_agent, "curl/8.5.0");
         assert_eq!(batch.checked[0].last_use.user_agent, "curl/8.5.0");
+    }
+
+    #[test]
+    fn a_recent_calls_user_agent_is_kept_bounded_and_without_control_characters() {
+        let recorder = roomy();
+        let mut long = input("GET /a", Utc::now());
+        long.user_agent = format!("Mozilla/5.0\n{}", "x".repeat(1000));
+        recorder.record_check(&long, Ok(()), &credential(None));
+        let batch = drained(&recorder);
+        let kept = &batch.checked[0].recent[0].user_agent;
+        assert_eq!(kept.len(), super::super::user_agent::MAX_STORED_LEN);
+        assert!(kept.starts_with("Mozilla/5.0 xxx"), "{kept}");
+        assert_eq!(&batch.checked[0].last_use.user_agent, kept);
     }
 
     #[test]

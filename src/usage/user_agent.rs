@@ -4,6 +4,36 @@
 use woothee::parser::Parser;
 use woothee::woothee::VALUE_UNKNOWN;
 
+/// The most of a User-Agent kept with a recent call or a token's last use. Check accepts up to
+/// 1024 bytes; real browsers send 100 to 200, and everything woothee needs to name browser and
+/// OS comes first, so the rest would only be caller-controlled bytes in every stored row.
+pub const MAX_STORED_LEN: usize = 256;
+
+/// Appends `user_agent` as it is stored: at most [`MAX_STORED_LEN`] bytes (cut at a character
+/// boundary), control characters (newlines, escapes, NUL) replaced by spaces, so a stored or
+/// shown User-Agent can neither grow a row nor forge a line of a log or a terminal.
+pub fn push_stored(stored: &mut String, user_agent: &str) {
+    let clean = user_agent.len() <= MAX_STORED_LEN
+        && !user_agent.bytes().any(|byte| byte.is_ascii_control());
+    if clean {
+        // The usual case: one copy, no per-character work.
+        stored.push_str(user_agent);
+        return;
+    }
+    let budget = stored.len() + MAX_STORED_LEN;
+    for character in user_agent.chars() {
+        let kept = if character.is_control() {
+            ' '
+        } else {
+            character
+        };
+        if stored.len() + kept.len_utf8() > budget {
+            break;
+        }
+        stored.push(kept);
+    }
+}
+
 /// What a User-Agent says about the client; empty where it says nothing recognisable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Client {
@@ -65,6 +95,30 @@ mod tests {
         );
         assert_eq!(client.browser, "Safari 17");
         assert_eq!(client.os, "Mac OSX 10.15.7");
+    }
+
+    fn stored(user_agent: &str) -> String {
+        let mut stored = String::new();
+        push_stored(&mut stored, user_agent);
+        stored
+    }
+
+    #[test]
+    fn a_stored_user_agent_is_cut_to_its_bound_at_a_character_boundary() {
+        assert_eq!(stored("curl/8.5.0"), "curl/8.5.0");
+        let long = format!("Mozilla/5.0 {}", "é".repeat(1000));
+        let kept = stored(&long);
+        assert!(kept.len() <= MAX_STORED_LEN, "{}", kept.len());
+        assert!(kept.len() >= MAX_STORED_LEN - 1);
+        assert!(long.starts_with(&kept));
+    }
+
+    #[test]
+    fn control_characters_of_a_stored_user_agent_become_spaces() {
+        assert_eq!(
+            stored("curl/8\r\nX-Forged: 1\u{1b}[2J\0"),
+            "curl/8  X-Forged: 1 [2J "
+        );
     }
 
     #[test]

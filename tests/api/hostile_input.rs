@@ -428,10 +428,12 @@ async fn oversized_check_fields_are_invalid_and_an_oversized_token_is_only_malfo
                     seconds: 0,
                     nanos: 1,
                 }),
+                // Version byte first, so only the length bound refuses it before any MAC.
+                report_handle: vec![1; HUGE],
                 ..Default::default()
             })
             .await,
-        &["token_id", "endpoint"],
+        &["token_id", "endpoint", "report_handle"],
     );
 
     // A huge token (and signature) is the client's bad data: a deny, not an error, decided

@@ -792,6 +792,7 @@ async fn drive(run: &mut Run) {
         .report_usage(proto::ReportUsageRequest {
             token_id: plain.id.clone(),
             endpoint: "GET /api/v1/orders".to_owned(),
+            report_handle: allowed.report_handle.clone(),
             http_status: 200,
             duration: Some(prost_types::Duration {
                 seconds: 0,

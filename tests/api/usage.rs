@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::Utc;
+use tessera::config::Settings;
 use tessera::domain::fields::TokenId;
+use tessera::domain::report_handle::ReportHandleKey;
 use tessera::domain::usage::{
     CheckedCalls, LastUse, MinuteCount, UsageBatch, UsageQuery, UsageScope, day_of, minute_of,
 };
@@ -148,6 +150,7 @@ backend_tests!(
     pruning_deletes_minutes_beyond_the_retention_window_in_small_batches,
     an_owners_usage_sums_all_of_its_tokens,
     dormant_and_expiring_tokens_are_counted_and_listed,
+    a_handle_from_check_is_accepted_and_counted_once_at_the_checks_endpoint,
 );
 
 async fn the_figures_count_exactly_the_calls_made(backend: Backend) {
@@ -267,27 +270,41 @@ async fn a_revoked_tokens_history_stays_readable(backend: Backend) {
     assert_eq!(usage.recent_calls.len(), 3);
 }
 
-fn report(id: &str, status: u32, millis: u64) -> proto::ReportUsageRequest {
+/// A report of an outcome, bound to its Check by the handle Check returned.
+fn report(handle: &[u8], status: u32, millis: u64) -> proto::ReportUsageRequest {
     proto::ReportUsageRequest {
-        token_id: id.to_owned(),
-        endpoint: "GET /orders".to_owned(),
         http_status: status,
         duration: Some(prost_types::Duration {
             seconds: 0,
             nanos: i32::try_from(millis * 1_000_000).expect("nanos"),
         }),
-        time: None,
+        report_handle: handle.to_vec(),
+        ..Default::default()
     }
+}
+
+/// The report handle of an allowed Check.
+async fn handle_of(app: &TestApp, secret: &str, endpoint: &str) -> Vec<u8> {
+    let answer = app
+        .check(check_request(secret, endpoint, "orders:read"))
+        .await;
+    assert!(answer.allowed, "{answer:?}");
+    assert!(
+        !answer.report_handle.is_empty(),
+        "an allowed Check has a handle"
+    );
+    answer.report_handle
 }
 
 async fn reported_outcomes_give_the_real_success_rate_and_latency(backend: Backend) {
     let app = app_with(backend, 50).await;
     let (id, secret) = token(&app).await;
-    checks(&app, &secret, "GET /orders", "orders:read", 4).await;
+    checks(&app, &secret, "GET /orders", "orders:read", 1).await;
     let mut client = app.authz_client().await;
     for (status, millis) in [(200, 100), (204, 300), (502, 200)] {
+        let handle = handle_of(&app, &secret, "GET /orders").await;
         client
-            .report_usage(report(&id, status, millis))
+            .report_usage(report(&handle, status, millis))
             .await
             .expect("report accepted");
     }
@@ -360,7 +377,7 @@ fn old_calls(id: &str, at: chrono::DateTime<Utc>, calls: u64) -> UsageBatch {
                 user_agent: String::new(),
             },
         }],
-        reported: Vec::new(),
+        ..UsageBatch::default()
     }
 }
 
@@ -634,4 +651,242 @@ async fn with_recording_off_checks_leave_no_usage() {
     app.stop().await;
 
     assert_eq!(stored_usage(&app, &id).await.totals.calls, 0);
+}
+
+// ---- ReportUsage: bound to a real Check ----
+
+/// Base64 of 32 bytes: the report handle key of the servers that share it.
+const HANDLE_KEY: &str = "c2l4dGVlbi1ieXRlcy1vZi1rZXkhc2l4dGVlbi1ieXQ=";
+
+/// A server with a configured report handle key, flushing only at shutdown.
+async fn app_with_handle_key(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = spawn_app_with(backend, |settings| {
+        settings.usage_flush_interval_ms = NEVER;
+        settings.report_handle_key = Some(HANDLE_KEY.to_owned().into());
+        customize(settings);
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    app
+}
+
+async fn report_usage(
+    app: &TestApp,
+    request: proto::ReportUsageRequest,
+) -> Result<(), tonic::Status> {
+    app.authz_client()
+        .await
+        .report_usage(request)
+        .await
+        .map(drop)
+}
+
+fn names(status: &tonic::Status, field: &str) -> bool {
+    status.message().contains(field)
+}
+
+fn at(time: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: 0,
+    })
+}
+
+async fn a_handle_from_check_is_accepted_and_counted_once_at_the_checks_endpoint(backend: Backend) {
+    let mut app = app_with_handle_key(backend, |_| {}).await;
+    let (id, secret) = token(&app).await;
+    let handle = handle_of(&app, &secret, "GET /orders").await;
+
+    report_usage(&app, report(&handle, 200, 40))
+        .await
+        .expect("accepted");
+    // Naming the handle's own token and endpoint is allowed too.
+    let mut explicit = report(&handle, 500, 60);
+    explicit.token_id = id.clone();
+    explicit.endpoint = "GET /orders".to_owned();
+    report_usage(&app, explicit).await.expect("accepted");
+    app.stop().await;
+
+    let stored = stored_usage(&app, &id).await;
+    assert_eq!(stored.totals.reports, 2);
+    assert_eq!(stored.totals.report_successes, 1);
+    assert_eq!(stored.totals.report_micros, 100_000);
+    assert_eq!(stored.top_endpoints, [("GET /orders".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn a_replica_sharing_the_key_accepts_anothers_handle() {
+    let first = app_with_handle_key(Backend::Postgres, |_| {}).await;
+    let mut second = first.spawn_replica().await;
+    let (id, secret) = token(&first).await;
+    let handle = handle_of(&first, &secret, "GET /orders").await;
+
+    report_usage(&second, report(&handle, 200, 5))
+        .await
+        .expect("accepted by the other replica");
+    second.stop().await;
+
+    assert_eq!(stored_usage(&first, &id).await.totals.reports, 1);
+}
+
+#[tokio::test]
+async fn a_report_dated_in_the_far_future_or_before_the_retention_is_refused_naming_time() {
+    let mut app = app_with_handle_key(Backend::Sqlite, |_| {}).await;
+    let (id, secret) = token(&app).await;
+    let handle = handle_of(&app, &secret, "GET /orders").await;
+    let year_9999 = chrono::DateTime::parse_from_rfc3339("9999-01-01T00:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let too_old = Utc::now() - chrono::Duration::days(8);
+    let slightly_ahead = Utc::now() + chrono::Duration::minutes(10);
+
+    for time in [year_9999, slightly_ahead, too_old] {
+        let mut dated = report(&handle, 200, 5);
+        dated.time = at(time);
+        let status = report_usage(&app, dated).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{time}: {status:?}");
+        assert!(names(&status, "time"), "{status:?}");
+    }
+    app.stop().await;
+
+    assert_eq!(stored_usage(&app, &id).await.totals.reports, 0);
+}
+
+#[tokio::test]
+async fn a_forged_altered_foreign_or_expired_handle_is_refused_and_nothing_is_stored() {
+    let mut app = app_with_handle_key(Backend::Sqlite, |_| {}).await;
+    let (id, secret) = token(&app).await;
+    let handle = handle_of(&app, &secret, "GET /orders").await;
+    let token_id = TokenId::parse(&id).expect("id");
+    let forged_with_another_key = ReportHandleKey::random().mint(&token_id, "GET /x", Utc::now());
+    let mut altered = handle.clone();
+    // The last byte of the endpoint: `GET /orders` becomes `GET /orderr`.
+    let endpoint_end = altered.len() - 33;
+    altered[endpoint_end] = b'r';
+    let key = ReportHandleKey::parse(&HANDLE_KEY.to_owned().into()).expect("key");
+    let expired = key.mint(
+        &token_id,
+        "GET /orders",
+        Utc::now() - chrono::Duration::hours(2),
+    );
+
+    for (what, forged) in [
+        ("another key", forged_with_another_key),
+        ("altered", altered),
+    ] {
+        let status = report_usage(&app, report(&forged, 200, 5))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+        assert!(names(&status, "report_handle"), "{what}: {status:?}");
+    }
+    for (what, bad) in [("expired", expired), ("truncated", handle[..20].to_vec())] {
+        let status = report_usage(&app, report(&bad, 200, 5))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(names(&status, "report_handle"), "{what}: {status:?}");
+    }
+    // A real handle cannot be pointed at another endpoint or token.
+    let mut elsewhere = report(&handle, 200, 5);
+    elsewhere.endpoint = "DELETE /everything".to_owned();
+    let status = report_usage(&app, elsewhere).await.expect_err("refused");
+    assert!(names(&status, "endpoint"), "{status:?}");
+    app.stop().await;
+
+    let stored = stored_usage(&app, &id).await;
+    assert_eq!(stored.totals.reports, 0);
+    // Only the Check's own endpoint: no row for what a forged or altered handle named.
+    assert_eq!(stored.top_endpoints, [("GET /orders".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn a_bare_token_id_is_refused_by_default_and_accepted_with_the_setting() {
+    let mut strict = app_with_handle_key(Backend::Sqlite, |_| {}).await;
+    let (id, _) = token(&strict).await;
+    let bare = proto::ReportUsageRequest {
+        token_id: id.clone(),
+        endpoint: "GET /orders".to_owned(),
+        ..report(&[], 200, 5)
+    };
+    let status = report_usage(&strict, bare.clone())
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(names(&status, "report_handle"), "{status:?}");
+    strict.stop().await;
+    assert_eq!(stored_usage(&strict, &id).await.totals.reports, 0);
+
+    let mut lenient = strict
+        .spawn_replica_with(|settings| settings.usage_accept_bare_token_ids = true)
+        .await;
+    report_usage(&lenient, bare).await.expect("accepted");
+    lenient.stop().await;
+    assert_eq!(stored_usage(&lenient, &id).await.totals.reports, 1);
+}
+
+#[tokio::test]
+async fn a_flood_of_reports_for_unknown_tokens_or_forged_handles_costs_the_flush_nothing() {
+    let mut app = app_with_handle_key(Backend::Sqlite, |settings| {
+        settings.usage_flush_interval_ms = 20;
+    })
+    .await;
+    let mut client = app.authz_client().await;
+    for _ in 0..200 {
+        let unknown = TokenId::generate();
+        let bare = proto::ReportUsageRequest {
+            token_id: unknown.to_string(),
+            endpoint: format!("GET /{unknown}"),
+            ..report(&[], 200, 5)
+        };
+        client.report_usage(bare).await.expect_err("refused");
+        let forged = ReportHandleKey::random().mint(&unknown, "GET /x", Utc::now());
+        client
+            .report_usage(report(&forged, 200, 5))
+            .await
+            .expect_err("refused");
+    }
+    // Several flush intervals, then the last flush at shutdown.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.stop().await;
+
+    // Every flush that writes anything records its id; none did.
+    let flushes = app
+        .database
+        .scalar("SELECT COUNT(*) FROM usage_flushes")
+        .await;
+    assert_eq!(flushes, 0, "the flush never opened a transaction");
+    let rows = app.database.scalar("SELECT COUNT(*) FROM usage_days").await;
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn a_tokens_endpoints_beyond_the_daily_bound_are_counted_as_other() {
+    let mut app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.usage_flush_interval_ms = NEVER;
+        settings.usage_endpoints_per_token_per_day = 3;
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (id, secret) = token(&app).await;
+    for n in 0..10 {
+        checks(&app, &secret, &format!("GET /orders/{n}"), "orders:read", 1).await;
+    }
+    app.stop().await;
+
+    let stored = stored_usage(&app, &id).await;
+    assert_eq!(stored.totals.calls, 10);
+    let mut top = stored.top_endpoints.clone();
+    top.sort();
+    let other: Vec<(String, u64)> = top
+        .iter()
+        .filter(|(endpoint, _)| endpoint == "other")
+        .cloned()
+        .collect();
+    assert_eq!(other, [("other".to_owned(), 7)], "{top:?}");
+    assert_eq!(
+        top.len(),
+        4,
+        "three endpoints of their own and `other`: {top:?}"
+    );
 }

@@ -473,3 +473,67 @@ async fn usage_recorded_while_postgres_was_unreachable_is_flushed_once_it_return
         .total_calls;
     assert_eq!(total, expected, "every call counted once, none twice");
 }
+
+#[tokio::test]
+async fn a_usage_flush_whose_commit_reply_was_lost_is_retried_and_counted_once() {
+    let proxy = postgres_proxy().await;
+    let app = app_behind(&proxy, |settings| {
+        settings.usage_flush_interval_ms = 100;
+    })
+    .await;
+    let (token, secret) = alices_token(&app).await;
+    let failures_before = metric(
+        &scrape(app.metrics_addr).await,
+        "tessera_usage_flush_failures_total",
+        &[],
+    );
+
+    // The flush of these calls commits, but Tessera never hears so and retries the batch.
+    proxy.lose_the_reply_to_the_next_commit();
+    const CALLS: i64 = 7;
+    for _ in 0..CALLS {
+        assert!(app.check(request(&secret, "orders:read")).await.allowed);
+    }
+    let flush_failed = eventually(NOT_HUNG, || async {
+        metric(
+            &scrape(app.metrics_addr).await,
+            "tessera_usage_flush_failures_total",
+            &[],
+        ) > failures_before
+    })
+    .await;
+    assert!(flush_failed, "the flush never saw its reply lost");
+    let total_calls = || async {
+        app.admin_client()
+            .await
+            .list_usage(app.admin(proto::ListUsageRequest {
+                token_id: token.id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map(|usage| usage.into_inner().total_calls)
+    };
+    assert!(
+        eventually(NOT_HUNG, || async {
+            total_calls().await.is_ok_and(|total| total >= CALLS)
+        })
+        .await,
+        "the calls never reached the database"
+    );
+    // One more call: once it shows, a later flush succeeded, and the retry queue writes the
+    // lost batch (again, were it not idempotent) before anything newer.
+    assert!(app.check(request(&secret, "orders:read")).await.allowed);
+    assert!(
+        eventually(NOT_HUNG, || async {
+            total_calls().await.is_ok_and(|total| total > CALLS)
+        })
+        .await,
+        "no flush succeeded after the lost one"
+    );
+
+    assert_eq!(
+        total_calls().await.expect("usage"),
+        CALLS + 1,
+        "the committed flush counted once"
+    );
+}

@@ -109,6 +109,26 @@ impl TestDatabase {
         };
         result.unwrap_or_else(|error| panic!("raw sql failed ({sql}): {error}"));
     }
+
+    /// The one BIGINT a raw query answers (a `SELECT COUNT(*) …`), for tests that count rows
+    /// the store has no reader for.
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        let result = match self.backend {
+            Backend::Postgres { .. } => {
+                let mut connection = PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect to test database");
+                sqlx::query_scalar(sql).fetch_one(&mut connection).await
+            }
+            Backend::Sqlite { .. } => {
+                let mut connection = SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect to test database");
+                sqlx::query_scalar(sql).fetch_one(&mut connection).await
+            }
+        };
+        result.unwrap_or_else(|error| panic!("raw sql failed ({sql}): {error}"))
+    }
 }
 
 impl Drop for TestDatabase {

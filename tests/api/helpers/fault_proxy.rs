@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +25,9 @@ pub struct FaultProxy {
     pub address: SocketAddr,
     mode: watch::Sender<Mode>,
     accepted: Arc<AtomicUsize>,
+    /// Set by `lose_the_reply_to_the_next_commit`; the connection that next sends a COMMIT
+    /// clears it and drops the database's answer.
+    lose_commit_reply: Arc<AtomicBool>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -35,13 +38,29 @@ impl FaultProxy {
         let address = listener.local_addr().expect("proxy address");
         let (mode, _) = watch::channel(Mode::Pass);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let accept_loop = tokio::spawn(accept(listener, target, mode.clone(), accepted.clone()));
+        let lose_commit_reply = Arc::new(AtomicBool::new(false));
+        let accept_loop = tokio::spawn(accept(
+            listener,
+            target,
+            mode.clone(),
+            accepted.clone(),
+            lose_commit_reply.clone(),
+        ));
         Self {
             address,
             mode,
             accepted,
+            lose_commit_reply,
             accept_loop,
         }
+    }
+
+    /// The next `COMMIT` (Postgres' simple-query text) reaches the database, which commits, but
+    /// its answer never reaches the client: that connection is closed instead. The client
+    /// cannot tell whether its transaction was committed, as after a reset right after a
+    /// commit in production.
+    pub fn lose_the_reply_to_the_next_commit(&self) {
+        self.lose_commit_reply.store(true, Ordering::SeqCst);
     }
 
     /// Closes every open connection and refuses new ones, as a database restart or a reset
@@ -102,6 +121,7 @@ async fn accept(
     target: SocketAddr,
     mode: watch::Sender<Mode>,
     accepted: Arc<AtomicUsize>,
+    lose_commit_reply: Arc<AtomicBool>,
 ) {
     while let Ok((inbound, _)) = listener.accept().await {
         if *mode.borrow() == Mode::Cut {
@@ -109,11 +129,30 @@ async fn accept(
             continue;
         }
         accepted.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(connect(inbound, target, mode.subscribe()));
+        tokio::spawn(connect(
+            inbound,
+            target,
+            mode.subscribe(),
+            lose_commit_reply.clone(),
+        ));
     }
 }
 
-async fn connect(inbound: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
+/// One connection's side of `lose_the_reply_to_the_next_commit`.
+#[derive(Clone)]
+struct CommitReply {
+    /// The proxy's request, taken by the first connection to send a COMMIT.
+    armed: Arc<AtomicBool>,
+    /// This connection sent that COMMIT: drop what the database answers.
+    lost: Arc<AtomicBool>,
+}
+
+async fn connect(
+    inbound: TcpStream,
+    target: SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+    lose_commit_reply: Arc<AtomicBool>,
+) {
     // A connection made during a partition reaches the database only once it is over.
     let Ok(current) = mode
         .wait_for(|mode| *mode != Mode::Blackhole)
@@ -132,13 +171,38 @@ async fn connect(inbound: TcpStream, target: SocketAddr, mut mode: watch::Receiv
     let _ = outbound.set_nodelay(true);
     let (inbound_read, inbound_write) = inbound.into_split();
     let (outbound_read, outbound_write) = outbound.into_split();
-    let upstream = tokio::spawn(pump(inbound_read, outbound_write, mode.clone()));
-    pump(outbound_read, inbound_write, mode).await;
+    let commit_reply = CommitReply {
+        armed: lose_commit_reply,
+        lost: Arc::new(AtomicBool::new(false)),
+    };
+    let upstream = tokio::spawn(pump(
+        inbound_read,
+        outbound_write,
+        mode.clone(),
+        Direction::ToDatabase(commit_reply.clone()),
+    ));
+    pump(
+        outbound_read,
+        inbound_write,
+        mode,
+        Direction::ToClient(commit_reply),
+    )
+    .await;
     // Either side ending ends the connection, as a proxy's would.
     upstream.abort();
 }
 
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
+enum Direction {
+    ToDatabase(CommitReply),
+    ToClient(CommitReply),
+}
+
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    direction: Direction,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let read = tokio::select! {
@@ -166,6 +230,22 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
                 }
                 Mode::Cut => return,
             }
+        }
+        match &direction {
+            Direction::ToDatabase(reply) => {
+                // Scanned only while armed, so other traffic passes untouched.
+                let commit = reply.armed.load(Ordering::SeqCst)
+                    && buffer[..length]
+                        .windows(6)
+                        .any(|window| window == b"COMMIT");
+                if commit && reply.armed.swap(false, Ordering::SeqCst) {
+                    // Marked before the COMMIT leaves, so its answer cannot slip through.
+                    reply.lost.store(true, Ordering::SeqCst);
+                }
+            }
+            // Ends this direction, and with it the connection.
+            Direction::ToClient(reply) if reply.lost.load(Ordering::SeqCst) => return,
+            Direction::ToClient(_) => {}
         }
         if to.write_all(&buffer[..length]).await.is_err() {
             return;
