@@ -176,6 +176,11 @@ pub struct UpdateArgs {
     /// Turn request signing on or off.
     #[arg(long, value_name = "true|false")]
     require_signature: Option<bool>,
+
+    /// Apply only if the token is still at this etag (as `token get --json` shows it); a
+    /// token changed since is refused and nothing is written.
+    #[arg(long)]
+    etag: Option<String>,
 }
 
 pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Report, CliError> {
@@ -325,6 +330,7 @@ fn update_request(
     };
     let mut request = proto::UpdateTokenRequest {
         id: args.id,
+        etag: args.etag.unwrap_or_default(),
         ..Default::default()
     };
     let mut mask = FieldMask::default();
