@@ -479,6 +479,17 @@ mod tests {
     }
 
     #[test]
+    fn an_etag_is_sent_with_the_update_and_is_not_a_field_of_the_mask() {
+        let update = parse_update(&["--name", "ci", "--etag", "7"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["name"]);
+        assert_eq!(request.etag, "7");
+        let unchecked = update_request(parse_update(&["--name", "ci"]), SystemTime::UNIX_EPOCH)
+            .expect("flags were given");
+        assert_eq!(unchecked.etag, "");
+    }
+
+    #[test]
     fn an_update_without_flags_is_a_usage_error() {
         let outcome = update_request(parse_update(&[]), SystemTime::UNIX_EPOCH);
         assert!(
