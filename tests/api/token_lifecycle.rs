@@ -747,8 +747,15 @@ async fn a_stale_etag_is_aborted_and_changes_nothing(backend: Backend) {
     assert_eq!(read.name, "first", "the stale update wrote nothing");
     assert_eq!(read.etag, renamed.etag);
     assert_eq!(unchecked.name, "third");
+    let huge = client
+        .update_token(app.admin(rename(&token.id, "fifth", &"9".repeat(100_000))))
+        .await
+        .expect_err("no version is that large");
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&malformed), vec!["etag".to_owned()]);
+    assert_eq!(huge.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&huge), vec!["etag".to_owned()]);
+    assert!(huge.message().len() < 4096, "the etag is not quoted back");
     assert_eq!(read_token(&app, &token.id).await.name, "third");
 }
 
