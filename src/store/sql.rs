@@ -129,10 +129,11 @@ macro_rules! impl_store {
             }
 
             /// Refuses to make an expired token of `owner_id` live again when the owner already
-            /// holds `limit` live tokens at `now`. Locks the owner's row first, as
+            /// holds `limit` live tokens at `now`. Locks the owner's row before counting, as
             /// `create_token` does, so concurrent creates, rotations and updates of one owner's
             /// tokens count one after the other. Callers hold the token's row lock already:
-            /// token before owner everywhere, so no two of them wait on each other in a cycle.
+            /// token before owner everywhere (a create locks only the owner), so no two writers
+            /// wait on each other in a cycle.
             async fn ensure_room_to_revive(
                 connection: &mut <$database as sqlx::Database>::Connection,
                 tenant: &str,
