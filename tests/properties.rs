@@ -109,6 +109,7 @@ fn record(
         rotated_at: None,
         revoked_at: None,
         last_used_at: None,
+        version: 1,
     };
     let principal = Principal {
         tenant,

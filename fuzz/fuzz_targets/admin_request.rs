@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     match parse_update(request) {
-        Ok((_, changes)) => {
+        Ok((_, changes, _)) => {
             if let Some(at) = changes.expires_at {
                 let _ = resolve_expiry(Expiry::At(at), now);
             }

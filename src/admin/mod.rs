@@ -18,7 +18,12 @@ use crate::domain::permission::{self, Grant};
 use crate::domain::signature::{MasterKey, SealedSigningKey, SigningKey};
 use crate::domain::token::{self, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
-use crate::store::{PoolOptions, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
+use crate::store::{
+    PoolOptions, RETIRED_SECRET_LEAK_WINDOW, Rotation, SigningKeyUpdate, Store, StoreError,
+    TokenQuery, TokenUpdate,
+};
+
+pub use crate::store::TokenChanges;
 
 /// Default token lifetime: one year.
 pub const DEFAULT_LIFETIME: Duration = Duration::days(365);
@@ -40,6 +45,9 @@ pub enum AdminError {
     TokenRevoked,
     #[error("the owner already has {limit} live tokens")]
     OwnerTokenLimit { limit: u32 },
+    /// The token changed since the version (etag) the update was based on; nothing was written.
+    #[error("the token changed since it was read; read it again and retry")]
+    EtagMismatch,
     #[error("permissions beyond the owner's: {}", grants.join(", "))]
     BeyondOwner {
         field: &'static str,
@@ -63,6 +71,7 @@ impl From<StoreError> for AdminError {
             StoreError::NotFound(entity) => Self::NotFound(entity),
             StoreError::TokenRevoked => Self::TokenRevoked,
             StoreError::OwnerTokenLimit { limit } => Self::OwnerTokenLimit { limit },
+            StoreError::VersionMismatch { .. } => Self::EtagMismatch,
             unavailable @ (StoreError::Unavailable(_) | StoreError::Timeout) => {
                 Self::Unavailable(unavailable)
             }
@@ -128,19 +137,6 @@ pub struct IssuedToken {
 pub struct UpdatedToken {
     pub token: Token,
     pub signing_key: Option<SecretString>,
-}
-
-/// The fields an UpdateToken's mask names; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct TokenChanges {
-    pub name: Option<TokenName>,
-    pub description: Option<Description>,
-    pub permissions: Option<Vec<Grant>>,
-    pub roles: Option<Vec<RoleName>>,
-    pub allowed_ips: Option<IpAllowlist>,
-    pub rate_limit_per_minute: Option<u32>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub require_signature: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +251,13 @@ impl Admin {
     /// Invalidates every secret of a token (current and retired) everywhere.
     async fn announce_token(&self, id: &TokenId) {
         match self.stored(self.store.secret_hashes(id)).await {
-            Ok(hashes) => self.announce(Invalidation::Secrets(hashes)).await,
+            Ok(hashes) => {
+                self.announce(Invalidation::TokenSecrets {
+                    token_id: id.clone(),
+                    hashes,
+                })
+                .await
+            }
             Err(error) => {
                 tracing::error!(error = %error, token_id = %id, "cannot read a token's secret hashes; dropping every cache");
                 self.announce(Invalidation::Everything).await;
@@ -304,6 +306,8 @@ impl Admin {
             rotated_at: None,
             revoked_at: None,
             last_used_at: None,
+            // The store starts every token at version 1.
+            version: 1,
         };
         let audit = audit(actor, "token.create", &token.tenant, now)
             .on_token(&token)
@@ -371,80 +375,89 @@ impl Admin {
         })
     }
 
+    /// Applies the fields `changes` sets, and only those, so that concurrent updates of
+    /// different fields both survive. With `etag` (a version read earlier), applies only if the
+    /// token is still at that version (AIP-154), else `EtagMismatch` and nothing is written.
     pub async fn update_token(
         &self,
         actor: &Actor,
         id: &TokenId,
-        changes: TokenChanges,
+        mut changes: TokenChanges,
+        etag: Option<u64>,
     ) -> Result<UpdatedToken, AdminError> {
         let now = Utc::now();
-        let mut token = self.stored(self.store.get_token(id)).await?;
+        let token = self.stored(self.store.get_token(id)).await?;
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
+        // The store checks again, atomically; this only spares the work below.
+        if etag.is_some_and(|expected| expected != token.version) {
+            return Err(AdminError::EtagMismatch);
+        }
+        let mut expected_version = etag;
         // Field names of what changed, for the audit log.
         let mut changed: Vec<&str> = Vec::new();
-        // Turning signing on issues a key (shown once); turning it off drops the key.
-        let turned_off = changes.require_signature == Some(false) && token.require_signature;
+        // Turning signing on issues a key (shown once); turning it off drops the key. Which of
+        // the two happens depends on the token as read here, so such an update applies only to
+        // the version read: a concurrent toggle makes one of them ABORTED instead of leaving a
+        // key that was shown but is not stored.
         let mut signing_key = None;
+        let mut signing_key_update = SigningKeyUpdate::Keep;
         if let Some(require_signature) = changes.require_signature {
-            if require_signature && !token.require_signature {
-                signing_key = Some(self.issue_signing_key(&token.id)?);
+            if require_signature != token.require_signature {
+                expected_version.get_or_insert(token.version);
+                if require_signature {
+                    signing_key = Some(self.issue_signing_key(&token.id)?);
+                } else {
+                    signing_key_update = SigningKeyUpdate::Remove;
+                }
             }
-            token.require_signature = require_signature;
             changed.push("require_signature");
         }
-        if let Some(permissions) = changes.permissions {
+        if let Some((_, sealed)) = &signing_key {
+            signing_key_update = SigningKeyUpdate::Replace(sealed);
+        }
+        if let Some(permissions) = &changes.permissions {
             let owner = self
                 .store
                 .get_principal(&token.tenant, &token.owner_id)
                 .await?;
-            ensure_within_owner(&permissions, &owner)?;
-            token.permissions = permissions;
+            ensure_within_owner(permissions, &owner)?;
             changed.push("permissions");
         }
-        if let Some(roles) = changes.roles {
-            self.ensure_roles_exist(&token.tenant, &roles).await?;
-            token.roles = roles;
+        if let Some(roles) = &changes.roles {
+            self.ensure_roles_exist(&token.tenant, roles).await?;
             changed.push("roles");
         }
         if let Some(expires_at) = changes.expires_at {
-            token.expires_at = resolve_expiry(Expiry::At(expires_at), now)?;
+            changes.expires_at = Some(resolve_expiry(Expiry::At(expires_at), now)?);
             changed.push("expires_at");
         }
-        if let Some(name) = changes.name {
-            token.name = name;
+        if changes.name.is_some() {
             changed.push("name");
         }
-        if let Some(description) = changes.description {
-            token.description = description;
+        if changes.description.is_some() {
             changed.push("description");
         }
-        if let Some(allowed_ips) = changes.allowed_ips {
-            token.allowed_ips = allowed_ips;
+        if changes.allowed_ips.is_some() {
             changed.push("allowed_ips");
         }
-        if let Some(rate_limit) = changes.rate_limit_per_minute {
-            token.rate_limit_per_minute = rate_limit;
+        if changes.rate_limit_per_minute.is_some() {
             changed.push("rate_limit_per_minute");
         }
-        token.updated_at = now;
+        let name = changes.name.as_ref().unwrap_or(&token.name);
         let audit = audit(actor, "token.update", &token.tenant, now)
             .on_token(&token)
-            .summary(format!(
-                "updated token \"{}\": {}",
-                token.name,
-                changed.join(", ")
-            ));
-        let signing_key_update = match (&signing_key, turned_off) {
-            (Some((_, sealed)), _) => SigningKeyUpdate::Replace(sealed),
-            (None, true) => SigningKeyUpdate::Remove,
-            (None, false) => SigningKeyUpdate::Keep,
+            .summary(format!("updated token \"{name}\": {}", changed.join(", ")));
+        let update = TokenUpdate {
+            id: token.id.clone(),
+            changes,
+            signing_key: signing_key_update,
+            updated_at: now,
+            expected_version,
+            max_live_per_owner: self.max_tokens_per_owner,
         };
-        let updated = self
-            .store
-            .update_token(&token, signing_key_update, &audit)
-            .await?;
+        let updated = self.store.update_token(&update, &audit).await?;
         self.announce_token(&updated.id).await;
         tracing::info!(token_id = %updated.id, "token updated");
         Ok(UpdatedToken {
@@ -492,6 +505,8 @@ impl Admin {
             new_expires_at: now + window,
             old_secret_grace_until: now + grace_period,
             new_signing_key: signing_key.as_ref().map(|(_, sealed)| sealed.clone()),
+            max_live_per_owner: self.max_tokens_per_owner,
+            forget_retired_before: now - RETIRED_SECRET_LEAK_WINDOW,
         };
         let audit = audit(actor, "token.rotate", &token.tenant, now)
             .on_token(&token)

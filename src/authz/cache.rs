@@ -140,12 +140,20 @@ impl CredentialCache {
             return;
         };
         match invalidation {
-            Invalidation::Secrets(hashes) => {
+            Invalidation::Secrets(hashes) | Invalidation::TokenSecrets { hashes, .. } => {
                 for hash in hashes {
                     if let Some(unknown) = &self.unknown {
                         unknown.invalidate(hash).await;
                     }
                     credentials.invalidate(hash).await;
+                }
+            }
+            Invalidation::Token(token_id) => {
+                let token_id = token_id.clone();
+                self.invalidate_where(move |credential| credential.token_id == token_id);
+                // The token's new secret may be among them; negative entries are cheap to refill.
+                if let Some(unknown) = &self.unknown {
+                    unknown.invalidate_all();
                 }
             }
             Invalidation::Owner { tenant, owner_id } => {

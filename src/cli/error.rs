@@ -96,6 +96,8 @@ fn describe_status(rpc: &str, status: &Status, server: &str) -> (u8, Vec<String>
         Code::FailedPrecondition
         | Code::PermissionDenied
         | Code::ResourceExhausted
+        // A stale `--etag`: the token changed since it was read.
+        | Code::Aborted
         | Code::AlreadyExists => (exit::REFUSED, vec![code_and_message(status)]),
         Code::Unimplemented => (
             exit::UNIMPLEMENTED,

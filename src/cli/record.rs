@@ -233,6 +233,7 @@ record_from! {
         rotated_at: Field::time,
         revoked_at: Field::time,
         last_used_at: Field::time,
+        etag: Field::text,
     }
     proto::Principal {
         tenant: Field::text,

@@ -176,6 +176,11 @@ pub struct UpdateArgs {
     /// Turn request signing on or off.
     #[arg(long, value_name = "true|false")]
     require_signature: Option<bool>,
+
+    /// Apply only if the token is still at this etag (as `token get --json` shows it); a
+    /// token changed since is refused and nothing is written.
+    #[arg(long)]
+    etag: Option<String>,
 }
 
 pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Report, CliError> {
@@ -325,6 +330,7 @@ fn update_request(
     };
     let mut request = proto::UpdateTokenRequest {
         id: args.id,
+        etag: args.etag.unwrap_or_default(),
         ..Default::default()
     };
     let mut mask = FieldMask::default();
@@ -470,6 +476,17 @@ mod tests {
                 nanos: 0
             })
         );
+    }
+
+    #[test]
+    fn an_etag_is_sent_with_the_update_and_is_not_a_field_of_the_mask() {
+        let update = parse_update(&["--name", "ci", "--etag", "7"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["name"]);
+        assert_eq!(request.etag, "7");
+        let unchecked = update_request(parse_update(&["--name", "ci"]), SystemTime::UNIX_EPOCH)
+            .expect("flags were given");
+        assert_eq!(unchecked.etag, "");
     }
 
     #[test]

@@ -558,6 +558,7 @@ mod tests {
             rotated_at: None,
             revoked_at: None,
             last_used_at: None,
+            version: 1,
         };
         let record = CredentialRecord {
             token,

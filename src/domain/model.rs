@@ -29,6 +29,9 @@ pub struct Token {
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Bumped by the store on every admin write of the token (1 at creation); shown as its
+    /// etag, so an update can ask to apply only to the version it read.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

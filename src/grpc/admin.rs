@@ -81,10 +81,24 @@ pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateT
     violations.finish(parsed)
 }
 
-/// An UpdateTokenRequest's id and changes, or INVALID_ARGUMENT naming every bad field.
-pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, TokenChanges), Status> {
+/// An update's token id, its changes and the etag it must match (None: no check).
+pub type ParsedUpdate = (TokenId, TokenChanges, Option<u64>);
+
+/// An UpdateTokenRequest's id, changes and etag, or INVALID_ARGUMENT naming every bad field.
+pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, Status> {
     let mut violations = Violations::default();
     let id = convert::token_id(&mut violations, "id", &request.id);
+    // Never quoted back: the value is the caller's and may be anything.
+    let etag = if request.etag.is_empty() {
+        Some(None)
+    } else {
+        violations.check(
+            "etag",
+            convert::parse_etag(&request.etag)
+                .map(Some)
+                .ok_or("is not an etag from a token this server returned"),
+        )
+    };
     let paths = request
         .update_mask
         .map(|mask| mask.paths)
@@ -138,7 +152,7 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<(TokenId, Toke
             ),
         }
     }
-    violations.finish(id.map(|id| (id, changes)))
+    violations.finish(id.zip(etag).map(|(id, etag)| (id, changes, etag)))
 }
 
 /// Whose usage, and how many days of series: `token_id`, or `tenant` and `owner_id`.
@@ -268,8 +282,8 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::UpdateTokenRequest>,
     ) -> Result<Response<proto::UpdateTokenResponse>, Status> {
         let actor = self.auth.authenticate(&request).await?;
-        let (id, changes) = parse_update(request.into_inner())?;
-        let updated = self.admin.update_token(&actor, &id, changes).await?;
+        let (id, changes, etag) = parse_update(request.into_inner())?;
+        let updated = self.admin.update_token(&actor, &id, changes, etag).await?;
         Ok(Response::new(proto::UpdateTokenResponse {
             token: Some(convert::token(&updated.token)),
             signing_key: shown_once(updated.signing_key.as_ref()),

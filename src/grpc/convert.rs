@@ -244,7 +244,22 @@ pub fn token(token: &model::Token) -> proto::Token {
         rotated_at: optional_timestamp(token.rotated_at),
         revoked_at: optional_timestamp(token.revoked_at),
         last_used_at: optional_timestamp(token.last_used_at),
+        etag: etag(token.version),
     }
+}
+
+/// A token's version as its etag, opaque to clients (AIP-154).
+pub fn etag(version: u64) -> String {
+    version.to_string()
+}
+
+/// The version an etag names; None when the text is not an etag this server issues.
+pub fn parse_etag(raw: &str) -> Option<u64> {
+    // `u64::from_str` alone would also take a leading `+`.
+    if raw.is_empty() || !raw.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 pub fn principal(principal: &model::Principal) -> proto::Principal {

@@ -87,6 +87,11 @@ impl From<AdminError> for Status {
                 format!("the owner already has {limit} live tokens; revoke one first"),
                 "OWNER_TOKEN_LIMIT",
             ),
+            AdminError::EtagMismatch => with_reason(
+                Code::Aborted,
+                "the token changed since the given etag; read it again and retry".to_owned(),
+                "ETAG_MISMATCH",
+            ),
             AdminError::BeyondOwner { field, grants } => {
                 let message = format!(
                     "{field}: beyond the owner's permissions: {}",

@@ -9,10 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use crate::domain::fields::{
+    ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
+};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
+use crate::domain::network::IpAllowlist;
+use crate::domain::permission::Grant;
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
@@ -41,6 +45,9 @@ pub enum StoreError {
     /// The owner already holds the maximum number of live tokens.
     #[error("the owner already has {limit} live tokens")]
     OwnerTokenLimit { limit: u32 },
+    /// The token changed since the version the caller based its write on.
+    #[error("the token changed since version {expected}")]
+    VersionMismatch { expected: u64 },
     /// A uniqueness rule was violated.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -86,6 +93,45 @@ pub struct Rotation {
     /// The token's new sealed signing key, None when it requires no signatures. The old key
     /// stays with the retired secret, so signed clients keep working through the grace period.
     pub new_signing_key: Option<SealedSigningKey>,
+    /// Rotating an expired token makes it live again, so it must fit under the owner's limit.
+    pub max_live_per_owner: u32,
+    /// Retired secrets whose grace ended before this instant are forgotten (their rows deleted):
+    /// Check then answers TOKEN_UNKNOWN for them instead of TOKEN_REVOKED with a leak report.
+    pub forget_retired_before: DateTime<Utc>,
+}
+
+/// How long a retired secret is still recognised (TOKEN_REVOKED, audited as a leak signal) after
+/// its grace period ended; older ones are deleted at the token's next rotation. Bounds the rows
+/// and the invalidation payload of a token rotated often, while keeping the signal for the weeks
+/// in which a forgotten copy of an old secret is most likely to turn up.
+pub const RETIRED_SECRET_LEAK_WINDOW: chrono::Duration = chrono::Duration::days(30);
+
+/// The fields an UpdateToken's mask names; `None` leaves a field as it is, and the store writes
+/// only the columns of the fields that are set, so concurrent updates of different fields
+/// cannot undo each other.
+#[derive(Debug, Clone, Default)]
+pub struct TokenChanges {
+    pub name: Option<TokenName>,
+    pub description: Option<Description>,
+    pub permissions: Option<Vec<Grant>>,
+    pub roles: Option<Vec<RoleName>>,
+    pub allowed_ips: Option<IpAllowlist>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub require_signature: Option<bool>,
+}
+
+/// One UpdateToken as the store applies it.
+#[derive(Debug, Clone)]
+pub struct TokenUpdate<'a> {
+    pub id: TokenId,
+    pub changes: TokenChanges,
+    pub signing_key: SigningKeyUpdate<'a>,
+    pub updated_at: DateTime<Utc>,
+    /// Apply only if the token is still at this version (its etag); None applies regardless.
+    pub expected_version: Option<u64>,
+    /// A new expiry that makes an expired token live again must fit under the owner's limit.
+    pub max_live_per_owner: u32,
 }
 
 /// What an update does to a token's sealed signing key.
@@ -197,19 +243,24 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError>;
 
-    /// Replaces the mutable fields (name, description, permissions, roles, allowed_ips, rate
-    /// limit, expiry, require_signature, updated_at) of a token that is not revoked, and its
-    /// signing key as `signing_key` says, in one statement.
+    /// Writes only the fields `update.changes` sets (and `updated_at`, the signing key as
+    /// `update.signing_key` says, and a new version) of a token that is not revoked; with
+    /// `expected_version`, only if the token is still at that version (else `VersionMismatch`).
+    /// A new expiry that revives an expired token is refused with `OwnerTokenLimit` when the
+    /// owner already holds `max_live_per_owner` live tokens, serialised with creates on the
+    /// owner's row.
     async fn update_token(
         &self,
-        token: &Token,
-        signing_key: SigningKeyUpdate<'_>,
+        update: &TokenUpdate<'_>,
         audit: &AuditEvent,
     ) -> Result<Token, StoreError>;
 
     /// Gives a token that is not revoked a new secret; the old one is kept as retired, usable
-    /// until `old_secret_grace_until` and recognised (as revoked) after it. Clears the token's
-    /// usage history (and `last_used_at`) in the same transaction.
+    /// until `old_secret_grace_until` and recognised (as revoked) after it, until a later
+    /// rotation forgets it (`forget_retired_before`); retired secrets past their grace lose their
+    /// signing key. Clears the token's usage history (and `last_used_at`) in the same
+    /// transaction. Rotating an expired token revives it: refused with `OwnerTokenLimit` when
+    /// the owner already holds `max_live_per_owner` live tokens.
     async fn rotate_token(
         &self,
         rotation: &Rotation,
@@ -261,7 +312,9 @@ pub trait Store: Send + Sync + 'static {
     /// The stored status, or `ApiStatus::never_set` when there is none.
     async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError>;
 
-    /// Audit events with id greater than `after_id`, oldest first.
+    /// Audit events with id greater than `after_id`, oldest first. Never returns an event while
+    /// an event with a smaller id may still commit (on Postgres it waits for in-flight audit
+    /// inserts; SQLite has one writer at a time), so paging by the last id never skips one.
     async fn list_audit_events(
         &self,
         tenant: Option<&Tenant>,
@@ -294,6 +347,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes an audit event that belongs to no store mutation (a retired secret presented).
     async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Writes the audit event of a retired secret presented (`event`, which names its token)
+    /// unless one was already written for that token in the UTC minute of `event.time`,
+    /// atomically across concurrent callers and replicas; returns whether it was written.
+    async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError>;
 
     /// Every secret hash of a token, current and retired, so caches can drop them all.
     async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError>;

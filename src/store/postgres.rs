@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use super::invalidation::{CHANNEL, Invalidation, InvalidationSink};
+use super::invalidation::{CHANNEL, Invalidation, InvalidationSink, MAX_PAYLOAD_BYTES};
 use super::sql::{map_error, migrate_error};
 use super::{PoolOptions, StoreError};
 
@@ -55,9 +55,19 @@ impl PostgresStore {
         &self,
         invalidation: &Invalidation,
     ) -> Result<(), StoreError> {
+        let (payload, fell_back_to) = invalidation.encode_within(MAX_PAYLOAD_BYTES);
+        if let Some(coarser) = fell_back_to {
+            metrics::counter!("tessera_invalidation_fallbacks_total", "to" => coarser.kind())
+                .increment(1);
+            tracing::info!(
+                from = invalidation.kind(),
+                to = coarser.kind(),
+                "invalidation too large for one notification; publishing a coarser one"
+            );
+        }
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(invalidation.encode())
+            .bind(payload)
             .execute(&self.pool)
             .await
             .map_err(map_error)?;

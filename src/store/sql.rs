@@ -22,7 +22,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::{Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery};
+use super::{
+    Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery,
+    TokenUpdate,
+};
 use super::{TokensNeedingAttention, UsageCutoffs};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
@@ -57,7 +60,8 @@ macro_rules! token_columns {
             $prefix, "expires_at, ",
             $prefix, "rotated_at, ",
             $prefix, "revoked_at, ",
-            $prefix, "last_used_at"
+            $prefix, "last_used_at, ",
+            $prefix, "version"
         )
     };
 }
@@ -68,15 +72,17 @@ macro_rules! token_columns {
 /// how replicas hear of each other's writes). Names resolve where the macro is invoked, that
 /// is, in this module.
 ///
-/// `json_array_elements` is the one dialect difference in queries: a subquery yielding the
+/// `json_array_elements` is a dialect difference in queries: a subquery yielding the
 /// elements of the JSON text array bound as `$2`, so `get_roles` is a single statement whatever
-/// the number of names.
+/// the number of names. `wait_for_audit_writers` is the statement that makes a reader of the
+/// audit log wait until no audit insert is in flight (see `list_audit_events`).
 macro_rules! impl_store {
     (
         store: $store:ty,
         database: $database:ty,
         backend: $backend:literal,
-        json_array_elements: $json_array_elements:literal $(,)?
+        json_array_elements: $json_array_elements:literal,
+        wait_for_audit_writers: $wait_for_audit_writers:literal $(,)?
     ) => {
         impl $store {
             async fn insert_audit_row(
@@ -150,6 +156,46 @@ macro_rules! impl_store {
                 rows.into_iter().map(RoleRow::into_role).collect()
             }
 
+            /// Refuses to make an expired token of `owner_id` live again when the owner already
+            /// holds `limit` live tokens at `now`. Locks the owner's row before counting, as
+            /// `create_token` does, so concurrent creates, rotations and updates of one owner's
+            /// tokens count one after the other. Callers hold the token's row lock already:
+            /// token before owner everywhere (a create locks only the owner), so no two writers
+            /// wait on each other in a cycle.
+            async fn ensure_room_to_revive(
+                connection: &mut <$database as sqlx::Database>::Connection,
+                tenant: &str,
+                owner_id: &str,
+                now: i64,
+                limit: u32,
+            ) -> Result<(), StoreError> {
+                // A token whose owner row is gone is still counted (Check denies it anyway).
+                sqlx::query(
+                    "UPDATE principals SET updated_at = updated_at \
+                     WHERE tenant = $1 AND id = $2",
+                )
+                .bind(tenant)
+                .bind(owner_id)
+                .execute(&mut *connection)
+                .await
+                .map_err(map_error)?;
+                let live_tokens: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM tokens \
+                     WHERE tenant = $1 AND owner_id = $2 \
+                     AND revoked_at IS NULL AND expires_at > $3",
+                )
+                .bind(tenant)
+                .bind(owner_id)
+                .bind(now)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(map_error)?;
+                if live_tokens >= i64::from(limit) {
+                    return Err(StoreError::OwnerTokenLimit { limit });
+                }
+                Ok(())
+            }
+
             usage_methods!(database: $database);
         }
 
@@ -214,7 +260,7 @@ macro_rules! impl_store {
                     token_columns!(""),
                     ", secret_hash, signing_key) VALUES \
                      ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                     $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                     $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19) \
                      RETURNING ",
                     token_columns!("")
                 ))
@@ -304,43 +350,109 @@ macro_rules! impl_store {
 
             async fn update_token(
                 &self,
-                token: &Token,
-                signing_key: SigningKeyUpdate<'_>,
+                update: &TokenUpdate<'_>,
                 audit: &AuditEvent,
             ) -> Result<Token, StoreError> {
-                let params = TokenParams::of(token);
-                let (replace_signing_key, new_signing_key) = match signing_key {
-                    SigningKeyUpdate::Keep => (false, None),
-                    SigningKeyUpdate::Replace(key) => (true, Some(key.as_bytes())),
-                    SigningKeyUpdate::Remove => (true, None),
-                };
+                let changes = &update.changes;
+                let updated_at = micros(update.updated_at);
                 let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                let row: Option<TokenRow> = sqlx::query_as(concat!(
-                    "UPDATE tokens SET name = $2, description = $3, permissions = $4, roles = $5, \
-                     allowed_ips = $6, rate_limit_per_minute = $7, expires_at = $8, \
-                     require_signature = $9, updated_at = $10, \
-                     signing_key = CASE WHEN $11 THEN $12 ELSE signing_key END \
-                     WHERE id = $1 AND revoked_at IS NULL RETURNING ",
-                    token_columns!("")
-                ))
-                .bind(token.id.as_str())
-                .bind(token.name.as_str())
-                .bind(token.description.as_str())
-                .bind(params.permissions)
-                .bind(params.roles)
-                .bind(params.allowed_ips)
-                .bind(params.rate_limit_per_minute)
-                .bind(params.expires_at)
-                .bind(token.require_signature)
-                .bind(params.updated_at)
-                .bind(replace_signing_key)
-                .bind(new_signing_key)
+
+                // Locks the token and reads what the checks below need. Then only the columns
+                // of the mask are written: a concurrent update of other fields keeps its values.
+                let current: Option<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+                    "UPDATE tokens SET version = version WHERE id = $1 \
+                     RETURNING tenant, owner_id, expires_at, revoked_at, version",
+                )
+                .bind(update.id.as_str())
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(map_error)?;
-                let Some(row) = row else {
-                    return Err(Self::missing_or_revoked(&mut transaction, &token.id).await);
+                let Some((tenant, owner_id, expires_at, revoked_at, version)) = current else {
+                    return Err(StoreError::NotFound("token"));
                 };
+                if revoked_at.is_some() {
+                    return Err(StoreError::TokenRevoked);
+                }
+                if let Some(expected) = update.expected_version {
+                    if u64::try_from(version).ok() != Some(expected) {
+                        return Err(StoreError::VersionMismatch { expected });
+                    }
+                }
+                if let Some(new_expires_at) = changes.expires_at {
+                    let revives = expires_at <= updated_at && micros(new_expires_at) > updated_at;
+                    if revives {
+                        Self::ensure_room_to_revive(
+                            &mut transaction,
+                            &tenant,
+                            &owner_id,
+                            updated_at,
+                            update.max_live_per_owner,
+                        )
+                        .await?;
+                    }
+                }
+
+                let mut builder = sqlx::QueryBuilder::<$database>::new(
+                    "UPDATE tokens SET version = version + 1, updated_at = ",
+                );
+                builder.push_bind(updated_at);
+                if let Some(name) = &changes.name {
+                    builder.push(", name = ").push_bind(name.as_str());
+                }
+                if let Some(description) = &changes.description {
+                    builder
+                        .push(", description = ")
+                        .push_bind(description.as_str());
+                }
+                if let Some(permissions) = &changes.permissions {
+                    builder
+                        .push(", permissions = ")
+                        .push_bind(grants_json(permissions));
+                }
+                if let Some(roles) = &changes.roles {
+                    builder
+                        .push(", roles = ")
+                        .push_bind(strings_json(roles.iter().map(RoleName::as_str)));
+                }
+                if let Some(allowed_ips) = &changes.allowed_ips {
+                    let networks = allowed_ips.to_strings();
+                    builder
+                        .push(", allowed_ips = ")
+                        .push_bind(strings_json(networks.iter().map(String::as_str)));
+                }
+                if let Some(rate_limit) = changes.rate_limit_per_minute {
+                    builder
+                        .push(", rate_limit_per_minute = ")
+                        .push_bind(i64::from(rate_limit));
+                }
+                if let Some(new_expires_at) = changes.expires_at {
+                    builder
+                        .push(", expires_at = ")
+                        .push_bind(micros(new_expires_at));
+                }
+                if let Some(require_signature) = changes.require_signature {
+                    builder
+                        .push(", require_signature = ")
+                        .push_bind(require_signature);
+                }
+                match update.signing_key {
+                    SigningKeyUpdate::Keep => {}
+                    SigningKeyUpdate::Replace(key) => {
+                        builder.push(", signing_key = ").push_bind(key.as_bytes());
+                    }
+                    SigningKeyUpdate::Remove => {
+                        builder.push(", signing_key = NULL");
+                    }
+                }
+                builder
+                    .push(" WHERE id = ")
+                    .push_bind(update.id.as_str())
+                    .push(concat!(" RETURNING ", token_columns!("")));
+                let row: TokenRow = builder
+                    .build_query_as()
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
                 Self::commit_with_audit(transaction, audit).await?;
                 row.into_token()
             }
@@ -355,21 +467,52 @@ macro_rules! impl_store {
 
                 // Locks the token first, so two concurrent rotations cannot both retire the same
                 // secret and one of them lose its new one.
-                let current: Option<(Vec<u8>, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+                let current: Option<LockedForRotation> = sqlx::query_as(
                     "UPDATE tokens SET updated_at = updated_at WHERE id = $1 \
-                     RETURNING secret_hash, revoked_at, signing_key",
+                     RETURNING secret_hash, revoked_at, signing_key, tenant, owner_id, expires_at",
                 )
                 .bind(rotation.id.as_str())
                 .fetch_optional(&mut *transaction)
                 .await
                 .map_err(map_error)?;
-                let (old_secret_hash, old_signing_key) = match current {
-                    None => return Err(StoreError::NotFound("token")),
-                    Some((_, Some(_revoked_at), _)) => return Err(StoreError::TokenRevoked),
-                    Some((old_secret_hash, None, old_signing_key)) => {
-                        (old_secret_hash, old_signing_key)
-                    }
+                let Some(current) = current else {
+                    return Err(StoreError::NotFound("token"));
                 };
+                if current.revoked_at.is_some() {
+                    return Err(StoreError::TokenRevoked);
+                }
+                // The new expiry always lies ahead, so an expired token comes back to life.
+                if current.expires_at <= rotated_at {
+                    Self::ensure_room_to_revive(
+                        &mut transaction,
+                        &current.tenant,
+                        &current.owner_id,
+                        rotated_at,
+                        rotation.max_live_per_owner,
+                    )
+                    .await?;
+                }
+
+                // Retired secrets long past their grace are forgotten, and those past it no
+                // longer need the signing key that went with them: only their hash still
+                // serves, to recognise a leaked old secret.
+                sqlx::query("DELETE FROM retired_secrets WHERE token_id = $1 AND grace_until < $2")
+                    .bind(rotation.id.as_str())
+                    .bind(micros(rotation.forget_retired_before))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                sqlx::query(
+                    "UPDATE retired_secrets SET signing_key = NULL \
+                     WHERE token_id = $1 AND grace_until <= $2 AND signing_key IS NOT NULL",
+                )
+                .bind(rotation.id.as_str())
+                .bind(rotated_at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                let (old_secret_hash, old_signing_key) =
+                    (current.secret_hash, current.signing_key);
 
                 // The old secret keeps the signing key it was issued with.
                 sqlx::query(
@@ -402,7 +545,8 @@ macro_rules! impl_store {
                 // under the previous rotation (see usage_sql.rs).
                 let row: TokenRow = sqlx::query_as(concat!(
                     "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
-                     updated_at = $4, expires_at = $5, last_used_at = NULL \
+                     updated_at = $4, expires_at = $5, last_used_at = NULL, \
+                     version = version + 1 \
                      WHERE id = $1 RETURNING ",
                     token_columns!("")
                 ))
@@ -434,7 +578,7 @@ macro_rules! impl_store {
             ) -> Result<Token, StoreError> {
                 let mut transaction = self.pool.begin().await.map_err(map_error)?;
                 let row: Option<TokenRow> = sqlx::query_as(concat!(
-                    "UPDATE tokens SET revoked_at = $2, updated_at = $2 \
+                    "UPDATE tokens SET revoked_at = $2, updated_at = $2, version = version + 1 \
                      WHERE id = $1 AND revoked_at IS NULL RETURNING ",
                     token_columns!("")
                 ))
@@ -637,6 +781,18 @@ macro_rules! impl_store {
                 after_id: i64,
                 limit: u32,
             ) -> Result<Vec<AuditEvent>, StoreError> {
+                // Ids are taken when an event is inserted, but events become visible when their
+                // transaction commits, which may be later than a transaction that took a larger
+                // id. A reader that returned the larger one would page past the smaller for good.
+                // So the page is read only once no audit insert is in flight (on Postgres a SHARE
+                // lock, which waits for every open transaction that inserted into the table and
+                // holds new inserts back for the length of this one read): then every id below
+                // the largest one seen belongs to a finished transaction.
+                let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                sqlx::query($wait_for_audit_writers)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
                 let mut builder = sqlx::QueryBuilder::<$database>::new(
                     "SELECT id, time, actor, action, tenant, token_id, principal_id, summary, \
                      admin_key FROM audit_events WHERE id > ",
@@ -650,9 +806,10 @@ macro_rules! impl_store {
                     .push_bind(i64::from(limit));
                 let rows: Vec<AuditRow> = builder
                     .build_query_as()
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *transaction)
                     .await
                     .map_err(map_error)?;
+                transaction.commit().await.map_err(map_error)?;
                 rows.into_iter().map(AuditRow::into_event).collect()
             }
 
@@ -743,6 +900,42 @@ macro_rules! impl_store {
                 Self::insert_audit_row(&mut connection, event).await
             }
 
+            async fn report_retired_secret_use(
+                &self,
+                event: &AuditEvent,
+            ) -> Result<bool, StoreError> {
+                let token_id = event.token_id.as_ref().ok_or_else(|| {
+                    StoreError::Internal("a retired secret report names no token".to_owned())
+                })?;
+                let minute = event.time.timestamp().div_euclid(60);
+                let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                // The primary key decides: of concurrent reports for one token and minute, one
+                // inserts, the others wait for it to commit and then insert nothing.
+                let claimed = sqlx::query(
+                    "INSERT INTO retired_secret_reports (token_id, minute) VALUES ($1, $2) \
+                     ON CONFLICT (token_id, minute) DO NOTHING",
+                )
+                .bind(token_id.as_str())
+                .bind(minute)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "DELETE FROM retired_secret_reports WHERE token_id = $1 AND minute < $2",
+                )
+                .bind(token_id.as_str())
+                .bind(minute)
+                .execute(&mut *transaction)
+                .await
+                .map_err(map_error)?;
+                Self::commit_with_audit(transaction, event).await?;
+                Ok(true)
+            }
+
             async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {
                 let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
                     "SELECT secret_hash FROM tokens WHERE id = $1 \
@@ -808,6 +1001,7 @@ impl_store! {
     database: sqlx::Postgres,
     backend: "postgres",
     json_array_elements: "SELECT jsonb_array_elements_text($2::jsonb)",
+    wait_for_audit_writers: "LOCK TABLE audit_events IN SHARE MODE",
 }
 
 impl_store! {
@@ -815,6 +1009,9 @@ impl_store! {
     database: sqlx::Sqlite,
     backend: "sqlite",
     json_array_elements: "SELECT value FROM json_each($2)",
+    // One writer at a time, and an event's id is taken inside its writer's transaction: ids
+    // become visible in the order they were taken, so there is nothing to wait for.
+    wait_for_audit_writers: "SELECT 1",
 }
 
 /// Maps every sqlx error to the store's small set; the one place this is decided.
@@ -973,6 +1170,18 @@ struct TokenRow {
     rotated_at: Option<i64>,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
+    version: i64,
+}
+
+/// What a rotation reads from the token row it locks.
+#[derive(sqlx::FromRow)]
+struct LockedForRotation {
+    secret_hash: Vec<u8>,
+    revoked_at: Option<i64>,
+    signing_key: Option<Vec<u8>>,
+    tenant: String,
+    owner_id: String,
+    expires_at: i64,
 }
 
 impl TokenRow {
@@ -1007,6 +1216,7 @@ impl TokenRow {
             rotated_at: optional_instant(self.rotated_at)?,
             revoked_at: optional_instant(self.revoked_at)?,
             last_used_at: optional_instant(self.last_used_at)?,
+            version: u64::try_from(self.version).map_err(|_| corrupt("tokens.version"))?,
         })
     }
 }

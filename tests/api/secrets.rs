@@ -1427,6 +1427,7 @@ fn sample_token(id: tessera::domain::fields::TokenId, hint: &str) -> tessera::do
         rotated_at: None,
         revoked_at: None,
         last_used_at: None,
+        version: 1,
     }
 }
 

@@ -22,7 +22,8 @@ use tessera::domain::usage::{
 };
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    PoolOptions, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery, UsageCutoffs, connect,
+    PoolOptions, Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery,
+    TokenUpdate, UsageCutoffs, connect,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -67,6 +68,13 @@ macro_rules! store_suite {
                 a_usage_flush_written_twice_is_counted_once,
                 a_tokens_distinct_endpoints_per_day_stop_at_the_bound_and_the_rest_count_as_other,
                 pruning_forgets_flush_ids_older_than_the_retention,
+                an_update_writes_only_the_fields_it_names,
+                an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing,
+                every_admin_write_of_a_token_changes_its_version,
+                extending_an_expired_token_respects_the_owner_limit,
+                rotating_an_expired_token_respects_the_owner_limit,
+                retired_secrets_are_forgotten_once_past_the_leak_window,
+                concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute,
             );
             store_suite!(@database_tests $backend;
                 connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
@@ -150,6 +158,92 @@ async fn a_published_invalidation_reaches_another_postgres_replica() {
 
     assert_eq!(next_invalidation(&mut received).await, published);
     feed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_too_large_for_one_notification_reaches_another_replica_coarser() {
+    let database = TestDatabase::postgres().await;
+    let publisher = open(&database).await;
+    let watcher = open(&database).await;
+    let (sink, mut received) = RecordingSink::new();
+    let feed = watcher.watch_invalidations(sink).expect("feed");
+    assert_eq!(
+        next_invalidation(&mut received).await,
+        Invalidation::Everything
+    );
+    // 200 hashes: about 13 KB as JSON, beyond NOTIFY's 8000 bytes.
+    let token_id = TokenId::generate();
+    let hashes = (0..200)
+        .map(|n| SecretHash::of(&format!("tsk_{n}")))
+        .collect();
+
+    publisher
+        .publish(&Invalidation::TokenSecrets {
+            token_id: token_id.clone(),
+            hashes,
+        })
+        .await
+        .expect("published");
+
+    assert_eq!(
+        next_invalidation(&mut received).await,
+        Invalidation::Token(token_id)
+    );
+    feed.abort();
+}
+
+/// While a transaction that inserted an audit event is still open, a later event commits; a
+/// page read then must not step past the first event, or paging on from its cursor skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_the_audit_log_never_skips_an_event_that_commits_late() {
+    let database = TestDatabase::postgres().await;
+    let store = open(&database).await;
+    let mut held = <sqlx::PgConnection as sqlx::Connection>::connect(database.url())
+        .await
+        .expect("connection");
+    sqlx::query("BEGIN")
+        .execute(&mut held)
+        .await
+        .expect("begin");
+    let held_id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_events (time, actor, action, tenant, summary) \
+         VALUES (0, 'admin:test', 'token.create', 'acme', 'held') RETURNING id",
+    )
+    .fetch_one(&mut held)
+    .await
+    .expect("held insert");
+    store
+        .insert_audit_event(&audit("token.revoke", "acme"))
+        .await
+        .expect("a later event commits");
+
+    let reader = Arc::clone(&store);
+    let first_page = tokio::spawn(async move { reader.list_audit_events(None, 0, 100).await });
+    // The reader must still be waiting, for as long as the held transaction stays open.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiting = !first_page.is_finished();
+    sqlx::query("COMMIT")
+        .execute(&mut held)
+        .await
+        .expect("commit");
+    let first_page = first_page.await.expect("joined").expect("page");
+    let cursor = first_page.last().map_or(0, |event| event.id);
+    let second_page = store
+        .list_audit_events(None, cursor, 100)
+        .await
+        .expect("page");
+
+    let seen: Vec<i64> = first_page
+        .iter()
+        .chain(&second_page)
+        .map(|event| event.id)
+        .collect();
+    assert!(
+        seen.contains(&held_id),
+        "the late event {held_id} was skipped: pages saw {seen:?}"
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(waiting, "the page was read past an open audit insert");
 }
 
 #[tokio::test]
@@ -279,6 +373,7 @@ fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
             rotated_at: None,
             revoked_at: None,
             last_used_at: None,
+            version: 1,
         },
         secret_hash: secret.hash,
         signing_key: None,
@@ -329,8 +424,31 @@ fn rotation_of(token: &Token, at: DateTime<Utc>, grace: Duration) -> (Rotation, 
         new_expires_at: at + Duration::days(90),
         old_secret_grace_until: at + grace,
         new_signing_key: None,
+        max_live_per_owner: 64,
+        forget_retired_before: at - Duration::days(30),
     };
     (rotation, secret.hash)
+}
+
+/// An update that writes every mutable field of `token` as it is given.
+fn every_field_of(token: &Token) -> TokenUpdate<'static> {
+    TokenUpdate {
+        id: token.id.clone(),
+        changes: TokenChanges {
+            name: Some(token.name.clone()),
+            description: Some(token.description.clone()),
+            permissions: Some(token.permissions.clone()),
+            roles: Some(token.roles.clone()),
+            allowed_ips: Some(token.allowed_ips.clone()),
+            rate_limit_per_minute: Some(token.rate_limit_per_minute),
+            expires_at: Some(token.expires_at),
+            require_signature: Some(token.require_signature),
+        },
+        signing_key: SigningKeyUpdate::Keep,
+        updated_at: token.updated_at,
+        expected_version: None,
+        max_live_per_owner: 64,
+    }
 }
 
 async fn all_audit_events(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
@@ -469,11 +587,7 @@ async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>)
 
     let got = store.get_token(&ghost.id).await;
     let updated = store
-        .update_token(
-            &ghost,
-            SigningKeyUpdate::Keep,
-            &audit("token.update", "acme"),
-        )
+        .update_token(&every_field_of(&ghost), &audit("token.update", "acme"))
         .await;
     let rotated = store
         .rotate_token(&rotation, &audit("token.rotate", "acme"))
@@ -622,17 +736,14 @@ async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(store: Arc<dyn
     changed.require_signature = true;
     changed.expires_at = created.expires_at + Duration::days(7);
     changed.updated_at = created.updated_at + Duration::seconds(5);
+    changed.version = created.version + 1;
     // Not mutable through an update: these must come back as stored.
     let mut attempted = changed.clone();
     attempted.secret_hint = "tsk_…fake".to_owned();
     attempted.created_at = created.created_at - Duration::days(1);
 
     let updated = store
-        .update_token(
-            &attempted,
-            SigningKeyUpdate::Keep,
-            &audit("token.update", "acme"),
-        )
+        .update_token(&every_field_of(&attempted), &audit("token.update", "acme"))
         .await
         .expect("updated");
 
@@ -654,11 +765,7 @@ async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
     changed.name = TokenName::parse("renamed").expect("valid");
 
     let result = store
-        .update_token(
-            &changed,
-            SigningKeyUpdate::Keep,
-            &audit("token.update", "acme"),
-        )
+        .update_token(&every_field_of(&changed), &audit("token.update", "acme"))
         .await;
 
     assert!(
@@ -1044,7 +1151,7 @@ async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
         .expect("create");
     let update_event = token_event("token.update");
     store
-        .update_token(&token, SigningKeyUpdate::Keep, &update_event)
+        .update_token(&every_field_of(&token), &update_event)
         .await
         .expect("update");
     let rotate_event = token_event("token.rotate");
@@ -1111,11 +1218,7 @@ async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
             .await
             .err(),
         store
-            .update_token(
-                &token,
-                SigningKeyUpdate::Keep,
-                &audit("token.update", "acme"),
-            )
+            .update_token(&every_field_of(&token), &audit("token.update", "acme"))
             .await
             .err(),
         store
@@ -1532,4 +1635,290 @@ async fn pruning_forgets_flush_ids_older_than_the_retention(store: Arc<dyn Store
     // Its id forgotten, the same batch would now be written again.
     store.write_usage(&batch).await.expect("written again");
     assert_eq!(usage_of(&store, &token).await.totals.calls, 2);
+}
+
+// ---- optimistic concurrency, the owner limit on revival, retired secrets ----
+
+/// An update that writes only `changes`.
+fn update_of(token: &Token, changes: TokenChanges) -> TokenUpdate<'static> {
+    TokenUpdate {
+        changes,
+        updated_at: now(),
+        ..every_field_of(token)
+    }
+}
+
+async fn an_update_writes_only_the_fields_it_names(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    // Both updates are built from the same read, as two concurrent admins would.
+    let rename = update_of(
+        &created,
+        TokenChanges {
+            name: Some(TokenName::parse("renamed").expect("valid")),
+            ..TokenChanges::default()
+        },
+    );
+    let limit = update_of(
+        &created,
+        TokenChanges {
+            rate_limit_per_minute: Some(30),
+            ..TokenChanges::default()
+        },
+    );
+
+    store
+        .update_token(&rename, &audit("token.update", "acme"))
+        .await
+        .expect("renamed");
+    let updated = store
+        .update_token(&limit, &audit("token.update", "acme"))
+        .await
+        .expect("limited");
+
+    assert_eq!(updated.name.as_str(), "renamed");
+    assert_eq!(updated.rate_limit_per_minute, 30);
+    assert_eq!(updated.permissions, created.permissions);
+    assert_eq!(updated.expires_at, created.expires_at);
+    assert_eq!(store.get_token(&created.id).await.expect("read"), updated);
+}
+
+async fn an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let rename = |name: &str, version: u64| TokenUpdate {
+        expected_version: Some(version),
+        ..update_of(
+            &created,
+            TokenChanges {
+                name: Some(TokenName::parse(name).expect("valid")),
+                ..TokenChanges::default()
+            },
+        )
+    };
+    let first = store
+        .update_token(
+            &rename("first", created.version),
+            &audit("token.update", "acme"),
+        )
+        .await
+        .expect("the current version applies");
+    let before = all_audit_events(&store).await;
+
+    let stale = store
+        .update_token(
+            &rename("second", created.version),
+            &audit("token.update", "acme"),
+        )
+        .await;
+
+    assert!(
+        matches!(stale, Err(StoreError::VersionMismatch { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(store.get_token(&created.id).await.expect("read"), first);
+    assert_eq!(all_audit_events(&store).await, before);
+}
+
+async fn every_admin_write_of_a_token_changes_its_version(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let updated = store
+        .update_token(&every_field_of(&created), &audit("token.update", "acme"))
+        .await
+        .expect("updated");
+    let (rotation, _) = rotation_of(&updated, now(), Duration::zero());
+    let rotated = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await
+        .expect("rotated");
+    let revoked = store
+        .revoke_token(&created.id, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+
+    let versions = [
+        created.version,
+        updated.version,
+        rotated.version,
+        revoked.version,
+    ];
+    assert_eq!(versions, [1, 2, 3, 4]);
+}
+
+/// `owner` with `live` live tokens and one that expired an hour ago, which is returned.
+async fn expired_token_beside(store: &Arc<dyn Store>, owner: &Principal, live: usize) -> NewToken {
+    for _ in 0..live {
+        create_for(store, owner).await;
+    }
+    let mut expired = new_token(owner, now() - Duration::days(2));
+    expired.token.expires_at = now() - Duration::hours(1);
+    create(store, &expired).await;
+    expired
+}
+
+async fn extending_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let expired = expired_token_beside(&store, &owner, 2).await.token;
+    let extend = |limit: u32| TokenUpdate {
+        max_live_per_owner: limit,
+        ..update_of(
+            &expired,
+            TokenChanges {
+                expires_at: Some(now() + Duration::days(30)),
+                ..TokenChanges::default()
+            },
+        )
+    };
+    let rename = TokenUpdate {
+        max_live_per_owner: 2,
+        ..update_of(
+            &expired,
+            TokenChanges {
+                name: Some(TokenName::parse("still expired").expect("valid")),
+                ..TokenChanges::default()
+            },
+        )
+    };
+
+    let at_the_limit = store
+        .update_token(&extend(2), &audit("token.update", "acme"))
+        .await;
+    let renamed = store
+        .update_token(&rename, &audit("token.update", "acme"))
+        .await;
+    let below_the_limit = store
+        .update_token(&extend(3), &audit("token.update", "acme"))
+        .await;
+
+    assert!(
+        matches!(at_the_limit, Err(StoreError::OwnerTokenLimit { limit: 2 })),
+        "{at_the_limit:?}"
+    );
+    assert!(
+        renamed.is_ok(),
+        "an expired token that stays expired: {renamed:?}"
+    );
+    assert!(below_the_limit.is_ok(), "{below_the_limit:?}");
+}
+
+async fn rotating_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let expired = expired_token_beside(&store, &owner, 2).await;
+    let (mut rotation, new_hash) = rotation_of(&expired.token, now(), Duration::zero());
+    rotation.max_live_per_owner = 2;
+
+    let at_the_limit = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await;
+    let old_secret = store
+        .find_credential(&expired.secret_hash)
+        .await
+        .expect("lookup")
+        .expect("still recognised")
+        .secret_match;
+    rotation.max_live_per_owner = 3;
+    let below_the_limit = store
+        .rotate_token(&rotation, &audit("token.rotate", "acme"))
+        .await;
+
+    assert!(
+        matches!(at_the_limit, Err(StoreError::OwnerTokenLimit { limit: 2 })),
+        "{at_the_limit:?}"
+    );
+    assert_eq!(
+        old_secret,
+        SecretMatch::Current,
+        "the refused rotation wrote nothing"
+    );
+    assert!(below_the_limit.is_ok(), "{below_the_limit:?}");
+    assert!(
+        store
+            .find_credential(&new_hash)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+}
+
+async fn retired_secrets_are_forgotten_once_past_the_leak_window(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    create(&store, &new).await;
+    let first_at = now();
+    let (first, second_hash) = rotation_of(&new.token, first_at, Duration::zero());
+    store
+        .rotate_token(&first, &audit("token.rotate", "acme"))
+        .await
+        .expect("first rotation");
+    // The first secret's grace ended at `first_at`; the second rotation forgets what ended
+    // before a second later, and keeps the secret it retires itself.
+    let second_at = first_at + Duration::seconds(2);
+    let (mut second, _) = rotation_of(&new.token, second_at, Duration::minutes(5));
+    second.forget_retired_before = first_at + Duration::seconds(1);
+    store
+        .rotate_token(&second, &audit("token.rotate", "acme"))
+        .await
+        .expect("second rotation");
+
+    assert!(
+        store
+            .find_credential(&new.secret_hash)
+            .await
+            .expect("lookup")
+            .is_none(),
+        "the first secret is forgotten"
+    );
+    assert_eq!(
+        store
+            .find_credential(&second_hash)
+            .await
+            .expect("lookup")
+            .expect("the second secret is still recognised")
+            .secret_match,
+        SecretMatch::Retired {
+            grace_until: second_at + Duration::minutes(5)
+        }
+    );
+    assert_eq!(
+        store
+            .secret_hashes(&new.token.id)
+            .await
+            .expect("hashes")
+            .len(),
+        2
+    );
+}
+
+async fn concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute(
+    store: Arc<dyn Store>,
+) {
+    let token_id = TokenId::generate();
+    let at = now();
+    let report = |time: DateTime<Utc>| AuditEvent {
+        time,
+        token_id: Some(token_id.clone()),
+        principal_id: Some(PrincipalId::parse("alice").expect("valid")),
+        ..audit("token.retired_secret_used", "acme")
+    };
+    let mut reports = JoinSet::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        let event = report(at);
+        reports.spawn(async move { store.report_retired_secret_use(&event).await });
+    }
+    let mut written = 0;
+    while let Some(result) = reports.join_next().await {
+        if result.expect("joined").expect("reported") {
+            written += 1;
+        }
+    }
+    let next_minute = store
+        .report_retired_secret_use(&report(at + Duration::seconds(60)))
+        .await
+        .expect("reported");
+
+    assert_eq!(written, 1);
+    assert!(next_minute, "a new minute is reported again");
+    assert_eq!(all_audit_events(&store).await.len(), 2);
 }

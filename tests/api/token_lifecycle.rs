@@ -253,6 +253,8 @@ backend_tests!(
     rotation_keeps_the_id_and_retires_the_old_secret_at_once,
     a_revoked_token_cannot_be_rotated_updated_or_revoked_again,
     list_tokens_pages_through_every_token_once,
+    a_stale_etag_is_aborted_and_changes_nothing,
+    rotating_or_extending_an_expired_token_respects_the_owner_limit,
 );
 
 #[tokio::test]
@@ -678,5 +680,230 @@ async fn a_restart_on_the_same_database_keeps_tokens_and_the_admin_key() {
             .is_admin_key(&tessera::domain::token::SecretHash::of(&app.admin_key))
             .await
             .expect("lookup")
+    );
+}
+
+fn rename(id: &str, name: &str, etag: &str) -> proto::UpdateTokenRequest {
+    proto::UpdateTokenRequest {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        etag: etag.to_owned(),
+        update_mask: Some(FieldMask {
+            paths: strings(&["name"]),
+        }),
+        ..Default::default()
+    }
+}
+
+async fn read_token(app: &TestApp, id: &str) -> proto::Token {
+    app.admin_client()
+        .await
+        .get_token(app.admin(proto::GetTokenRequest { id: id.to_owned() }))
+        .await
+        .expect("get")
+        .into_inner()
+        .token
+        .expect("token")
+}
+
+async fn a_stale_etag_is_aborted_and_changes_nothing(backend: Backend) {
+    let app = app_with_owner(backend).await;
+    let (token, _) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let mut client = app.admin_client().await;
+    assert!(!token.etag.is_empty(), "a token carries its etag");
+
+    let renamed = client
+        .update_token(app.admin(rename(&token.id, "first", &token.etag)))
+        .await
+        .expect("the current etag applies")
+        .into_inner()
+        .token
+        .expect("token");
+    let stale = client
+        .update_token(app.admin(rename(&token.id, "second", &token.etag)))
+        .await
+        .expect_err("a stale etag");
+    let read = read_token(&app, &token.id).await;
+    let unchecked = client
+        .update_token(app.admin(rename(&token.id, "third", "")))
+        .await
+        .expect("no etag, no check")
+        .into_inner()
+        .token
+        .expect("token");
+    let malformed = client
+        .update_token(app.admin(rename(&token.id, "fourth", "W/\"1\"")))
+        .await
+        .expect_err("not an etag");
+
+    assert_ne!(renamed.etag, token.etag, "every update changes the etag");
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    assert_eq!(
+        stale.get_details_error_info().map(|info| info.reason),
+        Some("ETAG_MISMATCH".to_owned())
+    );
+    assert_eq!(read.name, "first", "the stale update wrote nothing");
+    assert_eq!(read.etag, renamed.etag);
+    assert_eq!(unchecked.name, "third");
+    let huge = client
+        .update_token(app.admin(rename(&token.id, "fifth", &"9".repeat(100_000))))
+        .await
+        .expect_err("no version is that large");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&malformed), vec!["etag".to_owned()]);
+    assert_eq!(huge.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&huge), vec!["etag".to_owned()]);
+    assert!(huge.message().len() < 4096, "the etag is not quoted back");
+    assert_eq!(read_token(&app, &token.id).await.name, "third");
+}
+
+async fn rotating_or_extending_an_expired_token_respects_the_owner_limit(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.max_tokens_per_owner = 2).await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let mut short_lived = new_token(TENANT, "alice", &[]);
+    short_lived.ttl = Some(Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    let (expiring, _) = app.token(short_lived).await;
+    let started = std::time::Instant::now();
+    while read_token(&app, &expiring.id).await.state() != proto::TokenState::Expired {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The expired token does not count: two live ones fit beside it.
+    let (live, _) = app.token(new_token(TENANT, "alice", &[])).await;
+    app.token(new_token(TENANT, "alice", &[])).await;
+    let mut client = app.admin_client().await;
+    let rotate = proto::RotateTokenRequest {
+        id: expiring.id.clone(),
+        grace_period: None,
+    };
+    let extend = proto::UpdateTokenRequest {
+        id: expiring.id.clone(),
+        expires_at: Some(Timestamp {
+            seconds: now_seconds() + 86_400,
+            nanos: 0,
+        }),
+        update_mask: Some(FieldMask {
+            paths: strings(&["expires_at"]),
+        }),
+        ..Default::default()
+    };
+
+    let rotated = client
+        .rotate_token(app.admin(rotate.clone()))
+        .await
+        .expect_err("rotating would make a third live token");
+    let extended = client
+        .update_token(app.admin(extend.clone()))
+        .await
+        .expect_err("extending would make a third live token");
+    let still = read_token(&app, &expiring.id).await;
+    client
+        .revoke_token(app.admin(proto::RevokeTokenRequest { id: live.id }))
+        .await
+        .expect("revoke");
+    let revived = client
+        .update_token(app.admin(extend))
+        .await
+        .expect("room again once one is revoked")
+        .into_inner()
+        .token
+        .expect("token");
+
+    assert_eq!(rotated.code(), Code::ResourceExhausted, "{rotated:?}");
+    assert_eq!(extended.code(), Code::ResourceExhausted, "{extended:?}");
+    assert_eq!(still.state(), proto::TokenState::Expired);
+    assert_eq!(
+        still.secret_hint, expiring.secret_hint,
+        "nothing was written"
+    );
+    assert_eq!(revived.state(), proto::TokenState::Active);
+    assert_eq!(
+        client
+            .rotate_token(app.admin(rotate))
+            .await
+            .expect("a live token rotates")
+            .into_inner()
+            .token
+            .expect("token")
+            .state(),
+        proto::TokenState::Active
+    );
+}
+
+/// A token with more secrets than fit in one Postgres notification (their hashes alone pass
+/// 8000 bytes) is revoked on one replica; the other drops its cached entries of it all the same,
+/// old secret and current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_another_replica_even_when_the_tokens_secrets_do_not_fit_one_notification()
+ {
+    let app = app_with_owner(Backend::Postgres).await;
+    let replica = app.spawn_replica().await;
+    let (token, oldest) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let mut client = app.admin_client().await;
+    // 130 retired secrets, all within their grace: about 8,800 bytes of hex hashes.
+    let mut current = oldest.clone();
+    for _ in 0..130 {
+        current = client
+            .rotate_token(app.admin(proto::RotateTokenRequest {
+                id: token.id.clone(),
+                grace_period: Some(Duration {
+                    seconds: 3_600,
+                    nanos: 0,
+                }),
+            }))
+            .await
+            .expect("rotate")
+            .into_inner()
+            .secret;
+    }
+    let check = |secret: &str| proto::CheckRequest {
+        token: secret.to_owned(),
+        tenant: TENANT.to_owned(),
+        permission: "orders:read".to_owned(),
+        ..Default::default()
+    };
+    // Both now sit in the replica's cache.
+    assert!(replica.check(check(&oldest)).await.allowed);
+    assert!(replica.check(check(&current)).await.allowed);
+    let lookups_before = replica.store_lookups();
+
+    client
+        .revoke_token(app.admin(proto::RevokeTokenRequest {
+            id: token.id.clone(),
+        }))
+        .await
+        .expect("revoke");
+
+    // Well under the 60 s cache TTL, the only other way the replica would learn of it.
+    let bound = std::time::Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    for secret in [&oldest, &current] {
+        loop {
+            let answer = replica.check(check(secret)).await;
+            if answer.reason() == proto::DenyReason::TokenRevoked {
+                break;
+            }
+            assert!(
+                answer.allowed,
+                "{:?} before the revocation arrived",
+                answer.reason()
+            );
+            assert!(
+                started.elapsed() < bound,
+                "the replica still allows a revoked token"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        replica.store_lookups() > lookups_before,
+        "the replica refilled its entries from the store"
     );
 }
