@@ -719,9 +719,13 @@ mod tests {
             assert_eq!(envoy.token_header, "x-api-key");
             assert_eq!(envoy.trusted_hops, 2);
             assert_eq!(envoy.rules.unmatched(), Unmatched::Authenticate);
-            let rule = envoy.rules.find("GET", "/api/v1/orders/7").expect("rule");
+            let target = |path| crate::domain::http::RequestTarget::parse(path).expect("target");
+            let rule = envoy
+                .rules
+                .find("GET", &target("/api/v1/orders/7"))
+                .expect("rule");
             assert_eq!(rule.label("GET"), "GET /api/v1/orders/*");
-            assert!(envoy.rules.find("POST", "/health").is_some());
+            assert!(envoy.rules.find("POST", &target("/health")).is_some());
             Ok(())
         });
     }
