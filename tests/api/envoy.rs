@@ -1066,6 +1066,21 @@ mod example {
     }
 
     #[test]
+    fn the_example_bootstrap_has_envoy_resolve_paths_too_as_defence_in_depth() {
+        let bootstrap = bootstrap();
+        let manager = http_connection_manager(&bootstrap);
+        assert_eq!(manager["normalize_path"].as_bool(), Some(true));
+        assert_eq!(manager["merge_slashes"].as_bool(), Some(true));
+        assert_eq!(
+            text(
+                &manager["path_with_escaped_slashes_action"],
+                "path_with_escaped_slashes_action"
+            ),
+            "REJECT_REQUEST"
+        );
+    }
+
+    #[test]
     fn tessera_serves_the_service_that_ext_authz_v3_calls() {
         type EnvoyServer =
             envoy_types::ext_authz::v3::pb::AuthorizationServer<EnvoyAuthorizationApi>;
