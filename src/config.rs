@@ -617,10 +617,11 @@ pub struct EnvoyRule {
     /// An HTTP method; empty or `*` for any.
     #[serde(default)]
     pub method: String,
-    /// Exact path (without the query string). Give this or `prefix`.
+    /// Exact path (without the query string), compared with the request's normalized path
+    /// (src/domain/http.rs), so written normalized. Give this or `prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Path prefix.
+    /// Path prefix, written normalized like `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// What a match needs; empty: authentication only.
