@@ -123,6 +123,35 @@ def main() -> None:
             ("x-tessera-signature", b"sig"), ("x-tessera-signature", b"again")]))
     write("envoy_mapping", "unmatched", envoy_request(
         "DELETE", "/admin", "not an address", headers={"x-tenant": "*"}))
+    write("envoy_mapping", "traversal", envoy_request(
+        "FROB", "/api/v1/orders/%2e%2e/admin?x=1", "192.0.2.1",
+        headers={"authorization": "Bearer " + valid}))
+    write("envoy_mapping", "dot_segments", envoy_request(
+        "GET", "//api/v1/orders/../%6frders/./42", "192.0.2.1",
+        headers={"authorization": "Bearer " + valid}))
+
+    # Path traversal and parser-differential tricks (tests/api/envoy.rs holds the full corpus).
+    for name, target in [
+        ("plain", "/api/v1/orders/42?page=2"),
+        ("dot_segments", "/api/v1/orders/a/./b/../../42/"),
+        ("merged_slashes", "//api///v1/orders//42"),
+        ("encoded_letters", "/api/v1/%6frders/%34%32"),
+        ("encoded_dots", "/api/v1/orders/%2e%2e/.%2E/admin"),
+        ("encoded_separators", "/api/v1/orders/..%2f..%5cadmin"),
+        ("backslash", "/api/v1/orders/..\\admin"),
+        ("double_encoding", "/api/v1/orders/%252e%252e%252fadmin"),
+        ("overlong_utf8", "/api/v1/orders/%c0%ae%c0%ae/%e0%80%af"),
+        ("path_parameters", "/..;/admin/orders;jsessionid=1/42"),
+        ("control_bytes", "/api/v1/orders/42%00%0d%0a\t"),
+        ("fullwidth", "/api/v1/orders/%ef%bc%8e%ef%bc%8e/caf%C3%A9"),
+        ("ambiguous", "/api/v1/orders//../../admin"),
+        ("above_root", "/api/../../admin"),
+        ("absolute_form", "http://api.example.com/api/v1/orders/42"),
+        ("asterisk", "*"),
+        ("query_and_fragment", "/a/b?c=/../d&e=%2e%2e#f"),
+        ("kept_encoded", "/a%25b%3Fc%23d%20e%3bf/%7e%3a"),
+    ]:
+        write("request_target", name, target)
 
     def admin_request(seconds, nanos, ts_seconds, ts_nanos, lines):
         return struct.pack("<qiqi", seconds, nanos, ts_seconds, ts_nanos) + "\n".join(lines).encode()

@@ -9,7 +9,7 @@ root="$(cd .. && pwd)"
 
 CARGO_FUZZ_VERSION=0.13.2
 seconds="${FUZZ_SECONDS:-20}"
-targets=(token_parser permission_matching cidr_parsing envoy_mapping signature_parsing admin_request)
+targets=(token_parser permission_matching cidr_parsing envoy_mapping signature_parsing admin_request request_target)
 
 # No sanitizer: Tessera forbids unsafe code, so AddressSanitizer would watch only the standard
 # library and dependencies, while it needs nightly (-Zsanitizer) and slows every input. Without

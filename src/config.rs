@@ -700,10 +700,11 @@ pub struct EnvoyRule {
     /// An HTTP method; empty or `*` for any.
     #[serde(default)]
     pub method: String,
-    /// Exact path (without the query string). Give this or `prefix`.
+    /// Exact path (without the query string), compared with the request's normalized path
+    /// (src/domain/http.rs), so written normalized. Give this or `prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Path prefix.
+    /// Path prefix, written normalized like `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// What a match needs; empty: authentication only.
@@ -838,9 +839,13 @@ mod tests {
             assert_eq!(envoy.token_header, "x-api-key");
             assert_eq!(envoy.trusted_hops, 2);
             assert_eq!(envoy.rules.unmatched(), Unmatched::Authenticate);
-            let rule = envoy.rules.find("GET", "/api/v1/orders/7").expect("rule");
+            let target = |path| crate::domain::http::RequestTarget::parse(path).expect("target");
+            let rule = envoy
+                .rules
+                .find("GET", &target("/api/v1/orders/7"))
+                .expect("rule");
             assert_eq!(rule.label("GET"), "GET /api/v1/orders/*");
-            assert!(envoy.rules.find("POST", "/health").is_some());
+            assert!(envoy.rules.find("POST", &target("/health")).is_some());
             Ok(())
         });
     }

@@ -8,6 +8,8 @@
 //! Where each metric comes from:
 //! - `tessera_checks_total{reason}`, `tessera_store_credential_lookups_total` (cache misses),
 //!   `tessera_cache_requests_total`, `tessera_retired_secret_uses_total`: the Check path.
+//! - `tessera_gateway_path_refused_total{reason}`: gateway requests whose path was refused, by
+//!   the closed set of `PathError` names (src/domain/http.rs).
 //! - `tessera_grpc_requests_total{service,method,code}`,
 //!   `tessera_grpc_request_duration_seconds{service,method}` (Check latency is
 //!   `{service="tessera.v1.AuthorizationService",method="Check"}`, admin calls are
@@ -93,6 +95,10 @@ fn describe() {
     describe_counter!(
         "tessera_checks_total",
         "Check decisions, by reason (allowed or the deny reason)"
+    );
+    describe_counter!(
+        "tessera_gateway_path_refused_total",
+        "Gateway requests refused because their path cannot be resolved unambiguously, by reason"
     );
     describe_counter!(
         "tessera_cache_requests_total",

@@ -1,5 +1,6 @@
 //! Properties of the pure rules every Check relies on, over generated inputs: the owner's
-//! ceiling, wildcard matching, the token checksum and IP allowlists. The fuzz targets in `fuzz/`
+//! ceiling, wildcard matching, the token checksum, IP allowlists and the gateway's request-target
+//! parser (against a reference resolver written the obvious way). The fuzz targets in `fuzz/`
 //! feed the same code hostile bytes; these run on every `cargo test`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -9,6 +10,7 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use tessera::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
 use tessera::domain::fields::{Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
+use tessera::domain::http::RequestTarget;
 use tessera::domain::model::{CredentialRecord, Principal, Role, SecretMatch, Token};
 use tessera::domain::network::IpAllowlist;
 use tessera::domain::permission::{Grant, Permission, any_matches};
@@ -365,6 +367,290 @@ proptest! {
         prop_assert_eq!(generated.hash, token::SecretHash::of(secret));
         if other != prefix {
             prop_assert_eq!(token::parse(secret, &other), Err(MalformedToken::WrongPrefix));
+        }
+    }
+}
+
+/// The request-target rules of src/domain/http.rs written the obvious way, independently of it:
+/// decode the whole path byte by byte, re-encode what stays encoded, then run RFC 3986 §5.2.4's
+/// string algorithm twice, on the path as it is and with its slashes merged first, and accept
+/// only when both agree. None: refused.
+mod reference {
+    const LOOKALIKES: [char; 9] = [
+        '\u{2024}', '\u{2025}', '\u{FE52}', '\u{FF0E}', '\u{2215}', '\u{FF0F}', '\u{2216}',
+        '\u{FE68}', '\u{FF3C}',
+    ];
+
+    pub fn resolve(target: &str) -> Option<(String, Option<String>)> {
+        if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7F || b == b'#') {
+            return None;
+        }
+        let (path, query) = match target.find('?') {
+            Some(at) => (&target[..at], Some(target[at + 1..].to_owned())),
+            None => (target, None),
+        };
+        let canonical = canonical(path)?;
+        let as_is = remove_dot_segments(&canonical)?;
+        let merged_first = remove_dot_segments(&merge_slashes(&canonical))?;
+        (merge_slashes(&as_is) == merged_first).then_some((merged_first, query))
+    }
+
+    /// Each byte in its one spelling; None for what may not be decoded or written.
+    fn canonical(path: &str) -> Option<String> {
+        let bytes = path.as_bytes();
+        let mut decoded = Vec::new();
+        let mut out = String::new();
+        // Per segment: whether a dot was written encoded, and the decoded text.
+        let mut segment = String::new();
+        let mut encoded_dot = false;
+        let mut i = 0;
+        let finish = |segment: &mut String, encoded_dot: &mut bool| {
+            let dot = segment == "." || segment == "..";
+            let bad = dot && *encoded_dot;
+            segment.clear();
+            *encoded_dot = false;
+            !bad
+        };
+        while i < bytes.len() {
+            let (byte, was_encoded) = if bytes[i] == b'%' {
+                let hex = path.get(i + 1..i + 3)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                i += 3;
+                (u8::from_str_radix(hex, 16).ok()?, true)
+            } else {
+                i += 1;
+                (bytes[i - 1], false)
+            };
+            decoded.push(byte);
+            if byte == b'/' && !was_encoded {
+                if !finish(&mut segment, &mut encoded_dot) {
+                    return None;
+                }
+                out.push('/');
+                continue;
+            }
+            if byte == b'/' || byte == b'\\' || byte < 0x20 || byte == 0x7F {
+                return None;
+            }
+            if byte == b';' && !was_encoded {
+                return None;
+            }
+            if byte == b'.' && was_encoded {
+                encoded_dot = true;
+            }
+            let keep_encoded = matches!(byte, b'%' | b'?' | b'#' | b' ' | b';') || byte >= 0x80;
+            if keep_encoded {
+                out.push_str(&format!("%{byte:02X}"));
+                segment.push('x');
+            } else {
+                out.push(char::from(byte));
+                segment.push(char::from(byte));
+            }
+        }
+        if !finish(&mut segment, &mut encoded_dot) {
+            return None;
+        }
+        let text = String::from_utf8(decoded).ok()?;
+        if text.chars().any(|c| LOOKALIKES.contains(&c)) {
+            return None;
+        }
+        Some(out)
+    }
+
+    fn merge_slashes(path: &str) -> String {
+        let mut out = String::new();
+        for c in path.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// RFC 3986 §5.2.4 for an absolute path, except that a `..` with nothing left to remove is
+    /// a refusal (None) instead of being dropped.
+    fn remove_dot_segments(path: &str) -> Option<String> {
+        let mut input = path.to_owned();
+        let mut output = String::new();
+        while !input.is_empty() {
+            if input.starts_with("/./") {
+                input.replace_range(..3, "/");
+            } else if input == "/." {
+                input = "/".to_owned();
+            } else if input.starts_with("/../") || input == "/.." {
+                let length = if input == "/.." { 3 } else { 4 };
+                input.replace_range(..length, "/");
+                if output.is_empty() {
+                    return None;
+                }
+                let cut = output.rfind('/').unwrap_or(0);
+                output.truncate(cut);
+            } else {
+                let end = input[1..].find('/').map_or(input.len(), |at| at + 1);
+                output.push_str(&input[..end]);
+                input.replace_range(..end, "");
+            }
+        }
+        Some(output)
+    }
+}
+
+/// Path pieces chosen for the tricks they play, so generated paths hit every rule often.
+const PATH_PIECES: &[&str] = &[
+    "a",
+    "orders",
+    "42",
+    "",
+    ".",
+    "..",
+    "...",
+    "%2e",
+    "%2E",
+    "%2e%2e",
+    ".%2e",
+    "%2e.",
+    "%2f",
+    "%2F",
+    "%5c",
+    "\\",
+    ";",
+    "..;",
+    "a;b",
+    "%3b",
+    "%00",
+    "%0a",
+    "%25",
+    "%252e",
+    "%6f",
+    "%6F",
+    "%41",
+    "%c0%ae",
+    "%e0%80%ae",
+    "%c3%a9",
+    "é",
+    "%3a",
+    ":",
+    "@",
+    "~",
+    "%7E",
+    "%20",
+    "%ef%bc%8e",
+    "%",
+    "%g1",
+    "%4",
+    "x%",
+    "{}",
+    "%7B",
+];
+
+/// What segments are made of most: the pieces that decide how dot segments and slashes resolve.
+const STRUCTURAL_PIECES: &[&str] = &["", ".", "..", "a", "orders"];
+
+fn path_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => proptest::sample::select(STRUCTURAL_PIECES).prop_map(str::to_owned),
+        6 => proptest::sample::select(PATH_PIECES).prop_map(str::to_owned),
+        1 => "[a-z%./;\\\\]{0,4}",
+    ]
+}
+
+/// A request target: `/` pieces `/` … with maybe a query, and now and then any string at all.
+fn request_target() -> impl Strategy<Value = String> {
+    let built = (
+        proptest::collection::vec(proptest::collection::vec(path_piece(), 1..3), 0..8),
+        proptest::option::of("[a-z=&%./]{0,8}"),
+    )
+        .prop_map(|(segments, query)| {
+            let mut target = String::new();
+            for pieces in segments {
+                target.push('/');
+                target.push_str(&pieces.concat());
+            }
+            if target.is_empty() {
+                target.push('/');
+            }
+            if let Some(query) = query {
+                target.push('?');
+                target.push_str(&query);
+            }
+            target
+        });
+    prop_oneof![8 => built, 1 => any::<String>(), 1 => "/[ -~]{0,24}"]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn every_request_target_is_accepted_or_refused_as_the_reference_resolver_says(
+        target in request_target(),
+    ) {
+        let parsed = RequestTarget::parse(&target);
+        let expected = reference::resolve(&target);
+        prop_assert_eq!(
+            parsed
+                .as_ref()
+                .ok()
+                .map(|parsed| (parsed.path().to_owned(), parsed.query().map(str::to_owned))),
+            expected,
+            "{:?} (parser: {:?})", target, parsed
+        );
+    }
+
+    #[test]
+    fn a_normalized_path_has_no_empty_or_dot_segment_and_normalizing_it_again_changes_nothing(
+        target in request_target(),
+    ) {
+        if let Ok(parsed) = RequestTarget::parse(&target) {
+            let path = parsed.path();
+            prop_assert!(path.starts_with('/'), "{:?}", path);
+            for bad in ["//", "/./", "/../", "?", "#", ";", "\\"] {
+                prop_assert!(!path.contains(bad), "{:?} holds {:?}", path, bad);
+            }
+            prop_assert!(!path.ends_with("/.") && !path.ends_with("/.."), "{:?}", path);
+            prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{:?}", path);
+            let again = RequestTarget::parse(path).expect("a normalized path parses");
+            prop_assert_eq!(again.path(), path);
+            prop_assert_eq!(again.query(), None);
+            // Re-attaching the query changes nothing either.
+            if let Some(query) = parsed.query() {
+                let with_query = RequestTarget::parse(&format!("{path}?{query}"))
+                    .expect("a normalized target parses");
+                prop_assert_eq!(with_query, parsed.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_never_resolves_above_the_root_nor_outside_a_prefix_it_does_not_start_in(
+        depth in 0usize..4,
+        climbs in 0usize..6,
+        rest in proptest::collection::vec(proptest::sample::select(&["x", "admin", "."][..]), 0..3),
+    ) {
+        let mut target = String::new();
+        for level in 0..depth {
+            target.push_str(&format!("/d{level}"));
+        }
+        for _ in 0..climbs {
+            target.push_str("/..");
+        }
+        for piece in &rest {
+            target.push('/');
+            target.push_str(piece);
+        }
+        if target.is_empty() {
+            target.push('/');
+        }
+        let parsed = RequestTarget::parse(&target);
+        if climbs > depth {
+            prop_assert!(parsed.is_err(), "{:?} climbed above the root: {:?}", target, parsed);
+        } else {
+            let parsed = parsed.expect("stays within the root");
+            let kept: Vec<String> = (0..depth - climbs).map(|level| format!("d{level}")).collect();
+            let prefix = format!("/{}", kept.join("/"));
+            prop_assert!(parsed.path().starts_with(&prefix), "{:?} -> {:?}", target, parsed.path());
         }
     }
 }

@@ -33,6 +33,13 @@ assert manager.http_filters[0].name == "envoy.filters.http.ext_authz"
 assert manager.http_filters[-1].name == "envoy.filters.http.router"
 assert ext_authz.transport_api_version == config_source_pb2.V3, "transport_api_version must be V3"
 assert not ext_authz.failure_mode_allow, "failure_mode_allow must be false"
+# Defence in depth: Envoy resolves paths as Tessera does and refuses escaped slashes.
+assert manager.normalize_path.value, "normalize_path must be true"
+assert manager.merge_slashes, "merge_slashes must be true"
+assert (
+    manager.path_with_escaped_slashes_action
+    == http_connection_manager_pb2.HttpConnectionManager.REJECT_REQUEST
+), "path_with_escaped_slashes_action must be REJECT_REQUEST"
 cluster_names = {cluster.name for cluster in bootstrap.static_resources.clusters}
 assert ext_authz.grpc_service.envoy_grpc.cluster_name in cluster_names, "ext_authz names an unknown cluster"
 

@@ -3,12 +3,14 @@
 //! as Tessera's own Check parses its requests.
 //!
 //! Asserts, under several settings: the mapping is deterministic; a deny decided without a lookup
-//! is only "no rule covers this" (when configured to deny) or a tenant header no tenant can
-//! have; the route's `context_extensions` win; the permission a rule picks is a valid one; the
-//! client address is the connection's when no hop is trusted; a signature signs exactly method,
-//! path and body hash; and, whenever the operator's `context_extensions` are valid, nothing a
-//! client sends makes the mapped request a malformed call (INVALID_ARGUMENT instead of a
-//! decision).
+//! is only a path the request-target parser refuses, "no rule covers this" (when configured to
+//! deny) or a tenant header no tenant can have; every mapped request's path parses; rules are
+//! found on the normalized path; the usage label is the matched rule's or `<method> *` with the
+//! method from the closed set; the route's `context_extensions` win; the permission a rule
+//! picks is a valid one; the client address is the connection's when no hop is trusted; a
+//! signature signs exactly method, path and body hash; and, whenever the operator's
+//! `context_extensions` are valid, nothing a client sends makes the mapped request a malformed
+//! call (INVALID_ARGUMENT instead of a decision).
 #![no_main]
 
 use std::net::IpAddr;
@@ -20,6 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tessera::domain::decision::DenyReason;
 use tessera::domain::fields::Tenant;
+use tessera::domain::http::{HttpMethod, RequestTarget};
 use tessera::domain::permission::Permission;
 use tessera::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use tessera::domain::signature::canonical_http_payload;
@@ -84,13 +87,19 @@ fn check_mapping(settings: &EnvoySettings, request: &CheckRequest) {
         map_check_request(settings, request),
         "not deterministic"
     );
+    let target = RequestTarget::parse(path);
     let mapped = match mapped {
         Ok(mapped) => mapped,
         Err(deny) => {
             match deny.reason {
+                DenyReason::PathInvalid => {
+                    assert!(deny.refused_path.is_some());
+                    assert_eq!(target.err(), deny.refused_path);
+                }
                 DenyReason::PermissionDenied => {
+                    let resolved = target.expect("a path refused as invalid is never matched");
                     assert!(extension("permission").is_none());
-                    assert!(settings.rules.find(method, path).is_none());
+                    assert!(settings.rules.find(method, &resolved).is_none());
                     assert_eq!(settings.rules.unmatched(), Unmatched::Deny);
                 }
                 DenyReason::TenantMismatch => {
@@ -102,12 +111,23 @@ fn check_mapping(settings: &EnvoySettings, request: &CheckRequest) {
             return;
         }
     };
+    let resolved = target.expect("a mapped request has a resolvable path");
+    let rule = settings.rules.find(method, &resolved);
+    if extension("endpoint").is_none() {
+        let label = rule.map_or_else(
+            || format!("{} *", HttpMethod::of(method).as_str()),
+            |rule| rule.label(method),
+        );
+        assert_eq!(mapped.endpoint, label);
+        let label_method = label.split(' ').next().unwrap_or_default();
+        assert_eq!(HttpMethod::of(label_method).as_str(), label_method);
+    }
 
     match extension("permission") {
         Some(permission) => assert_eq!(&mapped.permission, permission),
         None => {
             if !mapped.permission.is_empty() {
-                let rule = settings.rules.find(method, path).expect("a rule chose it");
+                let rule = rule.expect("a rule chose it");
                 assert_eq!(
                     rule.permission().map(Permission::as_str),
                     Some(mapped.permission.as_str())

@@ -35,6 +35,9 @@ pub enum DenyReason {
     RateLimited,
     ApiOffline,
     StoreUnavailable,
+    /// A gateway request whose path cannot be resolved to one path unambiguously
+    /// ([`super::http::PathError`]); decided before any token lookup.
+    PathInvalid,
 }
 
 impl DenyReason {
@@ -55,6 +58,7 @@ impl DenyReason {
             Self::IpNotAllowed | Self::PermissionDenied => 403,
             Self::RateLimited => 429,
             Self::ApiOffline | Self::StoreUnavailable => 503,
+            Self::PathInvalid => 400,
         }
     }
 
@@ -77,6 +81,7 @@ impl DenyReason {
             Self::RateLimited => "the API token's rate limit is exceeded",
             Self::ApiOffline => "the API is offline",
             Self::StoreUnavailable => "authorization is temporarily unavailable",
+            Self::PathInvalid => "the request path cannot be resolved unambiguously",
         }
     }
 
@@ -99,6 +104,7 @@ impl DenyReason {
             Self::RateLimited => "rate_limited",
             Self::ApiOffline => "api_offline",
             Self::StoreUnavailable => "store_unavailable",
+            Self::PathInvalid => "path_invalid",
         }
     }
 }

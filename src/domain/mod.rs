@@ -2,6 +2,7 @@
 
 pub mod decision;
 pub mod fields;
+pub mod http;
 pub mod model;
 pub mod network;
 pub mod permission;

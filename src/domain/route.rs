@@ -1,16 +1,20 @@
 //! Permission rules for requests that reach Tessera through a gateway (Envoy): method and path →
 //! the permission the request needs.
 //!
-//! Rules are tried in order and the first match wins. A request that no rule matches is either
-//! denied or only authenticated, as the operator chose. The matched rule, not the raw path,
-//! labels the request in usage statistics (`GET /api/v1/orders/*`), so ids in paths do not
-//! explode them.
+//! Rules are tried in order and the first match wins, against the path as
+//! [`RequestTarget::parse`] resolved it (never the raw one, which upstream servers resolve to
+//! other resources). A request that no rule matches is either denied or only authenticated, as
+//! the operator chose. The matched rule, not the raw path, labels the request in usage
+//! statistics (`GET /api/v1/orders/*`), and the method in a label comes from a closed set
+//! ([`HttpMethod`]), so neither ids in paths nor invented methods explode them.
 
 use std::fmt;
 
+use super::http::{HttpMethod, RequestTarget};
 use super::permission::{InvalidPermission, Permission};
 
-/// What a request path is compared with; the query string is never part of the match.
+/// What a request's normalized path is compared with; the query string is never part of the
+/// match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
     Exact(String),
@@ -41,6 +45,11 @@ pub enum InvalidRule {
     PathOrPrefix,
     #[error("a path or prefix starts with '/'")]
     NotAPath,
+    #[error(
+        "a path or prefix is written as request paths are normalized: no '//', '.' or '..' \
+         segments, '?', '#', ';' or percent-encoded letters, digits or '-._~'"
+    )]
+    NotNormalized,
     #[error("a method is an HTTP method name such as GET, or * for any")]
     BadMethod,
     #[error("permission: {0}")]
@@ -81,6 +90,13 @@ impl PermissionRule {
         if !text.starts_with('/') {
             return Err(InvalidRule::NotAPath);
         }
+        // Requests are matched on their normalized path: a pattern in any other spelling would
+        // never match, silently leaving its requests to the rules after it.
+        let normalized = RequestTarget::parse(text)
+            .is_ok_and(|target| target.query().is_none() && target.path() == text);
+        if !normalized {
+            return Err(InvalidRule::NotNormalized);
+        }
         let permission = if permission.is_empty() {
             None
         } else {
@@ -105,9 +121,14 @@ impl PermissionRule {
         self.permission.as_ref()
     }
 
-    /// The usage label of a request this rule matched: its method and the rule's pattern.
+    /// The usage label of a request this rule matched: the rule's method (operator-set), or for
+    /// a rule of any method the request's from the closed set, and the rule's pattern.
     pub fn label(&self, method: &str) -> String {
-        format!("{} {}", method.to_ascii_uppercase(), self.path)
+        let method = self
+            .method
+            .as_deref()
+            .unwrap_or_else(|| HttpMethod::of(method).as_str());
+        format!("{method} {}", self.path)
     }
 }
 
@@ -133,12 +154,12 @@ impl PermissionRules {
         Self { rules, unmatched }
     }
 
-    /// The first rule matching `method` and `path` (whose query string is ignored).
-    pub fn find(&self, method: &str, path: &str) -> Option<&PermissionRule> {
-        let path_only = path.split(['?', '#']).next().unwrap_or(path);
+    /// The first rule matching `method` and the target's normalized path (its query is
+    /// ignored).
+    pub fn find(&self, method: &str, target: &RequestTarget) -> Option<&PermissionRule> {
         self.rules
             .iter()
-            .find(|rule| rule.matches(method, path_only))
+            .find(|rule| rule.matches(method, target.path()))
     }
 
     pub fn unmatched(&self) -> Unmatched {
@@ -172,8 +193,16 @@ mod tests {
         )
     }
 
+    fn find<'a>(
+        rules: &'a PermissionRules,
+        method: &str,
+        path: &str,
+    ) -> Option<&'a PermissionRule> {
+        rules.find(method, &RequestTarget::parse(path).expect("a valid target"))
+    }
+
     fn permission_of(rules: &PermissionRules, method: &str, path: &str) -> Option<String> {
-        rules.find(method, path).map(|rule| {
+        find(rules, method, path).map(|rule| {
             rule.permission()
                 .map(ToString::to_string)
                 .unwrap_or_default()
@@ -236,10 +265,53 @@ mod tests {
     #[test]
     fn the_label_is_the_method_and_the_matched_pattern_not_the_raw_path() {
         let rules = rules();
-        let matched = rules.find("get", "/api/v1/orders/42?x=1").expect("match");
+        let matched = find(&rules, "get", "/api/v1/orders/42?x=1").expect("match");
         assert_eq!(matched.label("get"), "GET /api/v1/orders/*");
-        let exact = rules.find("GET", "/api/v1/orders").expect("match");
+        let exact = find(&rules, "GET", "/api/v1/orders").expect("match");
         assert_eq!(exact.label("GET"), "GET /api/v1/orders");
+    }
+
+    #[test]
+    fn rules_match_the_normalized_path_not_the_raw_one() {
+        let rules = rules();
+        assert_eq!(
+            permission_of(&rules, "GET", "/api/v1/orders/../../../admin"),
+            None
+        );
+        assert_eq!(
+            permission_of(&rules, "GET", "//api/v1/%6frders/42").as_deref(),
+            Some("orders:read")
+        );
+    }
+
+    #[test]
+    fn a_label_takes_its_method_from_the_rule_or_the_closed_set_never_the_raw_method() {
+        let rules = rules();
+        let any_method = find(&rules, "X-INVENTED-1", "/health").expect("match");
+        assert_eq!(any_method.label("X-INVENTED-1"), "OTHER /health*");
+        assert_eq!(any_method.label("delete"), "DELETE /health*");
+        let dav = rule("PROPFIND", None, Some("/dav/"), "");
+        assert_eq!(dav.label("propfind"), "PROPFIND /dav/*");
+    }
+
+    #[test]
+    fn a_pattern_that_no_normalized_path_can_equal_is_rejected() {
+        for pattern in [
+            "/api//v1",
+            "/api/./v1",
+            "/api/../v1",
+            "/a%6f",
+            "/a;b",
+            "/a?b",
+            "/a/..",
+        ] {
+            assert_eq!(
+                PermissionRule::parse("GET", Some(pattern), None, ""),
+                Err(InvalidRule::NotNormalized),
+                "{pattern}"
+            );
+        }
+        assert!(PermissionRule::parse("GET", None, Some("/a%25b/c:d/"), "").is_ok());
     }
 
     #[test]

@@ -290,7 +290,7 @@ fn share(part: u64, whole: u64) -> f64 {
 }
 
 /// Every deny reason, to read stored reason names back.
-const DENY_REASONS: [DenyReason; 16] = [
+const DENY_REASONS: [DenyReason; 17] = [
     DenyReason::TokenMissing,
     DenyReason::TokenMalformed,
     DenyReason::TokenUnknown,
@@ -307,6 +307,7 @@ const DENY_REASONS: [DenyReason; 16] = [
     DenyReason::RateLimited,
     DenyReason::ApiOffline,
     DenyReason::StoreUnavailable,
+    DenyReason::PathInvalid,
 ];
 
 const ALLOWED: &str = "allowed";

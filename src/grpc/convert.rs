@@ -333,6 +333,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
         DenyReason::RateLimited => proto::DenyReason::RateLimited,
         DenyReason::ApiOffline => proto::DenyReason::ApiOffline,
         DenyReason::StoreUnavailable => proto::DenyReason::StoreUnavailable,
+        DenyReason::PathInvalid => proto::DenyReason::PathInvalid,
     }
 }
 

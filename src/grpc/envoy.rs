@@ -6,14 +6,20 @@
 //! - token: the configured header (default `authorization`), without a `Bearer ` prefix;
 //! - tenant: the route's `context_extensions["tenant"]` (set by the operator, so clients cannot
 //!   forge it), else the configured tenant header, else the default tenant;
+//! - path: `:path` parsed once into a [`RequestTarget`] (query split off, percent-encoding and
+//!   dot segments resolved, repeated slashes merged); a path that cannot be resolved
+//!   unambiguously is denied first, as `path_invalid` with HTTP 400, logged and counted in
+//!   `tessera_gateway_path_refused_total{reason}`;
 //! - permission: `context_extensions["permission"]` (empty: authenticate only), else the first
-//!   matching method + path rule, else the configured default (deny, or authenticate only);
+//!   rule matching the method and the normalized path, else the configured default (deny, or
+//!   authenticate only);
 //! - client IP: the connection's source address, or the `x-forwarded-for` entry as many hops
 //!   from the right as proxies are trusted (never the leftmost unless that is the one);
-//! - usage label: `context_extensions["endpoint"]`, else the method and the matched rule;
+//! - usage label: `context_extensions["endpoint"]`, else the method (a standard one or `OTHER`)
+//!   and the matched rule's pattern, never the raw path;
 //! - signature: the configured signature and timestamp headers, over
-//!   [`canonical_http_payload`] (method, path with query, the body's SHA-256 when bodies are
-//!   signed).
+//!   [`canonical_http_payload`] (method, path with query as the client sent them, the body's
+//!   SHA-256 when bodies are signed).
 //!
 //! Allowed: upstream headers `x-tessera-token-id`, `x-tessera-owner-id`, `x-tessera-tenant` (and
 //! every other incoming `x-tessera-*` header removed, so a client cannot forge identity), and
@@ -36,6 +42,7 @@ use tonic::{Request, Response, Status};
 use crate::authz::{Authorizer, Decision};
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::Tenant;
+use crate::domain::http::{HttpMethod, PathError, RequestTarget};
 use crate::domain::network::forwarded_client;
 use crate::domain::route::{PermissionRules, Unmatched};
 use crate::domain::signature::canonical_http_payload;
@@ -48,6 +55,9 @@ const OWNER_ID_HEADER: &str = "x-tessera-owner-id";
 const TENANT_HEADER: &str = "x-tessera-tenant";
 /// Every incoming header with this prefix is removed before the request goes upstream.
 const RESERVED_PREFIX: &str = "x-tessera-";
+/// How much of a refused path a log line shows: enough to recognise the trick, bounded however
+/// long the client made it.
+const LOGGED_PATH_LEN: usize = 64;
 
 /// How Envoy requests map onto Check: parsed once from the settings (`TESSERA_ENVOY_*`).
 #[derive(Debug, Clone)]
@@ -116,7 +126,14 @@ impl Authorization for EnvoyAuthorizationApi {
         let request = request.into_inner();
         let check = match map_check_request(&self.settings, &request) {
             Ok(check) => check,
-            Err(EarlyDeny { reason, message }) => {
+            Err(EarlyDeny {
+                reason,
+                message,
+                refused_path,
+            }) => {
+                if let Some(error) = refused_path {
+                    log_refused_path(error, EnvoyRequest::of(&request).path());
+                }
                 metrics::counter!("tessera_checks_total", "reason" => reason.as_str()).increment(1);
                 return Ok(Response::new(denied(reason, message, None)));
             }
@@ -225,6 +242,23 @@ impl<'a> EnvoyRequest<'a> {
 pub struct EarlyDeny {
     pub reason: DenyReason,
     pub message: &'static str,
+    /// Why the path was refused, when that is the reason (`path_invalid`).
+    pub refused_path: Option<PathError>,
+}
+
+/// A refused path, logged without its query (which may carry secrets) and cut short, and
+/// counted by refusal.
+fn log_refused_path(error: PathError, raw_path: &str) {
+    let path_only = raw_path.split('?').next().unwrap_or_default();
+    // Debug formatting escapes the control bytes a refused path may hold (no forged log lines).
+    tracing::info!(
+        reason = error.as_str(),
+        path = ?truncate(path_only, LOGGED_PATH_LEN),
+        path_len = raw_path.len(),
+        "gateway request path refused"
+    );
+    metrics::counter!("tessera_gateway_path_refused_total", "reason" => error.as_str())
+        .increment(1);
 }
 
 /// What the service runs on every Envoy request before any lookup: Envoy's request as Tessera's
@@ -243,7 +277,14 @@ fn to_check_request(
 ) -> Result<proto::CheckRequest, EarlyDeny> {
     let method = request.method();
     let path = request.path();
-    let matched_rule = settings.rules.find(method, path);
+    // Before anything else: whatever the route or the token, the upstream would resolve this
+    // path to a resource no rule can be sure of.
+    let target = RequestTarget::parse(path).map_err(|error| EarlyDeny {
+        reason: DenyReason::PathInvalid,
+        message: DenyReason::PathInvalid.message(),
+        refused_path: Some(error),
+    })?;
+    let matched_rule = settings.rules.find(method, &target);
 
     let permission = match (request.context_extension("permission"), matched_rule) {
         (Some(permission), _) => permission.to_owned(),
@@ -258,6 +299,7 @@ fn to_check_request(
                 return Err(EarlyDeny {
                     reason: DenyReason::PermissionDenied,
                     message: "no permission rule covers this request",
+                    refused_path: None,
                 });
             }
         },
@@ -276,6 +318,7 @@ fn to_check_request(
                     return Err(EarlyDeny {
                         reason: DenyReason::TenantMismatch,
                         message: DenyReason::TenantMismatch.message(),
+                        refused_path: None,
                     });
                 }
                 Some(tenant) => tenant.into_owned(),
@@ -302,7 +345,7 @@ fn to_check_request(
     let endpoint = match (request.context_extension("endpoint"), matched_rule) {
         (Some(endpoint), _) => endpoint.to_owned(),
         (None, Some(rule)) => rule.label(method),
-        (None, None) => format!("{} *", method.to_ascii_uppercase()),
+        (None, None) => format!("{} *", HttpMethod::of(method).as_str()),
     };
 
     let signature = request
@@ -459,6 +502,7 @@ fn denied(
     denied.set_body(body.to_string());
 
     let code = match http_status {
+        400 => tonic::Code::InvalidArgument,
         401 => tonic::Code::Unauthenticated,
         429 => tonic::Code::ResourceExhausted,
         503 => tonic::Code::Unavailable,
@@ -641,6 +685,33 @@ mod tests {
             &[("endpoint", "orders.get")],
         );
         assert_eq!(mapped(&settings, &named).endpoint, "orders.get");
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_resolved_is_refused_before_the_route_or_the_token_count() {
+        let settings = settings_with_rules(Unmatched::Authenticate);
+        let request = envoy_request(
+            "GET",
+            "/api/v1/orders/%2e%2e/admin",
+            "192.0.2.1",
+            &[("authorization", "Bearer tsk_abc")],
+            &[("permission", "")],
+        );
+        let deny = to_check_request(&settings, &EnvoyRequest::of(&request)).expect_err("deny");
+        assert_eq!(deny.reason, DenyReason::PathInvalid);
+        assert_eq!(deny.refused_path, Some(PathError::EncodedDotSegment));
+    }
+
+    #[test]
+    fn an_invented_method_is_labelled_other() {
+        let settings = settings_with_rules(Unmatched::Authenticate);
+        let request = envoy_request("X-MINTED-42", "/whatever", "192.0.2.1", &[], &[]);
+        assert_eq!(mapped(&settings, &request).endpoint, "OTHER *");
+        let by_any_method_rule = envoy_request("FROB", "/health", "192.0.2.1", &[], &[]);
+        assert_eq!(
+            mapped(&settings, &by_any_method_rule).endpoint,
+            "OTHER /health"
+        );
     }
 
     #[test]

@@ -19,10 +19,13 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use serde_json::Value;
 use tessera::config::{EnvoyRule, EnvoyUnmatched, Settings};
+use tessera::domain::http::{PathError, RequestTarget};
 use tessera::proto;
 use tonic::Code;
 
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_with, strings};
+use crate::ops::process::ServeProcess;
+use crate::ops::{ServingStatus, eventually, health_of, metric, scrape};
 
 const TENANT: &str = "acme";
 const CLIENT: &str = "198.51.100.7";
@@ -576,6 +579,409 @@ async fn the_envoy_path_and_tessera_check_decide_alike() {
     );
 }
 
+/// The rules of the issue that found paths escaping them: one prefix rule, nothing else.
+async fn orders_only_app(unmatched: EnvoyUnmatched) -> TestApp {
+    app_with(|settings| {
+        settings.envoy_rules = vec![rule("GET", None, Some("/api/v1/orders/"), "orders:read")];
+        settings.envoy_unmatched = unmatched;
+    })
+    .await
+}
+
+/// A token of alice holding `permissions`, with a budget no test here exhausts.
+async fn roomy_token(app: &TestApp, permissions: &[&str]) -> String {
+    let mut request = new_token(TENANT, "alice", permissions);
+    request.rate_limit_per_minute = 100_000;
+    app.token(request).await.1
+}
+
+fn assert_path_invalid(response: &CheckResponse, path: &str) {
+    let Some(HttpResponse::DeniedResponse(refused)) = &response.http_response else {
+        panic!("{path:?} was not refused: {response:?}");
+    };
+    assert_eq!(
+        refused.status.as_ref().map(|status| status.code),
+        Some(400),
+        "{path:?}: {response:?}"
+    );
+    denied(response, 400, Code::InvalidArgument, "path_invalid");
+}
+
+#[tokio::test]
+async fn a_dot_segment_climbing_out_of_a_rule_is_judged_by_the_path_it_resolves_to() {
+    let app = orders_only_app(EnvoyUnmatched::Deny).await;
+    let orders_reader = roomy_token(&app, &["orders:read"]).await;
+
+    // Upstream serves /api/v1/admin/users: no rule covers it, so it is denied whatever the token.
+    let escape = EnvoyCall::get("/api/v1/orders/../admin/users").bearer(&orders_reader);
+    denied(
+        &call(&app, escape).await,
+        403,
+        Code::PermissionDenied,
+        "permission_denied",
+    );
+    // A dot segment that stays inside the rule is still the rule's.
+    let inside = EnvoyCall::get("/api/v1/orders/7/../42").bearer(&orders_reader);
+    allowed(&call(&app, inside).await);
+}
+
+#[tokio::test]
+async fn encoded_dot_segments_are_refused_as_path_invalid_with_http_400() {
+    let app = orders_only_app(EnvoyUnmatched::Deny).await;
+    let orders_reader = roomy_token(&app, &["orders:read"]).await;
+
+    for path in [
+        "/api/v1/orders/%2e%2e/admin/users",
+        "/api/v1/orders/%2E%2E/admin/users",
+        "/api/v1/orders/%2E%2E/",
+        "/api/v1/orders/.%2e/admin/users",
+        "/api/v1/orders/%2e%2e%2fadmin/users",
+        "/api/v1/orders/..%2Fadmin/users",
+    ] {
+        let response = call(&app, EnvoyCall::get(path).bearer(&orders_reader)).await;
+        assert_path_invalid(&response, path);
+    }
+}
+
+#[tokio::test]
+async fn repeated_slashes_and_encoded_letters_no_longer_skip_the_rule() {
+    let app = orders_only_app(EnvoyUnmatched::Authenticate).await;
+    let without_orders = roomy_token(&app, &["catalog:read"]).await;
+
+    for path in [
+        "//api/v1/orders/42",
+        "/api//v1/orders/42",
+        "/api/v1/%6frders/42",
+        "/api/v1/%6Frders/42",
+        "/api/v1/catalog/../orders/42",
+    ] {
+        let response = call(&app, EnvoyCall::get(path).bearer(&without_orders)).await;
+        assert_eq!(
+            response.status.as_ref().map(|status| status.code),
+            Some(Code::PermissionDenied as i32),
+            "{path:?} skipped the orders rule: {response:?}"
+        );
+        denied(&response, 403, Code::PermissionDenied, "permission_denied");
+    }
+    // Unmatched paths are still only authenticated.
+    allowed(
+        &call(
+            &app,
+            EnvoyCall::get("/api/v1/catalog/3").bearer(&without_orders),
+        )
+        .await,
+    );
+}
+
+/// Traversal and parser-differential tricks (OWASP path traversal; the places where Envoy,
+/// nginx, Tomcat and Windows servers normalize differently) that Tessera refuses, each with the
+/// refusal it is (asserted on the parser, the wire carries only `path_invalid`).
+const REFUSED: &[(&str, PathError)] = &[
+    ("", PathError::Empty),
+    ("*", PathError::NotOriginForm),
+    (
+        "http://api.example.com/api/v1/orders/42",
+        PathError::NotOriginForm,
+    ),
+    ("api/v1/orders/42", PathError::NotOriginForm),
+    ("/api/v1/orders/%2e%2e/admin", PathError::EncodedDotSegment),
+    ("/api/v1/orders/%2E%2E/admin", PathError::EncodedDotSegment),
+    ("/api/v1/orders/.%2e/admin", PathError::EncodedDotSegment),
+    ("/api/v1/orders/%2e./admin", PathError::EncodedDotSegment),
+    ("/api/v1/orders/%2e/42", PathError::EncodedDotSegment),
+    ("/api/v1/orders/..%2fadmin", PathError::EncodedSeparator),
+    ("/api/v1/orders/..%2Fadmin", PathError::EncodedSeparator),
+    ("/api/v1/orders/%2e%2e%2fadmin", PathError::EncodedSeparator),
+    ("/api/v1/orders/..%5cadmin", PathError::EncodedSeparator),
+    ("/api/v1/orders/%2e%2e%5cadmin", PathError::EncodedSeparator),
+    (
+        "/api/v1/orders/42%2f..%2f..%2fadmin",
+        PathError::EncodedSeparator,
+    ),
+    ("/api/v1/orders%2f42", PathError::EncodedSeparator),
+    ("/api/v1/orders/..\\admin", PathError::Backslash),
+    ("/api/v1/orders\\..\\..\\admin", PathError::Backslash),
+    ("/api/v1/orders/%c0%ae%c0%ae/admin", PathError::InvalidUtf8),
+    ("/api/v1/orders/%c0%af..%c0%afadmin", PathError::InvalidUtf8),
+    (
+        "/api/v1/orders/%e0%80%ae%e0%80%ae/admin",
+        PathError::InvalidUtf8,
+    ),
+    ("/api/v1/orders/%C0%AE%C0%AE/admin", PathError::InvalidUtf8),
+    (
+        "/api/v1/orders/%ef%bc%8e%ef%bc%8e/admin",
+        PathError::LookalikeSeparator,
+    ),
+    (
+        "/api/v1/orders/..%ef%bc%8fadmin",
+        PathError::LookalikeSeparator,
+    ),
+    ("/..;/admin", PathError::PathParameter),
+    ("/api/v1/orders/..;/admin", PathError::PathParameter),
+    ("/api/v1/orders;/../admin", PathError::PathParameter),
+    ("/api/v1/orders;jsessionid=1/42", PathError::PathParameter),
+    ("/api/v1/orders/.;/42", PathError::PathParameter),
+    ("/api/v1/orders/42%00", PathError::ControlCharacter),
+    ("/api/v1/orders/42%00.json", PathError::ControlCharacter),
+    ("/api/v1/orders/42\0", PathError::ControlCharacter),
+    ("/api/v1/orders/4\t2", PathError::ControlCharacter),
+    (
+        "/api/v1/orders/42\r\nx-tessera-owner-id: mallory",
+        PathError::ControlCharacter,
+    ),
+    (
+        "/api/v1/orders/%0d%0aset-cookie:x",
+        PathError::ControlCharacter,
+    ),
+    ("/api/v1/orders/%09", PathError::ControlCharacter),
+    ("/api/v1/orders/%7f", PathError::ControlCharacter),
+    ("/api/v1/orders/42 HTTP/1.1", PathError::ControlCharacter),
+    ("/api/v1/orders/42#/../../admin", PathError::Fragment),
+    (
+        "/api/v1/orders/42?next=%2e%2e%2fadmin#",
+        PathError::Fragment,
+    ),
+    ("/api/v1/orders/%", PathError::BadPercentEncoding),
+    ("/api/v1/orders/%2", PathError::BadPercentEncoding),
+    ("/api/v1/orders/%zz", PathError::BadPercentEncoding),
+    ("/api/v1/orders/../../../../admin", PathError::AboveRoot),
+    ("/..", PathError::AboveRoot),
+    ("/../api/v1/orders/42", PathError::AboveRoot),
+    (
+        "/api/v1/orders//../../admin",
+        PathError::AmbiguousDotSegment,
+    ),
+    ("/api/v1/orders/.//../42", PathError::AmbiguousDotSegment),
+];
+
+/// Tricks Tessera resolves, with the path they resolve to (the one upstream servers serve):
+/// the rule of that path must decide.
+const NORMALIZED: &[(&str, &str)] = &[
+    ("/api/v1/orders/../admin/users", "/api/v1/admin/users"),
+    ("/api/v1/catalog/../orders/42", "/api/v1/orders/42"),
+    ("/api/v1/orders/./42", "/api/v1/orders/42"),
+    ("/api/v1/orders/a/b/../../42", "/api/v1/orders/42"),
+    ("/api/v1/orders/42/..", "/api/v1/orders/"),
+    ("/api/v1/orders/..", "/api/v1/"),
+    ("/api/v1/orders/42/.", "/api/v1/orders/42/"),
+    ("//api/v1/orders/42", "/api/v1/orders/42"),
+    ("/api///v1//orders/42", "/api/v1/orders/42"),
+    ("/api/v1/%6frders/42", "/api/v1/orders/42"),
+    ("/api/v1/%6Frders/42", "/api/v1/orders/42"),
+    ("/%61%70%69/v1/orders/42", "/api/v1/orders/42"),
+    ("/api/v1/orders/%7e42", "/api/v1/orders/~42"),
+    ("/api/v1/orders/42?x=../../admin", "/api/v1/orders/42"),
+    ("/api/v1/orders/42?next=%2e%2e%2fadmin", "/api/v1/orders/42"),
+    ("/api/v1/orders?/42", "/api/v1/orders"),
+    // `%25` is a literal `%`, never decoded further: a single-decoding server sees a file named
+    // `%2e%2e`, inside the rule.
+    (
+        "/api/v1/orders/%252e%252e/admin",
+        "/api/v1/orders/%252e%252e/admin",
+    ),
+    (
+        "/api/v1/orders/%252e%252e%252fadmin",
+        "/api/v1/orders/%252e%252e%252fadmin",
+    ),
+    ("/api/v1/orders/...", "/api/v1/orders/..."),
+    ("/api/v1/orders/..../42", "/api/v1/orders/..../42"),
+    ("/api/v1/orders/.hidden", "/api/v1/orders/.hidden"),
+    ("/api/v1/orders/caf%c3%a9", "/api/v1/orders/caf%C3%A9"),
+    ("/api/v1/orders/café", "/api/v1/orders/caf%C3%A9"),
+    ("/api/v1/orders/a%3bb", "/api/v1/orders/a%3Bb"),
+    ("/api/v1/orders/x%20y", "/api/v1/orders/x%20y"),
+    ("/api/v1/orders/%3a42", "/api/v1/orders/:42"),
+    ("/whoami/../api/v1/orders/42", "/api/v1/orders/42"),
+    ("/whoami/", "/whoami/"),
+];
+
+#[tokio::test]
+async fn every_traversal_trick_of_the_corpus_is_refused_with_400_whatever_the_token_and_route() {
+    let app = app_with(|_| {}).await;
+    let everything = roomy_token(&app, &["orders:*", "catalog:read"]).await;
+
+    for (path, refusal) in REFUSED {
+        assert_eq!(RequestTarget::parse(path), Err(*refusal), "{path:?}");
+        let by_rules = call(&app, EnvoyCall::get(path).bearer(&everything)).await;
+        assert_path_invalid(&by_rules, path);
+        // A route that names its own permission does not make the path any less ambiguous.
+        let by_route = EnvoyCall::get(path)
+            .bearer(&everything)
+            .extension("permission", "");
+        assert_path_invalid(&call(&app, by_route).await, path);
+    }
+}
+
+/// What a Check answered, to compare two calls: the gRPC code, the HTTP status and the reason.
+fn outcome(response: &CheckResponse) -> (i32, Option<i32>, String) {
+    let code = response.status.as_ref().map_or(-1, |status| status.code);
+    match &response.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => (
+            code,
+            denied.status.as_ref().map(|status| status.code),
+            denied.body.clone(),
+        ),
+        Some(HttpResponse::OkResponse(_)) => (code, Some(200), String::new()),
+        other => panic!("no http response: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_resolvable_trick_of_the_corpus_gets_the_decision_of_the_path_it_resolves_to() {
+    let app = app_with(|settings| settings.envoy_unmatched = EnvoyUnmatched::Authenticate).await;
+    let orders_reader = roomy_token(&app, &["orders:read"]).await;
+    let catalog_reader = roomy_token(&app, &["catalog:read"]).await;
+
+    for (path, resolved) in NORMALIZED {
+        let parsed = RequestTarget::parse(path).expect("resolvable");
+        assert_eq!(parsed.path(), *resolved, "{path:?}");
+        for secret in [&orders_reader, &catalog_reader] {
+            let tricked = call(&app, EnvoyCall::get(path).bearer(secret)).await;
+            let direct = call(&app, EnvoyCall::get(resolved).bearer(secret)).await;
+            assert_eq!(
+                outcome(&tricked),
+                outcome(&direct),
+                "{path:?} is decided unlike {resolved:?}"
+            );
+        }
+    }
+    // The corpus does exercise the rules: the same token is allowed on one resolved path and
+    // denied on another.
+    let orders = call(
+        &app,
+        EnvoyCall::get("/api/v1/catalog/../orders/42").bearer(&catalog_reader),
+    )
+    .await;
+    denied(&orders, 403, Code::PermissionDenied, "permission_denied");
+    allowed(
+        &call(
+            &app,
+            EnvoyCall::get("/api/v1/orders/../products/1").bearer(&catalog_reader),
+        )
+        .await,
+    );
+}
+
+#[tokio::test]
+async fn a_refused_path_is_counted_by_its_refusal_and_as_a_path_invalid_check() {
+    let app = app_with(|_| {}).await;
+    let labels = [("reason", "encoded_dot_segment")];
+    let before = scrape(app.metrics_addr).await;
+
+    for _ in 0..3 {
+        call(&app, EnvoyCall::get("/api/v1/orders/%2e%2e/admin")).await;
+    }
+
+    let after = scrape(app.metrics_addr).await;
+    let refused = "tessera_gateway_path_refused_total";
+    assert!(
+        metric(&after, refused, &labels) >= metric(&before, refused, &labels) + 3.0,
+        "{after}"
+    );
+    let checks = [("reason", "path_invalid")];
+    assert!(
+        metric(&after, "tessera_checks_total", &checks)
+            >= metric(&before, "tessera_checks_total", &checks) + 3.0,
+        "{after}"
+    );
+    assert!(after.contains(&format!("# HELP {refused}")), "{after}");
+}
+
+#[tokio::test]
+async fn a_refused_path_is_logged_cut_short_escaped_and_without_its_query() {
+    let server = ServeProcess::start(&[]).await;
+    let serving = eventually(std::time::Duration::from_secs(20), || async {
+        health_of(&server.grpc_url, "").await == ServingStatus::Serving
+    })
+    .await;
+    assert!(serving, "the server never became ready");
+    let query_secret = "tsk_in_the_query_string";
+    let long_tail = "a".repeat(4096);
+    let path = format!("/api/v1/orders/%2e%2e/\r\nforged line/{long_tail}?key={query_secret}");
+    let envoy_call = EnvoyCall::get(&path);
+    AuthorizationClient::connect(server.grpc_url.clone())
+        .await
+        .expect("envoy client connects")
+        .check(envoy_call.into_request())
+        .await
+        .expect("check answers");
+
+    let (_, log) = server.terminate().await;
+    let refused: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("gateway request path refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log:#?}");
+    let line = refused[0];
+    assert!(line.contains("control_character"), "{line}");
+    assert!(line.len() < 1024, "an unbounded log line: {line}");
+    assert!(!line.contains(query_secret), "{line}");
+    assert!(
+        !log.iter().any(|line| line.starts_with("forged line")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|line| line.contains(&long_tail)),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn usage_labels_carry_the_matched_rule_and_a_standard_method_or_other() {
+    let app = app_with(|settings| {
+        settings.envoy_unmatched = EnvoyUnmatched::Authenticate;
+        settings.usage_flush_interval_ms = 50;
+    })
+    .await;
+    let mut request = new_token(TENANT, "alice", &["orders:read", "catalog:read"]);
+    request.rate_limit_per_minute = 100_000;
+    let (token, secret) = app.token(request).await;
+
+    let calls = [
+        ("X-MINTED-1", "/whoami"),
+        ("X-MINTED-2", "/whoami"),
+        ("FROB", "/internal/8c1f"),
+        ("frob", "/internal/9d2e"),
+        ("get", "/api/v1/orders/../orders/17"),
+        ("GET", "//api/v1/orders/18"),
+    ];
+    for (method, path) in calls {
+        allowed(&call(&app, EnvoyCall::get(path).method(method).bearer(&secret)).await);
+    }
+
+    let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let usage = loop {
+        let usage = app
+            .admin_client()
+            .await
+            .list_usage(app.admin(proto::ListUsageRequest {
+                token_id: token.id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("usage")
+            .into_inner();
+        if usage.total_calls >= 6 || tokio::time::Instant::now() > give_up {
+            break usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut labels: Vec<(String, i64)> = usage
+        .top_endpoints
+        .iter()
+        .map(|endpoint| (endpoint.endpoint.clone(), endpoint.calls))
+        .collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        vec![
+            ("GET /api/v1/orders/*".to_owned(), 2),
+            ("OTHER *".to_owned(), 2),
+            ("OTHER /whoami".to_owned(), 2),
+        ]
+    );
+}
+
 /// `examples/envoy/`: what the README tells operators to run.
 mod example {
     use std::path::PathBuf;
@@ -660,6 +1066,21 @@ mod example {
     }
 
     #[test]
+    fn the_example_bootstrap_has_envoy_resolve_paths_too_as_defence_in_depth() {
+        let bootstrap = bootstrap();
+        let manager = http_connection_manager(&bootstrap);
+        assert_eq!(manager["normalize_path"].as_bool(), Some(true));
+        assert_eq!(manager["merge_slashes"].as_bool(), Some(true));
+        assert_eq!(
+            text(
+                &manager["path_with_escaped_slashes_action"],
+                "path_with_escaped_slashes_action"
+            ),
+            "REJECT_REQUEST"
+        );
+    }
+
+    #[test]
     fn tessera_serves_the_service_that_ext_authz_v3_calls() {
         type EnvoyServer =
             envoy_types::ext_authz::v3::pb::AuthorizationServer<EnvoyAuthorizationApi>;
@@ -697,10 +1118,11 @@ mod example {
     async fn the_example_settings_load_and_their_rules_decide_a_routed_request() {
         let loaded = Settings::load(Some(&example("tessera.toml"))).expect("the example loads");
         let envoy = loaded.envoy_settings().expect("valid envoy settings");
+        let target = RequestTarget::parse("/api/v1/orders/7").expect("a target");
         assert_eq!(
             envoy
                 .rules
-                .find("GET", "/api/v1/orders/7")
+                .find("GET", &target)
                 .and_then(|rule| rule.permission())
                 .map(ToString::to_string)
                 .as_deref(),
