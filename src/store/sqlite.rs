@@ -47,6 +47,10 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // Held from the first connection to the last: a connection's opening pragmas (journal
+        // mode) fail with SQLITE_BUSY, rather than wait, while another store of this process
+        // is migrating the same file.
+        let migration_guard = MIGRATION_LOCK.lock().await;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.clamp(1, MAX_CONNECTIONS))
             .acquire_timeout(options.acquire_timeout)
@@ -54,9 +58,7 @@ impl SqliteStore {
             .await
             .map_err(map_error)?;
 
-        let migration_guard = MIGRATION_LOCK.lock().await;
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
-        drop(migration_guard);
         let check_pool = if in_memory {
             pool.clone()
         } else {
@@ -67,6 +69,7 @@ impl SqliteStore {
                 .await
                 .map_err(map_error)?
         };
+        drop(migration_guard);
         Ok(Self { pool, check_pool })
     }
 
