@@ -59,8 +59,12 @@ pub struct Settings {
     pub database_acquire_timeout_ms: u64,
     /// Longest a single statement may run (Postgres `statement_timeout`).
     pub database_statement_timeout_ms: u64,
-    /// Most cached token records; 0 turns caching off (every Check reads the store).
+    /// Most cached token records, counted at 1 KiB each (`authz::cache::NOMINAL_CREDENTIAL_BYTES`)
+    /// against `cache_max_bytes`; 0 turns caching off (every Check reads the store).
     pub cache_capacity: u64,
+    /// Most bytes the cached token records may weigh, each by an estimate of its size (so a
+    /// token with many grants counts for more); unknown tokens have a quarter of it on top.
+    pub cache_max_bytes: u64,
     /// How long a cached token record is trusted: the bound on staleness when invalidation fails.
     pub cache_ttl_ms: u64,
     /// How long an unknown token is remembered as unknown.
@@ -167,6 +171,7 @@ impl Default for Settings {
             database_acquire_timeout_ms: 2_000,
             database_statement_timeout_ms: 5_000,
             cache_capacity: 1_000_000,
+            cache_max_bytes: 1024 * 1024 * 1024,
             cache_ttl_ms: 60_000,
             negative_cache_ttl_ms: 5_000,
             check_store_timeout_ms: 500,
@@ -247,6 +252,13 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 setting: "TESSERA_MAX_TOKENS_PER_OWNER",
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.cache_max_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_CACHE_MAX_BYTES",
+                reason: "must be at least 1 (TESSERA_CACHE_CAPACITY=0 turns caching off)"
+                    .to_owned(),
             });
         }
         if self.default_rate_limit_per_minute == 0 {
@@ -454,6 +466,7 @@ impl Settings {
             prefix: self.token_prefix()?,
             cache: CacheSettings {
                 capacity: self.cache_capacity,
+                max_bytes: self.cache_max_bytes,
                 ttl: Duration::from_millis(self.cache_ttl_ms),
                 negative_ttl: Duration::from_millis(self.negative_cache_ttl_ms),
             },

@@ -9,6 +9,7 @@
 //! never per Check; verified signatures go to the replay guard (`replay`).
 
 pub mod cache;
+mod fill;
 pub mod rate_limit;
 pub mod replay;
 
