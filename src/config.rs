@@ -79,9 +79,14 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     /// Accepted difference, in seconds, either way between a signature's timestamp and now.
     pub signature_window_seconds: u64,
-    /// Most signatures each replica remembers to refuse replays; keep it above (signed requests
-    /// per second × 4 × window).
+    /// Most signatures each replica remembers to refuse replays, over all tokens: the replay
+    /// guard tracks `replay_cache_capacity / replay_token_quota` signing tokens at once (244 at
+    /// the defaults); keep it above (signing tokens in use × `replay_token_quota`).
     pub replay_cache_capacity: u64,
+    /// Most signatures each replica remembers per token, so that no token can push out
+    /// another's; keep it above (2 × a token's signed requests per (2 × window + 1 s)): at the
+    /// default 4096 and ±300 s window, about 3.4 signed requests a second per token.
+    pub replay_token_quota: u64,
     /// Envoy ext_authz: the header carrying the token (a `Bearer ` prefix is stripped).
     pub envoy_token_header: String,
     /// Envoy ext_authz: the header naming the tenant when the route sets no `tenant` context
@@ -179,6 +184,7 @@ impl Default for Settings {
             master_key: None,
             signature_window_seconds: 300,
             replay_cache_capacity: crate::authz::replay::DEFAULT_CAPACITY,
+            replay_token_quota: crate::authz::replay::DEFAULT_TOKEN_QUOTA,
             envoy_token_header: "authorization".to_owned(),
             envoy_tenant_header: None,
             envoy_trusted_hops: 0,
@@ -506,10 +512,17 @@ impl Settings {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if !(2..=self.replay_cache_capacity).contains(&self.replay_token_quota) {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_REPLAY_TOKEN_QUOTA",
+                reason: "must be 2 to TESSERA_REPLAY_CACHE_CAPACITY".to_owned(),
+            });
+        }
         Ok(SigningSettings {
             master_key: self.master_key()?,
             window: Duration::from_secs(self.signature_window_seconds),
             replay_capacity: self.replay_cache_capacity,
+            replay_token_quota: self.replay_token_quota,
         })
     }
 

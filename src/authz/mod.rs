@@ -102,8 +102,11 @@ pub struct SigningSettings {
     pub master_key: Option<MasterKey>,
     /// Accepted difference, either way, between a signature's timestamp and now.
     pub window: Duration,
-    /// Most signatures the replay guard remembers (per replica).
+    /// Most signatures the replay guard remembers (per replica), over all tokens.
     pub replay_capacity: u64,
+    /// Most signatures it remembers per token; `replay_capacity / replay_token_quota` tokens
+    /// are tracked at once (see `replay`).
+    pub replay_token_quota: u64,
 }
 
 impl Default for SigningSettings {
@@ -112,6 +115,7 @@ impl Default for SigningSettings {
             master_key: None,
             window: signature::DEFAULT_WINDOW,
             replay_capacity: replay::DEFAULT_CAPACITY,
+            replay_token_quota: replay::DEFAULT_TOKEN_QUOTA,
         }
     }
 }
@@ -172,6 +176,7 @@ impl Authorizer {
             replay_guard: ReplayCache::new(
                 settings.signing.window,
                 settings.signing.replay_capacity,
+                settings.signing.replay_token_quota,
             ),
             stats: AuthzStats::default(),
             leak_reports: moka::sync::Cache::builder()
@@ -232,7 +237,8 @@ impl Authorizer {
             self.report_retired_secret(&credential);
         }
         // Only requests that pass every other check spend rate-limit budget.
-        let (outcome, rate_limit) = match evaluate(&credential, input, &self.replay_guard) {
+        let replay_guard = self.replay_guard.of(&credential.token_id);
+        let (outcome, rate_limit) = match evaluate(&credential, input, &replay_guard) {
             Err(reason) => (Err(reason), None),
             Ok(()) => match self.rate_limits.check(&credential) {
                 Ok(status) => (Ok(()), Some(status)),
