@@ -102,6 +102,10 @@ fn describe() {
     );
     describe_gauge!("tessera_cache_entries", "Credentials held in the cache");
     describe_counter!(
+        "tessera_replay_guard_refusals_total",
+        "Signatures refused because the replay guard tracked as many signing tokens as it may"
+    );
+    describe_counter!(
         "tessera_cache_fills_overtaken_total",
         "Cache fills not cached because an invalidation of their key came while they loaded"
     );

@@ -8,9 +8,13 @@
 //! Writes invalidate entries here and on every replica (see `store::invalidation`); the TTL
 //! bounds staleness when everything else fails.
 //!
+//! API statuses are cached as one entry, the set of switched-off scopes, so that the tenant a
+//! Check names (which the caller chooses) costs neither a store lookup nor an entry of its own.
+//!
 //! Memory is bounded in bytes: each credential weighs an estimate of what it holds
 //! ([`credential_weight`]), and the cache keeps at most `max_bytes` of them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +43,8 @@ const ENTRY_OVERHEAD_BYTES: usize = 384;
 /// What one unknown hash costs: moka's bookkeeping and the 32-byte key.
 const UNKNOWN_ENTRY_BYTES: u64 = (ENTRY_OVERHEAD_BYTES + size_of::<SecretHash>()) as u64;
 
-/// Most API statuses cached: they are keyed by the Check's tenant, which the caller chooses.
-pub const API_STATUS_CAPACITY: u64 = 10_000;
+/// The APIs switched off, by scope (`*` or a tenant); any scope not here is online.
+pub type OfflineApis = Arc<HashMap<ApiScope, ApiStatus>>;
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -117,8 +121,9 @@ struct Caches {
     unknown: moka::sync::Cache<SecretHash, ()>,
     /// Loads of credentials and unknown hashes in flight (one flight per hash for both caches).
     credential_fills: Flights<SecretHash, Result<Entry, LookupFailed>>,
-    api_statuses: moka::sync::Cache<ApiScope, Arc<ApiStatus>>,
-    api_status_fills: Flights<ApiScope, Result<Arc<ApiStatus>, Arc<StoreError>>>,
+    /// One entry: what `offline_api_statuses` read.
+    offline_apis: moka::sync::Cache<(), OfflineApis>,
+    offline_api_fills: Flights<(), Result<OfflineApis, Arc<StoreError>>>,
 }
 
 impl Caches {
@@ -150,8 +155,8 @@ impl CredentialCache {
             .max_capacity((settings.credential_bytes() / 4 / UNKNOWN_ENTRY_BYTES).max(1))
             .time_to_live(settings.negative_ttl)
             .build();
-        let api_statuses = moka::sync::Cache::builder()
-            .max_capacity(API_STATUS_CAPACITY)
+        let offline_apis = moka::sync::Cache::builder()
+            .max_capacity(1)
             .time_to_live(settings.ttl)
             .build();
         Self {
@@ -159,8 +164,8 @@ impl CredentialCache {
                 credentials,
                 unknown,
                 credential_fills: Flights::new(),
-                api_statuses,
-                api_status_fills: Flights::new(),
+                offline_apis,
+                offline_api_fills: Flights::new(),
             }),
         }
     }
@@ -196,29 +201,27 @@ impl CredentialCache {
             .await
     }
 
-    pub async fn api_status<F>(
-        &self,
-        scope: &ApiScope,
-        load: F,
-    ) -> Result<Arc<ApiStatus>, Arc<StoreError>>
+    /// The switched-off APIs, cached, or the result of `load` (shared by concurrent callers);
+    /// errors are not cached.
+    pub async fn offline_apis<F>(&self, load: F) -> Result<OfflineApis, Arc<StoreError>>
     where
-        F: Future<Output = Result<Arc<ApiStatus>, StoreError>>,
+        F: Future<Output = Result<OfflineApis, StoreError>>,
     {
         let Some(caches) = &self.caches else {
             return load.await.map_err(Arc::new);
         };
-        if let Some(status) = caches.api_statuses.get(scope) {
-            return Ok(status);
+        if let Some(offline) = caches.offline_apis.get(&()) {
+            return Ok(offline);
         }
         let load = async { load.await.map_err(Arc::new) };
-        let keep = |outcome: &Result<Arc<ApiStatus>, Arc<StoreError>>| {
-            if let Ok(status) = outcome {
-                caches.api_statuses.insert(scope.clone(), status.clone());
+        let keep = |outcome: &Result<OfflineApis, Arc<StoreError>>| {
+            if let Ok(offline) = outcome {
+                caches.offline_apis.insert((), offline.clone());
             }
         };
         caches
-            .api_status_fills
-            .get_or_load(scope, || caches.api_statuses.get(scope).map(Ok), load, keep)
+            .offline_api_fills
+            .get_or_load(&(), || caches.offline_apis.get(&()).map(Ok), load, keep)
             .await
     }
 
@@ -247,9 +250,9 @@ impl CredentialCache {
                     credential.tenant == tenant && credential.roles.contains(&name)
                 });
             }
-            Invalidation::ApiStatus(scope) => caches
-                .api_status_fills
-                .overtake(scope, || caches.api_statuses.invalidate(scope)),
+            Invalidation::ApiStatus(_) => caches
+                .offline_api_fills
+                .overtake(&(), || caches.offline_apis.invalidate(&())),
             Invalidation::Everything => self.invalidate_all(),
         }
     }
@@ -280,8 +283,8 @@ impl CredentialCache {
             caches.unknown.invalidate_all();
         });
         caches
-            .api_status_fills
-            .overtake_all(|| caches.api_statuses.invalidate_all());
+            .offline_api_fills
+            .overtake_all(|| caches.offline_apis.invalidate_all());
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -617,6 +617,17 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
+                let rows: Vec<ApiStatusRow> = sqlx::query_as(
+                    "SELECT scope, online, message, updated_at FROM api_status \
+                     WHERE NOT online ORDER BY scope",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)?;
+                rows.into_iter().map(ApiStatusRow::into_api_status).collect()
+            }
+
             async fn list_audit_events(
                 &self,
                 tenant: Option<&Tenant>,

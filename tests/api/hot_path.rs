@@ -597,6 +597,47 @@ async fn when_the_invalidation_feed_comes_back_the_cache_is_dropped_before_it_is
     wait_for_reason(&app, request(&secret, "orders:read"), DenyReason::Allowed).await;
 }
 
+#[tokio::test]
+async fn checks_naming_made_up_tenants_cost_no_status_lookups_or_entries_of_their_own() {
+    let (app, store) = spawn_app_pausing(Backend::Sqlite, |_| {}).await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (_, secret) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    assert!(app.check(request(&secret, "orders:read")).await.allowed);
+    let reads = store.api_status_reads();
+    for number in 0..200 {
+        let mut made_up = request(&secret, "orders:read");
+        made_up.tenant = format!("made-up-{number}");
+        assert_eq!(
+            app.check(made_up).await.reason(),
+            DenyReason::TenantMismatch
+        );
+    }
+    assert_eq!(store.api_status_reads(), reads);
+
+    // A real tenant switched off is still seen at once.
+    app.admin_client()
+        .await
+        .set_api_status(app.admin(proto::SetApiStatusRequest {
+            tenant: TENANT.to_owned(),
+            online: false,
+            message: "maintenance".to_owned(),
+        }))
+        .await
+        .expect("status");
+    let offline = app.check(request(&secret, "orders:read")).await;
+    assert_eq!(offline.reason(), DenyReason::ApiOffline);
+    assert_eq!(offline.message, "maintenance");
+    let mut elsewhere = request(&secret, "orders:read");
+    elsewhere.tenant = "made-up-0".to_owned();
+    assert_eq!(
+        app.check(elsewhere).await.reason(),
+        DenyReason::TenantMismatch
+    );
+    assert_eq!(store.api_status_reads(), reads + 1);
+}
+
 // A store read that began before a write and answers after the write's invalidation must not
 // be cached: otherwise the invalidation is undone for a whole TTL. The store underneath is the
 // real one, held after the database answered (see helpers/pausing_store.rs).
@@ -796,7 +837,7 @@ async fn an_api_switched_off_during_a_status_fill_stays_off(backend: Backend) {
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
     // Statuses are cached by then (the marker's Check read them): drop them, so that the next
-    // Check reads them again, `*` (every API) first.
+    // Check reads them again.
     race.app
         .authorizer
         .invalidate(&Invalidation::Everything)
@@ -815,9 +856,9 @@ async fn an_api_switched_off_during_a_status_fill_stays_off(backend: Backend) {
         }))
         .await
         .expect("status");
-    // Every Check reads `*` first, so the marker cannot tell when `app` heard of the switch;
-    // a Check does: until then it joins the held read (and is given up on), after it it loads
-    // `*` afresh.
+    // Every Check reads the statuses first, so the marker cannot tell when `app` heard of the
+    // switch; a Check does: until then it joins the held read (and is given up on), after it
+    // it reads the statuses afresh.
     if race.replica.is_some() {
         let started = Instant::now();
         loop {

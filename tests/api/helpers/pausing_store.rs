@@ -2,6 +2,7 @@
 //! held after the database answered and before the answer reaches the caller, as a slow network
 //! or a descheduled task would hold it, so a test can commit a write in between.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -22,6 +23,8 @@ use tokio::sync::oneshot;
 pub struct PausingStore {
     inner: Arc<dyn Store>,
     armed: Mutex<Option<(Read, Hold)>>,
+    /// Reads of API statuses, of one scope or all at once.
+    api_status_reads: AtomicU64,
 }
 
 /// The reads that can be held.
@@ -29,7 +32,7 @@ pub struct PausingStore {
 pub enum Read {
     /// `find_credential`, the Check path's token lookup.
     Credential,
-    /// `get_api_status`, of whichever scope is read next.
+    /// `get_api_status` or `offline_api_statuses`, whichever comes next.
     ApiStatus,
 }
 
@@ -64,7 +67,13 @@ impl PausingStore {
         Self {
             inner,
             armed: Mutex::new(None),
+            api_status_reads: AtomicU64::new(0),
         }
+    }
+
+    /// How many times API statuses were read from the database.
+    pub fn api_status_reads(&self) -> u64 {
+        self.api_status_reads.load(Ordering::SeqCst)
     }
 
     /// The next read of that kind reaches the database, then waits for `HeldRead::release`.
@@ -208,7 +217,15 @@ impl Store for PausingStore {
     }
 
     async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError> {
+        self.api_status_reads.fetch_add(1, Ordering::SeqCst);
         let answer = self.inner.get_api_status(scope).await;
+        self.held(Read::ApiStatus).await;
+        answer
+    }
+
+    async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
+        self.api_status_reads.fetch_add(1, Ordering::SeqCst);
+        let answer = self.inner.offline_api_statuses().await;
         self.held(Read::ApiStatus).await;
         answer
     }
