@@ -38,6 +38,7 @@ fn settings(capacity: u64) -> AuthzSettings {
         prefix: TokenPrefix::default(),
         cache: CacheSettings {
             capacity,
+            max_bytes: u64::MAX,
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(3600),
         },

@@ -74,6 +74,7 @@ fn main() {
     runtime.block_on(async {
         let cache = CredentialCache::new(&CacheSettings {
             capacity: 2 * ENTRIES,
+            max_bytes: u64::MAX,
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(60),
         });

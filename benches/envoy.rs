@@ -329,6 +329,8 @@ fn bench_envoy(c: &mut Criterion) {
         b.iter(|| signature::verify(Some(&verifier), &presented, now, &NoReplays))
     });
     let replay_cache = ReplayCache::default();
+    let replay_token = tessera::domain::fields::TokenId::generate();
+    let replay_guard = replay_cache.of(&replay_token);
     let replay_counter = AtomicU64::new(0);
     group.bench_function("replay_guard_first_use", |b| {
         b.iter_batched(
@@ -338,7 +340,7 @@ fn bench_envoy(c: &mut Criterion) {
                     .copy_from_slice(&replay_counter.fetch_add(1, Ordering::Relaxed).to_le_bytes());
                 SignatureId(id)
             },
-            |id| assert!(replay_cache.first_use(id, Duration::from_secs(300))),
+            |id| assert!(replay_guard.first_use(id, Duration::from_secs(300))),
             BatchSize::SmallInput,
         )
     });

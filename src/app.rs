@@ -461,8 +461,14 @@ impl Starting {
     /// NOT_SERVING meanwhile), then opens the services. Any other store error, such as a failed
     /// migration or rejected credentials, ends the start.
     pub async fn connect(self) -> Result<App, AppError> {
+        let store = connect_store(&self.settings).await?;
+        self.connect_to(store).await
+    }
+
+    /// Opens the services over `store`, already connected and migrated: the seam for a test
+    /// that wraps the real store (e.g. to hold a read mid-flight).
+    pub async fn connect_to(self, store: Arc<dyn Store>) -> Result<App, AppError> {
         let settings = self.settings;
-        let store = connect_store(&settings).await?;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
 
         let configured_admin_keys: Vec<SecretHash> = settings

@@ -66,8 +66,12 @@ pub struct Settings {
     pub database_acquire_timeout_ms: u64,
     /// Longest a single statement may run (Postgres `statement_timeout`).
     pub database_statement_timeout_ms: u64,
-    /// Most cached token records; 0 turns caching off (every Check reads the store).
+    /// Most cached token records, counted at 1 KiB each (`authz::cache::NOMINAL_CREDENTIAL_BYTES`)
+    /// against `cache_max_bytes`; 0 turns caching off (every Check reads the store).
     pub cache_capacity: u64,
+    /// Most bytes the cached token records may weigh, each by an estimate of its size (so a
+    /// token with many grants counts for more); unknown tokens have a quarter of it on top.
+    pub cache_max_bytes: u64,
     /// How long a cached token record is trusted: the bound on staleness when invalidation fails.
     pub cache_ttl_ms: u64,
     /// How long an unknown token is remembered as unknown.
@@ -82,9 +86,14 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     /// Accepted difference, in seconds, either way between a signature's timestamp and now.
     pub signature_window_seconds: u64,
-    /// Most signatures each replica remembers to refuse replays; keep it above (signed requests
-    /// per second × 4 × window).
+    /// Most signatures each replica remembers to refuse replays, over all tokens: the replay
+    /// guard tracks `replay_cache_capacity / replay_token_quota` signing tokens at once (244 at
+    /// the defaults); keep it above (signing tokens in use × `replay_token_quota`).
     pub replay_cache_capacity: u64,
+    /// Most signatures each replica remembers per token, so that no token can push out
+    /// another's; keep it above (2 × a token's signed requests per (2 × window + 1 s)): at the
+    /// default 4096 and ±300 s window, about 3.4 signed requests a second per token.
+    pub replay_token_quota: u64,
     /// Envoy ext_authz: the header carrying the token (a `Bearer ` prefix is stripped).
     pub envoy_token_header: String,
     /// Envoy ext_authz: the header naming the tenant when the route sets no `tenant` context
@@ -190,6 +199,7 @@ impl Default for Settings {
             database_acquire_timeout_ms: 2_000,
             database_statement_timeout_ms: 5_000,
             cache_capacity: 1_000_000,
+            cache_max_bytes: 1024 * 1024 * 1024,
             cache_ttl_ms: 60_000,
             negative_cache_ttl_ms: 5_000,
             check_store_timeout_ms: 500,
@@ -197,6 +207,7 @@ impl Default for Settings {
             master_key: None,
             signature_window_seconds: 300,
             replay_cache_capacity: crate::authz::replay::DEFAULT_CAPACITY,
+            replay_token_quota: crate::authz::replay::DEFAULT_TOKEN_QUOTA,
             envoy_token_header: "authorization".to_owned(),
             envoy_tenant_header: None,
             envoy_trusted_hops: 0,
@@ -275,6 +286,13 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 setting: "TESSERA_MAX_TOKENS_PER_OWNER",
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        if self.cache_max_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_CACHE_MAX_BYTES",
+                reason: "must be at least 1 (TESSERA_CACHE_CAPACITY=0 turns caching off)"
+                    .to_owned(),
             });
         }
         if self.default_rate_limit_per_minute == 0 {
@@ -488,6 +506,7 @@ impl Settings {
             prefix: self.token_prefix()?,
             cache: CacheSettings {
                 capacity: self.cache_capacity,
+                max_bytes: self.cache_max_bytes,
                 ttl: Duration::from_millis(self.cache_ttl_ms),
                 negative_ttl: Duration::from_millis(self.negative_cache_ttl_ms),
             },
@@ -527,10 +546,17 @@ impl Settings {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        if !(2..=self.replay_cache_capacity).contains(&self.replay_token_quota) {
+            return Err(ConfigError::Invalid {
+                setting: "TESSERA_REPLAY_TOKEN_QUOTA",
+                reason: "must be 2 to TESSERA_REPLAY_CACHE_CAPACITY".to_owned(),
+            });
+        }
         Ok(SigningSettings {
             master_key: self.master_key()?,
             window: Duration::from_secs(self.signature_window_seconds),
             replay_capacity: self.replay_cache_capacity,
+            replay_token_quota: self.replay_token_quota,
         })
     }
 

@@ -15,7 +15,8 @@
 //!   `{service="tessera.v1.AuthorizationService",method="Check"}`, admin calls are
 //!   `{service="tessera.v1.TokenAdminService"}`), `tessera_grpc_requests_in_flight`: the gate in
 //!   front of every service.
-//! - `tessera_cache_entries`: sampled at each scrape.
+//! - `tessera_cache_entries`: sampled at each scrape; `tessera_cache_fills_overtaken_total`:
+//!   store reads not cached because an invalidation of their key came while they ran.
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
 //!   `tessera_invalidation_publish_failures_total`: cross-replica cache invalidation.
 //! - `tessera_store_errors_total`: every database error, as the store maps it.
@@ -109,6 +110,14 @@ fn describe() {
         "Credential loads from the store: cache misses"
     );
     describe_gauge!("tessera_cache_entries", "Credentials held in the cache");
+    describe_counter!(
+        "tessera_replay_guard_refusals_total",
+        "Signatures refused because the replay guard tracked as many signing tokens as it may"
+    );
+    describe_counter!(
+        "tessera_cache_fills_overtaken_total",
+        "Cache fills not cached because an invalidation of their key came while they loaded"
+    );
     describe_counter!(
         "tessera_retired_secret_uses_total",
         "Checks presenting a secret that was rotated away"

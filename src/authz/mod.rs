@@ -9,10 +9,12 @@
 //! never per Check; verified signatures go to the replay guard (`replay`).
 
 pub mod cache;
+mod fill;
 pub mod rate_limit;
 pub mod replay;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +24,7 @@ use chrono::Utc;
 
 use crate::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
-use crate::domain::model::{AuditEvent, CredentialRecord};
+use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
 use crate::domain::signature::{self, MasterKey, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
@@ -101,8 +103,11 @@ pub struct SigningSettings {
     pub master_key: Option<MasterKey>,
     /// Accepted difference, either way, between a signature's timestamp and now.
     pub window: Duration,
-    /// Most signatures the replay guard remembers (per replica).
+    /// Most signatures the replay guard remembers (per replica), over all tokens.
     pub replay_capacity: u64,
+    /// Most signatures it remembers per token; `replay_capacity / replay_token_quota` tokens
+    /// are tracked at once (see `replay`).
+    pub replay_token_quota: u64,
 }
 
 impl Default for SigningSettings {
@@ -111,6 +116,7 @@ impl Default for SigningSettings {
             master_key: None,
             window: signature::DEFAULT_WINDOW,
             replay_capacity: replay::DEFAULT_CAPACITY,
+            replay_token_quota: replay::DEFAULT_TOKEN_QUOTA,
         }
     }
 }
@@ -171,6 +177,7 @@ impl Authorizer {
             replay_guard: ReplayCache::new(
                 settings.signing.window,
                 settings.signing.replay_capacity,
+                settings.signing.replay_token_quota,
             ),
             stats: AuthzStats::default(),
             leak_reports: moka::sync::Cache::builder()
@@ -231,7 +238,8 @@ impl Authorizer {
             self.report_retired_secret(&credential);
         }
         // Only requests that pass every other check spend rate-limit budget.
-        let (outcome, rate_limit) = match evaluate(&credential, input, &self.replay_guard) {
+        let replay_guard = self.replay_guard.of(&credential.token_id);
+        let (outcome, rate_limit) = match evaluate(&credential, input, &replay_guard) {
             Err(reason) => (Err(reason), None),
             Ok(()) => match self.rate_limits.check(&credential) {
                 Ok(status) => (Ok(()), Some(status)),
@@ -287,28 +295,39 @@ impl Authorizer {
 
     /// API_OFFLINE when the tenant's API, or every API (`*`), is switched off. An unreadable
     /// status counts as online: it is an operational switch, and the token checks that follow
-    /// still fail closed.
+    /// still fail closed. The switched-off scopes are read and cached all at once, so a Check
+    /// naming a tenant that does not exist costs no store lookup and no cache entry.
     async fn offline_decision(&self, tenant: &Tenant) -> Option<Decision> {
+        let load = async {
+            let statuses = self.bounded(self.store.offline_api_statuses()).await?;
+            let by_scope: HashMap<ApiScope, ApiStatus> = statuses
+                .into_iter()
+                .map(|status| (status.scope.clone(), status))
+                .collect();
+            Ok(Arc::new(by_scope))
+        };
+        let offline = match self.cache.offline_apis(load).await {
+            Ok(offline) => offline,
+            Err(error) => {
+                metrics::counter!("tessera_store_errors_total", "operation" => "offline_api_statuses").increment(1);
+                if self.store_warnings.allow() {
+                    tracing::warn!(error = %error, "api statuses unreadable; treating as online");
+                }
+                return None;
+            }
+        };
+        if offline.is_empty() {
+            return None;
+        }
         for scope in [ApiScope::all(), ApiScope::from(tenant.clone())] {
-            let load = async {
-                let status = self.bounded(self.store.get_api_status(&scope)).await?;
-                Ok(Arc::new(status))
-            };
-            match self.cache.api_status(&scope, load).await {
-                Ok(status) if !status.online => {
-                    let mut decision = Decision::deny(DenyReason::ApiOffline);
-                    if !status.message.is_empty() {
-                        decision.message = Cow::Owned(status.message.clone());
-                    }
-                    return Some(decision);
+            if let Some(status) = offline.get(&scope)
+                && !status.online
+            {
+                let mut decision = Decision::deny(DenyReason::ApiOffline);
+                if !status.message.is_empty() {
+                    decision.message = Cow::Owned(status.message.clone());
                 }
-                Ok(_) => {}
-                Err(error) => {
-                    metrics::counter!("tessera_store_errors_total", "operation" => "get_api_status").increment(1);
-                    if self.store_warnings.allow() {
-                        tracing::warn!(error = %error, scope = %scope, "api status unreadable; treating as online");
-                    }
-                }
+                return Some(decision);
             }
         }
         None

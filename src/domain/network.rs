@@ -41,6 +41,11 @@ impl IpAllowlist {
         self.0.is_empty()
     }
 
+    /// How many networks the list holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Canonical text of each entry: a bare address for host networks, CIDR otherwise.
     pub fn to_strings(&self) -> Vec<String> {
         self.0

@@ -312,6 +312,11 @@ pub trait Store: Send + Sync + 'static {
     /// The stored status, or `ApiStatus::never_set` when there is none.
     async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError>;
 
+    /// Every stored status that is switched off. Check reads them all at once, as one cache
+    /// entry, so that a tenant it is asked about costs no lookup and no entry of its own: any
+    /// scope not among them is online.
+    async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError>;
+
     /// Audit events with id greater than `after_id`, oldest first. Never returns an event while
     /// an event with a smaller id may still commit (on Postgres it waits for in-flight audit
     /// inserts; SQLite has one writer at a time), so paging by the last id never skips one.

@@ -775,6 +775,18 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
+                let rows: Vec<ApiStatusRow> = sqlx::query_as(
+                    "SELECT scope, online, message, updated_at FROM api_status \
+                     WHERE NOT online ORDER BY scope",
+                )
+                // On the Check path: the bulkhead's Check pool.
+                .fetch_all(&self.check_pool)
+                .await
+                .map_err(map_error)?;
+                rows.into_iter().map(ApiStatusRow::into_api_status).collect()
+            }
+
             async fn list_audit_events(
                 &self,
                 tenant: Option<&Tenant>,

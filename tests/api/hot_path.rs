@@ -10,8 +10,10 @@ use tessera::proto;
 use tessera::proto::DenyReason;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 
+use crate::helpers::pausing_store::Read;
 use crate::helpers::{
-    Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_with, strings, unknown_secret,
+    Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_pausing, spawn_app_with,
+    strings, unknown_secret,
 };
 
 const TENANT: &str = "acme";
@@ -595,3 +597,297 @@ async fn when_the_invalidation_feed_comes_back_the_cache_is_dropped_before_it_is
     }
     wait_for_reason(&app, request(&secret, "orders:read"), DenyReason::Allowed).await;
 }
+
+#[tokio::test]
+async fn checks_naming_made_up_tenants_cost_no_status_lookups_or_entries_of_their_own() {
+    let (app, store) = spawn_app_pausing(Backend::Sqlite, |_| {}).await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let (_, secret) = app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    assert!(app.check(request(&secret, "orders:read")).await.allowed);
+    let reads = store.api_status_reads();
+    for number in 0..200 {
+        let mut made_up = request(&secret, "orders:read");
+        made_up.tenant = format!("made-up-{number}");
+        assert_eq!(
+            app.check(made_up).await.reason(),
+            DenyReason::TenantMismatch
+        );
+    }
+    assert_eq!(store.api_status_reads(), reads);
+
+    // A real tenant switched off is still seen at once.
+    app.admin_client()
+        .await
+        .set_api_status(app.admin(proto::SetApiStatusRequest {
+            tenant: TENANT.to_owned(),
+            online: false,
+            message: "maintenance".to_owned(),
+        }))
+        .await
+        .expect("status");
+    let offline = app.check(request(&secret, "orders:read")).await;
+    assert_eq!(offline.reason(), DenyReason::ApiOffline);
+    assert_eq!(offline.message, "maintenance");
+    let mut elsewhere = request(&secret, "orders:read");
+    elsewhere.tenant = "made-up-0".to_owned();
+    assert_eq!(
+        app.check(elsewhere).await.reason(),
+        DenyReason::TenantMismatch
+    );
+    assert_eq!(store.api_status_reads(), reads + 1);
+}
+
+// A store read that began before a write and answers after the write's invalidation must not
+// be cached: otherwise the invalidation is undone for a whole TTL. The store underneath is the
+// real one, held after the database answered (see helpers/pausing_store.rs).
+
+/// A server whose reads can be held, and where the racing write goes: SQLite is one node, so
+/// the same server; on Postgres another replica, so that the server under test hears of the
+/// write only by NOTIFY, as it does in production (and not by its own, synchronous, announce).
+struct Race {
+    app: TestApp,
+    store: std::sync::Arc<crate::helpers::pausing_store::PausingStore>,
+    replica: Option<TestApp>,
+    /// A token of bob's, cached on `app`: revoked after the write, so that `app` denying it
+    /// shows `app` has applied the write's invalidation too (NOTIFYs arrive in commit order).
+    marker: (String, String),
+}
+
+impl Race {
+    async fn new(backend: Backend) -> Self {
+        let (app, store) = spawn_app_pausing(backend, |settings| {
+            // Checks wait for a held read instead of answering STORE_UNAVAILABLE.
+            settings.check_store_timeout_ms = 60_000;
+        })
+        .await;
+        app.principal(TENANT, "alice", &["orders:*"]).await;
+        app.principal(TENANT, "bob", &["orders:*"]).await;
+        let replica = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(app.spawn_replica().await),
+        };
+        let (marker, marker_secret) = app.token(new_token(TENANT, "bob", &[])).await;
+        assert!(app.check(request(&marker_secret, "")).await.allowed);
+        Self {
+            app,
+            store,
+            replica,
+            marker: (marker.id, marker_secret),
+        }
+    }
+
+    /// Where writes go.
+    fn writer(&self) -> &TestApp {
+        self.replica.as_ref().unwrap_or(&self.app)
+    }
+
+    /// Returns once `app` has applied every invalidation announced before.
+    async fn heard(&self) {
+        if self.replica.is_none() {
+            return;
+        }
+        let (id, secret) = &self.marker;
+        self.writer()
+            .admin_client()
+            .await
+            .revoke_token(
+                self.writer()
+                    .admin(proto::RevokeTokenRequest { id: id.clone() }),
+            )
+            .await
+            .expect("marker revoked");
+        wait_for_reason(&self.app, request(secret, ""), DenyReason::TokenRevoked).await;
+    }
+}
+
+/// Starts a Check on its own task, so the test can write while the Check's read is held.
+async fn check_in_background(
+    app: &TestApp,
+    check: proto::CheckRequest,
+) -> tokio::task::JoinHandle<proto::CheckResponse> {
+    let mut client = app.authz_client().await;
+    tokio::spawn(async move { client.check(check).await.expect("check").into_inner() })
+}
+
+async fn a_revocation_during_a_cache_fill_is_not_undone(backend: Backend) {
+    let race = Race::new(backend).await;
+    let (token, secret) = race
+        .app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let mut held = race.store.hold_next(Read::Credential);
+    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
+    held.answered().await;
+
+    race.writer()
+        .admin_client()
+        .await
+        .revoke_token(
+            race.writer()
+                .admin(proto::RevokeTokenRequest { id: token.id }),
+        )
+        .await
+        .expect("revoke");
+    race.heard().await;
+    held.release();
+
+    // That Check began before the revoke was acknowledged: answering from its read is
+    // linearizable, and it is what it does (the read is used once, not cached).
+    assert!(in_flight.await.expect("check").allowed);
+    for _ in 0..3 {
+        assert_eq!(
+            race.app
+                .check(request(&secret, "orders:read"))
+                .await
+                .reason(),
+            DenyReason::TokenRevoked
+        );
+    }
+}
+
+async fn an_owner_disabled_during_a_cache_fill_stays_disabled(backend: Backend) {
+    let race = Race::new(backend).await;
+    let (_, secret) = race
+        .app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    let mut held = race.store.hold_next(Read::Credential);
+    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
+    held.answered().await;
+
+    race.writer()
+        .admin_client()
+        .await
+        .upsert_principal(race.writer().admin(proto::UpsertPrincipalRequest {
+            tenant: TENANT.to_owned(),
+            id: "alice".to_owned(),
+            permissions: strings(&["orders:*"]),
+            disabled: true,
+            ..Default::default()
+        }))
+        .await
+        .expect("owner disabled");
+    race.heard().await;
+    held.release();
+
+    assert!(in_flight.await.expect("check").allowed);
+    assert_eq!(
+        race.app
+            .check(request(&secret, "orders:read"))
+            .await
+            .reason(),
+        DenyReason::OwnerDisabled
+    );
+}
+
+async fn a_token_stored_during_its_unknown_lookup_is_not_left_unknown(backend: Backend) {
+    let race = Race::new(backend).await;
+    // The server's secrets are random, so no Check can present one before it exists; to race
+    // a lookup against a creation, the test stores a token with a secret it chose and
+    // announces it as the admin layer announces writes (invalidate locally, publish).
+    let generated = token::generate(&TokenPrefix::default());
+    let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
+    let (template, _) = race.app.token(new_token(TENANT, "alice", &[])).await;
+    let mut held = race.store.hold_next(Read::Credential);
+    let in_flight = check_in_background(&race.app, request(&secret, "")).await;
+    held.answered().await;
+
+    let writer = race.writer();
+    let id = tessera::domain::fields::TokenId::parse(&template.id).expect("id");
+    let mut record = writer.store.get_token(&id).await.expect("token");
+    record.id = tessera::domain::fields::TokenId::generate();
+    let new = tessera::domain::model::NewToken {
+        token: record,
+        secret_hash: generated.hash,
+        signing_key: None,
+    };
+    let audit = tessera::domain::model::AuditEvent {
+        id: 0,
+        time: chrono::Utc::now(),
+        actor: "test".to_owned(),
+        action: "token.create".to_owned(),
+        tenant: TENANT.to_owned(),
+        token_id: None,
+        principal_id: None,
+        summary: String::new(),
+        admin_key: String::new(),
+    };
+    writer
+        .store
+        .create_token(&new, 64, &audit)
+        .await
+        .expect("stored");
+    let announced = Invalidation::Secrets(vec![SecretHash::of(&secret)]);
+    writer.authorizer.invalidate(&announced).await;
+    writer.store.publish(&announced).await.expect("published");
+    race.heard().await;
+    held.release();
+
+    assert_eq!(
+        in_flight.await.expect("check").reason(),
+        DenyReason::TokenUnknown
+    );
+    assert!(race.app.check(request(&secret, "")).await.allowed);
+}
+
+async fn an_api_switched_off_during_a_status_fill_stays_off(backend: Backend) {
+    let race = Race::new(backend).await;
+    let (_, secret) = race
+        .app
+        .token(new_token(TENANT, "alice", &["orders:read"]))
+        .await;
+    // Statuses are cached by then (the marker's Check read them): drop them, so that the next
+    // Check reads them again.
+    race.app
+        .authorizer
+        .invalidate(&Invalidation::Everything)
+        .await;
+    let mut held = race.store.hold_next(Read::ApiStatus);
+    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
+    held.answered().await;
+
+    race.writer()
+        .admin_client()
+        .await
+        .set_api_status(race.writer().admin(proto::SetApiStatusRequest {
+            tenant: "*".to_owned(),
+            online: false,
+            message: String::new(),
+        }))
+        .await
+        .expect("status");
+    // Every Check reads the statuses first, so the marker cannot tell when `app` heard of the
+    // switch; a Check does: until then it joins the held read (and is given up on), after it
+    // it reads the statuses afresh.
+    if race.replica.is_some() {
+        let started = Instant::now();
+        loop {
+            let check = race.app.check(request(&secret, "orders:read"));
+            if let Ok(response) = tokio::time::timeout(Duration::from_millis(200), check).await
+                && response.reason() == DenyReason::ApiOffline
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never heard");
+        }
+    }
+    held.release();
+
+    assert!(in_flight.await.expect("check").allowed);
+    assert_eq!(
+        race.app
+            .check(request(&secret, "orders:read"))
+            .await
+            .reason(),
+        DenyReason::ApiOffline
+    );
+}
+
+crate::backend_tests!(
+    a_revocation_during_a_cache_fill_is_not_undone,
+    an_owner_disabled_during_a_cache_fill_stays_disabled,
+    a_token_stored_during_its_unknown_lookup_is_not_left_unknown,
+    an_api_switched_off_during_a_status_fill_stays_off,
+);

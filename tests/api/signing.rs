@@ -195,6 +195,42 @@ async fn each_signature_problem_is_denied_with_its_own_reason() {
 }
 
 #[tokio::test]
+async fn one_token_flooding_the_replay_guard_cannot_make_room_to_replay_another_tokens_request() {
+    // Room for 20 signatures in all, at most 10 per token (so two tokens at once).
+    let app = app_on(Backend::Sqlite, |settings| {
+        with_master_key(settings);
+        settings.replay_cache_capacity = 20;
+        settings.replay_token_quota = 10;
+    })
+    .await;
+    let (_, victim_secret, victim_key) = signing_token(&app).await;
+    let (_, flooder_secret, flooder_key) = signing_token(&app).await;
+    let now = Utc::now().timestamp();
+
+    let captured = signed_check(
+        &victim_secret,
+        Some(signature(&victim_key, now, "POST /orders/1/pay")),
+    );
+    assert!(app.check(captured.clone()).await.allowed);
+
+    // Five times what the whole guard holds, each a fresh signature of the flooder's own.
+    for number in 0..100 {
+        let flood = signed_check(
+            &flooder_secret,
+            Some(signature(
+                &flooder_key,
+                now,
+                &format!("GET /orders/{number}"),
+            )),
+        );
+        let response = app.check(flood).await;
+        assert_ne!(response.reason(), DenyReason::Replayed, "flood {number}");
+    }
+
+    assert_denied(&app, captured, DenyReason::Replayed).await;
+}
+
+#[tokio::test]
 async fn the_signature_window_is_a_setting() {
     let app = app_on(Backend::Sqlite, |settings| {
         with_master_key(settings);

@@ -1105,6 +1105,10 @@ async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(store:
     assert_eq!(stored, offline);
     assert_eq!(store.get_api_status(&acme).await.expect("read"), offline);
     assert_eq!(
+        store.offline_api_statuses().await.expect("read"),
+        vec![offline.clone()]
+    );
+    assert_eq!(
         store.get_api_status(&all).await.expect("read"),
         ApiStatus::never_set(all)
     );
@@ -1115,6 +1119,10 @@ async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(store:
     assert_eq!(
         store.get_api_status(&acme).await.expect("read"),
         back_online
+    );
+    assert!(
+        store.offline_api_statuses().await.expect("read").is_empty(),
+        "a status set back online is not listed as offline"
     );
 }
 

@@ -2,6 +2,7 @@
 
 pub mod database;
 pub mod fault_proxy;
+pub mod pausing_store;
 
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 pub use database::TestDatabase;
+use pausing_store::PausingStore;
+
+/// Puts something around the real store before the server is built over it.
+type WrapStore = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -56,6 +61,33 @@ pub async fn spawn_app_on(backend: Backend) -> TestApp {
 
 /// A server over a fresh database, with settings adjusted by `customize`.
 pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_over(backend, customize, None).await
+}
+
+/// A server whose store is the real one wrapped in a `PausingStore`, to hold a read mid-flight.
+pub async fn spawn_app_pausing(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+) -> (TestApp, Arc<PausingStore>) {
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let wrap: WrapStore = {
+        let slot = slot.clone();
+        Box::new(move |real| {
+            let pausing = Arc::new(PausingStore::new(real));
+            let _ = slot.set(pausing.clone());
+            pausing
+        })
+    };
+    let app = spawn_app_over(backend, customize, Some(wrap)).await;
+    let pausing = slot.get().expect("the store was wrapped").clone();
+    (app, pausing)
+}
+
+async fn spawn_app_over(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+    wrap: Option<WrapStore>,
+) -> TestApp {
     init_test_logging();
     let database = match backend {
         Backend::Sqlite => TestDatabase::sqlite(),
@@ -70,7 +102,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
         ..Settings::default()
     };
     customize(&mut settings);
-    start(settings, Arc::new(database), Arc::new(dir), None).await
+    start(settings, Arc::new(database), Arc::new(dir), None, wrap).await
 }
 
 /// Builds and serves an app; `admin_key` is given for replicas, which find the key already stored.
@@ -79,8 +111,25 @@ async fn start(
     database: Arc<TestDatabase>,
     dir: Arc<tempfile::TempDir>,
     admin_key: Option<String>,
+    wrap: Option<WrapStore>,
 ) -> TestApp {
-    let app = App::build(settings.clone()).await.expect("app builds");
+    let app = match wrap {
+        None => App::build(settings.clone()).await.expect("app builds"),
+        Some(wrap) => {
+            let real = tessera::store::connect(
+                secrecy::ExposeSecret::expose_secret(&settings.database_url),
+                &settings.pool_options(),
+            )
+            .await
+            .expect("store connects");
+            App::start(settings.clone())
+                .await
+                .expect("app starts")
+                .connect_to(wrap(real))
+                .await
+                .expect("app builds")
+        }
+    };
     let address = app.local_addr();
     let metrics_addr = app.metrics_addr();
     let store = app.store();
@@ -130,6 +179,7 @@ impl TestApp {
             self.database.clone(),
             self.dir.clone(),
             Some(self.admin_key.clone()),
+            None,
         )
         .await
     }

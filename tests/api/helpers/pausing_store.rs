@@ -1,0 +1,313 @@
+//! The real store (SQLite or Postgres) with pause points: a credential or API-status read can be
+//! held after the database answered and before the answer reaches the caller, as a slow network
+//! or a descheduled task would hold it, so a test can commit a write in between.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use tessera::domain::model::{
+    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+};
+use tessera::domain::token::SecretHash;
+use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+use tessera::store::invalidation::{Invalidation, InvalidationSink};
+use tessera::store::{
+    Bootstrapped, PersistKey, Rotation, Store, StoreError, TokenQuery, TokenUpdate,
+    TokensNeedingAttention, UsageCutoffs,
+};
+use tokio::sync::oneshot;
+
+/// Forwards every call to the real store; `hold_next` arms the pause.
+pub struct PausingStore {
+    inner: Arc<dyn Store>,
+    armed: Mutex<Option<(Read, Hold)>>,
+    /// Reads of API statuses, of one scope or all at once.
+    api_status_reads: AtomicU64,
+}
+
+/// The reads that can be held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// `find_credential`, the Check path's token lookup.
+    Credential,
+    /// `get_api_status` or `offline_api_statuses`, whichever comes next.
+    ApiStatus,
+}
+
+/// The store's side of a held read.
+struct Hold {
+    answered: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// The test's side of a held read.
+pub struct HeldRead {
+    answered: Option<oneshot::Receiver<()>>,
+    release: oneshot::Sender<()>,
+}
+
+impl HeldRead {
+    /// Waits until the database has answered the held read (its answer is then held).
+    pub async fn answered(&mut self) {
+        if let Some(answered) = self.answered.take() {
+            answered.await.expect("the held read happens");
+        }
+    }
+
+    /// Lets the held answer through.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+impl PausingStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            armed: Mutex::new(None),
+            api_status_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times API statuses were read from the database.
+    pub fn api_status_reads(&self) -> u64 {
+        self.api_status_reads.load(Ordering::SeqCst)
+    }
+
+    /// The next read of that kind reaches the database, then waits for `HeldRead::release`.
+    pub fn hold_next(&self, read: Read) -> HeldRead {
+        let (answered_sender, answered) = oneshot::channel();
+        let (release, release_receiver) = oneshot::channel();
+        let hold = Hold {
+            answered: answered_sender,
+            release: release_receiver,
+        };
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some((read, hold));
+        HeldRead {
+            answered: Some(answered),
+            release,
+        }
+    }
+}
+
+impl PausingStore {
+    /// Holds this read if it is the armed kind: tells the test, then waits for its release.
+    async fn held(&self, read: Read) {
+        let hold = {
+            let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
+            match armed.take() {
+                Some((kind, hold)) if kind == read => Some(hold),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        if let Some(hold) = hold {
+            let _ = hold.answered.send(());
+            let _ = hold.release.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PausingStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn create_token(
+        &self,
+        new: &NewToken,
+        max_live_per_owner: u32,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner
+            .create_token(new, max_live_per_owner, audit)
+            .await
+    }
+
+    async fn get_token(&self, id: &TokenId) -> Result<Token, StoreError> {
+        self.inner.get_token(id).await
+    }
+
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError> {
+        self.inner.list_tokens(query).await
+    }
+
+    async fn update_token(
+        &self,
+        update: &TokenUpdate<'_>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner.update_token(update, audit).await
+    }
+
+    async fn bootstrap_admin_key(
+        &self,
+        hash: &SecretHash,
+        at: DateTime<Utc>,
+        persist: PersistKey<'_>,
+    ) -> Result<Bootstrapped, StoreError> {
+        self.inner.bootstrap_admin_key(hash, at, persist).await
+    }
+
+    async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError> {
+        self.inner.report_retired_secret_use(event).await
+    }
+
+    async fn rotate_token(
+        &self,
+        rotation: &Rotation,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner.rotate_token(rotation, audit).await
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner.revoke_token(id, at, audit).await
+    }
+
+    async fn find_credential(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        let answer = self.inner.find_credential(hash).await;
+        self.held(Read::Credential).await;
+        answer
+    }
+
+    async fn upsert_principal(
+        &self,
+        principal: &Principal,
+        audit: &AuditEvent,
+    ) -> Result<Principal, StoreError> {
+        self.inner.upsert_principal(principal, audit).await
+    }
+
+    async fn get_principal(
+        &self,
+        tenant: &Tenant,
+        id: &PrincipalId,
+    ) -> Result<Principal, StoreError> {
+        self.inner.get_principal(tenant, id).await
+    }
+
+    async fn upsert_role(&self, role: &Role, audit: &AuditEvent) -> Result<Role, StoreError> {
+        self.inner.upsert_role(role, audit).await
+    }
+
+    async fn list_roles(&self, tenant: &Tenant) -> Result<Vec<Role>, StoreError> {
+        self.inner.list_roles(tenant).await
+    }
+
+    async fn get_roles(
+        &self,
+        tenant: &Tenant,
+        names: &[RoleName],
+    ) -> Result<Vec<Role>, StoreError> {
+        self.inner.get_roles(tenant, names).await
+    }
+
+    async fn set_api_status(
+        &self,
+        status: &ApiStatus,
+        audit: &AuditEvent,
+    ) -> Result<ApiStatus, StoreError> {
+        self.inner.set_api_status(status, audit).await
+    }
+
+    async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError> {
+        self.api_status_reads.fetch_add(1, Ordering::SeqCst);
+        let answer = self.inner.get_api_status(scope).await;
+        self.held(Read::ApiStatus).await;
+        answer
+    }
+
+    async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
+        self.api_status_reads.fetch_add(1, Ordering::SeqCst);
+        let answer = self.inner.offline_api_statuses().await;
+        self.held(Read::ApiStatus).await;
+        answer
+    }
+
+    async fn list_audit_events(
+        &self,
+        tenant: Option<&Tenant>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.list_audit_events(tenant, after_id, limit).await
+    }
+
+    async fn insert_admin_key(
+        &self,
+        hash: &SecretHash,
+        label: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_admin_key(hash, label, at).await
+    }
+
+    async fn count_admin_keys(&self) -> Result<u64, StoreError> {
+        self.inner.count_admin_keys().await
+    }
+
+    async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
+        self.inner.is_admin_key(hash).await
+    }
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.insert_audit_event(event).await
+    }
+
+    async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {
+        self.inner.secret_hashes(id).await
+    }
+
+    async fn write_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        self.inner.write_usage(batch).await
+    }
+
+    async fn read_usage(&self, query: &UsageQuery) -> Result<UsageFigures, StoreError> {
+        self.inner.read_usage(query).await
+    }
+
+    async fn prune_usage(&self, cutoffs: &UsageCutoffs, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_usage(cutoffs, limit).await
+    }
+
+    async fn count_tokens_needing_attention(
+        &self,
+        now: DateTime<Utc>,
+        expiring_before: DateTime<Utc>,
+        unused_since: DateTime<Utc>,
+    ) -> Result<TokensNeedingAttention, StoreError> {
+        self.inner
+            .count_tokens_needing_attention(now, expiring_before, unused_since)
+            .await
+    }
+
+    async fn publish(&self, invalidation: &Invalidation) -> Result<(), StoreError> {
+        self.inner.publish(invalidation).await
+    }
+
+    fn watch_invalidations(
+        &self,
+        sink: Arc<dyn InvalidationSink>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.watch_invalidations(sink)
+    }
+}
