@@ -86,9 +86,8 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     /// Accepted difference, in seconds, either way between a signature's timestamp and now.
     pub signature_window_seconds: u64,
-    /// Most signatures each replica remembers to refuse replays, over all tokens: the replay
-    /// guard tracks `replay_cache_capacity / replay_token_quota` signing tokens at once (244 at
-    /// the defaults); keep it above (signing tokens in use × `replay_token_quota`).
+    /// Most signatures each replica remembers to refuse replays, over all tokens (a token takes
+    /// only what it holds); keep it above the signed requests of one (2 × window + 1 s).
     pub replay_cache_capacity: u64,
     /// Most signatures each replica remembers per token, so that no token can push out
     /// another's; keep it above (2 × a token's signed requests per (2 × window + 1 s)): at the

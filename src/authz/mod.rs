@@ -105,8 +105,8 @@ pub struct SigningSettings {
     pub window: Duration,
     /// Most signatures the replay guard remembers (per replica), over all tokens.
     pub replay_capacity: u64,
-    /// Most signatures it remembers per token; `replay_capacity / replay_token_quota` tokens
-    /// are tracked at once (see `replay`).
+    /// Most signatures it remembers per token, so no token pushes out another's (see
+    /// `replay`).
     pub replay_token_quota: u64,
 }
 

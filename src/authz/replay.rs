@@ -17,11 +17,13 @@
 //! tags that could still be replayed by someone who captured them: size the quota above
 //! (2 × that token's signed requests per span).
 //!
-//! At most `capacity / quota` tokens are tracked per replica (the global bound is tokens ×
-//! quota tags). A partition whose newest tag is a span old holds nothing acceptable any more
-//! and makes room; when every tracked token has used its partition within the last span, a
-//! further token's signatures are refused (fail closed, counted, logged) rather than evicting
-//! another token's tags.
+//! At most `capacity` tags are held per replica over all tokens, however many tokens sign: a
+//! token's partition takes only the tags it holds, so a million tokens signing a few requests
+//! each fit as well as 244 tokens at their quota. A partition whose newest tag is a span old
+//! holds nothing acceptable any more and goes when room is needed. Only when `capacity` tags
+//! are all still live (at least `capacity / quota` tokens, each at its quota, within one span)
+//! is a further signature refused (fail closed, counted) rather than another token's tag
+//! evicted.
 //!
 //! The check and the insert happen under one lock (held for a hash lookup and an insert): of
 //! concurrent uses of one signature, exactly one is first. Per replica, like the rate limits.
@@ -38,8 +40,8 @@ use crate::domain::signature::{DEFAULT_WINDOW, ReplayGuard, SignatureId};
 pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 /// Default number of remembered signatures per token: 4,096, which keeps every signature of a
 /// token signing up to 2,048 requests per span (about 3.4 per second over the default ±300 s
-/// window, above the default rate limit of one a second). With the default capacity, 244 tokens
-/// are tracked at once.
+/// window, above the default rate limit of one a second). A ceiling, not a reservation: with the
+/// default capacity, 244 tokens at their quota, or any number signing less, fit at once.
 pub const DEFAULT_TOKEN_QUOTA: u64 = 4_096;
 
 /// Hashes a tag by its first eight bytes: HMAC output is already uniformly random.
@@ -80,30 +82,36 @@ impl Generations {
     }
 }
 
+/// Every token's partition, and how many tags they hold together.
+#[derive(Default)]
+struct Partitions {
+    tokens: HashMap<TokenId, Generations>,
+    /// The sum of every partition's tags, kept with each insert and drop.
+    held: usize,
+}
+
 pub struct ReplayCache {
-    partitions: Mutex<HashMap<TokenId, Generations>>,
+    partitions: Mutex<Partitions>,
     window: Duration,
     /// How long a generation is current.
     span: Duration,
     /// Most tags in one token's current generation (half its quota).
     per_generation: usize,
-    /// Most tokens tracked at once.
-    tokens: usize,
+    /// Most tags held over all tokens.
+    capacity: usize,
 }
 
 impl ReplayCache {
-    /// Remembers at most `token_quota` signatures per token and `capacity` in all (so
-    /// `capacity / token_quota` tokens at once).
+    /// Remembers at most `token_quota` signatures per token and `capacity` in all.
     pub fn new(window: Duration, capacity: u64, token_quota: u64) -> Self {
         let token_quota = token_quota.clamp(2, capacity.max(2));
         let per_generation = usize::try_from(token_quota / 2).unwrap_or(usize::MAX);
-        let tokens = usize::try_from(capacity / token_quota).unwrap_or(usize::MAX);
         Self {
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(Partitions::default()),
             window,
             span: window * 2 + Duration::from_secs(1),
             per_generation,
-            tokens: tokens.max(1),
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
         }
     }
 
@@ -119,45 +127,65 @@ impl ReplayCache {
             .partitions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !partitions.contains_key(token) && !self.make_room(&mut partitions, now) {
+        let Partitions { tokens, held } = &mut *partitions;
+        if let Some(generations) = tokens.get_mut(token) {
+            if now.saturating_duration_since(generations.current_started) >= self.span {
+                let expired =
+                    now.saturating_duration_since(generations.current_started) >= self.span * 2;
+                let current = std::mem::take(&mut generations.current);
+                *held -= generations.previous.len();
+                // After two spans without a signature, the current generation is old enough to
+                // go too.
+                generations.previous = if expired {
+                    *held -= current.len();
+                    Tags::default()
+                } else {
+                    current
+                };
+                generations.current_started = now;
+            }
+            if generations.current.contains(&tag) || generations.previous.contains(&tag) {
+                return false;
+            }
+            if generations.current.len() >= self.per_generation {
+                // This token's own oldest tags go, never another token's.
+                *held -= generations.previous.len();
+                generations.previous = std::mem::take(&mut generations.current);
+                generations.current_started = now;
+            }
+        }
+        if *held >= self.capacity {
+            self.drop_idle(tokens, held, now);
+        }
+        if *held >= self.capacity {
             metrics::counter!("tessera_replay_guard_refusals_total").increment(1);
-            tracing::warn!(token_id = %token, "replay guard tracks as many tokens as it may; signature refused");
+            tracing::debug!(token_id = %token, "replay guard full of live signatures; signature refused");
             return false;
         }
-        let generations = partitions
+        let generations = tokens
             .entry(token.clone())
             .or_insert_with(|| Generations::new(now));
-        if now.saturating_duration_since(generations.current_started) >= self.span {
-            let expired =
-                now.saturating_duration_since(generations.current_started) >= self.span * 2;
-            let current = std::mem::take(&mut generations.current);
-            // After two spans without a signature, the current generation is old enough to go too.
-            generations.previous = if expired { Tags::default() } else { current };
-            generations.current_started = now;
-        }
-        if generations.current.contains(&tag) || generations.previous.contains(&tag) {
-            return false;
-        }
-        if generations.current.len() >= self.per_generation {
-            // This token's own oldest tags go, never another token's.
-            generations.previous = std::mem::take(&mut generations.current);
-            generations.current_started = now;
-        }
         generations.current.insert(tag);
         generations.last_insert = now;
+        *held += 1;
         true
     }
 
-    /// Whether one more token can be tracked, after dropping the partitions of tokens whose
-    /// newest tag is a span old (none of their tags can be accepted any more).
-    fn make_room(&self, partitions: &mut HashMap<TokenId, Generations>, now: Instant) -> bool {
-        if partitions.len() < self.tokens {
-            return true;
-        }
-        partitions.retain(|_, generations| {
-            now.saturating_duration_since(generations.last_insert) < self.span
+    /// Drops the partitions of tokens whose newest tag is a span old: none of their tags can be
+    /// accepted any more.
+    fn drop_idle(
+        &self,
+        tokens: &mut HashMap<TokenId, Generations>,
+        held: &mut usize,
+        now: Instant,
+    ) {
+        tokens.retain(|_, generations| {
+            let live = now.saturating_duration_since(generations.last_insert) < self.span;
+            if !live {
+                *held -= generations.current.len() + generations.previous.len();
+            }
+            live
         });
-        partitions.len() < self.tokens
     }
 }
 
@@ -294,6 +322,7 @@ mod tests {
         let held: usize = {
             let partitions = cache.partitions.lock().expect("lock");
             partitions
+                .tokens
                 .values()
                 .map(|generations| generations.current.len() + generations.previous.len())
                 .sum()
@@ -312,13 +341,17 @@ mod tests {
     }
 
     #[test]
-    fn a_token_beyond_the_tracked_tokens_is_refused_until_one_falls_idle() {
-        // Room for two tokens of 10 signatures each.
+    fn a_signature_beyond_a_guard_full_of_live_ones_is_refused_until_a_token_falls_idle() {
+        // Room for 20 signatures, 10 per token.
         let cache = ReplayCache::new(Duration::from_secs(300), 20, 10);
         let start = Instant::now();
         let tokens: Vec<TokenId> = (0..3).map(|_| TokenId::generate()).collect();
-        assert!(cache.first_use_at(&tokens[0], id(1), start));
-        assert!(cache.first_use_at(&tokens[1], id(1), start));
+        for number in 0..5 {
+            assert!(cache.first_use_at(&tokens[0], numbered(number), start));
+            assert!(cache.first_use_at(&tokens[0], numbered(number + 100), start));
+            assert!(cache.first_use_at(&tokens[1], numbered(number), start));
+            assert!(cache.first_use_at(&tokens[1], numbered(number + 100), start));
+        }
         assert!(
             !cache.first_use_at(&tokens[2], id(1), later(start, 1)),
             "a third token must not evict a live partition"
@@ -330,5 +363,40 @@ mod tests {
             !cache.first_use_at(&tokens[1], id(2), later(start, 602)),
             "the token still in use kept its signatures"
         );
+    }
+
+    #[test]
+    fn many_tokens_signing_a_little_are_all_remembered() {
+        // A quota is a ceiling, not a reservation: 500 tokens fit in room for 1000 signatures
+        // even though 10 tokens at their quota of 100 would fill it.
+        let cache = ReplayCache::new(DEFAULT_WINDOW, 1000, 100);
+        let tokens: Vec<TokenId> = (0..500).map(|_| TokenId::generate()).collect();
+        for token in &tokens {
+            assert!(cache.of(token).first_use(id(1), Duration::from_secs(60)));
+        }
+        for token in &tokens {
+            assert!(
+                !cache.of(token).first_use(id(1), Duration::from_secs(60)),
+                "a token's signature was forgotten or refused"
+            );
+        }
+    }
+
+    #[test]
+    fn the_count_of_held_signatures_follows_every_rotation_and_drop() {
+        let cache = ReplayCache::new(Duration::from_secs(300), 1000, 10);
+        let start = Instant::now();
+        let alice = TokenId::generate();
+        for number in 0..25 {
+            assert!(cache.first_use_at(&alice, numbered(number), start));
+        }
+        assert!(cache.first_use_at(&alice, numbered(99), later(start, 2 * 601)));
+        let partitions = cache.partitions.lock().expect("lock");
+        let counted: usize = partitions
+            .tokens
+            .values()
+            .map(|generations| generations.current.len() + generations.previous.len())
+            .sum();
+        assert_eq!(partitions.held, counted);
     }
 }
