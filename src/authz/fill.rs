@@ -250,10 +250,11 @@ mod tests {
             .insert(key, value);
     }
 
-    #[tokio::test]
-    async fn a_load_overtaken_by_an_invalidation_of_its_key_is_not_cached() {
-        let flights = Arc::new(Flights::<u32, u32>::new());
-        let cache = Arc::new(Cache::default());
+    /// A lookup of key 7 whose load is in flight, answering 1 once `release` is sent.
+    async fn held_load_of_seven(
+        flights: &Arc<Flights<u32, u32>>,
+        cache: &Arc<Cache>,
+    ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<u32>) {
         let (release, released) = oneshot::channel::<()>();
         let fill = {
             let (flights, cache) = (flights.clone(), cache.clone());
@@ -275,6 +276,14 @@ mod tests {
         while flights.in_flight() == 0 {
             tokio::task::yield_now().await;
         }
+        (release, fill)
+    }
+
+    #[tokio::test]
+    async fn a_load_overtaken_by_an_invalidation_of_its_key_is_not_cached() {
+        let flights = Arc::new(Flights::<u32, u32>::new());
+        let cache = Arc::new(Cache::default());
+        let (release, fill) = held_load_of_seven(&flights, &cache).await;
         flights.overtake(&7, || {
             cache
                 .lock()
@@ -294,27 +303,7 @@ mod tests {
     async fn a_load_overtaken_by_an_invalidation_of_everything_is_not_cached() {
         let flights = Arc::new(Flights::<u32, u32>::new());
         let cache = Arc::new(Cache::default());
-        let (release, released) = oneshot::channel::<()>();
-        let fill = {
-            let (flights, cache) = (flights.clone(), cache.clone());
-            tokio::spawn(async move {
-                let load = async {
-                    let _ = released.await;
-                    1
-                };
-                flights
-                    .get_or_load(
-                        &7,
-                        || cached(&cache, 7),
-                        load,
-                        |value| keep(&cache, 7, *value),
-                    )
-                    .await
-            })
-        };
-        while flights.in_flight() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release, fill) = held_load_of_seven(&flights, &cache).await;
         flights.overtake_all(|| {});
         let _ = release.send(());
         fill.await.expect("fill");
@@ -326,27 +315,7 @@ mod tests {
     async fn a_lookup_after_the_invalidation_loads_again_instead_of_joining_the_stale_load() {
         let flights = Arc::new(Flights::<u32, u32>::new());
         let cache = Arc::new(Cache::default());
-        let (release, released) = oneshot::channel::<()>();
-        let stale = {
-            let (flights, cache) = (flights.clone(), cache.clone());
-            tokio::spawn(async move {
-                let load = async {
-                    let _ = released.await;
-                    1
-                };
-                flights
-                    .get_or_load(
-                        &7,
-                        || cached(&cache, 7),
-                        load,
-                        |value| keep(&cache, 7, *value),
-                    )
-                    .await
-            })
-        };
-        while flights.in_flight() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release, stale) = held_load_of_seven(&flights, &cache).await;
         flights.overtake(&7, || {});
         let fresh = flights
             .get_or_load(

@@ -154,29 +154,7 @@ async fn a_negative_entry_is_cleared_by_the_invalidation_that_creating_a_token_a
 
     // Store it directly, bypassing the admin layer, so nothing invalidates yet.
     let (template, _) = app.token(new_token(TENANT, "alice", &[])).await;
-    let id = tessera::domain::fields::TokenId::parse(&template.id).expect("id");
-    let mut record = app.store.get_token(&id).await.expect("token");
-    record.id = tessera::domain::fields::TokenId::generate();
-    let new = tessera::domain::model::NewToken {
-        token: record,
-        secret_hash: generated.hash,
-        signing_key: None,
-    };
-    let audit = tessera::domain::model::AuditEvent {
-        id: 0,
-        time: chrono::Utc::now(),
-        actor: "test".to_owned(),
-        action: "token.create".to_owned(),
-        tenant: TENANT.to_owned(),
-        token_id: None,
-        principal_id: None,
-        summary: String::new(),
-        admin_key: String::new(),
-    };
-    app.store
-        .create_token(&new, 64, &audit)
-        .await
-        .expect("stored");
+    store_directly(app.store.as_ref(), &template, generated.hash).await;
     assert_eq!(
         app.check(request(&secret, "")).await.reason(),
         DenyReason::TokenUnknown,
@@ -795,30 +773,7 @@ async fn a_token_stored_during_its_unknown_lookup_is_not_left_unknown(backend: B
     held.answered().await;
 
     let writer = race.writer();
-    let id = tessera::domain::fields::TokenId::parse(&template.id).expect("id");
-    let mut record = writer.store.get_token(&id).await.expect("token");
-    record.id = tessera::domain::fields::TokenId::generate();
-    let new = tessera::domain::model::NewToken {
-        token: record,
-        secret_hash: generated.hash,
-        signing_key: None,
-    };
-    let audit = tessera::domain::model::AuditEvent {
-        id: 0,
-        time: chrono::Utc::now(),
-        actor: "test".to_owned(),
-        action: "token.create".to_owned(),
-        tenant: TENANT.to_owned(),
-        token_id: None,
-        principal_id: None,
-        summary: String::new(),
-        admin_key: String::new(),
-    };
-    writer
-        .store
-        .create_token(&new, 64, &audit)
-        .await
-        .expect("stored");
+    store_directly(writer.store.as_ref(), &template, generated.hash).await;
     let announced = Invalidation::Secrets(vec![SecretHash::of(&secret)]);
     writer.authorizer.invalidate(&announced).await;
     writer.store.publish(&announced).await.expect("published");
@@ -891,3 +846,32 @@ crate::backend_tests!(
     a_token_stored_during_its_unknown_lookup_is_not_left_unknown,
     an_api_switched_off_during_a_status_fill_stays_off,
 );
+
+/// Stores a copy of `template` (a new id) under a secret hash the test chose, straight into the
+/// store: bypassing the admin layer, so nothing is invalidated or announced.
+async fn store_directly(
+    store: &dyn tessera::store::Store,
+    template: &proto::Token,
+    secret_hash: SecretHash,
+) {
+    let id = tessera::domain::fields::TokenId::parse(&template.id).expect("id");
+    let mut record = store.get_token(&id).await.expect("token");
+    record.id = tessera::domain::fields::TokenId::generate();
+    let new = tessera::domain::model::NewToken {
+        token: record,
+        secret_hash,
+        signing_key: None,
+    };
+    let audit = tessera::domain::model::AuditEvent {
+        id: 0,
+        time: chrono::Utc::now(),
+        actor: "test".to_owned(),
+        action: "token.create".to_owned(),
+        tenant: TENANT.to_owned(),
+        token_id: None,
+        principal_id: None,
+        summary: String::new(),
+        admin_key: String::new(),
+    };
+    store.create_token(&new, 64, &audit).await.expect("stored");
+}
