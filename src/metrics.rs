@@ -18,12 +18,14 @@
 //! - `tessera_cache_entries`: sampled at each scrape; `tessera_cache_fills_overtaken_total`:
 //!   store reads not cached because an invalidation of their key came while they ran.
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
-//!   `tessera_invalidation_publish_failures_total`: cross-replica cache invalidation.
+//!   `tessera_invalidation_publish_failures_total`, `tessera_invalidation_fallbacks_total{to}`:
+//!   cross-replica cache invalidation.
 //! - `tessera_store_errors_total`: every database error, as the store maps it.
 //! - `tessera_admin_auth_failures_total{reason}`: refused admin keys (`missing_key`,
 //!   `unknown_key`, `lookup_failed`), `tessera_admin_key_lookups_total` (admin keys looked up
 //!   in the store: unknown keys are remembered, so repeats do not count).
-//! - `tessera_usage_*` (flushed calls, flush failures, dropped events, lost calls, pruned rows)
+//! - `tessera_usage_*` (flushed calls, flush failures, dropped events, lost calls, pruned rows,
+//!   refused reports by reason)
 //!   and `tessera_tokens_expiring_soon`, `tessera_tokens_unused`: usage statistics.
 //! - `tessera_tls_reloads_total{result}`, `tessera_tls_handshake_failures_total`: TLS.
 //! - `tessera_health_serving`: 1 while health answers SERVING.
@@ -112,7 +114,7 @@ fn describe() {
     describe_gauge!("tessera_cache_entries", "Credentials held in the cache");
     describe_counter!(
         "tessera_replay_guard_refusals_total",
-        "Signatures refused because the replay guard tracked as many signing tokens as it may"
+        "Signatures refused because the replay guard held as many live signatures as it may"
     );
     describe_counter!(
         "tessera_cache_fills_overtaken_total",
@@ -172,6 +174,14 @@ fn describe() {
     describe_counter!(
         "tessera_usage_pruned_rows_total",
         "Usage rows deleted past their retention"
+    );
+    describe_counter!(
+        "tessera_usage_reports_refused_total",
+        "ReportUsage reports refused, by reason (missing, malformed, forged or expired handle)"
+    );
+    describe_counter!(
+        "tessera_invalidation_fallbacks_total",
+        "Invalidations too large for one notification, published coarser, by what was sent"
     );
     describe_gauge!(
         "tessera_tokens_expiring_soon",
