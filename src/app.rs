@@ -209,7 +209,7 @@ pub struct App {
     store: Arc<dyn Store>,
     authorizer: Arc<Authorizer>,
     admin: Arc<Admin>,
-    /// Usage statistics (issue 4): recorded by the authorizer, flushed on shutdown.
+    /// Usage statistics: recorded by the authorizer, flushed on shutdown.
     usage: Arc<Usage>,
     bootstrap_key_path: Option<PathBuf>,
     /// The gRPC services routed by the gate (health reports each).

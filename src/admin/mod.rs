@@ -1,4 +1,4 @@
-//! The token lifecycle: the rules of API.md's TokenAdminService that need the store.
+//! The token lifecycle: the rules of TokenAdminService (docs/api.md) that need the store.
 //!
 //! Input arrives parsed (domain types, built by `grpc::convert`); what can only be judged with
 //! the clock or the store (expiry bounds, the owner's ceiling, existing roles, revoked tokens)

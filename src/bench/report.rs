@@ -176,7 +176,7 @@ pub struct Ratio {
     pub throughput: f64,
 }
 
-/// One of issue 3's targets for cached Check against the floor.
+/// One of the hot path's targets for cached Check against the floor (BENCHMARKS.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub target: String,

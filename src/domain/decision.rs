@@ -1,7 +1,7 @@
 //! The Check decision as one pure function over a credential and a request.
 //!
-//! Order (API.md): API offline → token missing/malformed/unknown/expired/revoked/rotated-out,
-//! tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
+//! Order (docs/api.md, "The Check decision"): API offline → token missing/malformed/unknown/
+//! revoked (or rotated out)/expired, tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
 //! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
 //! replay guard is state too, but its place is inside the order (with the signature), so

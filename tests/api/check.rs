@@ -1,4 +1,4 @@
-//! AuthorizationService/Check: every allow and deny path of API.md, through the real server.
+//! AuthorizationService/Check: every allow and deny path of docs/api.md, through the real server.
 
 use prost_types::{Duration, FieldMask};
 use tessera::proto;
