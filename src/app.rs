@@ -13,6 +13,7 @@
 //! Once serving, health stays SERVING through store outages: Check answers cached tokens and
 //! `STORE_UNAVAILABLE` for the rest, which beats every replica leaving the load balancer at once.
 
+mod atomic_file;
 mod gate;
 
 use std::future::Future;
@@ -674,29 +675,13 @@ async fn bootstrap_admin_key(store: &dyn Store, path: &Path) -> Result<Option<Pa
     }
 }
 
-/// Writes `contents` to a new file, mode 0600 from its creation, in `path`'s directory, and
-/// renames it over `path`. Whatever was at `path` is replaced, never written through: an
-/// existing file keeps its old mode only on its old inode (which the rename unlinks), and a
-/// symlink is replaced by the file rather than followed, so its target is untouched.
+/// Writes `contents` to a new 0600 file and renames it over `path` (`atomic_file::replace`):
+/// what was at `path`, a file of any mode or a symlink, is replaced, never written through.
 async fn write_private_file(path: &Path, contents: String) -> std::io::Result<()> {
-    use std::io::Write as _;
-
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
         let replaced = std::fs::symlink_metadata(&path).is_ok();
-        // tempfile creates with O_CREAT | O_EXCL and, on Unix, mode 0600.
-        let mut file = tempfile::Builder::new()
-            .prefix(".tessera-admin-key.")
-            .tempfile_in(&directory)?;
-        file.write_all(contents.as_bytes())?;
-        file.as_file().sync_all()?;
-        file.persist(&path).map_err(|error| error.error)?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(&directory)?.sync_all()?;
+        atomic_file::replace(&path, contents.as_bytes(), 0o600)?;
         if replaced {
             tracing::warn!(path = %path.display(), "replaced what was at the bootstrap key path");
         }
