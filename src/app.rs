@@ -15,6 +15,7 @@
 
 mod atomic_file;
 mod gate;
+mod port_file;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ use crate::store::{self, Store, StoreError};
 use crate::tls::{Tls, TlsError};
 use crate::usage::Usage;
 use gate::{Gate, GatePolicy, KnownMethods};
+pub use port_file::PortFile;
 
 /// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
 const ADMIN_KEY_PREFIX: &str = "tsa";
@@ -456,6 +458,15 @@ impl Starting {
     /// The bound `/metrics` address.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.addresses.metrics
+    }
+
+    /// Every bound address, as `tessera serve --port-file` writes them.
+    pub fn port_file(&self) -> PortFile {
+        PortFile {
+            grpc: self.addresses.grpc,
+            metrics: self.addresses.metrics,
+            health: self.addresses.health,
+        }
     }
 
     /// Connects to the store, retrying for as long as it is unreachable (health says

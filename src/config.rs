@@ -252,8 +252,15 @@ impl Settings {
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        // TESSERA_CONFIG names the file itself; the client's variables are not server settings.
-        let env = Env::prefixed("TESSERA_").ignore(&["config", "server", "admin_key", "actor"]);
+        // TESSERA_CONFIG names the file itself and TESSERA_PORT_FILE is a flag of `tessera serve`;
+        // the client's variables are not server settings.
+        let env = Env::prefixed("TESSERA_").ignore(&[
+            "config",
+            "port_file",
+            "server",
+            "admin_key",
+            "actor",
+        ]);
         let settings: Settings = figment.merge(env).extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)

@@ -1,10 +1,12 @@
 //! `tessera serve`: load settings, start logs and traces, then the app's lifecycle: listen at
 //! once, connect to the store (health NOT_SERVING until then), serve until SIGTERM or Ctrl-C,
-//! drain, flush, exit 0.
+//! drain, flush, exit 0. With `--port-file`, the bound addresses are written to a file once
+//! every listener is bound (`tessera::app::PortFile`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use tessera::app::App;
 use tessera::config::Settings;
 
@@ -13,6 +15,13 @@ pub struct ServeArgs {
     /// Optional TOML settings file.
     #[arg(long, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
+
+    /// Once every listener is bound, write their addresses to this file as JSON,
+    /// {"grpc":"127.0.0.1:50051","metrics":"127.0.0.1:9090"} plus "health" when that listener is
+    /// set, replacing the file whole: how a tool that starts the server on port 0 learns its
+    /// ports.
+    #[arg(long, env = "TESSERA_PORT_FILE", value_name = "PATH")]
+    port_file: Option<PathBuf>,
 }
 
 pub async fn run(args: ServeArgs) -> ExitCode {
@@ -34,15 +43,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.log_format,
         otlp_endpoint.as_ref(),
     )?;
-    let served = serve_until_stopped(settings).await;
+    let served = serve_until_stopped(settings, args.port_file.as_deref()).await;
     telemetry.shutdown().await;
     served
 }
 
-async fn serve_until_stopped(settings: Settings) -> anyhow::Result<()> {
+async fn serve_until_stopped(settings: Settings, port_file: Option<&Path>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let starting = App::start(settings).await?;
+    if let Some(path) = port_file {
+        let ports = starting.port_file();
+        let owned = path.to_owned();
+        tokio::task::spawn_blocking(move || ports.write(&owned))
+            .await?
+            .with_context(|| format!("cannot write the port file {}", path.display()))?;
+    }
     let app = tokio::select! {
         app = starting.connect() => app?,
         () = &mut shutdown => {
