@@ -10,7 +10,8 @@ WORKDIR /src
 COPY . .
 # Release symbols are for profiling on developer machines, not for the image.
 ENV CARGO_PROFILE_RELEASE_DEBUG=0
-RUN cargo build --release --locked --bin tessera \
+# Only the server's package: the load generator (bench/) is a workspace member, not in the image.
+RUN cargo build --release --locked -p tessera --bin tessera \
  && mkdir -p /out/data \
  && cp target/release/tessera /out/tessera
 

@@ -10,8 +10,9 @@
 //! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
 //!
 //! [`app`] builds the whole server from [`config::Settings`] and runs its lifecycle (health,
-//! draining, limits); [`tls`], [`metrics`] and [`telemetry`] are its TLS listener, Prometheus
-//! exporter and logs/traces. The admin client lives in the binary (`src/cli`).
+//! draining, limits, the port file of bound addresses); [`tls`], [`metrics`] and [`telemetry`]
+//! are its TLS listener, Prometheus exporter and logs/traces. The admin client lives in the
+//! binary (`src/cli`), the load generator in its own crate (`bench/`).
 
 pub mod admin;
 pub mod app;

@@ -1,10 +1,10 @@
-//! The `tessera` binary: the server (`tessera serve`) and the admin client for it.
+//! The `tessera` binary: the server (`tessera serve`) and the admin client for it. The load
+//! generator is a binary of its own, `tessera-bench` (`bench/`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod cli;
 mod serve;
 
@@ -25,8 +25,6 @@ struct Cli {
 enum Command {
     /// Run the server (settings: defaults, then --config TOML, then TESSERA_* variables).
     Serve(serve::ServeArgs),
-    /// Load-test servers over gRPC: cached Check against the no-op floor and a cache-off server.
-    Bench(bench::BenchArgs),
     #[command(flatten)]
     Admin(cli::Command),
 }
@@ -45,7 +43,6 @@ fn main() -> ExitCode {
     };
     match parsed.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Admin(command) => runtime.block_on(cli::run(parsed.client, command)),
     }
 }

@@ -1,12 +1,14 @@
-//! `tessera bench`: a load generator that drives real servers over gRPC and compares cached
-//! Check with the no-op floor (the gRPC health check) on the same server and transport, and with
-//! a cache-off server, all in one run.
+//! `tessera-bench`: a load generator that drives real `tessera serve` processes over gRPC and
+//! compares cached Check with the no-op floor (the gRPC health check) on the same server and
+//! transport, and with a cache-off server, all in one run. It is not part of the server: it
+//! starts the server binary it is given (`--server-binary`, by default the workspace's release
+//! build, `target/release/tessera`), or drives a running server (`--server`).
 //!
 //! - [`servers`]: the child `tessera serve` processes, their fresh databases, the seed data.
 //! - [`probe`]: one call, its request encoded once and its answer checked.
 //! - [`load`]: the closed loop and the open loop.
 //! - [`report`]: medians over interleaved rounds, ratios to the floor, table and JSON.
-//! - [`soak`]: `tessera bench soak`, a long run at a fraction of saturation with a mix of tokens
+//! - [`soak`]: `tessera-bench soak`, a long run at a fraction of saturation with a mix of tokens
 //!   and admin writes, judged on its answers, memory and p99.
 
 mod load;
@@ -15,12 +17,12 @@ mod report;
 mod servers;
 mod soak;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use clap::parser::ValueSource;
-use clap::{ArgMatches, FromArgMatches, Subcommand};
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tonic::client::Grpc;
 use tonic::transport::Channel;
@@ -28,15 +30,36 @@ use tonic::transport::Channel;
 use load::Timing;
 use probe::{Probe, Problem};
 use report::{Measurement, Mode, Report, Scenario};
-use servers::{Cache, Databases, Server};
+use servers::{Cache, Databases, Server, ServerBinary};
 
 /// The client IP every measured Check carries.
 const CHECK_CLIENT_IP: &str = "10.0.0.1";
 /// Pause between runs, so one run's connections are closed before the next starts.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// The bench's own flags; `--server` and `--json` are the client's global flags, read in
-/// [`BenchArgs::from_arg_matches`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera-bench",
+    version,
+    about = "Load-test Tessera servers over gRPC: cached Check against the no-op floor and a \
+             cache-off server",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// The `tessera` binary to start as the servers [default: target/release/tessera of the
+    /// target directory this tessera-bench was built in; `cargo build --release` at the
+    /// workspace root builds both].
+    #[arg(long, global = true, value_name = "PATH")]
+    server_binary: Option<PathBuf>,
+
+    #[command(flatten)]
+    flags: Flags,
+
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+}
+
+/// The comparison's flags.
 #[derive(Debug, clap::Args)]
 struct Flags {
     /// Scenarios, comma-separated: noop (grpc health check, the floor), check (cached Check),
@@ -84,6 +107,11 @@ struct Flags {
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
 
+    /// Drive the running server at this gRPC URL (e.g. http://127.0.0.1:50051) instead of
+    /// starting servers.
+    #[arg(long, value_name = "URL", value_parser = servers::server_url)]
+    server: Option<String>,
+
     /// With --server: the token to Check on that server (without it only noop runs).
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
@@ -92,9 +120,13 @@ struct Flags {
     /// token must hold it).
     #[arg(long, default_value = "orders:read")]
     permission: String,
+
+    /// Print the settings and results as one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
-/// What `tessera bench` runs instead of its comparison.
+/// What `tessera-bench` runs instead of its comparison.
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Run a server for a long time (default 10 minutes) at a fraction of its measured
@@ -104,86 +136,31 @@ enum BenchCommand {
     Soak(soak::SoakFlags),
 }
 
-/// `tessera bench`: spawns its own servers, or with `--server URL` (given on the command line)
-/// drives a running one.
-#[derive(Debug)]
-pub struct BenchArgs {
-    flags: Flags,
-    command: Option<BenchCommand>,
-    /// The global `--server`, only when given on the command line: its default (and
-    /// TESSERA_SERVER, meant for admin commands) must not turn a bench into one against an
-    /// existing server.
-    external_server: Option<String>,
-    /// The global `--json`.
-    json: bool,
-}
-
-impl FromArgMatches for BenchArgs {
-    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
-        let flags = Flags::from_arg_matches(matches)?;
-        let command = match matches.subcommand() {
-            Some(_) => Some(BenchCommand::from_arg_matches(matches)?),
-            None => None,
-        };
-        let external_server = match matches.value_source("server") {
-            Some(ValueSource::CommandLine) => matches
-                .try_get_one::<String>("server")
-                .ok()
-                .flatten()
-                .cloned(),
-            _ => None,
-        };
-        let json = matches
-            .try_get_one::<bool>("json")
-            .ok()
-            .flatten()
-            .copied()
-            .unwrap_or(false);
-        Ok(Self {
-            flags,
-            command,
-            external_server,
-            json,
-        })
-    }
-
-    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(matches)?;
-        Ok(())
-    }
-}
-
-impl clap::Args for BenchArgs {
-    fn augment_args(command: clap::Command) -> clap::Command {
-        BenchCommand::augment_subcommands(Flags::augment_args(command))
-            .args_conflicts_with_subcommands(true)
-    }
-
-    fn augment_args_for_update(command: clap::Command) -> clap::Command {
-        BenchCommand::augment_subcommands_for_update(Flags::augment_args_for_update(command))
-            .args_conflicts_with_subcommands(true)
-    }
+#[tokio::main]
+async fn main() -> ExitCode {
+    run(Cli::parse()).await
 }
 
 /// Runs the bench; fails (exit 1) when any call failed or was answered unexpectedly.
-pub async fn run(args: BenchArgs) -> ExitCode {
-    if let Some(BenchCommand::Soak(flags)) = args.command {
-        if args.external_server.is_some() || args.json {
-            eprintln!("error: soak starts its own server and prints markdown: no --server, --json");
-            return ExitCode::from(2);
-        }
-        return soak::run(flags).await;
+async fn run(cli: Cli) -> ExitCode {
+    let Cli {
+        server_binary,
+        flags,
+        command,
+    } = cli;
+    if let Some(BenchCommand::Soak(soak_flags)) = command {
+        return soak::run(soak_flags, server_binary).await;
     }
-    let report = match bench(&args).await {
+    let report = match bench(&flags, server_binary).await {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error:#}");
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
+    if flags.json {
         let output = JsonOutput {
-            settings: Settings::of(&args),
+            settings: Settings::of(&flags),
             report: &report,
         };
         match serde_json::to_string_pretty(&output) {
@@ -231,18 +208,18 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(args: &BenchArgs) -> Self {
-        let servers = match (&args.external_server, &args.flags.database_url) {
+    fn of(flags: &Flags) -> Self {
+        let servers = match (&flags.server, &flags.database_url) {
             (Some(_), _) => "external",
             (None, Some(_)) => "postgres",
             (None, None) => "sqlite",
         };
         Self {
             servers,
-            duration_ms: args.flags.duration.as_millis(),
-            warmup_ms: args.flags.warmup.as_millis(),
-            interleave: args.flags.interleave,
-            connections: args.flags.connections,
+            duration_ms: flags.duration.as_millis(),
+            warmup_ms: flags.warmup.as_millis(),
+            interleave: flags.interleave,
+            connections: flags.connections,
             version: env!("CARGO_PKG_VERSION"),
         }
     }
@@ -255,15 +232,17 @@ struct Target {
     probe: Probe,
 }
 
-async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
-    let flags = &args.flags;
+async fn bench(flags: &Flags, server_binary: Option<PathBuf>) -> anyhow::Result<Report> {
     let modes = modes(flags)?;
     if flags.scenarios.is_empty() {
         bail!("--scenarios selects nothing");
     }
-    if let Some(url) = &args.external_server {
+    if let Some(url) = &flags.server {
         if flags.database_url.is_some() {
             bail!("--database-url is for the servers the bench starts; not with --server");
+        }
+        if server_binary.is_some() {
+            bail!("--server-binary is for the servers the bench starts; not with --server");
         }
         let targets = external_targets(flags, url)?;
         let runs = interruptible(measure(flags, &modes, &targets)).await?;
@@ -273,10 +252,11 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         bail!("--token is for an existing server, named with --server");
     }
 
+    let binary = ServerBinary::resolve(server_binary)?;
     let mut databases = Databases::new(flags.database_url.as_deref())?;
     let mut servers = Vec::new();
     let outcome = interruptible(async {
-        let targets = start_servers(flags, &mut databases, &mut servers).await?;
+        let targets = start_servers(flags, &binary, &mut databases, &mut servers).await?;
         measure(flags, &modes, &targets).await
     })
     .await;
@@ -346,6 +326,7 @@ fn external_targets(flags: &Flags, url: &str) -> anyhow::Result<Vec<Target>> {
 /// when a later step fails), seeds each, and names what each scenario calls.
 async fn start_servers(
     flags: &Flags,
+    binary: &ServerBinary,
     databases: &mut Databases,
     servers: &mut Vec<Server>,
 ) -> anyhow::Result<Vec<Target>> {
@@ -358,7 +339,8 @@ async fn start_servers(
     let mut cache_on_token = None;
     if needs_cache_on {
         let database_url = databases.create("cache-on").await?;
-        let server = Server::start("cache-on", &database_url, &admin_key, Cache::On).await?;
+        let server =
+            Server::start(binary, "cache-on", &database_url, &admin_key, Cache::On).await?;
         cache_on_token = Some(servers::seed(&server.url, &admin_key).await?);
         eprintln!("cache-on server at {}", server.url);
         servers.push(server);
@@ -366,7 +348,8 @@ async fn start_servers(
     let mut cache_off_token = None;
     if flags.scenarios.contains(&Scenario::CheckCacheOff) {
         let database_url = databases.create("cache-off").await?;
-        let server = Server::start("cache-off", &database_url, &admin_key, Cache::Off).await?;
+        let server =
+            Server::start(binary, "cache-off", &database_url, &admin_key, Cache::Off).await?;
         cache_off_token = Some(servers::seed(&server.url, &admin_key).await?);
         eprintln!("cache-off server at {}", server.url);
         servers.push(server);

@@ -1,4 +1,4 @@
-//! `tessera bench soak`: a long open loop at a fraction of the measured saturation, with a mix of
+//! `tessera-bench soak`: a long open loop at a fraction of the measured saturation, with a mix of
 //! valid, unknown, malformed, revoked and rate-limited tokens and admin writes all along, judged
 //! on its answers, the server's memory and the stability of its p99.
 //!
@@ -12,6 +12,7 @@ mod mix;
 mod rss;
 mod verdict;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use tonic::transport::Channel;
 
 use super::load::{self, OPEN_LOOP_CALL_TIMEOUT, ScheduledCall, Timing};
 use super::probe::Probe;
-use super::servers::{self, Cache, Databases, Server};
+use super::servers::{self, Cache, Databases, Server, ServerBinary};
 use mix::{Plan, Population, Weights};
 use verdict::{Bounds, Evidence, Kind, Outcome, Totals, Window};
 
@@ -34,7 +35,7 @@ const SATURATION_WARMUP: Duration = Duration::from_secs(2);
 /// Shortest windows a short run is cut into; a run gets at least four windows.
 const MIN_WINDOWS: u32 = 4;
 
-/// `tessera bench soak` flags.
+/// `tessera-bench soak` flags.
 #[derive(Debug, clap::Args)]
 pub struct SoakFlags {
     /// How long the open loop runs.
@@ -103,8 +104,8 @@ pub struct SoakFlags {
 }
 
 /// Runs the soak; exit 1 on a failed verdict or when it could not run.
-pub async fn run(flags: SoakFlags) -> ExitCode {
-    match soak(&flags).await {
+pub async fn run(flags: SoakFlags, server_binary: Option<PathBuf>) -> ExitCode {
+    match soak(&flags, server_binary).await {
         Ok(Report { text, passed }) => {
             println!("{text}");
             if !passed {
@@ -133,7 +134,7 @@ fn passed(findings: &[verdict::Finding]) -> bool {
     !findings.is_empty() && findings.iter().all(|finding| finding.passed)
 }
 
-async fn soak(flags: &SoakFlags) -> anyhow::Result<Report> {
+async fn soak(flags: &SoakFlags, server_binary: Option<PathBuf>) -> anyhow::Result<Report> {
     if !(flags.load > 0.0 && flags.load <= 2.0) {
         bail!("--load is a fraction of saturation, above 0 and at most 2");
     }
@@ -143,9 +144,10 @@ async fn soak(flags: &SoakFlags) -> anyhow::Result<Report> {
     if flags.duration < Duration::from_secs(4) || flags.window.is_zero() {
         bail!("--duration must be at least 4s and --window above 0");
     }
+    let binary = ServerBinary::resolve(server_binary)?;
     let mut databases = Databases::new(flags.database_url.as_deref())?;
     let mut server = None;
-    let outcome = super::interruptible(drive(flags, &mut databases, &mut server)).await;
+    let outcome = super::interruptible(drive(flags, &binary, &mut databases, &mut server)).await;
     if let Some(server) = server {
         server.stop().await;
     }
@@ -157,12 +159,14 @@ async fn soak(flags: &SoakFlags) -> anyhow::Result<Report> {
 /// saturation, runs the soak, and renders the report.
 async fn drive(
     flags: &SoakFlags,
+    binary: &ServerBinary,
     databases: &mut Databases,
     slot: &mut Option<Server>,
 ) -> anyhow::Result<Report> {
     let admin_key = servers::random_admin_key();
     let database_url = databases.create("soak").await?;
-    let server = slot.insert(Server::start("soak", &database_url, &admin_key, Cache::On).await?);
+    let server =
+        slot.insert(Server::start(binary, "soak", &database_url, &admin_key, Cache::On).await?);
     let pid = server.pid().context("the server has no process id")?;
     let url = server.url.clone();
     eprintln!("soak server at {url} (pid {pid})");

@@ -1,7 +1,9 @@
-//! The servers a bench run measures: child processes of this same binary (`tessera serve`), each
-//! with a fresh database, seeded with one principal and one token through the admin API.
+//! The servers a bench run measures: child `tessera serve` processes of the server binary
+//! ([`ServerBinary`]), each with a fresh database, seeded with one principal and one token
+//! through the admin API. A server's ports are read from the port file it writes
+//! (`tessera serve --port-file`, `tessera::app::PortFile`), not from its log.
 
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,11 +13,11 @@ use anyhow::{Context, bail};
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tessera::app::PortFile;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tessera::proto::{CreateTokenRequest, UpsertPrincipalRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -33,8 +35,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// shapes a throughput run.
 pub const UNLIMITED_PER_MINUTE: u32 = 4_000_000_000;
 const PRINCIPAL_ID: &str = "bench";
-/// The log line `tessera serve` writes once it listens; its `address` field is the bound port.
-const SERVING_MESSAGE: &str = "serving grpc";
+/// How often a starting server's port file is looked for.
+const PORT_FILE_POLL: Duration = Duration::from_millis(20);
 /// Server log lines shown before the rest are only counted: an overloaded server may warn on
 /// every call, and printing each would load the machine being measured.
 const RELAYED_LINES: u64 = 10;
@@ -131,6 +133,57 @@ async fn execute_on_server(server_url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `tessera` binary the bench starts as its servers.
+#[derive(Debug, Clone)]
+pub struct ServerBinary(PathBuf);
+
+impl ServerBinary {
+    /// `--server-binary` when given, else the workspace's release build: `release/tessera` in
+    /// the target directory this executable was built in (`target/release/tessera` beside
+    /// `target/release/tessera-bench`; `cargo build --release` at the workspace root builds
+    /// both).
+    pub fn resolve(given: Option<PathBuf>) -> anyhow::Result<Self> {
+        let path = match given {
+            Some(path) => path,
+            None => default_server_binary()?,
+        };
+        if !path.is_file() {
+            bail!(
+                "no server binary at {}: build it with `cargo build --release` at the workspace \
+                 root, or name one with --server-binary",
+                path.display()
+            );
+        }
+        eprintln!("server binary {}", path.display());
+        Ok(Self(path))
+    }
+}
+
+fn default_server_binary() -> anyhow::Result<PathBuf> {
+    let executable = std::env::current_exe().context("cannot find this executable")?;
+    release_server_beside(&executable)
+        .context("this executable is not in a cargo target directory; use --server-binary")
+}
+
+/// `<target>/release/tessera` for an executable at `<target>/<profile>/tessera-bench`.
+fn release_server_beside(executable: &Path) -> Option<PathBuf> {
+    let target_directory = executable.parent()?.parent()?;
+    Some(
+        target_directory
+            .join("release")
+            .join(format!("tessera{}", std::env::consts::EXE_SUFFIX)),
+    )
+}
+
+/// `--server`: a gRPC URL with an http or https scheme.
+pub fn server_url(text: &str) -> Result<String, String> {
+    let endpoint = Endpoint::from_shared(text.to_owned()).map_err(|error| error.to_string())?;
+    match endpoint.uri().scheme_str() {
+        Some("http" | "https") => Ok(text.to_owned()),
+        _ => Err("expected a URL such as http://127.0.0.1:50051".to_owned()),
+    }
+}
+
 /// How a spawned server differs from the default settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cache {
@@ -148,6 +201,8 @@ pub struct Server {
     /// The task relaying the server's log; it ends when the server's stderr closes.
     log_relay: JoinHandle<()>,
     log_errors: Arc<LogErrors>,
+    /// Holds the server's port file; removed with the server.
+    _directory: tempfile::TempDir,
 }
 
 /// The ERROR lines of a server's log: how many, and the first.
@@ -168,18 +223,20 @@ impl LogErrors {
 }
 
 impl Server {
-    /// Starts `tessera serve` on a port the OS picks, reads the port from its log, and waits
+    /// Starts `tessera serve` on ports the OS picks, reads them from its port file, and waits
     /// until it answers the health check. `TESSERA_*` variables of this process are not passed
     /// on, so the servers run on defaults plus what is set here.
     pub async fn start(
+        binary: &ServerBinary,
         label: &'static str,
         database_url: &str,
         admin_key: &str,
         cache: Cache,
     ) -> anyhow::Result<Self> {
-        let executable = std::env::current_exe().context("cannot find this executable")?;
-        let mut command = Command::new(executable);
-        command.arg("serve");
+        let directory = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let port_file = directory.path().join("ports.json");
+        let mut command = Command::new(&binary.0);
+        command.arg("serve").arg("--port-file").arg(&port_file);
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("TESSERA_") {
                 command.env_remove(name);
@@ -191,8 +248,7 @@ impl Server {
             .env("TESSERA_METRICS_LISTEN", "127.0.0.1:0")
             .env("TESSERA_DATABASE_URL", database_url)
             .env("TESSERA_ADMIN_KEYS", admin_key)
-            // Warnings, plus the app's few info lines, one of which names the bound address.
-            .env("TESSERA_LOG", "warn,tessera::app=info")
+            .env("TESSERA_LOG", "warn")
             .env("TESSERA_LOG_FORMAT", "json");
         if cache == Cache::Off {
             command.env("TESSERA_CACHE_CAPACITY", "0");
@@ -204,28 +260,27 @@ impl Server {
             .kill_on_drop(true);
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start the {label} server"))?;
+            .with_context(|| format!("cannot start the {label} server ({})", binary.0.display()))?;
         let stderr = child.stderr.take().context("server stderr is not piped")?;
-        let (address_sender, address_receiver) = oneshot::channel();
         let log_errors = Arc::new(LogErrors::default());
-        let log_relay = tokio::spawn(relay_log(label, stderr, address_sender, log_errors.clone()));
+        let log_relay = tokio::spawn(relay_log(label, stderr, log_errors.clone()));
 
-        let address = tokio::select! {
-            address = address_receiver => address.ok(),
+        let ports = tokio::select! {
+            ports = wait_for_port_file(&port_file) => ports?,
             status = child.wait() => {
                 bail!("the {label} server exited before serving ({})", describe_exit(status));
             }
-            () = tokio::time::sleep(STARTUP_TIMEOUT) => None,
-        };
-        let Some(address) = address else {
-            bail!("the {label} server did not report its address within {STARTUP_TIMEOUT:?}");
+            () = tokio::time::sleep(STARTUP_TIMEOUT) => {
+                bail!("the {label} server wrote no port file within {STARTUP_TIMEOUT:?}");
+            }
         };
         let server = Self {
             label,
-            url: format!("http://{address}"),
+            url: format!("http://{}", ports.grpc),
             child,
             log_relay,
             log_errors,
+            _directory: directory,
         };
         wait_until_serving(&server.url)
             .await
@@ -258,6 +313,24 @@ impl Server {
     }
 }
 
+/// The server's port file, once it is there. It is replaced whole, never written in place, so
+/// a file that exists is complete.
+async fn wait_for_port_file(path: &Path) -> anyhow::Result<PortFile> {
+    loop {
+        let read = tokio::task::spawn_blocking({
+            let path = path.to_owned();
+            move || PortFile::read(&path)
+        })
+        .await?;
+        if let Some(ports) =
+            read.with_context(|| format!("cannot read the port file {}", path.display()))?
+        {
+            return Ok(ports);
+        }
+        tokio::time::sleep(PORT_FILE_POLL).await;
+    }
+}
+
 fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
@@ -265,31 +338,14 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-/// Reads the server's JSON log: hands over the address of the "serving" line, and passes the
-/// first [`RELAYED_LINES`] lines that are not info (warnings, errors, or plain text such as a
-/// startup failure) to this stderr; the rest are counted. ERROR lines are also counted in
-/// `errors`.
-async fn relay_log(
-    label: &'static str,
-    stderr: ChildStderr,
-    address_sender: oneshot::Sender<SocketAddr>,
-    errors: Arc<LogErrors>,
-) {
-    let mut address_sender = Some(address_sender);
+/// Reads the server's log (warnings and errors, as JSON, or plain text such as a startup
+/// failure): passes the first [`RELAYED_LINES`] lines to this stderr, counts the rest, and
+/// counts ERROR lines in `errors`.
+async fn relay_log(label: &'static str, stderr: ChildStderr, errors: Arc<LogErrors>) {
     let mut lines = BufReader::new(stderr).lines();
     let mut relayed = 0_u64;
     let mut not_shown = 0_u64;
     while let Ok(Some(line)) = lines.next_line().await {
-        if address_sender.is_some()
-            && let Some(address) = serving_address(&line)
-            && let Some(sender) = address_sender.take()
-        {
-            let _ = sender.send(address);
-            continue;
-        }
-        if is_info(&line) {
-            continue;
-        }
         if is_error(&line) {
             errors.record(&line);
         }
@@ -305,25 +361,7 @@ async fn relay_log(
     }
 }
 
-fn log_fields(line: &str) -> Option<serde_json::Value> {
-    let mut record: serde_json::Value = serde_json::from_str(line).ok()?;
-    Some(record.get_mut("fields")?.take())
-}
-
-fn serving_address(line: &str) -> Option<SocketAddr> {
-    let fields = log_fields(line)?;
-    if fields.get("message")?.as_str()? != SERVING_MESSAGE {
-        return None;
-    }
-    fields.get("address")?.as_str()?.parse().ok()
-}
-
-/// The app's info lines (store ready, serving) are not worth relaying. A plain search, not a
-/// parse: under overload a server may log on every call.
-fn is_info(line: &str) -> bool {
-    line.contains(r#""level":"INFO""#)
-}
-
+/// A plain search, not a parse: under overload a server may log on every call.
 fn is_error(line: &str) -> bool {
     line.contains(r#""level":"ERROR""#)
 }
@@ -429,24 +467,91 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_address_is_read_from_the_serving_line_of_the_json_log() {
-        let line = r#"{"timestamp":"2026-11-25T10:00:00Z","level":"INFO","fields":{"message":"serving grpc","address":"127.0.0.1:41234"},"target":"tessera::app"}"#;
-        assert_eq!(
-            serving_address(line),
-            Some(SocketAddr::from(([127, 0, 0, 1], 41234)))
-        );
-        let other = r#"{"level":"INFO","fields":{"message":"store ready, migrations applied"}}"#;
-        assert_eq!(serving_address(other), None);
-        assert_eq!(serving_address("error: cannot bind"), None);
-        assert!(is_info(other));
-        assert!(!is_info("error: cannot bind"));
-        assert!(!is_info(
-            r#"{"level":"WARN","fields":{"message":"store slow"}}"#
-        ));
+    fn error_lines_of_the_json_log_are_told_from_the_others() {
         assert!(is_error(
             r#"{"level":"ERROR","fields":{"message":"flush failed"}}"#
         ));
-        assert!(!is_error(other));
+        assert!(!is_error(
+            r#"{"level":"WARN","fields":{"message":"store slow"}}"#
+        ));
+        assert!(!is_error(
+            r#"{"level":"INFO","fields":{"message":"store ready, migrations applied"}}"#
+        ));
+        assert!(!is_error("error: cannot bind"));
+    }
+
+    #[tokio::test]
+    async fn the_ports_are_read_from_the_port_file_once_it_is_written() {
+        let directory = tempfile::tempdir().expect("dir");
+        let path = directory.path().join("ports.json");
+        let written = PortFile {
+            grpc: "127.0.0.1:41234".parse().expect("address"),
+            metrics: "127.0.0.1:41235".parse().expect("address"),
+            health: None,
+        };
+        let waiting = tokio::spawn({
+            let path = path.clone();
+            async move { wait_for_port_file(&path).await }
+        });
+        tokio::time::sleep(PORT_FILE_POLL * 3).await;
+        assert!(!waiting.is_finished(), "no port file yet: still waiting");
+        written.write(&path).expect("port file written");
+        let read = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("read soon after it is written")
+            .expect("task")
+            .expect("port file read");
+        assert_eq!(read, written);
+    }
+
+    #[tokio::test]
+    async fn a_port_file_that_is_not_one_stops_the_wait() {
+        let directory = tempfile::tempdir().expect("dir");
+        let path = directory.path().join("ports.json");
+        std::fs::write(&path, "serving grpc on 127.0.0.1:41234").expect("written");
+        let error = wait_for_port_file(&path)
+            .await
+            .expect_err("not a port file");
+        assert!(format!("{error:#}").contains("cannot read the port file"));
+    }
+
+    #[test]
+    fn a_missing_server_binary_is_named_with_how_to_build_one() {
+        let directory = tempfile::tempdir().expect("dir");
+        let missing = directory.path().join("tessera");
+        let error = ServerBinary::resolve(Some(missing.clone())).expect_err("no such binary");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&missing.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("cargo build --release"), "{message}");
+    }
+
+    #[test]
+    fn the_default_server_binary_is_the_release_build_of_the_same_target_directory() {
+        let suffix = std::env::consts::EXE_SUFFIX;
+        assert_eq!(
+            release_server_beside(Path::new("/src/target/release/tessera-bench")),
+            Some(PathBuf::from(format!(
+                "/src/target/release/tessera{suffix}"
+            )))
+        );
+        assert_eq!(
+            release_server_beside(Path::new("/src/target/debug/tessera-bench")),
+            Some(PathBuf::from(format!(
+                "/src/target/release/tessera{suffix}"
+            ))),
+            "a debug load generator still starts the release server"
+        );
+        assert_eq!(release_server_beside(Path::new("tessera-bench")), None);
+    }
+
+    #[test]
+    fn server_urls_need_an_http_scheme() {
+        assert!(server_url("http://127.0.0.1:50051").is_ok());
+        assert!(server_url("https://tessera.internal").is_ok());
+        assert!(server_url("127.0.0.1:50051").is_err());
     }
 
     #[test]
