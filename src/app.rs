@@ -289,7 +289,7 @@ impl App {
                     SERVED_DESCRIPTOR_SETS,
                     ALL_SERVICES,
                 )?,
-                export_spans: settings.otlp_endpoint.is_some(),
+                export_spans: settings.otlp_endpoint()?.is_some(),
             },
         );
 

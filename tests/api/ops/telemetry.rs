@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tessera::proto::CheckRequest;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
+use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -100,4 +101,50 @@ async fn a_calls_span_continues_the_callers_trace_and_reaches_the_otlp_collector
         "parented by the caller's span"
     );
     collector_task.abort();
+}
+
+#[tokio::test]
+async fn an_empty_otlp_endpoint_exports_nothing_and_keeps_call_spans_out_of_the_log() {
+    // Without export the gate's call span is created at debug level, which the `info` filter
+    // leaves off (src/app/gate.rs): a log line written inside a call then names no span. An
+    // empty TESSERA_OTLP_ENDPOINT is no endpoint (docs/architecture.md, Telemetry).
+    let admin_key = "an-admin-key-of-sixteen-or-more";
+    let server = ServeProcess::start(&[
+        ("TESSERA_OTLP_ENDPOINT", ""),
+        ("TESSERA_ADMIN_KEYS", admin_key),
+    ])
+    .await;
+    let url = server.grpc_url.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            health_of(&url, "").await == ServingStatus::Serving
+        })
+        .await
+    );
+    let request = tessera::proto::UpsertPrincipalRequest {
+        tenant: "acme".to_owned(),
+        id: "alice".to_owned(),
+        ..Default::default()
+    };
+    TokenAdminServiceClient::connect(url.clone())
+        .await
+        .expect("connects")
+        .upsert_principal(crate::helpers::with_key(request, admin_key))
+        .await
+        .expect("principal upserted");
+
+    let (status, log) = server.terminate().await;
+    assert_eq!(status.code(), Some(0), "{log:#?}");
+    let upserted = log
+        .iter()
+        .find(|line| line.contains("principal upserted"))
+        .unwrap_or_else(|| panic!("the admin call logs: {log:#?}"));
+    assert!(
+        !upserted.contains("grpc call"),
+        "no span is recorded without an exporter: {upserted}"
+    );
+    assert!(
+        !log.iter().any(|line| line.contains("exporting traces")),
+        "{log:#?}"
+    );
 }
