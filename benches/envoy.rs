@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use sha2::Sha256;
 use tessera::app::App;
 use tessera::authz::replay::ReplayCache;
-use tessera::config::{EnvoyRule, Settings};
+use tessera::config::{Config, EnvoyRule, Settings};
 use tessera::domain::signature::{self, PresentedSignature, ReplayGuard, SignatureId, SigningKey};
 use tessera::grpc::authorization::decide;
 use tessera::grpc::convert::check_response;
@@ -78,7 +78,8 @@ async fn fixture() -> Fixture {
         }],
         ..Settings::default()
     };
-    let app = App::build(settings.clone()).await.expect("app builds");
+    let config = Config::parse(settings.clone()).expect("valid settings");
+    let app = App::build(config).await.expect("app builds");
     let grpc_url = format!("http://{}", app.local_addr());
     let admin_key = std::fs::read_to_string(app.bootstrap_key_path().expect("bootstrap key"))
         .expect("key file")
@@ -250,7 +251,9 @@ fn bench_envoy(c: &mut Criterion) {
     let authorizer = fixture.app_authorizer.clone();
     let envoy_api = EnvoyAuthorizationApi::new(
         authorizer.clone(),
-        fixture.settings.envoy_settings().expect("envoy settings"),
+        Config::parse(fixture.settings.clone())
+            .expect("valid settings")
+            .envoy,
     );
     let (mut own_client, mut envoy_client) = runtime.block_on(async {
         let channel = Channel::from_shared(fixture.grpc_url.clone())

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tessera::admin::{Actor, CreateToken, Expiry, UpsertPrincipal};
 use tessera::app::App;
-use tessera::config::Settings;
+use tessera::config::{Config, Settings};
 use tessera::domain::decision::{CheckInput, DenyReason};
 use tessera::domain::fields::{Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::network::IpAllowlist;
@@ -33,7 +33,8 @@ async fn replica(url: &str, dir: &std::path::Path) -> App {
         log: "warn".to_owned(),
         ..Settings::default()
     };
-    App::build(settings).await.expect("replica")
+    let config = Config::parse(settings).expect("valid settings");
+    App::build(config).await.expect("replica")
 }
 
 fn main() {

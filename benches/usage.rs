@@ -43,7 +43,9 @@ fn authz_settings() -> AuthzSettings {
         cache_ttl_ms: 3_600_000,
         ..tessera::config::Settings::default()
     };
-    settings.authz_settings().expect("authz settings")
+    tessera::config::Config::parse(settings)
+        .expect("valid settings")
+        .authz
 }
 
 fn grants(raw: &[&str]) -> Vec<Grant> {
@@ -321,7 +323,8 @@ impl GrpcServers {
                 log: "warn".to_owned(),
                 ..tessera::config::Settings::default()
             };
-            let app = tessera::app::App::build(settings).await.expect("server");
+            let config = tessera::config::Config::parse(settings).expect("valid settings");
+            let app = tessera::app::App::build(config).await.expect("server");
             let url = format!("http://{}", app.local_addr());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             servers.tasks.push(tokio::spawn(async move {

@@ -38,8 +38,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::Admin;
 use crate::authz::Authorizer;
-use crate::config::{ConfigError, Settings};
-use crate::domain::token::{self, SecretHash};
+use crate::config::{Config, ServingSettings};
+use crate::domain::token;
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::authorization::AuthorizationApi;
@@ -106,8 +106,6 @@ const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
     #[error("cannot listen on {address} ({setting}): {source}")]
@@ -135,20 +133,10 @@ pub enum AppError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// The gRPC server's limits and shutdown deadlines (see `Settings::serving`).
-#[derive(Debug, Clone)]
-pub struct ServingSettings {
-    pub shutdown_delay: Duration,
-    pub drain_timeout: Duration,
-    pub request_timeout: Duration,
-    pub max_request_bytes: usize,
-    pub max_concurrent_requests: usize,
-}
-
 /// Listeners bound and answering; the store not yet connected.
 pub struct Starting {
-    settings: Settings,
-    serving: ServingSettings,
+    /// What `connect` still needs: the database, the pools, the services' parts.
+    config: Config,
     addresses: Addresses,
     health: HealthReporter,
     /// The gate's routes to the services, set by `connect`.
@@ -224,23 +212,23 @@ pub struct App {
 
 impl App {
     /// Starts and connects: [`App::start`] then [`Starting::connect`].
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        Self::start(settings).await?.connect().await
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        Self::start(config).await?.connect().await
     }
 
     /// Binds every listener and starts answering (health NOT_SERVING) before the store is
-    /// reached. Bad settings, unreadable TLS files and busy ports fail here.
-    pub async fn start(settings: Settings) -> Result<Starting, AppError> {
-        settings.validate()?;
+    /// reached. Unreadable TLS files and busy ports fail here (bad settings already failed in
+    /// [`Config::parse`]).
+    pub async fn start(config: Config) -> Result<Starting, AppError> {
         crate::metrics::install_recorder();
-        let serving = settings.serving()?;
-        let tls = match settings.tls()? {
-            Some(tls_settings) => Some(Tls::load(tls_settings).await?),
+        let serving = &config.serving;
+        let tls = match &config.tls {
+            Some(tls_settings) => Some(Tls::load(tls_settings.clone()).await?),
             None => None,
         };
-        let grpc_listener = bind("TESSERA_LISTEN", settings.listen).await?;
-        let metrics_listener = bind("TESSERA_METRICS_LISTEN", settings.metrics_listen).await?;
-        let health_listener = match settings.health_listen {
+        let grpc_listener = bind("TESSERA_LISTEN", config.listeners.grpc).await?;
+        let metrics_listener = bind("TESSERA_METRICS_LISTEN", config.listeners.metrics).await?;
+        let health_listener = match config.listeners.health {
             Some(address) => Some(bind("TESSERA_HEALTH_LISTEN", address).await?),
             None => None,
         };
@@ -289,7 +277,7 @@ impl App {
                     SERVED_DESCRIPTOR_SETS,
                     ALL_SERVICES,
                 )?,
-                export_spans: settings.otlp_endpoint()?.is_some(),
+                export_spans: config.telemetry.exports_spans(),
             },
         );
 
@@ -342,8 +330,7 @@ impl App {
             "serving grpc"
         );
         Ok(Starting {
-            settings,
-            serving,
+            config,
             addresses,
             health,
             routes,
@@ -473,53 +460,52 @@ impl Starting {
     /// NOT_SERVING meanwhile), then opens the services. Any other store error, such as a failed
     /// migration or rejected credentials, ends the start.
     pub async fn connect(self) -> Result<App, AppError> {
-        let store = connect_store(&self.settings).await?;
+        let store = connect_store(&self.config).await?;
         self.connect_to(store).await
     }
 
     /// Opens the services over `store`, already connected and migrated: the seam for a test
     /// that wraps the real store (e.g. to hold a read mid-flight).
     pub async fn connect_to(self, store: Arc<dyn Store>) -> Result<App, AppError> {
-        let settings = self.settings;
+        let Config {
+            serving,
+            pool,
+            authz,
+            admin,
+            envoy,
+            usage,
+            ..
+        } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
 
-        let configured_admin_keys: Vec<SecretHash> = settings
-            .admin_keys
-            .iter()
-            .map(|key| SecretHash::of(key.expose_secret()))
-            .collect();
-        let bootstrap_key_path = if configured_admin_keys.is_empty() {
-            bootstrap_admin_key(store.as_ref(), &settings.bootstrap_key_path()).await?
+        let bootstrap_key_path = if admin.configured_keys.is_empty() {
+            bootstrap_admin_key(store.as_ref(), &admin.bootstrap_key_path).await?
         } else {
             None
         };
 
-        let usage = Arc::new(Usage::start(store.clone(), settings.usage_settings()?));
-        let authorizer = Arc::new(
-            Authorizer::new(store.clone(), settings.authz_settings()?).with_usage(usage.hook()),
-        );
-        let admin = Arc::new(
+        let prefix = authz.prefix.clone();
+        let master_key = authz.signing.master_key.clone();
+        let usage = Arc::new(Usage::start(store.clone(), usage));
+        let authorizer = Arc::new(Authorizer::new(store.clone(), authz).with_usage(usage.hook()));
+        let admin_api = Arc::new(
             Admin::new(
                 store.clone(),
-                settings.token_prefix()?,
-                settings.max_tokens_per_owner,
+                prefix,
+                admin.max_tokens_per_owner,
                 authorizer.clone(),
             )
-            .with_master_key(settings.master_key()?)
-            .with_store_deadline(settings.pool_options().call_deadline()),
+            .with_master_key(master_key)
+            .with_store_deadline(pool.call_deadline()),
         );
         // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(authorizer.clone()).map(Task::new);
 
-        let limit = self.serving.max_request_bytes;
-        let auth = AdminAuth::new(
-            configured_admin_keys,
-            store.clone(),
-            settings.pool_options().call_deadline(),
-        );
+        let limit = serving.max_request_bytes;
+        let auth = AdminAuth::new(admin.configured_keys, store.clone(), pool.call_deadline());
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
-        let token_admin = TokenAdminApi::new(admin.clone(), auth, usage.clone());
-        let envoy_authorization = envoy::service(authorizer.clone(), settings.envoy_settings()?);
+        let token_admin = TokenAdminApi::new(admin_api.clone(), auth, usage.clone());
+        let envoy_authorization = envoy::service(authorizer.clone(), envoy);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();
         services
@@ -532,12 +518,12 @@ impl Starting {
         let _ = self.authorizer_slot.set(authorizer.clone());
 
         Ok(App {
-            serving: self.serving,
+            serving,
             addresses: self.addresses,
             health: self.health,
             store,
             authorizer,
-            admin,
+            admin: admin_api,
             usage,
             bootstrap_key_path,
             served,
@@ -580,15 +566,10 @@ async fn set_health(health: &HealthReporter, services: &[&str], status: ServingS
     }
 }
 
-async fn connect_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+async fn connect_store(config: &Config) -> Result<Arc<dyn Store>, AppError> {
     let mut wait = CONNECT_RETRY_FIRST;
     loop {
-        match store::connect(
-            settings.database_url.expose_secret(),
-            &settings.pool_options(),
-        )
-        .await
-        {
+        match config.database.connect(&config.pool).await {
             Ok(store) => return Ok(store),
             Err(error @ (StoreError::Unavailable(_) | StoreError::Timeout)) => {
                 tracing::warn!(%error, retry_in_ms = wait.as_millis(), "database unreachable; health stays not serving");

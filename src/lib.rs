@@ -9,10 +9,11 @@
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends.
 //! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
 //!
-//! [`app`] builds the whole server from [`config::Settings`] and runs its lifecycle (health,
-//! draining, limits, the port file of bound addresses); [`tls`], [`metrics`] and [`telemetry`]
-//! are its TLS listener, Prometheus exporter and logs/traces. The admin client lives in the
-//! binary (`src/cli`), the load generator in its own crate (`bench/`).
+//! [`app`] builds the whole server from a [`config::Config`] (the raw [`config::Settings`] parsed
+//! once) and runs its lifecycle (health, draining, limits, the port file of bound addresses);
+//! [`tls`], [`metrics`] and [`telemetry`] are its TLS listener, Prometheus exporter and
+//! logs/traces. The admin client lives in the binary (`src/cli`), the load generator in its own
+//! crate (`bench/`).
 
 pub mod admin;
 pub mod app;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use tessera::app::App;
-use tessera::config::Settings;
+use tessera::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -36,22 +36,17 @@ pub async fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(args.config.as_deref())?;
-    let otlp_endpoint = settings.otlp_endpoint()?;
-    let telemetry = tessera::telemetry::init_with_traces(
-        &settings.log,
-        settings.log_format,
-        otlp_endpoint.as_ref(),
-    )?;
-    let served = serve_until_stopped(settings, args.port_file.as_deref()).await;
+    let config = Config::load(args.config.as_deref())?;
+    let telemetry = tessera::telemetry::init_with_traces(&config.telemetry)?;
+    let served = serve_until_stopped(config, args.port_file.as_deref()).await;
     telemetry.shutdown().await;
     served
 }
 
-async fn serve_until_stopped(settings: Settings, port_file: Option<&Path>) -> anyhow::Result<()> {
+async fn serve_until_stopped(config: Config, port_file: Option<&Path>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let starting = App::start(settings).await?;
+    let starting = App::start(config).await?;
     if let Some(path) = port_file {
         let ports = starting.port_file();
         let owned = path.to_owned();

@@ -13,14 +13,38 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::LogFormat;
-
 /// Noisy transport crates stay at warn unless the filter names them explicitly.
 const QUIET_DEPENDENCIES: &str = "h2=warn,hyper=warn,hyper_util=warn,tower=warn,sqlx=warn,\
                                   opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
 
 /// The `service.name` of exported spans unless `OTEL_SERVICE_NAME` says otherwise.
 const SERVICE_NAME: &str = "tessera";
+
+/// How log lines are written (`TESSERA_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs and traces as the settings parsed them (`src/config/parse.rs`).
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `tracing` EnvFilter syntax, already checked by [`validate_filter`].
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// The OTLP/gRPC collector; None: no span is exported, and the gate creates its call spans
+    /// at debug level only (`src/app/gate.rs`).
+    pub otlp_endpoint: Option<url::Url>,
+}
+
+impl TelemetrySettings {
+    /// Whether spans go to a collector.
+    pub fn exports_spans(&self) -> bool {
+        self.otlp_endpoint.is_some()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -61,18 +85,16 @@ pub fn init(filter: &str, format: LogFormat) {
         .try_init();
 }
 
-/// Installs the global subscriber: logs, plus span export to `otlp_endpoint` when given. Must
-/// run inside the tokio runtime (the exporter's channel lives there). A second call is a no-op.
-pub fn init_with_traces(
-    filter: &str,
-    format: LogFormat,
-    otlp_endpoint: Option<&url::Url>,
-) -> Result<Telemetry, TelemetryError> {
+/// Installs the global subscriber: logs, plus span export to the OTLP endpoint when there is
+/// one. Must run inside the tokio runtime (the exporter's channel lives there). A second call is
+/// a no-op.
+pub fn init_with_traces(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
+    let format = settings.log_format;
     // One filter for the whole subscriber, not one per layer: a per-layer EnvFilter swallows
     // the next event on a thread after a dependency asks `enabled` for a disabled level (sqlx
     // does on every PostgreSQL query: tokio-rs/tracing#2519), which lost admin and store logs.
-    let log_filter = env_filter(filter)?;
-    let Some(endpoint) = otlp_endpoint else {
+    let log_filter = env_filter(&settings.log_filter)?;
+    let Some(endpoint) = &settings.otlp_endpoint else {
         let _ = tracing_subscriber::registry()
             .with(log_filter)
             .with(log_layer(format))
@@ -166,9 +188,12 @@ mod tests {
 
     #[test]
     fn an_invalid_log_filter_is_an_error_naming_the_setting() {
-        let error = init_with_traces("tessera=notalevel", LogFormat::Text, None)
-            .err()
-            .expect("invalid filter");
+        let settings = TelemetrySettings {
+            log_filter: "tessera=notalevel".to_owned(),
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+        };
+        let error = init_with_traces(&settings).err().expect("invalid filter");
         assert!(error.to_string().contains("TESSERA_LOG"), "{error}");
     }
 }

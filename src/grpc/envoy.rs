@@ -59,6 +59,13 @@ const RESERVED_PREFIX: &str = "x-tessera-";
 /// long the client made it.
 const LOGGED_PATH_LEN: usize = 64;
 
+/// The header carrying the token unless `TESSERA_ENVOY_TOKEN_HEADER` names another.
+pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
+/// The header carrying a request's signature unless `TESSERA_ENVOY_SIGNATURE_HEADER` says.
+pub const DEFAULT_SIGNATURE_HEADER: &str = "x-tessera-signature";
+/// The header carrying the signature's timestamp unless `TESSERA_ENVOY_TIMESTAMP_HEADER` says.
+pub const DEFAULT_TIMESTAMP_HEADER: &str = "x-tessera-timestamp";
+
 /// How Envoy requests map onto Check: parsed once from the settings (`TESSERA_ENVOY_*`).
 #[derive(Debug, Clone)]
 pub struct EnvoySettings {
@@ -82,12 +89,12 @@ pub struct EnvoySettings {
 impl Default for EnvoySettings {
     fn default() -> Self {
         Self {
-            token_header: "authorization".to_owned(),
+            token_header: DEFAULT_TOKEN_HEADER.to_owned(),
             tenant_header: None,
             trusted_hops: 0,
             rules: PermissionRules::default(),
-            signature_header: "x-tessera-signature".to_owned(),
-            timestamp_header: "x-tessera-timestamp".to_owned(),
+            signature_header: DEFAULT_SIGNATURE_HEADER.to_owned(),
+            timestamp_header: DEFAULT_TIMESTAMP_HEADER.to_owned(),
             sign_body: false,
         }
     }

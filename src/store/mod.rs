@@ -210,14 +210,19 @@ pub async fn within<T>(
         .unwrap_or(Err(StoreError::Timeout))
 }
 
+impl PoolOptions {
+    /// The defaults, also those of the `TESSERA_DATABASE_*` settings (`src/config.rs`).
+    pub const DEFAULT: Self = Self {
+        max_connections: 16,
+        check_max_connections: 16,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    };
+}
+
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 16,
-            check_max_connections: 16,
-            acquire_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(5),
-        }
+        Self::DEFAULT
     }
 }
 

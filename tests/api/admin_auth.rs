@@ -110,9 +110,10 @@ async fn replicas_starting_together_on_a_fresh_database_create_exactly_one_boots
     let dirs: Vec<tempfile::TempDir> = (0..REPLICAS)
         .map(|_| tempfile::tempdir().expect("dir"))
         .collect();
-    let builds = dirs
-        .iter()
-        .map(|dir| tessera::app::App::build(crate::ops::settings_on(&database, dir.path())));
+    let builds = dirs.iter().map(|dir| {
+        let settings = crate::ops::settings_on(&database, dir.path());
+        tessera::app::App::build(tessera::config::Config::parse(settings).expect("valid settings"))
+    });
     let apps: Vec<tessera::app::App> = futures_join_all(builds).await;
 
     let created: Vec<&std::path::Path> = apps

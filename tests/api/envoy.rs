@@ -987,7 +987,7 @@ mod example {
     use std::path::PathBuf;
 
     use serde_norway::Value;
-    use tessera::config::Settings;
+    use tessera::config::{Config, Settings};
     use tessera::domain::fields::Tenant;
     use tessera::domain::permission::Permission;
     use tessera::grpc::envoy::EnvoyAuthorizationApi;
@@ -1117,7 +1117,9 @@ mod example {
     #[tokio::test]
     async fn the_example_settings_load_and_their_rules_decide_a_routed_request() {
         let loaded = Settings::load(Some(&example("tessera.toml"))).expect("the example loads");
-        let envoy = loaded.envoy_settings().expect("valid envoy settings");
+        let envoy = Config::parse(loaded.clone())
+            .expect("the example is valid")
+            .envoy;
         let target = RequestTarget::parse("/api/v1/orders/7").expect("a target");
         assert_eq!(
             envoy

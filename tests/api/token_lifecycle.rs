@@ -655,8 +655,8 @@ async fn a_restart_on_the_same_database_keeps_tokens_and_the_admin_key() {
         .await;
     app.stop().await;
 
-    let settings = app.settings.clone();
-    let restarted = tessera::app::App::build(settings).await.expect("restart");
+    let config = tessera::config::Config::parse(app.settings.clone()).expect("valid settings");
+    let restarted = tessera::app::App::build(config).await.expect("restart");
     assert!(
         restarted.bootstrap_key_path().is_none(),
         "no second bootstrap key"

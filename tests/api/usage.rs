@@ -580,7 +580,9 @@ async fn an_unreadable_geoip_database_stops_the_start_naming_the_setting() {
         geoip_database: Some(database),
         ..Default::default()
     };
-    let error = settings.usage_settings().expect_err("not a MaxMind DB");
+    let error = tessera::config::Config::parse(settings)
+        .map(drop)
+        .expect_err("not a MaxMind DB");
     assert!(
         error.to_string().contains("TESSERA_GEOIP_DATABASE"),
         "{error}"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tessera::app::App;
 use tessera::authz::Authorizer;
-use tessera::config::Settings;
+use tessera::config::{Config, Settings};
 use tessera::proto;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
@@ -113,16 +113,16 @@ async fn start(
     admin_key: Option<String>,
     wrap: Option<WrapStore>,
 ) -> TestApp {
+    let config = Config::parse(settings.clone()).expect("valid settings");
     let app = match wrap {
-        None => App::build(settings.clone()).await.expect("app builds"),
+        None => App::build(config).await.expect("app builds"),
         Some(wrap) => {
-            let real = tessera::store::connect(
-                secrecy::ExposeSecret::expose_secret(&settings.database_url),
-                &settings.pool_options(),
-            )
-            .await
-            .expect("store connects");
-            App::start(settings.clone())
+            let real = config
+                .database
+                .connect(&config.pool)
+                .await
+                .expect("store connects");
+            App::start(config)
                 .await
                 .expect("app starts")
                 .connect_to(wrap(real))

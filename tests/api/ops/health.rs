@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tessera::app::{App, LIVENESS_SERVICE};
-use tessera::config::Settings;
+use tessera::config::{Config, Settings};
 use tessera::proto::CheckRequest;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
 use tokio::sync::oneshot;
@@ -49,7 +49,7 @@ async fn health_is_not_serving_while_the_database_is_unreachable_at_start_and_se
         ..Settings::default()
     };
 
-    let starting = App::start(settings)
+    let starting = App::start(Config::parse(settings).expect("valid settings"))
         .await
         .expect("starts without its database");
     let grpc_url = format!("http://{}", starting.local_addr());
@@ -106,7 +106,9 @@ async fn health_turns_not_serving_as_shutdown_begins_while_calls_are_still_answe
         shutdown_delay_ms: 1_500,
         ..Settings::default()
     };
-    let app = App::build(settings).await.expect("app");
+    let app = App::build(Config::parse(settings).expect("valid settings"))
+        .await
+        .expect("app");
     let grpc_url = format!("http://{}", app.local_addr());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {

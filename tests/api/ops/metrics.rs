@@ -149,9 +149,9 @@ async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
     let dir = tempfile::tempdir().expect("dir");
     let database = crate::helpers::TestDatabase::sqlite();
     // Started, never connected: the gate refuses Tessera's services before any routing.
-    let starting = tessera::app::App::start(super::settings_on(&database, dir.path()))
-        .await
-        .expect("starts");
+    let config = tessera::config::Config::parse(super::settings_on(&database, dir.path()))
+        .expect("valid settings");
+    let starting = tessera::app::App::start(config).await.expect("starts");
     let grpc_url = format!("http://{}", starting.local_addr());
 
     let refused = call_path(

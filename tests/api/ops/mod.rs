@@ -211,9 +211,8 @@ pub struct Served {
 
 impl Served {
     pub async fn start(settings: tessera::config::Settings) -> Self {
-        let app = tessera::app::App::build(settings)
-            .await
-            .expect("app builds");
+        let config = tessera::config::Config::parse(settings).expect("valid settings");
+        let app = tessera::app::App::build(config).await.expect("app builds");
         let grpc_url = format!("http://{}", app.local_addr());
         let admin_key = std::fs::read_to_string(app.bootstrap_key_path().expect("bootstrap key"))
             .expect("key file")

@@ -308,7 +308,8 @@ async fn the_plaintext_health_listener_answers_probes_while_grpc_requires_tls() 
     settings.tls_cert_file = Some(cert);
     settings.tls_key_file = Some(key);
     settings.health_listen = Some("127.0.0.1:0".parse().expect("address"));
-    let app = tessera::app::App::build(settings).await.expect("app");
+    let config = tessera::config::Config::parse(settings).expect("valid settings");
+    let app = tessera::app::App::build(config).await.expect("app");
     let health_url = format!("http://{}", app.health_addr().expect("health listener"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
