@@ -28,7 +28,9 @@ use crate::store::PoolOptions;
 use crate::usage::DEFAULT_HANDLE_LIFETIME;
 
 pub use crate::telemetry::LogFormat;
-pub use parse::{AdminSettings, Config, Database, Listeners, ServingSettings};
+pub use parse::{
+    AdminSettings, BOOTSTRAP_KEY_FILE_NAME, Config, Database, Listeners, ServingSettings,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -375,8 +377,10 @@ mod tests {
     }
 
     #[test]
-    // figment's Jail closure returns figment's own (large) error type.
-    #[expect(clippy::result_large_err, reason = "figment::Jail's closure type")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure returns figment's own (large) error type"
+    )]
     fn envoy_rules_and_headers_are_parsed_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env(
@@ -418,8 +422,10 @@ mod tests {
     }
 
     #[test]
-    // figment's Jail closure returns figment's own (large) error type.
-    #[expect(clippy::result_large_err, reason = "figment::Jail's closure type")]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure returns figment's own (large) error type"
+    )]
     fn operations_settings_come_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TESSERA_METRICS_LISTEN", "0.0.0.0:9100");

@@ -15,7 +15,7 @@ use super::ClientArgs;
 use super::error::{CliError, error_chain};
 
 /// Where the server writes its first admin key, read when neither flag nor variable gives one.
-const ADMIN_KEY_FILE: &str = "tessera-admin.key";
+const ADMIN_KEY_FILE: &str = tessera::config::BOOTSTRAP_KEY_FILE_NAME;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -24,8 +24,9 @@ use crate::telemetry::TelemetrySettings;
 use crate::tls::TlsSettings;
 use crate::usage::{GeoIp, ReportSettings, UsageSettings};
 
-/// The bootstrap key's file name, where `TESSERA_ADMIN_KEY_FILE` names none.
-const BOOTSTRAP_KEY_FILE_NAME: &str = "tessera-admin.key";
+/// The bootstrap key's file name, where `TESSERA_ADMIN_KEY_FILE` names none; the CLI reads it
+/// from its working directory when given no key (`src/cli/connect.rs`).
+pub const BOOTSTRAP_KEY_FILE_NAME: &str = "tessera-admin.key";
 
 /// The server's whole configuration, typed.
 #[derive(Debug, Clone)]
