@@ -156,3 +156,23 @@ async fn an_unreadable_certificate_stops_the_start_naming_the_setting_and_file()
     assert!(stderr.contains("TESSERA_TLS_CERT_FILE"), "{stderr}");
     assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_unreadable_geoip_database_stops_the_binary_before_it_listens() {
+    let dir = tempfile::tempdir().expect("dir");
+    let database = dir.path().join("not-a-database.mmdb");
+    std::fs::write(&database, b"hello").expect("file");
+    let path = database.display().to_string();
+    let (code, stderr) = serve_output(&[
+        ("TESSERA_GEOIP_DATABASE", path.as_str()),
+        ("TESSERA_LOG", "info"),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TESSERA_GEOIP_DATABASE"), "{stderr}");
+    assert!(stderr.contains(&path), "{stderr}");
+    assert!(
+        !stderr.contains("serving grpc"),
+        "no port is bound before the settings are whole: {stderr}"
+    );
+}
