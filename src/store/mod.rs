@@ -22,6 +22,8 @@ use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use invalidation::{Invalidation, InvalidationSink};
 
+mod codec;
+mod error;
 pub mod invalidation;
 mod postgres;
 // Before `sql`, which invokes its macros.

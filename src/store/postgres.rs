@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use super::error::{map_error, migrate_error};
 use super::invalidation::{CHANNEL, Invalidation, InvalidationSink, MAX_PAYLOAD_BYTES};
-use super::sql::{map_error, migrate_error};
 use super::{PoolOptions, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

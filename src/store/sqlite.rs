@@ -8,8 +8,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::error::{map_error, migrate_error};
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::sql::{map_error, migrate_error};
 use super::{PoolOptions, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
