@@ -26,11 +26,9 @@ mod codec;
 mod error;
 pub mod invalidation;
 mod postgres;
-// Before `sql`, which invokes its macros.
-#[macro_use]
-mod usage_sql;
 mod sql;
 mod sqlite;
+mod usage_sql;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -1,8 +1,7 @@
 //! The usage SQL both backends share, written once.
 //!
 //! [`usage_methods!`] expands the usage methods of `Store` inside `impl_store!` (sql.rs), once
-//! per backend, so they use that file's helpers (`micros`, `map_error`) and its `$N`
-//! placeholders. What needs no database (which rows a flush writes) is plain Rust below the
+//! per backend, so they use the same helpers (`micros`, `map_error`) and `$N` placeholders. What needs no database (which rows a flush writes) is plain Rust below the
 //! macro; rows are encoded and decoded in `codec.rs`.
 //!
 //! A flush first locks the rows of the tokens it touches, in id order, with an `UPDATE … RETURNING
@@ -58,6 +57,8 @@ macro_rules! push_usage_scope {
         }
     };
 }
+
+pub(super) use push_usage_scope;
 
 /// The usage methods of `Store`, as inherent methods of the backend whose `sqlx::Database` is
 /// `$database` (the trait's methods delegate to them: `#[async_trait]` does not see into macro
@@ -343,7 +344,7 @@ macro_rules! usage_methods {
 
         async fn prune_usage_rows(
             &self,
-            cutoffs: &super::UsageCutoffs,
+            cutoffs: &$crate::store::UsageCutoffs,
             limit: u32,
         ) -> Result<u64, StoreError> {
             let limit = i64::from(limit);
@@ -389,7 +390,7 @@ macro_rules! usage_methods {
             now: DateTime<Utc>,
             expiring_before: DateTime<Utc>,
             unused_since: DateTime<Utc>,
-        ) -> Result<super::TokensNeedingAttention, StoreError> {
+        ) -> Result<$crate::store::TokensNeedingAttention, StoreError> {
             let (expiring, unused): (i64, i64) = sqlx::query_as(
                 "SELECT \
                  CAST(COALESCE(SUM(CASE WHEN expires_at < $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
@@ -403,13 +404,15 @@ macro_rules! usage_methods {
             .fetch_one(&self.pool)
             .await
             .map_err(map_error)?;
-            Ok(super::TokensNeedingAttention {
+            Ok($crate::store::TokensNeedingAttention {
                 expiring: u64::try_from(expiring).unwrap_or_default(),
                 unused: u64::try_from(unused).unwrap_or_default(),
             })
         }
     };
 }
+
+pub(super) use usage_methods;
 
 /// One token row a flush locks: the newest use among its checked calls, and the rotation
 /// they were checked under (`NEVER_ROTATED` for none), both NULL when it has only reports.
