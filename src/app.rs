@@ -493,18 +493,13 @@ impl Starting {
                 settings.max_tokens_per_owner,
                 authorizer.clone(),
             )
-            .with_master_key(settings.master_key()?)
-            .with_store_deadline(settings.pool_options().call_deadline()),
+            .with_master_key(settings.master_key()?),
         );
         // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(authorizer.clone()).map(Task::new);
 
         let limit = self.serving.max_request_bytes;
-        let auth = AdminAuth::new(
-            configured_admin_keys,
-            store.clone(),
-            settings.pool_options().call_deadline(),
-        );
+        let auth = AdminAuth::new(configured_admin_keys, store.clone());
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
         let token_admin = TokenAdminApi::new(admin.clone(), auth, usage.clone());
         let envoy_authorization = envoy::service(authorizer.clone(), settings.envoy_settings()?);

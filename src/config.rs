@@ -509,7 +509,6 @@ impl Settings {
                 ttl: Duration::from_millis(self.cache_ttl_ms),
                 negative_ttl: Duration::from_millis(self.negative_cache_ttl_ms),
             },
-            store_timeout: Duration::from_millis(self.check_store_timeout_ms),
             default_rate_limit_per_minute: NonZeroU32::new(self.default_rate_limit_per_minute)
                 .ok_or(ConfigError::Invalid {
                     setting: "TESSERA_DEFAULT_RATE_LIMIT_PER_MINUTE",
@@ -674,6 +673,7 @@ impl Settings {
             check_max_connections: self.database_check_max_connections,
             acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+            check_deadline: Duration::from_millis(self.check_store_timeout_ms),
         }
     }
 

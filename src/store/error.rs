@@ -2,13 +2,13 @@
 //!
 //! Both backends map through [`map_error`], so a Postgres outage and a busy SQLite file look the
 //! same to the layers above: `Unavailable` ("not now", retry), `Conflict` (a uniqueness rule), or
-//! `Internal` (a bug or corrupt data).
+//! `Internal` (a bug or corrupt data). Failures are counted once per `Store` call, with the
+//! operation, by the decorator every backend is wrapped in (`bounded.rs`), not here.
 
 use super::StoreError;
 
 /// Maps every sqlx error to the store's small set.
 pub(super) fn map_error(error: sqlx::Error) -> StoreError {
-    metrics::counter!("tessera_store_errors_total").increment(1);
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

@@ -230,18 +230,7 @@ async fn an_admin_write_cut_off_mid_transaction_fails_unavailable_and_leaves_not
         let request = app.admin(new_token(TENANT, "alice", &["orders:read"]));
         tokio::spawn(async move { client.create_token(request).await })
     };
-    let waiting = eventually(NOT_HUNG, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND a.datname = current_database() \
-             AND a.application_name = 'tessera'",
-        )
-        .fetch_one(&mut database(&app).await)
-        .await
-        .expect("locks");
-        waiting > 0
-    })
-    .await;
+    let waiting = eventually(NOT_HUNG, || a_statement_waits_for_a_lock(&app)).await;
     assert!(waiting, "the create never reached the audit insert");
 
     proxy.cut();
@@ -273,6 +262,67 @@ async fn an_admin_write_cut_off_mid_transaction_fails_unavailable_and_leaves_not
     proxy.restore();
     let listed = list_alices_tokens(&app).await;
     assert!(listed.is_empty(), "no half-made token: {listed:?}");
+}
+
+/// Whether a statement of the server under test waits for a lock in the database.
+async fn a_statement_waits_for_a_lock(app: &TestApp) -> bool {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE NOT l.granted AND a.datname = current_database() \
+         AND a.application_name = 'tessera'",
+    )
+    .fetch_one(&mut database(app).await)
+    .await
+    .expect("locks");
+    waiting > 0
+}
+
+#[tokio::test]
+async fn partitioned_mid_call_create_token_answers_unavailable_at_the_store_deadline() {
+    let proxy = postgres_proxy().await;
+    let app = app_behind(&proxy, |settings| {
+        quick_to_give_up(settings);
+        // Past the store's deadline (1 + 2 + 1 s) and short of the test's patience: a call the
+        // store does not bound ends here, at the gate, as DEADLINE_EXCEEDED.
+        settings.request_timeout_ms = 8_000;
+    })
+    .await;
+
+    // CreateToken's first read of its own (the owner) waits on the locked table, so the
+    // partition starts with the statement in flight: its answer, or its statement_timeout
+    // error, never comes back, and neither the pool's acquire timeout nor the database's
+    // statement timeout can end the call.
+    let lock = TableLock::hold(app.database.url(), "principals").await;
+    let started = std::time::Instant::now();
+    let create = {
+        let mut client = app.admin_client().await;
+        let request = app.admin(new_token(TENANT, "alice", &["orders:read"]));
+        tokio::spawn(async move { client.create_token(request).await })
+    };
+    let waiting = eventually(NOT_HUNG, || a_statement_waits_for_a_lock(&app)).await;
+    assert!(waiting, "the create never reached the owner's read");
+    proxy.blackhole();
+
+    let status = tokio::time::timeout(NOT_HUNG, create)
+        .await
+        .expect("CreateToken answered rather than hung")
+        .expect("task")
+        .expect_err("no token can be created across a partition");
+    let took = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "{status:?} after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(app.settings.request_timeout_ms),
+        "answered at the store's deadline, not the gate's: {took:?}"
+    );
+    eprintln!("partitioned mid-call: CreateToken UNAVAILABLE after {took:?}");
+
+    lock.release().await;
+    proxy.restore();
+    once_back(|| create_alices_token(&app)).await;
 }
 
 /// Alice's tokens, once the admin API answers again.
