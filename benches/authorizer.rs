@@ -42,7 +42,6 @@ fn settings(capacity: u64) -> AuthzSettings {
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(3600),
         },
-        store_timeout: Duration::from_secs(5),
         default_rate_limit_per_minute: NonZeroU32::new(60).expect("non-zero"),
         signing: Default::default(),
     }
@@ -78,9 +77,11 @@ fn create(owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
 async fn fixture(capacity: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store: Arc<dyn Store> = store::connect(&url, &PoolOptions::default())
-        .await
-        .expect("store");
+    let options = PoolOptions {
+        check_deadline: Duration::from_secs(5),
+        ..PoolOptions::default()
+    };
+    let store: Arc<dyn Store> = store::connect(&url, &options).await.expect("store");
     let authorizer = Arc::new(Authorizer::new(store.clone(), settings(capacity)));
     let admin = Admin::new(store, TokenPrefix::default(), 64, authorizer.clone());
     let actor = Actor::named("bench");

@@ -469,7 +469,6 @@ impl Starting {
     pub async fn connect_to(self, store: Arc<dyn Store>) -> Result<App, AppError> {
         let Config {
             serving,
-            pool,
             authz,
             admin,
             envoy,
@@ -495,14 +494,13 @@ impl Starting {
                 admin.max_tokens_per_owner,
                 authorizer.clone(),
             )
-            .with_master_key(master_key)
-            .with_store_deadline(pool.call_deadline()),
+            .with_master_key(master_key),
         );
         // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(authorizer.clone()).map(Task::new);
 
         let limit = serving.max_request_bytes;
-        let auth = AdminAuth::new(admin.configured_keys, store.clone(), pool.call_deadline());
+        let auth = AdminAuth::new(admin.configured_keys, store.clone());
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
         let token_admin = TokenAdminApi::new(admin_api.clone(), auth, usage.clone());
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);

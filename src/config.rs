@@ -200,7 +200,7 @@ impl Default for Settings {
             cache_max_bytes: 1024 * 1024 * 1024,
             cache_ttl_ms: 60_000,
             negative_cache_ttl_ms: 5_000,
-            check_store_timeout_ms: 500,
+            check_store_timeout_ms: millis(PoolOptions::DEFAULT.check_deadline),
             default_rate_limit_per_minute: 60,
             master_key: None,
             signature_window_seconds: DEFAULT_WINDOW.as_secs(),

@@ -6,7 +6,8 @@
 //! - [`authz`]: the hot path, `Authorizer::check`.
 //! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
 //! - [`usage`]: write-behind usage statistics: the Check path's recorder, flushes, ListUsage.
-//! - [`store`]: the `Store` trait with its Postgres and SQLite backends.
+//! - [`store`]: the `Store` trait with its Postgres and SQLite backends, the call deadline every
+//!   store call ends by, and the store error count.
 //! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
 //!
 //! [`app`] builds the whole server from a [`config::Config`] (the raw [`config::Settings`] parsed

@@ -20,7 +20,8 @@
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
 //!   `tessera_invalidation_publish_failures_total`, `tessera_invalidation_fallbacks_total{to}`:
 //!   cross-replica cache invalidation.
-//! - `tessera_store_errors_total`: every database error, as the store maps it.
+//! - `tessera_store_errors_total{operation}`: failed store calls, once each, by `Store` method
+//!   or `connect` (src/store/bounded.rs).
 //! - `tessera_admin_auth_failures_total{reason}`: refused admin keys (`missing_key`,
 //!   `unknown_key`, `lookup_failed`), `tessera_admin_key_lookups_total` (admin keys looked up
 //!   in the store: unknown keys are remembered, so repeats do not count).
@@ -146,7 +147,10 @@ fn describe() {
         "tessera_invalidation_publish_failures_total",
         "Invalidations that could not be published to other replicas"
     );
-    describe_counter!("tessera_store_errors_total", "Database errors");
+    describe_counter!(
+        "tessera_store_errors_total",
+        "Failed store calls (database errors, timeouts, corrupt rows), by operation: the Store method, or connect"
+    );
     describe_counter!(
         "tessera_admin_auth_failures_total",
         "Admin calls refused before acting, by reason: missing_key, unknown_key, lookup_failed"

@@ -19,8 +19,8 @@ use crate::domain::signature::{MasterKey, SealedSigningKey, SigningKey};
 use crate::domain::token::{self, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{
-    PoolOptions, RETIRED_SECRET_LEAK_WINDOW, Rotation, SigningKeyUpdate, Store, StoreError,
-    TokenQuery, TokenUpdate,
+    RETIRED_SECRET_LEAK_WINDOW, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery,
+    TokenUpdate,
 };
 
 pub use crate::store::TokenChanges;
@@ -174,8 +174,6 @@ pub struct Admin {
     local_cache: Arc<dyn InvalidationSink>,
     /// Encrypts signing keys at rest; without it, signing is refused.
     master_key: Option<MasterKey>,
-    /// The longest a store call may take before the caller is told the store is unavailable.
-    store_deadline: std::time::Duration,
 }
 
 impl Admin {
@@ -191,24 +189,7 @@ impl Admin {
             max_tokens_per_owner,
             local_cache,
             master_key: None,
-            store_deadline: PoolOptions::default().call_deadline(),
         }
-    }
-
-    /// Bounds every store call (see `PoolOptions::call_deadline`).
-    pub fn with_store_deadline(mut self, deadline: std::time::Duration) -> Self {
-        self.store_deadline = deadline;
-        self
-    }
-
-    /// A store call that gives up at the deadline: a statement sent into a network partition
-    /// gets neither an answer nor an error for minutes, and the caller should hear UNAVAILABLE
-    /// (and retry) rather than wait for its own deadline.
-    async fn stored<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        crate::store::within(self.store_deadline, call).await
     }
 
     /// Allows request signing, with signing keys encrypted under `master_key`.
@@ -242,7 +223,7 @@ impl Admin {
     /// committed write; other replicas then catch up when their cache TTL runs out.
     async fn announce(&self, invalidation: Invalidation) {
         self.local_cache.invalidate(&invalidation).await;
-        if let Err(error) = self.stored(self.store.publish(&invalidation)).await {
+        if let Err(error) = self.store.publish(&invalidation).await {
             metrics::counter!("tessera_invalidation_publish_failures_total").increment(1);
             tracing::error!(error = %error, "cannot publish a cache invalidation; other replicas stay stale until their cache ttl");
         }
@@ -250,7 +231,7 @@ impl Admin {
 
     /// Invalidates every secret of a token (current and retired) everywhere.
     async fn announce_token(&self, id: &TokenId) {
-        match self.stored(self.store.secret_hashes(id)).await {
+        match self.store.secret_hashes(id).await {
             Ok(hashes) => {
                 self.announce(Invalidation::TokenSecrets {
                     token_id: id.clone(),
@@ -336,7 +317,7 @@ impl Admin {
     }
 
     pub async fn get_token(&self, id: &TokenId) -> Result<Token, AdminError> {
-        Ok(self.stored(self.store.get_token(id)).await?)
+        Ok(self.store.get_token(id).await?)
     }
 
     pub async fn list_tokens(
@@ -362,7 +343,7 @@ impl Admin {
             limit: page_size + 1,
             now,
         };
-        let mut tokens = self.stored(self.store.list_tokens(&query)).await?;
+        let mut tokens = self.store.list_tokens(&query).await?;
         let next = if tokens.len() > page_size as usize {
             tokens.truncate(page_size as usize);
             tokens.last().map(|token| token.id.clone())
@@ -386,7 +367,7 @@ impl Admin {
         etag: Option<u64>,
     ) -> Result<UpdatedToken, AdminError> {
         let now = Utc::now();
-        let token = self.stored(self.store.get_token(id)).await?;
+        let token = self.store.get_token(id).await?;
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
@@ -479,7 +460,7 @@ impl Admin {
             });
         }
         let now = Utc::now();
-        let token = self.stored(self.store.get_token(id)).await?;
+        let token = self.store.get_token(id).await?;
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
@@ -517,9 +498,7 @@ impl Admin {
                 generated.hint,
                 grace_period.num_seconds()
             ));
-        let rotated = self
-            .stored(self.store.rotate_token(&rotation, &audit))
-            .await?;
+        let rotated = self.store.rotate_token(&rotation, &audit).await?;
         self.announce_token(&rotated.id).await;
         tracing::info!(token_id = %rotated.id, grace_seconds = grace_period.num_seconds(), "token rotated");
         Ok(IssuedToken {
@@ -531,16 +510,14 @@ impl Admin {
 
     pub async fn revoke_token(&self, actor: &Actor, id: &TokenId) -> Result<Token, AdminError> {
         let now = Utc::now();
-        let token = self.stored(self.store.get_token(id)).await?;
+        let token = self.store.get_token(id).await?;
         let audit = audit(actor, "token.revoke", &token.tenant, now)
             .on_token(&token)
             .summary(format!(
                 "revoked token \"{}\" ({})",
                 token.name, token.secret_hint
             ));
-        let revoked = self
-            .stored(self.store.revoke_token(id, now, &audit))
-            .await?;
+        let revoked = self.store.revoke_token(id, now, &audit).await?;
         self.announce_token(&revoked.id).await;
         tracing::warn!(token_id = %revoked.id, "token revoked");
         Ok(revoked)
@@ -574,9 +551,7 @@ impl Admin {
                 granted.join(", "),
                 principal.disabled
             ));
-        let stored = self
-            .stored(self.store.upsert_principal(&principal, &audit))
-            .await?;
+        let stored = self.store.upsert_principal(&principal, &audit).await?;
         self.announce(Invalidation::Owner {
             tenant: stored.tenant.clone(),
             owner_id: stored.id.clone(),
@@ -591,7 +566,7 @@ impl Admin {
         tenant: &Tenant,
         id: &PrincipalId,
     ) -> Result<Principal, AdminError> {
-        Ok(self.stored(self.store.get_principal(tenant, id)).await?)
+        Ok(self.store.get_principal(tenant, id).await?)
     }
 
     pub async fn upsert_role(
@@ -615,7 +590,7 @@ impl Admin {
             role.name,
             granted.join(", ")
         ));
-        let stored = self.stored(self.store.upsert_role(&role, &audit)).await?;
+        let stored = self.store.upsert_role(&role, &audit).await?;
         self.announce(Invalidation::Role {
             tenant: stored.tenant.clone(),
             name: stored.name.clone(),
@@ -626,7 +601,7 @@ impl Admin {
     }
 
     pub async fn list_roles(&self, tenant: &Tenant) -> Result<Vec<Role>, AdminError> {
-        Ok(self.stored(self.store.list_roles(tenant)).await?)
+        Ok(self.store.list_roles(tenant).await?)
     }
 
     pub async fn set_api_status(
@@ -646,9 +621,7 @@ impl Admin {
         let state = if online { "online" } else { "offline" };
         let audit = audit(actor, "api.set_status", status.scope.as_str(), now)
             .summary(format!("api for {} set {state}", status.scope));
-        let stored = self
-            .stored(self.store.set_api_status(&status, &audit))
-            .await?;
+        let stored = self.store.set_api_status(&status, &audit).await?;
         self.announce(Invalidation::ApiStatus(stored.scope.clone()))
             .await;
         tracing::warn!(scope = %stored.scope, online = stored.online, "api status set");
@@ -656,7 +629,7 @@ impl Admin {
     }
 
     pub async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, AdminError> {
-        Ok(self.stored(self.store.get_api_status(scope)).await?)
+        Ok(self.store.get_api_status(scope).await?)
     }
 
     pub async fn list_audit_events(
@@ -690,7 +663,7 @@ impl Admin {
         if roles.is_empty() {
             return Ok(());
         }
-        let existing = self.stored(self.store.get_roles(tenant, roles)).await?;
+        let existing = self.store.get_roles(tenant, roles).await?;
         if let Some(missing) = roles
             .iter()
             .find(|name| !existing.iter().any(|role| &role.name == *name))

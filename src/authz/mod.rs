@@ -89,8 +89,6 @@ impl Decision {
 pub struct AuthzSettings {
     pub prefix: TokenPrefix,
     pub cache: CacheSettings,
-    /// Longest a Check waits for the store on a cache miss before answering STORE_UNAVAILABLE.
-    pub store_timeout: Duration,
     /// The limit of tokens whose `rate_limit_per_minute` is 0.
     pub default_rate_limit_per_minute: NonZeroU32,
     pub signing: SigningSettings,
@@ -137,7 +135,6 @@ pub struct Authorizer {
     prefix: TokenPrefix,
     cache: CredentialCache,
     rate_limits: RateLimits,
-    store_timeout: Duration,
     /// Opens signing keys when credentials enter the cache.
     master_key: Option<MasterKey>,
     replay_guard: ReplayCache,
@@ -172,7 +169,6 @@ impl Authorizer {
             prefix: settings.prefix,
             cache: CredentialCache::new(&settings.cache),
             rate_limits: RateLimits::new(settings.default_rate_limit_per_minute),
-            store_timeout: settings.store_timeout,
             master_key: settings.signing.master_key,
             replay_guard: ReplayCache::new(
                 settings.signing.window,
@@ -226,8 +222,6 @@ impl Authorizer {
             Ok(Some(credential)) => credential,
             Ok(None) => return Decision::deny(DenyReason::TokenUnknown),
             Err(error) => {
-                metrics::counter!("tessera_store_errors_total", "operation" => "find_credential")
-                    .increment(1);
                 if self.store_warnings.allow() {
                     tracing::warn!(error = %error, "credential lookup failed");
                 }
@@ -260,7 +254,8 @@ impl Authorizer {
     async fn load_credential(&self, hash: SecretHash) -> Result<Entry, StoreError> {
         self.stats.store_lookups.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tessera_store_credential_lookups_total").increment(1);
-        let record = self.bounded(self.store.find_credential(&hash)).await?;
+        // The store bounds the read by its Check deadline (`PoolOptions::check_deadline`).
+        let record = self.store.find_credential(&hash).await?;
         Ok(record.map(|record| {
             let verifier = self.signing_verifier(&record);
             Arc::new(Credential::from_record(&record).with_verifier(verifier))
@@ -285,21 +280,13 @@ impl Authorizer {
         }
     }
 
-    /// A store call that gives up after `store_timeout`, so Check never hangs on a dead database.
-    async fn bounded<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        crate::store::within(self.store_timeout, call).await
-    }
-
     /// API_OFFLINE when the tenant's API, or every API (`*`), is switched off. An unreadable
     /// status counts as online: it is an operational switch, and the token checks that follow
     /// still fail closed. The switched-off scopes are read and cached all at once, so a Check
     /// naming a tenant that does not exist costs no store lookup and no cache entry.
     async fn offline_decision(&self, tenant: &Tenant) -> Option<Decision> {
         let load = async {
-            let statuses = self.bounded(self.store.offline_api_statuses()).await?;
+            let statuses = self.store.offline_api_statuses().await?;
             let by_scope: HashMap<ApiScope, ApiStatus> = statuses
                 .into_iter()
                 .map(|status| (status.scope.clone(), status))
@@ -309,7 +296,6 @@ impl Authorizer {
         let offline = match self.cache.offline_apis(load).await {
             Ok(offline) => offline,
             Err(error) => {
-                metrics::counter!("tessera_store_errors_total", "operation" => "offline_api_statuses").increment(1);
                 if self.store_warnings.allow() {
                     tracing::warn!(error = %error, "api statuses unreadable; treating as online");
                 }

@@ -19,7 +19,7 @@ use crate::domain::signature::MasterKey;
 use crate::domain::token::{SecretHash, TokenPrefix};
 use crate::domain::usage::EndpointBound;
 use crate::grpc::envoy::EnvoySettings;
-use crate::store::{PoolOptions, PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{self, PoolOptions, Store, StoreError};
 use crate::telemetry::TelemetrySettings;
 use crate::tls::TlsSettings;
 use crate::usage::{GeoIp, ReportSettings, UsageSettings};
@@ -122,12 +122,10 @@ impl Database {
 
     /// Connects to the backend and applies its migrations.
     pub async fn connect(&self, pool: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
-        Ok(match self {
-            Self::Sqlite { url, .. } => Arc::new(SqliteStore::connect(url, pool).await?),
-            Self::Postgres { url } => {
-                Arc::new(PostgresStore::connect(url.expose_secret(), pool).await?)
-            }
-        })
+        match self {
+            Self::Sqlite { url, .. } => store::connect_sqlite(url, pool).await,
+            Self::Postgres { url } => store::connect_postgres(url.expose_secret(), pool).await,
+        }
     }
 
     /// The default place of the bootstrap key: beside the SQLite file, else the working
@@ -227,6 +225,7 @@ impl Config {
             )?,
             acquire_timeout,
             statement_timeout,
+            check_deadline: check_store_timeout,
         };
         if settings
             .admin_keys
@@ -271,7 +270,6 @@ impl Config {
                     ttl: cache_ttl,
                     negative_ttl: negative_cache_ttl,
                 },
-                store_timeout: check_store_timeout,
                 default_rate_limit_per_minute,
                 signing,
             },
@@ -705,7 +703,7 @@ mod tests {
         assert_eq!(config.authz.cache.max_bytes, 20_000);
         assert_eq!(config.authz.cache.ttl, Duration::from_millis(30));
         assert_eq!(config.authz.cache.negative_ttl, Duration::from_millis(40));
-        assert_eq!(config.authz.store_timeout, Duration::from_millis(50));
+        assert_eq!(config.pool.check_deadline, Duration::from_millis(50));
         assert_eq!(config.authz.default_rate_limit_per_minute.get(), 60);
         assert_eq!(config.pool.max_connections, 3);
         assert_eq!(config.pool.check_max_connections, 4);

@@ -38,8 +38,6 @@ pub struct AdminAuth {
     /// Hashes of the keys from settings; bootstrap keys are looked up in the store.
     configured: Vec<SecretHash>,
     store: Arc<dyn Store>,
-    /// How long a stored key's lookup may take (`PoolOptions::call_deadline`).
-    store_deadline: Duration,
     /// Hashes the store answered "no such key" for, recently: refused without a lookup.
     unknown_keys: moka::future::Cache<[u8; 32], ()>,
     /// Rate limit of the refusal warning.
@@ -69,15 +67,10 @@ impl WarnLimit {
 }
 
 impl AdminAuth {
-    pub fn new(
-        configured: Vec<SecretHash>,
-        store: Arc<dyn Store>,
-        store_deadline: Duration,
-    ) -> Self {
+    pub fn new(configured: Vec<SecretHash>, store: Arc<dyn Store>) -> Self {
         Self {
             configured,
             store,
-            store_deadline,
             unknown_keys: moka::future::Cache::builder()
                 .max_capacity(UNKNOWN_KEY_CAPACITY)
                 .time_to_live(UNKNOWN_KEY_TTL)
@@ -105,12 +98,12 @@ impl AdminAuth {
             return Ok(false);
         }
         metrics::counter!("tessera_admin_key_lookups_total").increment(1);
-        let known = crate::store::within(self.store_deadline, self.store.is_admin_key(hash))
-            .await
-            .map_err(|error| {
-                self.refused("lookup_failed");
-                status::unavailable("admin key lookup", &error)
-            })?;
+        // The store bounds the lookup by its call deadline, so a partition refuses the call
+        // (UNAVAILABLE) rather than hanging it.
+        let known = self.store.is_admin_key(hash).await.map_err(|error| {
+            self.refused("lookup_failed");
+            status::unavailable("admin key lookup", &error)
+        })?;
         if !known {
             self.unknown_keys.insert(hash.0, ()).await;
         }

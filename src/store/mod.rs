@@ -1,7 +1,9 @@
 //! The store: one trait, two backends (Postgres for production, SQLite as the embedded default).
 //!
 //! Every mutating method writes its audit event in the same transaction as the change, so a
-//! mutation and its audit record commit together or not at all.
+//! mutation and its audit record commit together or not at all. [`connect`] is the only way to
+//! open one, and the store it returns bounds every call by its own deadline and counts its
+//! failures (`bounded.rs`), so callers neither wrap calls in timeouts nor count errors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,16 +24,18 @@ use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use invalidation::{Invalidation, InvalidationSink};
 
+mod bounded;
+mod codec;
+mod error;
 pub mod invalidation;
 mod postgres;
-// Before `sql`, which invokes its macros.
-#[macro_use]
-mod usage_sql;
 mod sql;
 mod sqlite;
+mod usage_sql;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+use bounded::Bounded;
+use postgres::PostgresStore;
+use sqlite::SqliteStore;
 
 /// What went wrong in the store, as a small set the layers above can act on.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,12 @@ pub enum StoreError {
     /// A uniqueness rule was violated.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database cannot be reached or did not answer in time.
+    /// The database cannot be reached or refused for now (a pool, statement or busy timeout).
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
-    /// The caller's own deadline passed before the store answered (the store never returns this
-    /// itself: its timeouts surface as `Unavailable`).
+    /// The call did not end by the store's own deadline (`PoolOptions::check_deadline` for
+    /// Check's reads, `PoolOptions::call_deadline` for the rest), as across a partition where
+    /// nothing answers; read like `Unavailable`.
     #[error("the store did not answer in time")]
     Timeout,
     /// Anything else: a bug or corrupt data; logged, never sent to clients.
@@ -188,35 +193,31 @@ pub struct PoolOptions {
     pub check_max_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// The longest one of Check's cache-miss reads (`find_credential`, `offline_api_statuses`)
+    /// may take, its wait for a connection included: past it the read is `Timeout` and Check
+    /// answers STORE_UNAVAILABLE instead of holding the request (`TESSERA_CHECK_STORE_TIMEOUT_MS`).
+    pub check_deadline: Duration,
 }
 
 impl PoolOptions {
-    /// The longest one store call may take: waiting for a connection, then one statement at
-    /// its limit, plus a margin for the rest of the call. Beyond it the caller is answered
-    /// UNAVAILABLE instead of waiting on a link that may never answer (a partition drops
+    /// The longest any other store call may take: waiting for a connection, then one statement
+    /// at its limit, plus a margin for the rest of the call. Beyond it the call is `Timeout`
+    /// (UNAVAILABLE) instead of waiting on a link that may never answer (a partition drops
     /// packets silently, and TCP gives up only after minutes).
     pub fn call_deadline(&self) -> Duration {
         self.acquire_timeout + self.statement_timeout + Duration::from_secs(1)
     }
 }
 
-/// `call`, or `StoreError::Timeout` once `deadline` passes.
-pub async fn within<T>(
-    deadline: Duration,
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(deadline, call)
-        .await
-        .unwrap_or(Err(StoreError::Timeout))
-}
-
 impl PoolOptions {
-    /// The defaults, also those of the `TESSERA_DATABASE_*` settings (`src/config.rs`).
+    /// The defaults, also those of the `TESSERA_DATABASE_*` settings and of
+    /// `TESSERA_CHECK_STORE_TIMEOUT_MS` (`src/config.rs`).
     pub const DEFAULT: Self = Self {
         max_connections: 16,
         check_max_connections: 16,
         acquire_timeout: Duration::from_secs(2),
         statement_timeout: Duration::from_secs(5),
+        check_deadline: Duration::from_millis(500),
     };
 }
 
@@ -402,16 +403,49 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>>;
 }
 
-/// Opens the database named by `url` (`sqlite://…` or `postgres://…`) and runs the embedded
-/// migrations (on Postgres under an advisory lock, so replicas may start at once).
+/// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that
+/// hold a URL; the server's settings name the backend already (`config::Database`) and call
+/// [`connect_sqlite`] or [`connect_postgres`].
 pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+        connect_postgres(url, options).await
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+        connect_sqlite(url, options).await
     } else {
         Err(StoreError::Internal(
             "database url must start with sqlite:// or postgres://".to_owned(),
         ))
+    }
+}
+
+/// Opens a PostgreSQL database and runs the embedded migrations under an advisory lock, so
+/// replicas may start at once. Every call of the store it returns ends by its deadline
+/// (`options`), and its failures are counted.
+pub async fn connect_postgres(
+    url: &str,
+    options: &PoolOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    counted_open(PostgresStore::connect(url, options).await, options)
+}
+
+/// Opens (creating it if need be) a SQLite database and runs the embedded migrations; its calls
+/// are bounded and counted as [`connect_postgres`]'s.
+pub async fn connect_sqlite(
+    url: &str,
+    options: &PoolOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    counted_open(SqliteStore::connect(url, options).await, options)
+}
+
+fn counted_open<S: Store + 'static>(
+    opened: Result<S, StoreError>,
+    options: &PoolOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match opened {
+        Ok(store) => Ok(Arc::new(Bounded::new(store, options))),
+        Err(error) => {
+            bounded::count_failure("connect", &error);
+            Err(error)
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use super::error::{map_error, migrate_error};
 use super::invalidation::{CHANNEL, Invalidation, InvalidationSink, MAX_PAYLOAD_BYTES};
-use super::sql::{map_error, migrate_error};
 use super::{PoolOptions, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -18,12 +18,20 @@ const LISTEN_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// A pooled connection idle this long is pinged before use.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
+super::sql::impl_store! {
+    store: PostgresStore,
+    database: sqlx::Postgres,
+    backend: "postgres",
+    json_array_elements: "SELECT jsonb_array_elements_text($2::jsonb)",
+    wait_for_audit_writers: "LOCK TABLE audit_events IN SHARE MODE",
+}
+
 pub struct PostgresStore {
     /// The admin/usage pool: everything but Check's reads.
-    pub(super) pool: PgPool,
+    pool: PgPool,
     /// The Check pool (a bulkhead): only `find_credential` and `get_api_status`, so cache misses
     /// queue here, not in front of revocations and flushes.
-    pub(super) check_pool: PgPool,
+    check_pool: PgPool,
     /// For the LISTEN connection, which lives outside the pool: it is held for good, and no
     /// statement timeout applies to waiting for notifications.
     listen_options: PgConnectOptions,
@@ -51,10 +59,7 @@ impl PostgresStore {
         })
     }
 
-    pub(super) async fn publish_invalidation(
-        &self,
-        invalidation: &Invalidation,
-    ) -> Result<(), StoreError> {
+    async fn publish_invalidation(&self, invalidation: &Invalidation) -> Result<(), StoreError> {
         let (payload, fell_back_to) = invalidation.encode_within(MAX_PAYLOAD_BYTES);
         if let Some(coarser) = fell_back_to {
             metrics::counter!("tessera_invalidation_fallbacks_total", "to" => coarser.kind())
@@ -74,10 +79,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) fn watch(
-        &self,
-        sink: Arc<dyn InvalidationSink>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    fn watch(&self, sink: Arc<dyn InvalidationSink>) -> Option<tokio::task::JoinHandle<()>> {
         // A pool of one only for its reconnecting, as `PgListener::connect` does internally.
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)

@@ -2,11 +2,12 @@
 //!
 //! sqlx's query API is generic over the database, but spelling out the bounds for a generic
 //! `impl<DB> Store for …` is long and brittle. Instead [`impl_store!`] expands the whole
-//! `impl Store` for one concrete pool type, and is invoked once per backend at the end of this
-//! file, where the few dialect differences sit side by side. Everything that needs no database
-//! (encoding values for binding, decoding rows into domain types, mapping errors) is plain Rust
-//! below the macro. The backend modules own their connection setup and what differs beyond SQL
-//! (how replicas hear of each other's writes).
+//! `impl Store` for one concrete pool type; each backend module (`postgres.rs`, `sqlite.rs`)
+//! invokes it once for its own struct, with its few dialect differences beside its connection
+//! setup. What needs no database is plain Rust elsewhere: encoding values for binding and
+//! decoding rows into domain types in `codec.rs`, mapping sqlx errors in `error.rs`. The backend
+//! modules own their connection setup and what differs beyond SQL (how replicas hear of each
+//! other's writes).
 //!
 //! Placeholders are `$1, $2, …` in both dialects: sqlx's SQLite driver binds `$N` by position, so
 //! one statement text serves both. Locks are taken with a no-op `UPDATE … RETURNING` rather than
@@ -16,28 +17,6 @@
 //!
 //! A transaction dropped on an error path rolls back (sqlx flushes the rollback before the
 //! connection returns to the pool), so business errors simply return.
-
-use std::sync::Arc;
-
-use chrono::{DateTime, Utc};
-
-use super::invalidation::{Invalidation, InvalidationSink};
-use super::{
-    Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery,
-    TokenUpdate,
-};
-use super::{TokensNeedingAttention, UsageCutoffs};
-use crate::domain::fields::{
-    ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
-};
-use crate::domain::model::{
-    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, SecretMatch, Token,
-};
-use crate::domain::network::IpAllowlist;
-use crate::domain::permission::Grant;
-use crate::domain::signature::SealedSigningKey;
-use crate::domain::token::SecretHash;
-use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 
 /// The columns of `tokens`, in `TokenRow` order, each prefixed with `$prefix` (a table alias).
 #[rustfmt::skip]
@@ -65,12 +44,14 @@ macro_rules! token_columns {
         )
     };
 }
+pub(super) use token_columns;
 
-/// Expands `impl Store for $store` (a struct with `pool` and `check_pool` fields, both
-/// `sqlx::Pool<$database>`: Check's reads use `check_pool`, everything else `pool`; and
-/// inherent `publish_invalidation` and `watch` methods for what differs beyond SQL: whether and
-/// how replicas hear of each other's writes). Names resolve where the macro is invoked, that
-/// is, in this module.
+/// Expands `impl Store for $store`, in a module `sql_impl` inside the invoking backend module,
+/// for the struct `$store` defined there: one with `pool` and `check_pool` fields, both
+/// `sqlx::Pool<$database>` (Check's reads use `check_pool`, everything else `pool`), and inherent
+/// `publish_invalidation` and `watch` methods for what differs beyond SQL (whether and how
+/// replicas hear of each other's writes). Being a child of the backend module, the expansion
+/// sees those private fields and methods; no other module does.
 ///
 /// `json_array_elements` is a dialect difference in queries: a subquery yielding the
 /// elements of the JSON text array bound as `$2`, so `get_roles` is a single statement whatever
@@ -78,1318 +59,973 @@ macro_rules! token_columns {
 /// audit log wait until no audit insert is in flight (see `list_audit_events`).
 macro_rules! impl_store {
     (
-        store: $store:ty,
+        store: $store:ident,
         database: $database:ty,
         backend: $backend:literal,
         json_array_elements: $json_array_elements:literal,
         wait_for_audit_writers: $wait_for_audit_writers:literal $(,)?
     ) => {
-        impl $store {
-            async fn insert_audit_row(
-                connection: &mut <$database as sqlx::Database>::Connection,
-                event: &AuditEvent,
-            ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO audit_events \
-                     (time, actor, action, tenant, token_id, principal_id, summary, admin_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(micros(event.time))
-                .bind(&event.actor)
-                .bind(&event.action)
-                .bind(&event.tenant)
-                .bind(event.token_id.as_ref().map(TokenId::as_str))
-                .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
-                .bind(&event.summary)
-                .bind(&event.admin_key)
-                .execute(&mut *connection)
-                .await
-                .map_err(map_error)?;
-                Ok(())
-            }
+        /// The SQL of `src/store/sql.rs`, stamped out for this backend's struct, whose private
+        /// pools and methods it uses as the backend's own code.
+        mod sql_impl {
+            use std::sync::Arc;
 
-            /// Commits a mutation together with its audit event, or neither.
-            async fn commit_with_audit(
-                mut transaction: sqlx::Transaction<'static, $database>,
-                event: &AuditEvent,
-            ) -> Result<(), StoreError> {
-                Self::insert_audit_row(&mut transaction, event).await?;
-                transaction.commit().await.map_err(map_error)
-            }
+            use chrono::{DateTime, Utc};
 
-            /// Why a conditional update of a live token matched no row.
-            async fn missing_or_revoked(
-                connection: &mut <$database as sqlx::Database>::Connection,
-                id: &TokenId,
-            ) -> StoreError {
-                let found = sqlx::query("SELECT id FROM tokens WHERE id = $1")
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *connection)
-                    .await;
-                match found {
-                    Ok(Some(_)) => StoreError::TokenRevoked,
-                    Ok(None) => StoreError::NotFound("token"),
-                    Err(error) => map_error(error),
-                }
-            }
+            use super::$store;
+            use $crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+            use $crate::domain::model::{
+                ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+            };
+            use $crate::domain::signature::SealedSigningKey;
+            use $crate::domain::token::SecretHash;
+            use $crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+            use $crate::store::codec::{
+                ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PrincipalRow, RoleRow,
+                TokenParams, TokenRow, corrupt, grants_json, micros, strings_json,
+            };
+            use $crate::store::error::map_error;
+            use $crate::store::invalidation::{Invalidation, InvalidationSink};
+            use $crate::store::sql::token_columns;
+            use $crate::store::usage_sql::{push_usage_scope, usage_methods};
+            use $crate::store::{
+                Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError,
+                TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+            };
 
-            /// The named roles of a tenant, read through `pool` (Check's or the admin one).
-            async fn roles_named(
-                pool: &sqlx::Pool<$database>,
-                tenant: &Tenant,
-                names: &[RoleName],
-            ) -> Result<Vec<Role>, StoreError> {
-                if names.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let rows: Vec<RoleRow> = sqlx::query_as(concat!(
-                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
-                     WHERE tenant = $1 AND name IN (",
-                    $json_array_elements,
-                    ") ORDER BY name"
-                ))
-                .bind(tenant.as_str())
-                .bind(strings_json(names.iter().map(|name| name.as_str())))
-                .fetch_all(pool)
-                .await
-                .map_err(map_error)?;
-                rows.into_iter().map(RoleRow::into_role).collect()
-            }
-
-            /// Refuses to make an expired token of `owner_id` live again when the owner already
-            /// holds `limit` live tokens at `now`. Locks the owner's row before counting, as
-            /// `create_token` does, so concurrent creates, rotations and updates of one owner's
-            /// tokens count one after the other. Callers hold the token's row lock already:
-            /// token before owner everywhere (a create locks only the owner), so no two writers
-            /// wait on each other in a cycle.
-            async fn ensure_room_to_revive(
-                connection: &mut <$database as sqlx::Database>::Connection,
-                tenant: &str,
-                owner_id: &str,
-                now: i64,
-                limit: u32,
-            ) -> Result<(), StoreError> {
-                // A token whose owner row is gone is still counted (Check denies it anyway).
-                sqlx::query(
-                    "UPDATE principals SET updated_at = updated_at \
-                     WHERE tenant = $1 AND id = $2",
-                )
-                .bind(tenant)
-                .bind(owner_id)
-                .execute(&mut *connection)
-                .await
-                .map_err(map_error)?;
-                let live_tokens: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM tokens \
-                     WHERE tenant = $1 AND owner_id = $2 \
-                     AND revoked_at IS NULL AND expires_at > $3",
-                )
-                .bind(tenant)
-                .bind(owner_id)
-                .bind(now)
-                .fetch_one(&mut *connection)
-                .await
-                .map_err(map_error)?;
-                if live_tokens >= i64::from(limit) {
-                    return Err(StoreError::OwnerTokenLimit { limit });
-                }
-                Ok(())
-            }
-
-            usage_methods!(database: $database);
-        }
-
-        #[async_trait::async_trait]
-        impl Store for $store {
-            fn backend(&self) -> &'static str {
-                $backend
-            }
-
-            async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1")
-                    .execute(&self.pool)
+            impl $store {
+                async fn insert_audit_row(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    event: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "INSERT INTO audit_events \
+                         (time, actor, action, tenant, token_id, principal_id, summary, admin_key) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(micros(event.time))
+                    .bind(&event.actor)
+                    .bind(&event.action)
+                    .bind(&event.tenant)
+                    .bind(event.token_id.as_ref().map(TokenId::as_str))
+                    .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
+                    .bind(&event.summary)
+                    .bind(&event.admin_key)
+                    .execute(&mut *connection)
                     .await
                     .map_err(map_error)?;
-                Ok(())
-            }
-
-            async fn create_token(
-                &self,
-                new: &NewToken,
-                max_live_per_owner: u32,
-                audit: &AuditEvent,
-            ) -> Result<Token, StoreError> {
-                let token = &new.token;
-                let params = TokenParams::of(token);
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-
-                // Serialises concurrent creates for one owner, so the count below cannot race.
-                let owner = sqlx::query(
-                    "UPDATE principals SET updated_at = updated_at \
-                     WHERE tenant = $1 AND id = $2 RETURNING id",
-                )
-                .bind(token.tenant.as_str())
-                .bind(token.owner_id.as_str())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                if owner.is_none() {
-                    return Err(StoreError::NotFound("principal"));
+                    Ok(())
                 }
 
-                // The token's creation instant is "now" for what counts as live.
-                let live_tokens: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM tokens \
-                     WHERE tenant = $1 AND owner_id = $2 \
-                     AND revoked_at IS NULL AND expires_at > $3",
-                )
-                .bind(token.tenant.as_str())
-                .bind(token.owner_id.as_str())
-                .bind(params.created_at)
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                if live_tokens >= i64::from(max_live_per_owner) {
-                    return Err(StoreError::OwnerTokenLimit {
-                        limit: max_live_per_owner,
-                    });
+                /// Commits a mutation together with its audit event, or neither.
+                async fn commit_with_audit(
+                    mut transaction: sqlx::Transaction<'static, $database>,
+                    event: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    Self::insert_audit_row(&mut transaction, event).await?;
+                    transaction.commit().await.map_err(map_error)
                 }
 
-                let row: TokenRow = sqlx::query_as(concat!(
-                    "INSERT INTO tokens (",
-                    token_columns!(""),
-                    ", secret_hash, signing_key) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                     $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19) \
-                     RETURNING ",
-                    token_columns!("")
-                ))
-                .bind(token.id.as_str())
-                .bind(token.tenant.as_str())
-                .bind(token.owner_id.as_str())
-                .bind(token.name.as_str())
-                .bind(token.description.as_str())
-                .bind(params.permissions)
-                .bind(params.roles)
-                .bind(params.allowed_ips)
-                .bind(params.rate_limit_per_minute)
-                .bind(token.require_signature)
-                .bind(&token.secret_hint)
-                .bind(params.created_at)
-                .bind(params.updated_at)
-                .bind(params.expires_at)
-                .bind(params.rotated_at)
-                .bind(params.revoked_at)
-                .bind(params.last_used_at)
-                .bind(new.secret_hash.0.as_slice())
-                .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
+                /// Why a conditional update of a live token matched no row.
+                async fn missing_or_revoked(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    id: &TokenId,
+                ) -> StoreError {
+                    let found = sqlx::query("SELECT id FROM tokens WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *connection)
+                        .await;
+                    match found {
+                        Ok(Some(_)) => StoreError::TokenRevoked,
+                        Ok(None) => StoreError::NotFound("token"),
+                        Err(error) => map_error(error),
+                    }
+                }
 
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_token()
-            }
-
-            async fn get_token(&self, id: &TokenId) -> Result<Token, StoreError> {
-                let row: Option<TokenRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    token_columns!(""),
-                    " FROM tokens WHERE id = $1"
-                ))
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_error)?;
-                row.ok_or(StoreError::NotFound("token"))?.into_token()
-            }
-
-            async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError> {
-                // Built per call so each filter combination is its own prepared statement, which
-                // the planner can serve from the right index.
-                let mut builder = sqlx::QueryBuilder::<$database>::new(concat!(
-                    "SELECT ",
-                    token_columns!(""),
-                    " FROM tokens WHERE tenant = "
-                ));
-                builder.push_bind(query.tenant.as_str());
-                if let Some(owner_id) = &query.owner_id {
-                    builder
-                        .push(" AND owner_id = ")
-                        .push_bind(owner_id.as_str());
-                }
-                if !query.include_revoked {
-                    builder.push(" AND revoked_at IS NULL");
-                }
-                if let Some(before) = query.expiring_before {
-                    builder
-                        .push(" AND expires_at > ")
-                        .push_bind(micros(query.now));
-                    builder.push(" AND expires_at < ").push_bind(micros(before));
-                }
-                if let Some(since) = query.unused_since {
-                    builder
-                        .push(" AND (last_used_at IS NULL OR last_used_at < ")
-                        .push_bind(micros(since))
-                        .push(")");
-                }
-                if let Some(after) = &query.after {
-                    builder.push(" AND id > ").push_bind(after.as_str());
-                }
-                builder
-                    .push(" ORDER BY id LIMIT ")
-                    .push_bind(i64::from(query.limit));
-
-                let rows: Vec<TokenRow> = builder
-                    .build_query_as()
-                    .fetch_all(&self.pool)
+                /// The named roles of a tenant, read through `pool` (Check's or the admin one).
+                async fn roles_named(
+                    pool: &sqlx::Pool<$database>,
+                    tenant: &Tenant,
+                    names: &[RoleName],
+                ) -> Result<Vec<Role>, StoreError> {
+                    if names.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let rows: Vec<RoleRow> = sqlx::query_as(concat!(
+                        "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
+                         WHERE tenant = $1 AND name IN (",
+                        $json_array_elements,
+                        ") ORDER BY name"
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(strings_json(names.iter().map(|name| name.as_str())))
+                    .fetch_all(pool)
                     .await
                     .map_err(map_error)?;
-                rows.into_iter().map(TokenRow::into_token).collect()
+                    rows.into_iter().map(RoleRow::into_role).collect()
+                }
+
+                /// Refuses to make an expired token of `owner_id` live again when the owner already
+                /// holds `limit` live tokens at `now`. Locks the owner's row before counting, as
+                /// `create_token` does, so concurrent creates, rotations and updates of one owner's
+                /// tokens count one after the other. Callers hold the token's row lock already:
+                /// token before owner everywhere (a create locks only the owner), so no two writers
+                /// wait on each other in a cycle.
+                async fn ensure_room_to_revive(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    tenant: &str,
+                    owner_id: &str,
+                    now: i64,
+                    limit: u32,
+                ) -> Result<(), StoreError> {
+                    // A token whose owner row is gone is still counted (Check denies it anyway).
+                    sqlx::query(
+                        "UPDATE principals SET updated_at = updated_at \
+                         WHERE tenant = $1 AND id = $2",
+                    )
+                    .bind(tenant)
+                    .bind(owner_id)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    let live_tokens: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM tokens \
+                         WHERE tenant = $1 AND owner_id = $2 \
+                         AND revoked_at IS NULL AND expires_at > $3",
+                    )
+                    .bind(tenant)
+                    .bind(owner_id)
+                    .bind(now)
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    if live_tokens >= i64::from(limit) {
+                        return Err(StoreError::OwnerTokenLimit { limit });
+                    }
+                    Ok(())
+                }
+
+                usage_methods!(database: $database);
             }
 
-            async fn update_token(
-                &self,
-                update: &TokenUpdate<'_>,
-                audit: &AuditEvent,
-            ) -> Result<Token, StoreError> {
-                let changes = &update.changes;
-                let updated_at = micros(update.updated_at);
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-
-                // Locks the token and reads what the checks below need. Then only the columns
-                // of the mask are written: a concurrent update of other fields keeps its values.
-                let current: Option<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-                    "UPDATE tokens SET version = version WHERE id = $1 \
-                     RETURNING tenant, owner_id, expires_at, revoked_at, version",
-                )
-                .bind(update.id.as_str())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                let Some((tenant, owner_id, expires_at, revoked_at, version)) = current else {
-                    return Err(StoreError::NotFound("token"));
-                };
-                if revoked_at.is_some() {
-                    return Err(StoreError::TokenRevoked);
-                }
-                if let Some(expected) = update.expected_version {
-                    if u64::try_from(version).ok() != Some(expected) {
-                        return Err(StoreError::VersionMismatch { expected });
-                    }
-                }
-                if let Some(new_expires_at) = changes.expires_at {
-                    let revives = expires_at <= updated_at && micros(new_expires_at) > updated_at;
-                    if revives {
-                        Self::ensure_room_to_revive(
-                            &mut transaction,
-                            &tenant,
-                            &owner_id,
-                            updated_at,
-                            update.max_live_per_owner,
-                        )
-                        .await?;
-                    }
+            #[async_trait::async_trait]
+            impl Store for $store {
+                fn backend(&self) -> &'static str {
+                    $backend
                 }
 
-                let mut builder = sqlx::QueryBuilder::<$database>::new(
-                    "UPDATE tokens SET version = version + 1, updated_at = ",
-                );
-                builder.push_bind(updated_at);
-                if let Some(name) = &changes.name {
-                    builder.push(", name = ").push_bind(name.as_str());
+                async fn ping(&self) -> Result<(), StoreError> {
+                    sqlx::query("SELECT 1")
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(())
                 }
-                if let Some(description) = &changes.description {
-                    builder
-                        .push(", description = ")
-                        .push_bind(description.as_str());
-                }
-                if let Some(permissions) = &changes.permissions {
-                    builder
-                        .push(", permissions = ")
-                        .push_bind(grants_json(permissions));
-                }
-                if let Some(roles) = &changes.roles {
-                    builder
-                        .push(", roles = ")
-                        .push_bind(strings_json(roles.iter().map(RoleName::as_str)));
-                }
-                if let Some(allowed_ips) = &changes.allowed_ips {
-                    let networks = allowed_ips.to_strings();
-                    builder
-                        .push(", allowed_ips = ")
-                        .push_bind(strings_json(networks.iter().map(String::as_str)));
-                }
-                if let Some(rate_limit) = changes.rate_limit_per_minute {
-                    builder
-                        .push(", rate_limit_per_minute = ")
-                        .push_bind(i64::from(rate_limit));
-                }
-                if let Some(new_expires_at) = changes.expires_at {
-                    builder
-                        .push(", expires_at = ")
-                        .push_bind(micros(new_expires_at));
-                }
-                if let Some(require_signature) = changes.require_signature {
-                    builder
-                        .push(", require_signature = ")
-                        .push_bind(require_signature);
-                }
-                match update.signing_key {
-                    SigningKeyUpdate::Keep => {}
-                    SigningKeyUpdate::Replace(key) => {
-                        builder.push(", signing_key = ").push_bind(key.as_bytes());
+
+                async fn create_token(
+                    &self,
+                    new: &NewToken,
+                    max_live_per_owner: u32,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let token = &new.token;
+                    let params = TokenParams::of(token);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+
+                    // Serialises concurrent creates for one owner, so the count below cannot race.
+                    let owner = sqlx::query(
+                        "UPDATE principals SET updated_at = updated_at \
+                         WHERE tenant = $1 AND id = $2 RETURNING id",
+                    )
+                    .bind(token.tenant.as_str())
+                    .bind(token.owner_id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if owner.is_none() {
+                        return Err(StoreError::NotFound("principal"));
                     }
-                    SigningKeyUpdate::Remove => {
-                        builder.push(", signing_key = NULL");
-                    }
-                }
-                builder
-                    .push(" WHERE id = ")
-                    .push_bind(update.id.as_str())
-                    .push(concat!(" RETURNING ", token_columns!("")));
-                let row: TokenRow = builder
-                    .build_query_as()
+
+                    // The token's creation instant is "now" for what counts as live.
+                    let live_tokens: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM tokens \
+                         WHERE tenant = $1 AND owner_id = $2 \
+                         AND revoked_at IS NULL AND expires_at > $3",
+                    )
+                    .bind(token.tenant.as_str())
+                    .bind(token.owner_id.as_str())
+                    .bind(params.created_at)
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_token()
-            }
+                    if live_tokens >= i64::from(max_live_per_owner) {
+                        return Err(StoreError::OwnerTokenLimit {
+                            limit: max_live_per_owner,
+                        });
+                    }
 
-            async fn rotate_token(
-                &self,
-                rotation: &Rotation,
-                audit: &AuditEvent,
-            ) -> Result<Token, StoreError> {
-                let rotated_at = micros(rotation.rotated_at);
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: TokenRow = sqlx::query_as(concat!(
+                        "INSERT INTO tokens (",
+                        token_columns!(""),
+                        ", secret_hash, signing_key) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19) \
+                         RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(token.id.as_str())
+                    .bind(token.tenant.as_str())
+                    .bind(token.owner_id.as_str())
+                    .bind(token.name.as_str())
+                    .bind(token.description.as_str())
+                    .bind(params.permissions)
+                    .bind(params.roles)
+                    .bind(params.allowed_ips)
+                    .bind(params.rate_limit_per_minute)
+                    .bind(token.require_signature)
+                    .bind(&token.secret_hint)
+                    .bind(params.created_at)
+                    .bind(params.updated_at)
+                    .bind(params.expires_at)
+                    .bind(params.rotated_at)
+                    .bind(params.revoked_at)
+                    .bind(params.last_used_at)
+                    .bind(new.secret_hash.0.as_slice())
+                    .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
 
-                // Locks the token first, so two concurrent rotations cannot both retire the same
-                // secret and one of them lose its new one.
-                let current: Option<LockedForRotation> = sqlx::query_as(
-                    "UPDATE tokens SET updated_at = updated_at WHERE id = $1 \
-                     RETURNING secret_hash, revoked_at, signing_key, tenant, owner_id, expires_at",
-                )
-                .bind(rotation.id.as_str())
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                let Some(current) = current else {
-                    return Err(StoreError::NotFound("token"));
-                };
-                if current.revoked_at.is_some() {
-                    return Err(StoreError::TokenRevoked);
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
                 }
-                // The new expiry always lies ahead, so an expired token comes back to life.
-                if current.expires_at <= rotated_at {
-                    Self::ensure_room_to_revive(
-                        &mut transaction,
-                        &current.tenant,
-                        &current.owner_id,
-                        rotated_at,
-                        rotation.max_live_per_owner,
+
+                async fn get_token(&self, id: &TokenId) -> Result<Token, StoreError> {
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        token_columns!(""),
+                        " FROM tokens WHERE id = $1"
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.ok_or(StoreError::NotFound("token"))?.into_token()
+                }
+
+                async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<Token>, StoreError> {
+                    // Built per call so each filter combination is its own prepared statement,
+                    // which the planner can serve from the right index.
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(concat!(
+                        "SELECT ",
+                        token_columns!(""),
+                        " FROM tokens WHERE tenant = "
+                    ));
+                    builder.push_bind(query.tenant.as_str());
+                    if let Some(owner_id) = &query.owner_id {
+                        builder
+                            .push(" AND owner_id = ")
+                            .push_bind(owner_id.as_str());
+                    }
+                    if !query.include_revoked {
+                        builder.push(" AND revoked_at IS NULL");
+                    }
+                    if let Some(before) = query.expiring_before {
+                        builder
+                            .push(" AND expires_at > ")
+                            .push_bind(micros(query.now));
+                        builder.push(" AND expires_at < ").push_bind(micros(before));
+                    }
+                    if let Some(since) = query.unused_since {
+                        builder
+                            .push(" AND (last_used_at IS NULL OR last_used_at < ")
+                            .push_bind(micros(since))
+                            .push(")");
+                    }
+                    if let Some(after) = &query.after {
+                        builder.push(" AND id > ").push_bind(after.as_str());
+                    }
+                    builder
+                        .push(" ORDER BY id LIMIT ")
+                        .push_bind(i64::from(query.limit));
+
+                    let rows: Vec<TokenRow> = builder
+                        .build_query_as()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    rows.into_iter().map(TokenRow::into_token).collect()
+                }
+
+                async fn update_token(
+                    &self,
+                    update: &TokenUpdate<'_>,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let changes = &update.changes;
+                    let updated_at = micros(update.updated_at);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+
+                    // Locks the token and reads what the checks below need. Then only the
+                    // columns of the mask are written: a concurrent update of other fields keeps
+                    // its values.
+                    let current: Option<(String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+                        "UPDATE tokens SET version = version WHERE id = $1 \
+                         RETURNING tenant, owner_id, expires_at, revoked_at, version",
                     )
-                    .await?;
+                    .bind(update.id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some((tenant, owner_id, expires_at, revoked_at, version)) = current else {
+                        return Err(StoreError::NotFound("token"));
+                    };
+                    if revoked_at.is_some() {
+                        return Err(StoreError::TokenRevoked);
+                    }
+                    if let Some(expected) = update.expected_version {
+                        if u64::try_from(version).ok() != Some(expected) {
+                            return Err(StoreError::VersionMismatch { expected });
+                        }
+                    }
+                    if let Some(new_expires_at) = changes.expires_at {
+                        let revives =
+                            expires_at <= updated_at && micros(new_expires_at) > updated_at;
+                        if revives {
+                            Self::ensure_room_to_revive(
+                                &mut transaction,
+                                &tenant,
+                                &owner_id,
+                                updated_at,
+                                update.max_live_per_owner,
+                            )
+                            .await?;
+                        }
+                    }
+
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(
+                        "UPDATE tokens SET version = version + 1, updated_at = ",
+                    );
+                    builder.push_bind(updated_at);
+                    if let Some(name) = &changes.name {
+                        builder.push(", name = ").push_bind(name.as_str());
+                    }
+                    if let Some(description) = &changes.description {
+                        builder
+                            .push(", description = ")
+                            .push_bind(description.as_str());
+                    }
+                    if let Some(permissions) = &changes.permissions {
+                        builder
+                            .push(", permissions = ")
+                            .push_bind(grants_json(permissions));
+                    }
+                    if let Some(roles) = &changes.roles {
+                        builder
+                            .push(", roles = ")
+                            .push_bind(strings_json(roles.iter().map(RoleName::as_str)));
+                    }
+                    if let Some(allowed_ips) = &changes.allowed_ips {
+                        let networks = allowed_ips.to_strings();
+                        builder
+                            .push(", allowed_ips = ")
+                            .push_bind(strings_json(networks.iter().map(String::as_str)));
+                    }
+                    if let Some(rate_limit) = changes.rate_limit_per_minute {
+                        builder
+                            .push(", rate_limit_per_minute = ")
+                            .push_bind(i64::from(rate_limit));
+                    }
+                    if let Some(new_expires_at) = changes.expires_at {
+                        builder
+                            .push(", expires_at = ")
+                            .push_bind(micros(new_expires_at));
+                    }
+                    if let Some(require_signature) = changes.require_signature {
+                        builder
+                            .push(", require_signature = ")
+                            .push_bind(require_signature);
+                    }
+                    match update.signing_key {
+                        SigningKeyUpdate::Keep => {}
+                        SigningKeyUpdate::Replace(key) => {
+                            builder.push(", signing_key = ").push_bind(key.as_bytes());
+                        }
+                        SigningKeyUpdate::Remove => {
+                            builder.push(", signing_key = NULL");
+                        }
+                    }
+                    builder
+                        .push(" WHERE id = ")
+                        .push_bind(update.id.as_str())
+                        .push(concat!(" RETURNING ", token_columns!("")));
+                    let row: TokenRow = builder
+                        .build_query_as()
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
                 }
 
-                // Retired secrets long past their grace are forgotten, and those past it no
-                // longer need the signing key that went with them: only their hash still
-                // serves, to recognise a leaked old secret.
-                sqlx::query("DELETE FROM retired_secrets WHERE token_id = $1 AND grace_until < $2")
+                async fn rotate_token(
+                    &self,
+                    rotation: &Rotation,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let rotated_at = micros(rotation.rotated_at);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+
+                    // Locks the token first, so two concurrent rotations cannot both retire the
+                    // same secret and one of them lose its new one.
+                    let current: Option<LockedForRotation> = sqlx::query_as(
+                        "UPDATE tokens SET updated_at = updated_at WHERE id = $1 \
+                         RETURNING secret_hash, revoked_at, signing_key, tenant, owner_id, \
+                         expires_at",
+                    )
+                    .bind(rotation.id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(current) = current else {
+                        return Err(StoreError::NotFound("token"));
+                    };
+                    if current.revoked_at.is_some() {
+                        return Err(StoreError::TokenRevoked);
+                    }
+                    // The new expiry always lies ahead, so an expired token comes back to life.
+                    if current.expires_at <= rotated_at {
+                        Self::ensure_room_to_revive(
+                            &mut transaction,
+                            &current.tenant,
+                            &current.owner_id,
+                            rotated_at,
+                            rotation.max_live_per_owner,
+                        )
+                        .await?;
+                    }
+
+                    // Retired secrets long past their grace are forgotten, and those past it no
+                    // longer need the signing key that went with them: only their hash still
+                    // serves, to recognise a leaked old secret.
+                    sqlx::query(
+                        "DELETE FROM retired_secrets WHERE token_id = $1 AND grace_until < $2",
+                    )
                     .bind(rotation.id.as_str())
                     .bind(micros(rotation.forget_retired_before))
                     .execute(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                sqlx::query(
-                    "UPDATE retired_secrets SET signing_key = NULL \
-                     WHERE token_id = $1 AND grace_until <= $2 AND signing_key IS NOT NULL",
-                )
-                .bind(rotation.id.as_str())
-                .bind(rotated_at)
-                .execute(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                let (old_secret_hash, old_signing_key) =
-                    (current.secret_hash, current.signing_key);
-
-                // The old secret keeps the signing key it was issued with.
-                sqlx::query(
-                    "INSERT INTO retired_secrets \
-                     (secret_hash, token_id, retired_at, grace_until, signing_key) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(old_secret_hash)
-                .bind(rotation.id.as_str())
-                .bind(rotated_at)
-                .bind(micros(rotation.old_secret_grace_until))
-                .bind(old_signing_key)
-                .execute(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-
-                sqlx::query("UPDATE tokens SET signing_key = $2 WHERE id = $1")
-                    .bind(rotation.id.as_str())
-                    .bind(
-                        rotation
-                            .new_signing_key
-                            .as_ref()
-                            .map(SealedSigningKey::as_bytes),
+                    sqlx::query(
+                        "UPDATE retired_secrets SET signing_key = NULL \
+                         WHERE token_id = $1 AND grace_until <= $2 AND signing_key IS NOT NULL",
                     )
+                    .bind(rotation.id.as_str())
+                    .bind(rotated_at)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let (old_secret_hash, old_signing_key) =
+                        (current.secret_hash, current.signing_key);
+
+                    // The old secret keeps the signing key it was issued with.
+                    sqlx::query(
+                        "INSERT INTO retired_secrets \
+                         (secret_hash, token_id, retired_at, grace_until, signing_key) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(old_secret_hash)
+                    .bind(rotation.id.as_str())
+                    .bind(rotated_at)
+                    .bind(micros(rotation.old_secret_grace_until))
+                    .bind(old_signing_key)
                     .execute(&mut *transaction)
                     .await
                     .map_err(map_error)?;
 
-                // Rotation clears usage history: the flush of any replica drops calls checked
-                // under the previous rotation (see usage_sql.rs).
-                let row: TokenRow = sqlx::query_as(concat!(
-                    "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
-                     updated_at = $4, expires_at = $5, last_used_at = NULL, \
-                     version = version + 1 \
-                     WHERE id = $1 RETURNING ",
-                    token_columns!("")
-                ))
-                .bind(rotation.id.as_str())
-                .bind(rotation.new_secret_hash.0.as_slice())
-                .bind(&rotation.new_secret_hint)
-                .bind(rotated_at)
-                .bind(micros(rotation.new_expires_at))
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                for statement in super::usage_sql::CLEAR_USAGE {
-                    sqlx::query(statement)
+                    sqlx::query("UPDATE tokens SET signing_key = $2 WHERE id = $1")
                         .bind(rotation.id.as_str())
+                        .bind(
+                            rotation
+                                .new_signing_key
+                                .as_ref()
+                                .map(SealedSigningKey::as_bytes),
+                        )
                         .execute(&mut *transaction)
                         .await
                         .map_err(map_error)?;
-                }
 
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_token()
-            }
-
-            async fn revoke_token(
-                &self,
-                id: &TokenId,
-                at: DateTime<Utc>,
-                audit: &AuditEvent,
-            ) -> Result<Token, StoreError> {
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                let row: Option<TokenRow> = sqlx::query_as(concat!(
-                    "UPDATE tokens SET revoked_at = $2, updated_at = $2, version = version + 1 \
-                     WHERE id = $1 AND revoked_at IS NULL RETURNING ",
-                    token_columns!("")
-                ))
-                .bind(id.as_str())
-                .bind(micros(at))
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                let Some(row) = row else {
-                    return Err(Self::missing_or_revoked(&mut transaction, id).await);
-                };
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_token()
-            }
-
-            async fn find_credential(
-                &self,
-                hash: &SecretHash,
-            ) -> Result<Option<CredentialRecord>, StoreError> {
-                // One round trip for the token, how the secret matched and the owner, whether
-                // the hash is current, retired or unknown; a second only when there are roles.
-                let row: Option<CredentialRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    token_columns!("t."),
-                    ", matched.grace_until AS retired_grace_until, \
-                     matched.signing_key AS signing_key, \
-                     p.permissions AS owner_permissions, p.disabled AS owner_disabled, \
-                     p.rate_limit_per_minute AS owner_rate_limit_per_minute, \
-                     p.created_at AS owner_created_at, p.updated_at AS owner_updated_at \
-                     FROM (\
-                         SELECT id AS token_id, NULL AS grace_until, signing_key \
-                         FROM tokens WHERE secret_hash = $1 \
-                         UNION ALL \
-                         SELECT token_id, grace_until, signing_key \
-                         FROM retired_secrets WHERE secret_hash = $1\
-                     ) AS matched \
-                     JOIN tokens AS t ON t.id = matched.token_id \
-                     LEFT JOIN principals AS p ON p.tenant = t.tenant AND p.id = t.owner_id \
-                     LIMIT 1"
-                ))
-                .bind(hash.0.as_slice())
-                .fetch_optional(&self.check_pool)
-                .await
-                .map_err(map_error)?;
-                let Some(row) = row else {
-                    return Ok(None);
-                };
-                let mut record = row.into_record()?;
-                if !record.token.roles.is_empty() {
-                    record.roles = Self::roles_named(
-                        &self.check_pool,
-                        &record.token.tenant,
-                        &record.token.roles,
-                    )
-                    .await?;
-                }
-                Ok(Some(record))
-            }
-
-            async fn upsert_principal(
-                &self,
-                principal: &Principal,
-                audit: &AuditEvent,
-            ) -> Result<Principal, StoreError> {
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                let row: PrincipalRow = sqlx::query_as(
-                    "INSERT INTO principals \
-                     (tenant, id, permissions, disabled, rate_limit_per_minute, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                     ON CONFLICT (tenant, id) DO UPDATE SET permissions = excluded.permissions, \
-                     disabled = excluded.disabled, \
-                     rate_limit_per_minute = excluded.rate_limit_per_minute, \
-                     updated_at = excluded.updated_at \
-                     RETURNING tenant, id, permissions, disabled, rate_limit_per_minute, \
-                     created_at, updated_at",
-                )
-                .bind(principal.tenant.as_str())
-                .bind(principal.id.as_str())
-                .bind(grants_json(&principal.permissions))
-                .bind(principal.disabled)
-                .bind(principal.rate_limit_per_minute.map(i64::from))
-                .bind(micros(principal.created_at))
-                .bind(micros(principal.updated_at))
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_principal()
-            }
-
-            async fn get_principal(
-                &self,
-                tenant: &Tenant,
-                id: &PrincipalId,
-            ) -> Result<Principal, StoreError> {
-                let row: Option<PrincipalRow> = sqlx::query_as(
-                    "SELECT tenant, id, permissions, disabled, rate_limit_per_minute, created_at, \
-                     updated_at FROM principals WHERE tenant = $1 AND id = $2",
-                )
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_error)?;
-                row.ok_or(StoreError::NotFound("principal"))?
-                    .into_principal()
-            }
-
-            async fn upsert_role(
-                &self,
-                role: &Role,
-                audit: &AuditEvent,
-            ) -> Result<Role, StoreError> {
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                let row: RoleRow = sqlx::query_as(
-                    "INSERT INTO roles (tenant, name, permissions, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (tenant, name) DO UPDATE SET permissions = excluded.permissions, \
-                     updated_at = excluded.updated_at \
-                     RETURNING tenant, name, permissions, created_at, updated_at",
-                )
-                .bind(role.tenant.as_str())
-                .bind(role.name.as_str())
-                .bind(grants_json(&role.permissions))
-                .bind(micros(role.created_at))
-                .bind(micros(role.updated_at))
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_role()
-            }
-
-            async fn list_roles(&self, tenant: &Tenant) -> Result<Vec<Role>, StoreError> {
-                let rows: Vec<RoleRow> = sqlx::query_as(
-                    "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
-                     WHERE tenant = $1 ORDER BY name",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_error)?;
-                rows.into_iter().map(RoleRow::into_role).collect()
-            }
-
-            async fn get_roles(
-                &self,
-                tenant: &Tenant,
-                names: &[RoleName],
-            ) -> Result<Vec<Role>, StoreError> {
-                Self::roles_named(&self.pool, tenant, names).await
-            }
-
-            async fn set_api_status(
-                &self,
-                status: &ApiStatus,
-                audit: &AuditEvent,
-            ) -> Result<ApiStatus, StoreError> {
-                // A status is always written with the instant it was set.
-                let updated_at = status.updated_at.ok_or_else(|| {
-                    StoreError::Internal("an api status is set without updated_at".to_owned())
-                })?;
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                let row: ApiStatusRow = sqlx::query_as(
-                    "INSERT INTO api_status (scope, online, message, updated_at) \
-                     VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (scope) DO UPDATE SET online = excluded.online, \
-                     message = excluded.message, updated_at = excluded.updated_at \
-                     RETURNING scope, online, message, updated_at",
-                )
-                .bind(status.scope.as_str())
-                .bind(status.online)
-                .bind(&status.message)
-                .bind(micros(updated_at))
-                .fetch_one(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                Self::commit_with_audit(transaction, audit).await?;
-                row.into_api_status()
-            }
-
-            async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError> {
-                let row: Option<ApiStatusRow> = sqlx::query_as(
-                    "SELECT scope, online, message, updated_at FROM api_status WHERE scope = $1",
-                )
-                .bind(scope.as_str())
-                .fetch_optional(&self.check_pool)
-                .await
-                .map_err(map_error)?;
-                match row {
-                    Some(row) => row.into_api_status(),
-                    None => Ok(ApiStatus::never_set(scope.clone())),
-                }
-            }
-
-            async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
-                let rows: Vec<ApiStatusRow> = sqlx::query_as(
-                    "SELECT scope, online, message, updated_at FROM api_status \
-                     WHERE NOT online ORDER BY scope",
-                )
-                // On the Check path: the bulkhead's Check pool.
-                .fetch_all(&self.check_pool)
-                .await
-                .map_err(map_error)?;
-                rows.into_iter().map(ApiStatusRow::into_api_status).collect()
-            }
-
-            async fn list_audit_events(
-                &self,
-                tenant: Option<&Tenant>,
-                after_id: i64,
-                limit: u32,
-            ) -> Result<Vec<AuditEvent>, StoreError> {
-                // Ids are taken when an event is inserted, but events become visible when their
-                // transaction commits, which may be later than a transaction that took a larger
-                // id. A reader that returned the larger one would page past the smaller for good.
-                // So the page is read only once no audit insert is in flight (on Postgres a SHARE
-                // lock, which waits for every open transaction that inserted into the table and
-                // holds new inserts back for the length of this one read): then every id below
-                // the largest one seen belongs to a finished transaction.
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                sqlx::query($wait_for_audit_writers)
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                let mut builder = sqlx::QueryBuilder::<$database>::new(
-                    "SELECT id, time, actor, action, tenant, token_id, principal_id, summary, \
-                     admin_key FROM audit_events WHERE id > ",
-                );
-                builder.push_bind(after_id);
-                if let Some(tenant) = tenant {
-                    builder.push(" AND tenant = ").push_bind(tenant.as_str());
-                }
-                builder
-                    .push(" ORDER BY id LIMIT ")
-                    .push_bind(i64::from(limit));
-                let rows: Vec<AuditRow> = builder
-                    .build_query_as()
-                    .fetch_all(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                transaction.commit().await.map_err(map_error)?;
-                rows.into_iter().map(AuditRow::into_event).collect()
-            }
-
-            async fn insert_admin_key(
-                &self,
-                hash: &SecretHash,
-                label: &str,
-                at: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(hash.0.as_slice())
-                .bind(label)
-                .bind(micros(at))
-                .execute(&self.pool)
-                .await
-                .map_err(map_error)?;
-                Ok(())
-            }
-
-            async fn count_admin_keys(&self) -> Result<u64, StoreError> {
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(map_error)?;
-                u64::try_from(count)
-                    .map_err(|_| StoreError::Internal("negative admin key count".to_owned()))
-            }
-
-            async fn bootstrap_admin_key(
-                &self,
-                hash: &SecretHash,
-                at: DateTime<Utc>,
-                persist: PersistKey<'_>,
-            ) -> Result<Bootstrapped, StoreError> {
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
-                // key; SQLite: the write lock this first write takes) until this transaction
-                // ends, then finds it taken. A rollback frees it for the next.
-                let claimed: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
-                     ON CONFLICT (singleton) DO NOTHING RETURNING created_at",
-                )
-                .bind(micros(at))
-                .fetch_optional(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                if claimed.is_none() {
-                    return Ok(Bootstrapped::AlreadyDone);
-                }
-                // A database created before the claim existed may hold keys without a claim.
-                let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
+                    // Rotation clears usage history: the flush of any replica drops calls checked
+                    // under the previous rotation (see usage_sql.rs).
+                    let row: TokenRow = sqlx::query_as(concat!(
+                        "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
+                         updated_at = $4, expires_at = $5, last_used_at = NULL, \
+                         version = version + 1 \
+                         WHERE id = $1 RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(rotation.id.as_str())
+                    .bind(rotation.new_secret_hash.0.as_slice())
+                    .bind(&rotation.new_secret_hint)
+                    .bind(rotated_at)
+                    .bind(micros(rotation.new_expires_at))
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                if keys > 0 {
-                    transaction.commit().await.map_err(map_error)?;
-                    return Ok(Bootstrapped::AlreadyDone);
-                }
-                sqlx::query(
-                    "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
-                )
-                .bind(hash.0.as_slice())
-                .bind("bootstrap")
-                .bind(micros(at))
-                .execute(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                if let Err(error) = persist.await {
-                    return Ok(Bootstrapped::NotPersisted(error));
-                }
-                transaction.commit().await.map_err(map_error)?;
-                Ok(Bootstrapped::Created)
-            }
+                    for statement in $crate::store::usage_sql::CLEAR_USAGE {
+                        sqlx::query(statement)
+                            .bind(rotation.id.as_str())
+                            .execute(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                    }
 
-            async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
-                let found = sqlx::query("SELECT key_hash FROM admin_keys WHERE key_hash = $1")
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
+                }
+
+                async fn revoke_token(
+                    &self,
+                    id: &TokenId,
+                    at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "UPDATE tokens SET revoked_at = $2, updated_at = $2, version = version + 1 \
+                         WHERE id = $1 AND revoked_at IS NULL RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(id.as_str())
+                    .bind(micros(at))
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(row) = row else {
+                        return Err(Self::missing_or_revoked(&mut transaction, id).await);
+                    };
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
+                }
+
+                async fn find_credential(
+                    &self,
+                    hash: &SecretHash,
+                ) -> Result<Option<CredentialRecord>, StoreError> {
+                    // One round trip for the token, how the secret matched and the owner, whether
+                    // the hash is current, retired or unknown; a second only when there are roles.
+                    let row: Option<CredentialRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        token_columns!("t."),
+                        ", matched.grace_until AS retired_grace_until, \
+                         matched.signing_key AS signing_key, \
+                         p.permissions AS owner_permissions, p.disabled AS owner_disabled, \
+                         p.rate_limit_per_minute AS owner_rate_limit_per_minute, \
+                         p.created_at AS owner_created_at, p.updated_at AS owner_updated_at \
+                         FROM (\
+                             SELECT id AS token_id, NULL AS grace_until, signing_key \
+                             FROM tokens WHERE secret_hash = $1 \
+                             UNION ALL \
+                             SELECT token_id, grace_until, signing_key \
+                             FROM retired_secrets WHERE secret_hash = $1\
+                         ) AS matched \
+                         JOIN tokens AS t ON t.id = matched.token_id \
+                         LEFT JOIN principals AS p ON p.tenant = t.tenant AND p.id = t.owner_id \
+                         LIMIT 1"
+                    ))
                     .bind(hash.0.as_slice())
+                    .fetch_optional(&self.check_pool)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    let mut record = row.into_record()?;
+                    if !record.token.roles.is_empty() {
+                        record.roles = Self::roles_named(
+                            &self.check_pool,
+                            &record.token.tenant,
+                            &record.token.roles,
+                        )
+                        .await?;
+                    }
+                    Ok(Some(record))
+                }
+
+                async fn upsert_principal(
+                    &self,
+                    principal: &Principal,
+                    audit: &AuditEvent,
+                ) -> Result<Principal, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: PrincipalRow = sqlx::query_as(
+                        "INSERT INTO principals \
+                         (tenant, id, permissions, disabled, rate_limit_per_minute, \
+                         created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (tenant, id) DO UPDATE SET \
+                         permissions = excluded.permissions, \
+                         disabled = excluded.disabled, \
+                         rate_limit_per_minute = excluded.rate_limit_per_minute, \
+                         updated_at = excluded.updated_at \
+                         RETURNING tenant, id, permissions, disabled, rate_limit_per_minute, \
+                         created_at, updated_at",
+                    )
+                    .bind(principal.tenant.as_str())
+                    .bind(principal.id.as_str())
+                    .bind(grants_json(&principal.permissions))
+                    .bind(principal.disabled)
+                    .bind(principal.rate_limit_per_minute.map(i64::from))
+                    .bind(micros(principal.created_at))
+                    .bind(micros(principal.updated_at))
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_principal()
+                }
+
+                async fn get_principal(
+                    &self,
+                    tenant: &Tenant,
+                    id: &PrincipalId,
+                ) -> Result<Principal, StoreError> {
+                    let row: Option<PrincipalRow> = sqlx::query_as(
+                        "SELECT tenant, id, permissions, disabled, rate_limit_per_minute, \
+                         created_at, updated_at FROM principals WHERE tenant = $1 AND id = $2",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(id.as_str())
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(map_error)?;
-                Ok(found.is_some())
-            }
-
-            async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
-                let mut connection = self.pool.acquire().await.map_err(map_error)?;
-                Self::insert_audit_row(&mut connection, event).await
-            }
-
-            async fn report_retired_secret_use(
-                &self,
-                event: &AuditEvent,
-            ) -> Result<bool, StoreError> {
-                let token_id = event.token_id.as_ref().ok_or_else(|| {
-                    StoreError::Internal("a retired secret report names no token".to_owned())
-                })?;
-                let minute = event.time.timestamp().div_euclid(60);
-                let mut transaction = self.pool.begin().await.map_err(map_error)?;
-                // The primary key decides: of concurrent reports for one token and minute, one
-                // inserts, the others wait for it to commit and then insert nothing.
-                let claimed = sqlx::query(
-                    "INSERT INTO retired_secret_reports (token_id, minute) VALUES ($1, $2) \
-                     ON CONFLICT (token_id, minute) DO NOTHING",
-                )
-                .bind(token_id.as_str())
-                .bind(minute)
-                .execute(&mut *transaction)
-                .await
-                .map_err(map_error)?
-                .rows_affected();
-                if claimed == 0 {
-                    return Ok(false);
+                    row.ok_or(StoreError::NotFound("principal"))?
+                        .into_principal()
                 }
-                sqlx::query(
-                    "DELETE FROM retired_secret_reports WHERE token_id = $1 AND minute < $2",
-                )
-                .bind(token_id.as_str())
-                .bind(minute)
-                .execute(&mut *transaction)
-                .await
-                .map_err(map_error)?;
-                Self::commit_with_audit(transaction, event).await?;
-                Ok(true)
-            }
 
-            async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {
-                let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT secret_hash FROM tokens WHERE id = $1 \
-                     UNION ALL \
-                     SELECT secret_hash FROM retired_secrets WHERE token_id = $1",
-                )
-                .bind(id.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_error)?;
-                // Every token has a current secret: no rows means no token.
-                if hashes.is_empty() {
-                    return Err(StoreError::NotFound("token"));
-                }
-                hashes
-                    .iter()
-                    .map(|hash| SecretHash::from_slice(hash).ok_or_else(|| corrupt("secret_hash")))
-                    .collect()
-            }
-
-            async fn write_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
-                self.write_usage_batch(batch).await
-            }
-
-            async fn read_usage(&self, query: &UsageQuery) -> Result<UsageFigures, StoreError> {
-                self.read_usage_figures(query).await
-            }
-
-            async fn prune_usage(
-                &self,
-                cutoffs: &UsageCutoffs,
-                limit: u32,
-            ) -> Result<u64, StoreError> {
-                self.prune_usage_rows(cutoffs, limit).await
-            }
-
-            async fn count_tokens_needing_attention(
-                &self,
-                now: DateTime<Utc>,
-                expiring_before: DateTime<Utc>,
-                unused_since: DateTime<Utc>,
-            ) -> Result<TokensNeedingAttention, StoreError> {
-                self.count_tokens_for_attention(now, expiring_before, unused_since)
+                async fn upsert_role(
+                    &self,
+                    role: &Role,
+                    audit: &AuditEvent,
+                ) -> Result<Role, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: RoleRow = sqlx::query_as(
+                        "INSERT INTO roles (tenant, name, permissions, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (tenant, name) DO UPDATE SET \
+                         permissions = excluded.permissions, \
+                         updated_at = excluded.updated_at \
+                         RETURNING tenant, name, permissions, created_at, updated_at",
+                    )
+                    .bind(role.tenant.as_str())
+                    .bind(role.name.as_str())
+                    .bind(grants_json(&role.permissions))
+                    .bind(micros(role.created_at))
+                    .bind(micros(role.updated_at))
+                    .fetch_one(&mut *transaction)
                     .await
-            }
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_role()
+                }
 
-            async fn publish(&self, invalidation: &Invalidation) -> Result<(), StoreError> {
-                self.publish_invalidation(invalidation).await
-            }
+                async fn list_roles(&self, tenant: &Tenant) -> Result<Vec<Role>, StoreError> {
+                    let rows: Vec<RoleRow> = sqlx::query_as(
+                        "SELECT tenant, name, permissions, created_at, updated_at FROM roles \
+                         WHERE tenant = $1 ORDER BY name",
+                    )
+                    .bind(tenant.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    rows.into_iter().map(RoleRow::into_role).collect()
+                }
 
-            fn watch_invalidations(
-                &self,
-                sink: Arc<dyn InvalidationSink>,
-            ) -> Option<tokio::task::JoinHandle<()>> {
-                self.watch(sink)
+                async fn get_roles(
+                    &self,
+                    tenant: &Tenant,
+                    names: &[RoleName],
+                ) -> Result<Vec<Role>, StoreError> {
+                    Self::roles_named(&self.pool, tenant, names).await
+                }
+
+                async fn set_api_status(
+                    &self,
+                    status: &ApiStatus,
+                    audit: &AuditEvent,
+                ) -> Result<ApiStatus, StoreError> {
+                    // A status is always written with the instant it was set.
+                    let updated_at = status.updated_at.ok_or_else(|| {
+                        StoreError::Internal("an api status is set without updated_at".to_owned())
+                    })?;
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: ApiStatusRow = sqlx::query_as(
+                        "INSERT INTO api_status (scope, online, message, updated_at) \
+                         VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (scope) DO UPDATE SET online = excluded.online, \
+                         message = excluded.message, updated_at = excluded.updated_at \
+                         RETURNING scope, online, message, updated_at",
+                    )
+                    .bind(status.scope.as_str())
+                    .bind(status.online)
+                    .bind(&status.message)
+                    .bind(micros(updated_at))
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_api_status()
+                }
+
+                async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError> {
+                    let row: Option<ApiStatusRow> = sqlx::query_as(
+                        "SELECT scope, online, message, updated_at FROM api_status \
+                         WHERE scope = $1",
+                    )
+                    .bind(scope.as_str())
+                    .fetch_optional(&self.check_pool)
+                    .await
+                    .map_err(map_error)?;
+                    match row {
+                        Some(row) => row.into_api_status(),
+                        None => Ok(ApiStatus::never_set(scope.clone())),
+                    }
+                }
+
+                async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError> {
+                    let rows: Vec<ApiStatusRow> = sqlx::query_as(
+                        "SELECT scope, online, message, updated_at FROM api_status \
+                         WHERE NOT online ORDER BY scope",
+                    )
+                    // On the Check path: the bulkhead's Check pool.
+                    .fetch_all(&self.check_pool)
+                    .await
+                    .map_err(map_error)?;
+                    rows.into_iter().map(ApiStatusRow::into_api_status).collect()
+                }
+
+                async fn list_audit_events(
+                    &self,
+                    tenant: Option<&Tenant>,
+                    after_id: i64,
+                    limit: u32,
+                ) -> Result<Vec<AuditEvent>, StoreError> {
+                    // Ids are taken when an event is inserted, but events become visible when
+                    // their transaction commits, which may be later than a transaction that took
+                    // a larger id. A reader that returned the larger one would page past the
+                    // smaller for good. So the page is read only once no audit insert is in
+                    // flight (on Postgres a SHARE lock, which waits for every open transaction
+                    // that inserted into the table and holds new inserts back for the length of
+                    // this one read): then every id below the largest one seen belongs to a
+                    // finished transaction.
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    sqlx::query($wait_for_audit_writers)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(
+                        "SELECT id, time, actor, action, tenant, token_id, principal_id, summary, \
+                         admin_key FROM audit_events WHERE id > ",
+                    );
+                    builder.push_bind(after_id);
+                    if let Some(tenant) = tenant {
+                        builder.push(" AND tenant = ").push_bind(tenant.as_str());
+                    }
+                    builder
+                        .push(" ORDER BY id LIMIT ")
+                        .push_bind(i64::from(limit));
+                    let rows: Vec<AuditRow> = builder
+                        .build_query_as()
+                        .fetch_all(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    transaction.commit().await.map_err(map_error)?;
+                    rows.into_iter().map(AuditRow::into_event).collect()
+                }
+
+                async fn insert_admin_key(
+                    &self,
+                    hash: &SecretHash,
+                    label: &str,
+                    at: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(hash.0.as_slice())
+                    .bind(label)
+                    .bind(micros(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(())
+                }
+
+                async fn count_admin_keys(&self) -> Result<u64, StoreError> {
+                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    u64::try_from(count)
+                        .map_err(|_| StoreError::Internal("negative admin key count".to_owned()))
+                }
+
+                async fn bootstrap_admin_key(
+                    &self,
+                    hash: &SecretHash,
+                    at: DateTime<Utc>,
+                    persist: PersistKey<'_>,
+                ) -> Result<Bootstrapped, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
+                    // key; SQLite: the write lock this first write takes) until this transaction
+                    // ends, then finds it taken. A rollback frees it for the next.
+                    let claimed: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
+                         ON CONFLICT (singleton) DO NOTHING RETURNING created_at",
+                    )
+                    .bind(micros(at))
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if claimed.is_none() {
+                        return Ok(Bootstrapped::AlreadyDone);
+                    }
+                    // A database created before the claim existed may hold keys without a claim.
+                    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admin_keys")
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    if keys > 0 {
+                        transaction.commit().await.map_err(map_error)?;
+                        return Ok(Bootstrapped::AlreadyDone);
+                    }
+                    sqlx::query(
+                        "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(hash.0.as_slice())
+                    .bind("bootstrap")
+                    .bind(micros(at))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if let Err(error) = persist.await {
+                        return Ok(Bootstrapped::NotPersisted(error));
+                    }
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(Bootstrapped::Created)
+                }
+
+                async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
+                    let found = sqlx::query("SELECT key_hash FROM admin_keys WHERE key_hash = $1")
+                        .bind(hash.0.as_slice())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    Ok(found.is_some())
+                }
+
+                async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
+                    let mut connection = self.pool.acquire().await.map_err(map_error)?;
+                    Self::insert_audit_row(&mut connection, event).await
+                }
+
+                async fn report_retired_secret_use(
+                    &self,
+                    event: &AuditEvent,
+                ) -> Result<bool, StoreError> {
+                    let token_id = event.token_id.as_ref().ok_or_else(|| {
+                        StoreError::Internal("a retired secret report names no token".to_owned())
+                    })?;
+                    let minute = event.time.timestamp().div_euclid(60);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // The primary key decides: of concurrent reports for one token and minute, one
+                    // inserts, the others wait for it to commit and then insert nothing.
+                    let claimed = sqlx::query(
+                        "INSERT INTO retired_secret_reports (token_id, minute) VALUES ($1, $2) \
+                         ON CONFLICT (token_id, minute) DO NOTHING",
+                    )
+                    .bind(token_id.as_str())
+                    .bind(minute)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?
+                    .rows_affected();
+                    if claimed == 0 {
+                        return Ok(false);
+                    }
+                    sqlx::query(
+                        "DELETE FROM retired_secret_reports WHERE token_id = $1 AND minute < $2",
+                    )
+                    .bind(token_id.as_str())
+                    .bind(minute)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, event).await?;
+                    Ok(true)
+                }
+
+                async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {
+                    let hashes: Vec<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT secret_hash FROM tokens WHERE id = $1 \
+                         UNION ALL \
+                         SELECT secret_hash FROM retired_secrets WHERE token_id = $1",
+                    )
+                    .bind(id.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    // Every token has a current secret: no rows means no token.
+                    if hashes.is_empty() {
+                        return Err(StoreError::NotFound("token"));
+                    }
+                    hashes
+                        .iter()
+                        .map(|hash| {
+                            SecretHash::from_slice(hash).ok_or_else(|| corrupt("secret_hash"))
+                        })
+                        .collect()
+                }
+
+                async fn write_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+                    self.write_usage_batch(batch).await
+                }
+
+                async fn read_usage(&self, query: &UsageQuery) -> Result<UsageFigures, StoreError> {
+                    self.read_usage_figures(query).await
+                }
+
+                async fn prune_usage(
+                    &self,
+                    cutoffs: &UsageCutoffs,
+                    limit: u32,
+                ) -> Result<u64, StoreError> {
+                    self.prune_usage_rows(cutoffs, limit).await
+                }
+
+                async fn count_tokens_needing_attention(
+                    &self,
+                    now: DateTime<Utc>,
+                    expiring_before: DateTime<Utc>,
+                    unused_since: DateTime<Utc>,
+                ) -> Result<TokensNeedingAttention, StoreError> {
+                    self.count_tokens_for_attention(now, expiring_before, unused_since)
+                        .await
+                }
+
+                async fn publish(&self, invalidation: &Invalidation) -> Result<(), StoreError> {
+                    self.publish_invalidation(invalidation).await
+                }
+
+                fn watch_invalidations(
+                    &self,
+                    sink: Arc<dyn InvalidationSink>,
+                ) -> Option<tokio::task::JoinHandle<()>> {
+                    self.watch(sink)
+                }
             }
         }
     };
 }
-
-impl_store! {
-    store: super::postgres::PostgresStore,
-    database: sqlx::Postgres,
-    backend: "postgres",
-    json_array_elements: "SELECT jsonb_array_elements_text($2::jsonb)",
-    wait_for_audit_writers: "LOCK TABLE audit_events IN SHARE MODE",
-}
-
-impl_store! {
-    store: super::sqlite::SqliteStore,
-    database: sqlx::Sqlite,
-    backend: "sqlite",
-    json_array_elements: "SELECT value FROM json_each($2)",
-    // One writer at a time, and an event's id is taken inside its writer's transaction: ids
-    // become visible in the order they were taken, so there is nothing to wait for.
-    wait_for_audit_writers: "SELECT 1",
-}
-
-/// Maps every sqlx error to the store's small set; the one place this is decided.
-pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
-    metrics::counter!("tessera_store_errors_total").increment(1);
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
-        sqlx::Error::Database(ref database_error) => {
-            let code = database_error.code().unwrap_or_default();
-            if is_unique_violation(&code) {
-                // The message names the constraint, never the values (Postgres puts those in
-                // the detail, which is not part of the message).
-                StoreError::Conflict(database_error.message().to_owned())
-            } else if is_database_unavailable(&code) {
-                StoreError::Unavailable(error)
-            } else {
-                StoreError::Internal(format!(
-                    "database error {code}: {}",
-                    database_error.message()
-                ))
-            }
-        }
-        other => StoreError::Internal(other.to_string()),
-    }
-}
-
-pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
-    match error {
-        sqlx::migrate::MigrateError::Execute(error) => map_error(error),
-        other => StoreError::Internal(format!("migration failed: {other}")),
-    }
-}
-
-/// Postgres SQLSTATE 23505; SQLite extended codes 2067 (UNIQUE) and 1555 (PRIMARY KEY).
-fn is_unique_violation(code: &str) -> bool {
-    matches!(code, "23505" | "2067" | "1555")
-}
-
-/// Errors that say "not now" rather than "never": the server is shutting down or out of
-/// connections, or a statement hit `statement_timeout` / SQLite's busy timeout. Callers treat
-/// these like an unreachable database (Check answers `STORE_UNAVAILABLE`, not a bug).
-fn is_database_unavailable(code: &str) -> bool {
-    // Postgres: class 08 connection exception, 53 insufficient resources, 57014 query canceled
-    // (statement_timeout), 57P01..57P05 shutdown and crash recovery.
-    let postgres = code.len() == 5
-        && (code.starts_with("08") || code.starts_with("53") || code.starts_with("57"));
-    // SQLite: primary codes 5 (BUSY) and 6 (LOCKED), with any extended code.
-    let sqlite = code
-        .parse::<u32>()
-        .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6));
-    postgres || sqlite
-}
-
-pub(super) fn micros(instant: DateTime<Utc>) -> i64 {
-    instant.timestamp_micros()
-}
-
-pub(super) fn instant(micros: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("timestamp out of range"))
-}
-
-fn optional_instant(micros: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    micros.map(instant).transpose()
-}
-
-pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Internal(format!("corrupt row: {what}"))
-}
-
-fn strings_json<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let items: Vec<&str> = items.collect();
-    serde_json::Value::from(items).to_string()
-}
-
-fn grants_json(grants: &[Grant]) -> String {
-    let canonical: Vec<String> = grants.iter().map(ToString::to_string).collect();
-    strings_json(canonical.iter().map(String::as_str))
-}
-
-fn parse_json_strings(raw: &str, column: &str) -> Result<Vec<String>, StoreError> {
-    serde_json::from_str(raw).map_err(|_| corrupt(column))
-}
-
-fn parse_grants(raw: &str, column: &str) -> Result<Vec<Grant>, StoreError> {
-    parse_json_strings(raw, column)?
-        .iter()
-        .map(|grant| Grant::parse(grant).map_err(|_| corrupt(column)))
-        .collect()
-}
-
-fn parse_field<T, E>(
-    raw: &str,
-    parse: impl Fn(&str) -> Result<T, E>,
-    column: &str,
-) -> Result<T, StoreError> {
-    parse(raw).map_err(|_| corrupt(column))
-}
-
-fn rate_limit(raw: i64, column: &str) -> Result<u32, StoreError> {
-    u32::try_from(raw).map_err(|_| corrupt(column))
-}
-
-/// A token's values in their stored form, ready to bind.
-struct TokenParams {
-    permissions: String,
-    roles: String,
-    allowed_ips: String,
-    rate_limit_per_minute: i64,
-    created_at: i64,
-    updated_at: i64,
-    expires_at: i64,
-    rotated_at: Option<i64>,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-impl TokenParams {
-    fn of(token: &Token) -> Self {
-        let allowed_ips = token.allowed_ips.to_strings();
-        Self {
-            permissions: grants_json(&token.permissions),
-            roles: strings_json(token.roles.iter().map(RoleName::as_str)),
-            allowed_ips: strings_json(allowed_ips.iter().map(String::as_str)),
-            rate_limit_per_minute: i64::from(token.rate_limit_per_minute),
-            created_at: micros(token.created_at),
-            updated_at: micros(token.updated_at),
-            expires_at: micros(token.expires_at),
-            rotated_at: token.rotated_at.map(micros),
-            revoked_at: token.revoked_at.map(micros),
-            last_used_at: token.last_used_at.map(micros),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    tenant: String,
-    owner_id: String,
-    name: String,
-    description: String,
-    permissions: String,
-    roles: String,
-    allowed_ips: String,
-    rate_limit_per_minute: i64,
-    require_signature: bool,
-    secret_hint: String,
-    created_at: i64,
-    updated_at: i64,
-    expires_at: i64,
-    rotated_at: Option<i64>,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-    version: i64,
-}
-
-/// What a rotation reads from the token row it locks.
-#[derive(sqlx::FromRow)]
-struct LockedForRotation {
-    secret_hash: Vec<u8>,
-    revoked_at: Option<i64>,
-    signing_key: Option<Vec<u8>>,
-    tenant: String,
-    owner_id: String,
-    expires_at: i64,
-}
-
-impl TokenRow {
-    fn into_token(self) -> Result<Token, StoreError> {
-        let roles = parse_json_strings(&self.roles, "tokens.roles")?
-            .iter()
-            .map(|role| parse_field(role, RoleName::parse, "tokens.roles"))
-            .collect::<Result<_, _>>()?;
-        let allowed_ips = IpAllowlist::parse(&parse_json_strings(
-            &self.allowed_ips,
-            "tokens.allowed_ips",
-        )?)
-        .map_err(|_| corrupt("tokens.allowed_ips"))?;
-        Ok(Token {
-            id: parse_field(&self.id, TokenId::parse, "tokens.id")?,
-            tenant: parse_field(&self.tenant, Tenant::parse, "tokens.tenant")?,
-            owner_id: parse_field(&self.owner_id, PrincipalId::parse, "tokens.owner_id")?,
-            name: parse_field(&self.name, TokenName::parse, "tokens.name")?,
-            description: parse_field(&self.description, Description::parse, "tokens.description")?,
-            permissions: parse_grants(&self.permissions, "tokens.permissions")?,
-            roles,
-            allowed_ips,
-            rate_limit_per_minute: rate_limit(
-                self.rate_limit_per_minute,
-                "tokens.rate_limit_per_minute",
-            )?,
-            require_signature: self.require_signature,
-            secret_hint: self.secret_hint,
-            created_at: instant(self.created_at)?,
-            updated_at: instant(self.updated_at)?,
-            expires_at: instant(self.expires_at)?,
-            rotated_at: optional_instant(self.rotated_at)?,
-            revoked_at: optional_instant(self.revoked_at)?,
-            last_used_at: optional_instant(self.last_used_at)?,
-            version: u64::try_from(self.version).map_err(|_| corrupt("tokens.version"))?,
-        })
-    }
-}
-
-/// A token found by secret hash, with how it matched and its owner (all NULL when missing).
-#[derive(sqlx::FromRow)]
-struct CredentialRow {
-    #[sqlx(flatten)]
-    token: TokenRow,
-    /// NULL when the hash is the token's current secret.
-    retired_grace_until: Option<i64>,
-    /// The sealed signing key that goes with the matched secret.
-    signing_key: Option<Vec<u8>>,
-    owner_permissions: Option<String>,
-    owner_disabled: Option<bool>,
-    owner_rate_limit_per_minute: Option<i64>,
-    owner_created_at: Option<i64>,
-    owner_updated_at: Option<i64>,
-}
-
-impl CredentialRow {
-    /// The record without roles, which the caller loads only when the token names any.
-    fn into_record(self) -> Result<CredentialRecord, StoreError> {
-        let secret_match = match self.retired_grace_until {
-            None => SecretMatch::Current,
-            Some(grace_until) => SecretMatch::Retired {
-                grace_until: instant(grace_until)?,
-            },
-        };
-        let token = self.token.into_token()?;
-        let owner = match (
-            self.owner_permissions,
-            self.owner_disabled,
-            self.owner_created_at,
-            self.owner_updated_at,
-        ) {
-            (Some(permissions), Some(disabled), Some(created_at), Some(updated_at)) => {
-                Some(Principal {
-                    tenant: token.tenant.clone(),
-                    id: token.owner_id.clone(),
-                    permissions: parse_grants(&permissions, "principals.permissions")?,
-                    disabled,
-                    rate_limit_per_minute: self
-                        .owner_rate_limit_per_minute
-                        .map(|limit| rate_limit(limit, "principals.rate_limit_per_minute"))
-                        .transpose()?,
-                    created_at: instant(created_at)?,
-                    updated_at: instant(updated_at)?,
-                })
-            }
-            _ => None,
-        };
-        Ok(CredentialRecord {
-            token,
-            secret_match,
-            owner,
-            roles: Vec::new(),
-            signing_key: self.signing_key.map(SealedSigningKey::from_bytes),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct PrincipalRow {
-    tenant: String,
-    id: String,
-    permissions: String,
-    disabled: bool,
-    rate_limit_per_minute: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl PrincipalRow {
-    fn into_principal(self) -> Result<Principal, StoreError> {
-        Ok(Principal {
-            tenant: parse_field(&self.tenant, Tenant::parse, "principals.tenant")?,
-            id: parse_field(&self.id, PrincipalId::parse, "principals.id")?,
-            permissions: parse_grants(&self.permissions, "principals.permissions")?,
-            disabled: self.disabled,
-            rate_limit_per_minute: self
-                .rate_limit_per_minute
-                .map(|limit| rate_limit(limit, "principals.rate_limit_per_minute"))
-                .transpose()?,
-            created_at: instant(self.created_at)?,
-            updated_at: instant(self.updated_at)?,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct RoleRow {
-    tenant: String,
-    name: String,
-    permissions: String,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl RoleRow {
-    fn into_role(self) -> Result<Role, StoreError> {
-        Ok(Role {
-            tenant: parse_field(&self.tenant, Tenant::parse, "roles.tenant")?,
-            name: parse_field(&self.name, RoleName::parse, "roles.name")?,
-            permissions: parse_grants(&self.permissions, "roles.permissions")?,
-            created_at: instant(self.created_at)?,
-            updated_at: instant(self.updated_at)?,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ApiStatusRow {
-    scope: String,
-    online: bool,
-    message: String,
-    updated_at: i64,
-}
-
-impl ApiStatusRow {
-    fn into_api_status(self) -> Result<ApiStatus, StoreError> {
-        Ok(ApiStatus {
-            scope: parse_field(&self.scope, ApiScope::parse, "api_status.scope")?,
-            online: self.online,
-            message: self.message,
-            updated_at: Some(instant(self.updated_at)?),
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: i64,
-    time: i64,
-    actor: String,
-    action: String,
-    tenant: String,
-    token_id: Option<String>,
-    principal_id: Option<String>,
-    summary: String,
-    admin_key: String,
-}
-
-impl AuditRow {
-    fn into_event(self) -> Result<AuditEvent, StoreError> {
-        Ok(AuditEvent {
-            id: self.id,
-            time: instant(self.time)?,
-            actor: self.actor,
-            action: self.action,
-            tenant: self.tenant,
-            token_id: self
-                .token_id
-                .map(|id| parse_field(&id, TokenId::parse, "audit_events.token_id"))
-                .transpose()?,
-            principal_id: self
-                .principal_id
-                .map(|id| parse_field(&id, PrincipalId::parse, "audit_events.principal_id"))
-                .transpose()?,
-            summary: self.summary,
-            admin_key: self.admin_key,
-        })
-    }
-}
+pub(super) use impl_store;

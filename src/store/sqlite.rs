@@ -8,8 +8,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::error::{map_error, migrate_error};
 use super::invalidation::{Invalidation, InvalidationSink};
-use super::sql::{map_error, migrate_error};
 use super::{PoolOptions, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -26,12 +26,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// makes concurrent opens safe.
 static MIGRATION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+super::sql::impl_store! {
+    store: SqliteStore,
+    database: sqlx::Sqlite,
+    backend: "sqlite",
+    json_array_elements: "SELECT value FROM json_each($2)",
+    // One writer at a time, and an event's id is taken inside its writer's transaction: ids
+    // become visible in the order they were taken, so there is nothing to wait for.
+    wait_for_audit_writers: "SELECT 1",
+}
+
 pub struct SqliteStore {
     /// The admin/usage pool: every write (SQLite's one writer at a time) and the admin reads.
-    pub(super) pool: SqlitePool,
+    pool: SqlitePool,
     /// The Check pool (a bulkhead): only `find_credential` and `get_api_status`, readers that WAL
     /// lets run beside the writer. An in-memory database is one per pool, so it shares `pool`.
-    pub(super) check_pool: SqlitePool,
+    check_pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -74,17 +84,11 @@ impl SqliteStore {
     }
 
     /// One node holds the only cache, and the admin layer invalidates it directly.
-    pub(super) async fn publish_invalidation(
-        &self,
-        _invalidation: &Invalidation,
-    ) -> Result<(), StoreError> {
+    async fn publish_invalidation(&self, _invalidation: &Invalidation) -> Result<(), StoreError> {
         Ok(())
     }
 
-    pub(super) fn watch(
-        &self,
-        _sink: Arc<dyn InvalidationSink>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    fn watch(&self, _sink: Arc<dyn InvalidationSink>) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
 }

@@ -1,9 +1,8 @@
 //! The usage SQL both backends share, written once.
 //!
 //! [`usage_methods!`] expands the usage methods of `Store` inside `impl_store!` (sql.rs), once
-//! per backend, so they use that file's helpers (`micros`, `map_error`) and its `$N`
-//! placeholders. What needs no database (which rows a flush writes, decoding rows) is plain
-//! Rust below the macro.
+//! per backend, so they use the same helpers (`micros`, `map_error`) and `$N` placeholders. What needs no database (which rows a flush writes) is plain Rust below the
+//! macro; rows are encoded and decoded in `codec.rs`.
 //!
 //! A flush first locks the rows of the tokens it touches, in id order, with an `UPDATE … RETURNING
 //! rotated_at` that also advances `last_used_at`. That tells it which calls still belong to the
@@ -17,16 +16,11 @@
 //! rest counted as `other` ([`EndpointAdmission`], read under the token row locks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
-use super::StoreError;
-use super::sql::{corrupt, instant};
 use crate::domain::fields::TokenId;
-use crate::domain::usage::{
-    self, CallRecord, DailyCount, EndpointBound, LastUse, OTHER_ENDPOINT, UsageBatch,
-};
+use crate::domain::usage::{self, CallRecord, EndpointBound, LastUse, OTHER_ENDPOINT, UsageBatch};
 
 /// Rows per multi-row INSERT: well under either database's limit on bound parameters (SQLite
 /// 32766, Postgres 65535) at 9 parameters per row.
@@ -64,6 +58,8 @@ macro_rules! push_usage_scope {
     };
 }
 
+pub(super) use push_usage_scope;
+
 /// The usage methods of `Store`, as inherent methods of the backend whose `sqlx::Database` is
 /// `$database` (the trait's methods delegate to them: `#[async_trait]` does not see into macro
 /// invocations).
@@ -73,6 +69,7 @@ macro_rules! usage_methods {
             &self,
             batch: &$crate::domain::usage::UsageBatch,
         ) -> Result<(), StoreError> {
+            use $crate::store::codec;
             use $crate::store::usage_sql as plan;
             if batch.is_empty() {
                 return Ok(());
@@ -211,7 +208,7 @@ macro_rules! usage_methods {
                         .push_bind(call.permission.clone())
                         .push_bind(call.outcome.is_ok())
                         .push_bind($crate::domain::usage::outcome_name(call.outcome))
-                        .push_bind(plan::ip_text(call.client_ip))
+                        .push_bind(codec::ip_text(call.client_ip))
                         .push_bind(call.user_agent.clone());
                 });
                 builder
@@ -229,7 +226,7 @@ macro_rules! usage_methods {
                     values
                         .push_bind(token_id.to_string())
                         .push_bind(micros(last_use.time))
-                        .push_bind(plan::ip_text(last_use.client_ip))
+                        .push_bind(codec::ip_text(last_use.client_ip))
                         .push_bind(last_use.user_agent.clone());
                 });
                 builder.push(
@@ -251,6 +248,7 @@ macro_rules! usage_methods {
             &self,
             query: &$crate::domain::usage::UsageQuery,
         ) -> Result<$crate::domain::usage::UsageFigures, StoreError> {
+            use $crate::store::codec;
             use $crate::store::usage_sql as plan;
 
             let mut builder = sqlx::QueryBuilder::<$database>::new(
@@ -302,7 +300,7 @@ macro_rules! usage_methods {
             builder
                 .push(" ORDER BY time DESC, id DESC LIMIT ")
                 .push_bind(plan::count_param($crate::domain::usage::RECENT_CALLS));
-            let recent_calls: Vec<plan::RecentCallRow> = builder
+            let recent_calls: Vec<codec::RecentCallRow> = builder
                 .build_query_as()
                 .fetch_all(&self.pool)
                 .await
@@ -334,7 +332,7 @@ macro_rules! usage_methods {
                 .await
                 .map_err(map_error)?;
 
-            plan::figures(
+            codec::figures(
                 totals,
                 calls_since_recent,
                 top_endpoints,
@@ -346,7 +344,7 @@ macro_rules! usage_methods {
 
         async fn prune_usage_rows(
             &self,
-            cutoffs: &super::UsageCutoffs,
+            cutoffs: &$crate::store::UsageCutoffs,
             limit: u32,
         ) -> Result<u64, StoreError> {
             let limit = i64::from(limit);
@@ -392,7 +390,7 @@ macro_rules! usage_methods {
             now: DateTime<Utc>,
             expiring_before: DateTime<Utc>,
             unused_since: DateTime<Utc>,
-        ) -> Result<super::TokensNeedingAttention, StoreError> {
+        ) -> Result<$crate::store::TokensNeedingAttention, StoreError> {
             let (expiring, unused): (i64, i64) = sqlx::query_as(
                 "SELECT \
                  CAST(COALESCE(SUM(CASE WHEN expires_at < $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
@@ -406,13 +404,15 @@ macro_rules! usage_methods {
             .fetch_one(&self.pool)
             .await
             .map_err(map_error)?;
-            Ok(super::TokensNeedingAttention {
+            Ok($crate::store::TokensNeedingAttention {
                 expiring: u64::try_from(expiring).unwrap_or_default(),
                 unused: u64::try_from(unused).unwrap_or_default(),
             })
         }
     };
 }
+
+pub(super) use usage_methods;
 
 /// One token row a flush locks: the newest use among its checked calls, and the rotation
 /// they were checked under (`NEVER_ROTATED` for none), both NULL when it has only reports.
@@ -649,97 +649,4 @@ fn saturating_i64(count: u64) -> i64 {
 
 pub(super) fn count_param(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-/// An IP as stored: its text, or empty for none.
-pub(super) fn ip_text(ip: Option<IpAddr>) -> String {
-    ip.map(|ip| ip.to_string()).unwrap_or_default()
-}
-
-fn parse_ip(text: &str, column: &str) -> Result<Option<IpAddr>, StoreError> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| corrupt(column))
-}
-
-fn count(raw: i64, column: &str) -> Result<u64, StoreError> {
-    u64::try_from(raw).map_err(|_| corrupt(column))
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct RecentCallRow {
-    token_id: String,
-    time: i64,
-    endpoint: String,
-    permission: String,
-    reason: String,
-    client_ip: String,
-    user_agent: String,
-}
-
-impl RecentCallRow {
-    fn into_call(self) -> Result<CallRecord, StoreError> {
-        Ok(CallRecord {
-            token_id: TokenId::parse(&self.token_id)
-                .map_err(|_| corrupt("usage_recent_calls.token_id"))?,
-            time: instant(self.time)?,
-            endpoint: self.endpoint,
-            permission: self.permission,
-            outcome: usage::outcome_named(&self.reason)
-                .ok_or_else(|| corrupt("usage_recent_calls.reason"))?,
-            client_ip: parse_ip(&self.client_ip, "usage_recent_calls.client_ip")?,
-            user_agent: self.user_agent,
-        })
-    }
-}
-
-/// Assembles the answers of `read_usage`'s queries.
-pub(super) fn figures(
-    totals: (i64, i64, i64, i64, i64),
-    calls_since_recent: i64,
-    top_endpoints: Vec<(String, i64)>,
-    recent_calls: Vec<RecentCallRow>,
-    daily: Vec<(i64, i64, i64)>,
-    last_use: Option<(i64, String, String)>,
-) -> Result<usage::UsageFigures, StoreError> {
-    let (calls, allowed, reports, report_successes, report_micros) = totals;
-    let column = "usage_days";
-    Ok(usage::UsageFigures {
-        totals: usage::UsageTotals {
-            calls: count(calls, column)?,
-            allowed: count(allowed, column)?,
-            reports: count(reports, column)?,
-            report_successes: count(report_successes, column)?,
-            report_micros: count(report_micros, column)?,
-        },
-        calls_since_recent: count(calls_since_recent, "usage_minutes.calls")?,
-        top_endpoints: top_endpoints
-            .into_iter()
-            .map(|(endpoint, calls)| Ok((endpoint, count(calls, column)?)))
-            .collect::<Result<_, StoreError>>()?,
-        recent_calls: recent_calls
-            .into_iter()
-            .map(RecentCallRow::into_call)
-            .collect::<Result<_, _>>()?,
-        daily: daily
-            .into_iter()
-            .map(|(day, calls, allowed)| {
-                Ok(DailyCount {
-                    date: instant(day)?.date_naive(),
-                    calls: count(calls, column)?,
-                    allowed: count(allowed, column)?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?,
-        last_use: last_use
-            .map(|(time, client_ip, user_agent)| {
-                Ok::<_, StoreError>(LastUse {
-                    time: instant(time)?,
-                    client_ip: parse_ip(&client_ip, "usage_last_use.client_ip")?,
-                    user_agent,
-                })
-            })
-            .transpose()?,
-    })
 }

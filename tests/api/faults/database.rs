@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use tessera::proto;
 use tessera::proto::DenyReason;
+use tokio::task::JoinHandle;
 use tonic::Code;
 
 use super::{
@@ -50,6 +51,42 @@ async fn create_alices_token(app: &TestApp) -> Result<proto::CreateTokenResponse
     .await
     .expect("CreateToken answered rather than hung");
     created.map(tonic::Response::into_inner)
+}
+
+type CreateCall = JoinHandle<Result<tonic::Response<proto::CreateTokenResponse>, tonic::Status>>;
+
+/// A CreateToken of alice's on a task of its own, returned once one of its statements waits in
+/// the database for `table`, which the returned lock holds.
+async fn create_waiting_for(app: &TestApp, table: &'static str) -> (TableLock, CreateCall) {
+    let lock = TableLock::hold(app.database.url(), table).await;
+    let create = {
+        let mut client = app.admin_client().await;
+        let request = app.admin(new_token(TENANT, "alice", &["orders:read"]));
+        tokio::spawn(async move { client.create_token(request).await })
+    };
+    let waiting = eventually(NOT_HUNG, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database() \
+             AND a.application_name = 'tessera'",
+        )
+        .fetch_one(&mut database(app).await)
+        .await
+        .expect("locks");
+        waiting > 0
+    })
+    .await;
+    assert!(waiting, "the create never reached {table}");
+    (lock, create)
+}
+
+/// How `create` was refused (`why` it must be), failing the test if it hung or succeeded.
+async fn refusal(create: CreateCall, why: &str) -> tonic::Status {
+    tokio::time::timeout(NOT_HUNG, create)
+        .await
+        .expect("CreateToken answered rather than hung")
+        .expect("task")
+        .expect_err(why)
 }
 
 /// Retries `call` while it answers UNAVAILABLE (after a cut, each pooled connection that died
@@ -224,32 +261,10 @@ async fn an_admin_write_cut_off_mid_transaction_fails_unavailable_and_leaves_not
 
     // Every mutation writes its audit event in the same transaction as the token row; holding
     // the audit table stops the create after it has written the token and before it commits.
-    let lock = TableLock::hold(app.database.url(), "audit_events").await;
-    let create = {
-        let mut client = app.admin_client().await;
-        let request = app.admin(new_token(TENANT, "alice", &["orders:read"]));
-        tokio::spawn(async move { client.create_token(request).await })
-    };
-    let waiting = eventually(NOT_HUNG, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND a.datname = current_database() \
-             AND a.application_name = 'tessera'",
-        )
-        .fetch_one(&mut database(&app).await)
-        .await
-        .expect("locks");
-        waiting > 0
-    })
-    .await;
-    assert!(waiting, "the create never reached the audit insert");
+    let (lock, create) = create_waiting_for(&app, "audit_events").await;
 
     proxy.cut();
-    let status = tokio::time::timeout(NOT_HUNG, create)
-        .await
-        .expect("CreateToken answered rather than hung")
-        .expect("task")
-        .expect_err("the create lost its connection before committing");
+    let status = refusal(create, "the create lost its connection before committing").await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     lock.release().await;
@@ -273,6 +288,43 @@ async fn an_admin_write_cut_off_mid_transaction_fails_unavailable_and_leaves_not
     proxy.restore();
     let listed = list_alices_tokens(&app).await;
     assert!(listed.is_empty(), "no half-made token: {listed:?}");
+}
+
+#[tokio::test]
+async fn partitioned_mid_call_create_token_answers_unavailable_at_the_store_deadline() {
+    let proxy = postgres_proxy().await;
+    let app = app_behind(&proxy, |settings| {
+        quick_to_give_up(settings);
+        // Past the store's deadline (1 + 2 + 1 s) and short of the test's patience: a call the
+        // store does not bound ends here, at the gate, as DEADLINE_EXCEEDED.
+        settings.request_timeout_ms = 8_000;
+    })
+    .await;
+
+    // CreateToken's first read of its own (the owner) waits on the locked table, so the
+    // partition starts with the statement in flight: its answer, or its statement_timeout
+    // error, never comes back, and neither the pool's acquire timeout nor the database's
+    // statement timeout can end the call.
+    let started = std::time::Instant::now();
+    let (lock, create) = create_waiting_for(&app, "principals").await;
+    proxy.blackhole();
+
+    let status = refusal(create, "no token can be created across a partition").await;
+    let took = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "{status:?} after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(app.settings.request_timeout_ms),
+        "answered at the store's deadline, not the gate's: {took:?}"
+    );
+    eprintln!("partitioned mid-call: CreateToken UNAVAILABLE after {took:?}");
+
+    lock.release().await;
+    proxy.restore();
+    once_back(|| create_alices_token(&app)).await;
 }
 
 /// Alice's tokens, once the admin API answers again.
