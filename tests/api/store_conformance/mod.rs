@@ -69,6 +69,8 @@ macro_rules! store_suite {
                 usage::a_usage_flush_written_twice_is_counted_once,
                 usage::a_tokens_distinct_endpoints_per_day_stop_at_the_bound_and_the_rest_count_as_other,
                 usage::pruning_forgets_flush_ids_older_than_the_retention,
+                usage::pruning_deletes_minutes_beyond_the_retention_window_in_small_batches,
+                usage::the_tokens_needing_attention_are_the_live_ones_expiring_soon_or_unused,
             );
             store_suite!(@database_tests $backend;
                 database::connecting_twice_to_one_database_migrates_once_and_keeps_the_data,

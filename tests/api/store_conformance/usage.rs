@@ -1,21 +1,30 @@
 //! The usage half of the store contract, on both backends: flushes written once, endpoint
-//! bounds, reads and pruning.
+//! bounds, reads, pruning and the count of tokens needing attention.
 
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use tessera::domain::model::Token;
 use tessera::domain::usage::{
     CheckedCalls, EndpointBound, LastUse, MinuteCount, OTHER_ENDPOINT, ReportCount, ReportedCalls,
     UsageBatch, UsageFigures, UsageQuery, UsageScope, day_of, minute_of,
 };
-use tessera::store::{Store, UsageCutoffs};
+use tessera::store::{Store, TokensNeedingAttention, UsageCutoffs};
 
-use super::{create_for, now, owner};
+use super::{audit, create, create_for, new_token, now, owner};
 
 /// `calls` checks of each endpoint by `token` in the current minute.
 fn checked_batch(token: &Token, endpoints: &[String], calls: u64) -> UsageBatch {
-    let at = now();
+    checked_batch_at(token, endpoints, calls, now())
+}
+
+/// `calls` checks of each endpoint by `token` in the minute of `at`, last used at `at`.
+fn checked_batch_at(
+    token: &Token,
+    endpoints: &[String],
+    calls: u64,
+    at: DateTime<Utc>,
+) -> UsageBatch {
     UsageBatch {
         checked: vec![CheckedCalls {
             token_id: token.id.clone(),
@@ -151,4 +160,79 @@ pub(super) async fn pruning_forgets_flush_ids_older_than_the_retention(store: Ar
     // Its id forgotten, the same batch would now be written again.
     store.write_usage(&batch).await.expect("written again");
     assert_eq!(usage_of(&store, &token).await.totals.calls, 2);
+}
+
+pub(super) async fn pruning_deletes_minutes_beyond_the_retention_window_in_small_batches(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let token = create_for(&store, &owner).await;
+    let now = now();
+    for minutes_ago in [8 * 24 * 60, 8 * 24 * 60 + 1, 8 * 24 * 60 + 2, 60] {
+        let at = now - Duration::minutes(minutes_ago);
+        let batch = checked_batch_at(&token, &["GET /old".to_owned()], 1, at);
+        store.write_usage(&batch).await.expect("usage written");
+    }
+    let cutoffs = UsageCutoffs {
+        minutes_before: now - Duration::days(7),
+        days_before: now - Duration::days(366),
+    };
+
+    let mut rounds = Vec::new();
+    loop {
+        let deleted = store.prune_usage(&cutoffs, 1).await.expect("pruned");
+        rounds.push(deleted);
+        if deleted == 0 {
+            break;
+        }
+    }
+
+    assert_eq!(rounds, [1, 1, 1, 0], "one old minute row per round");
+    let all_minutes = store
+        .read_usage(&UsageQuery {
+            scope: UsageScope::Token(token.id.clone()),
+            recent_since: now - Duration::days(30),
+            daily_since: now - Duration::days(30),
+        })
+        .await
+        .expect("read");
+    assert_eq!(all_minutes.calls_since_recent, 1, "the recent minute stays");
+    assert_eq!(all_minutes.totals.calls, 4, "daily rollups stay a year");
+}
+
+pub(super) async fn the_tokens_needing_attention_are_the_live_ones_expiring_soon_or_unused(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let now = now();
+    let used = create_for(&store, &owner).await;
+    let used_now = checked_batch_at(&used, &["GET /orders".to_owned()], 1, now);
+    store.write_usage(&used_now).await.expect("usage written");
+    let mut expiring = new_token(&owner, now);
+    expiring.token.expires_at = now + Duration::days(3);
+    create(&store, &expiring).await;
+    // Neither a revoked nor an expired token needs attention, however unused or close to expiry.
+    let mut revoked = new_token(&owner, now);
+    revoked.token.expires_at = now + Duration::days(3);
+    let revoked = create(&store, &revoked).await;
+    store
+        .revoke_token(&revoked.id, now, &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let mut expired = new_token(&owner, now - Duration::days(2));
+    expired.token.expires_at = now - Duration::hours(1);
+    create(&store, &expired).await;
+
+    let counts = store
+        .count_tokens_needing_attention(now, now + Duration::days(7), now - Duration::hours(1))
+        .await
+        .expect("counted");
+
+    assert_eq!(
+        counts,
+        TokensNeedingAttention {
+            expiring: 1,
+            unused: 1,
+        }
+    );
 }
