@@ -6,18 +6,11 @@
 //! Also: admin keys and API tokens never stand in for each other, and a tenant's token is never
 //! accepted for another tenant.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use envoy_types::ext_authz::v3::pb::{CheckRequest as EnvoyCheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttributeRequest,
-};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient as EnvoyClient;
-use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row, SqliteConnection};
@@ -31,10 +24,13 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::backend_tests;
+use crate::helpers::keys::{random_key, random_master_key};
+use crate::helpers::ops::{ServingStatus, eventually, health_of};
+use crate::helpers::process::{ServeProcess, serve_output};
+use crate::helpers::requests::{
+    audit_events, check_request, envoy_http_status, envoy_request, sign, signature,
+};
 use crate::helpers::{Backend, TestApp, TestDatabase, new_token, spawn_app_with, with_key};
-use crate::hostile_input::audit_events;
-use crate::ops::process::{ServeProcess, serve_output};
-use crate::ops::{ServingStatus, eventually, health_of};
 
 const TENANT: &str = "acme";
 const OTHER_TENANT: &str = "globex";
@@ -43,20 +39,6 @@ const CLIENT_IP: &str = "10.1.2.3";
 const WINDOW: usize = 12;
 /// Windows start every STRIDE characters, so any WINDOW + STRIDE - 1 characters hold one.
 const STRIDE: usize = 3;
-
-/// Fresh random text of `prefix_` and 36 base62 characters, from the product's own generator.
-fn random_key(prefix: &str) -> String {
-    tessera::domain::token::generate_key(prefix)
-        .secret
-        .expose_secret()
-        .to_owned()
-}
-
-/// Base64 of 32 random bytes, as `openssl rand -base64 32` prints a master key, and the bytes.
-fn random_master_key() -> (String, Vec<u8>) {
-    let bytes = Sha256::digest(random_key("mk").as_bytes()).to_vec();
-    (STANDARD.encode(&bytes), bytes)
-}
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -168,15 +150,13 @@ struct Run {
     token_ids: Vec<String>,
 }
 
-fn check_request(token: &str, tenant: &str, permission: &str) -> proto::CheckRequest {
+/// A Check as the run's client sends it: from its address, with its user agent and endpoint.
+fn client_check(token: &str, tenant: &str, permission: &str) -> proto::CheckRequest {
     proto::CheckRequest {
-        token: token.to_owned(),
-        tenant: tenant.to_owned(),
-        permission: permission.to_owned(),
         client_ip: CLIENT_IP.to_owned(),
         user_agent: "secrets-test/1.0".to_owned(),
         endpoint: "GET /api/v1/orders".to_owned(),
-        ..Default::default()
+        ..check_request(tenant, token, permission)
     }
 }
 
@@ -184,66 +164,22 @@ fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// `base64(HMAC-SHA256(key, timestamp + "\n" + payload))`, as a client computes it.
-fn hmac_signature(key: &str, timestamp: i64, payload: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("hmac key");
-    mac.update(format!("{timestamp}\n").as_bytes());
-    mac.update(payload);
-    STANDARD.encode(mac.finalize().into_bytes())
-}
-
+/// `request`, signed with `key` at `timestamp` over `POST /api/v1/orders`.
 fn signed(request: proto::CheckRequest, key: &str, timestamp: i64) -> proto::CheckRequest {
-    let payload = b"POST /api/v1/orders".to_vec();
     proto::CheckRequest {
-        signature: Some(proto::Signature {
-            timestamp,
-            signature: hmac_signature(key, timestamp, &payload),
-            payload,
-        }),
+        signature: Some(signature(key, timestamp, "POST /api/v1/orders")),
         ..request
     }
 }
 
 /// A Check for `orders:read` in the tenant, signed with `key` at `timestamp`.
 fn signed_read(secret: &str, key: &str, timestamp: i64) -> proto::CheckRequest {
-    signed(check_request(secret, TENANT, "orders:read"), key, timestamp)
-}
-
-/// What Envoy sends for `GET /api/v1/orders` with `headers`, on a route of `tenant`.
-fn envoy_request(tenant: &str, headers: &[(&str, &str)]) -> EnvoyCheckRequest {
-    EnvoyCheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttributeRequest {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/api/v1/orders".to_owned(),
-                    headers: headers
-                        .iter()
-                        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: HashMap::from([("tenant".to_owned(), tenant.to_owned())]),
-            ..Default::default()
-        }),
-    }
+    signed(client_check(secret, TENANT, "orders:read"), key, timestamp)
 }
 
 /// What an Envoy request is signed over without a body: method, path, SHA-256 of nothing.
 fn envoy_payload() -> Vec<u8> {
     format!("GET\n/api/v1/orders\n{}", sha256_hex("")).into_bytes()
-}
-
-fn envoy_http_status(response: &envoy_types::ext_authz::v3::pb::CheckResponse) -> i32 {
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(denied)) => {
-            denied.status.as_ref().map_or(0, |status| status.code)
-        }
-        other => panic!("unexpected envoy answer {other:?}"),
-    }
 }
 
 /// The responses that show a secret, once: token, secret, signing key (empty when none).
@@ -377,7 +313,11 @@ impl Run {
 
     async fn envoy(&mut self, place: &str, tenant: &str, headers: &[(&str, &str)]) -> i32 {
         let response = EnvoyClient::new(self.channel.clone())
-            .check(envoy_request(tenant, headers))
+            .check(envoy_request(
+                tenant,
+                "/api/v1/orders",
+                headers.iter().copied(),
+            ))
             .await
             .unwrap_or_else(|status| panic!("envoy {place}: {status:?}"))
             .into_inner();
@@ -653,23 +593,23 @@ async fn drive(run: &mut Run) {
     let allowed = run
         .check(
             "allowed",
-            check_request(&plain.secret, TENANT, "orders:read"),
+            client_check(&plain.secret, TENANT, "orders:read"),
         )
         .await;
     assert!(allowed.allowed, "{allowed:?}");
     run.expect_reason(
         "beyond its grants",
-        check_request(&plain.secret, TENANT, "billing:read"),
+        client_check(&plain.secret, TENANT, "billing:read"),
         DenyReason::PermissionDenied,
     )
     .await;
     run.expect_reason(
         "another tenant",
-        check_request(&plain.secret, OTHER_TENANT, "orders:read"),
+        client_check(&plain.secret, OTHER_TENANT, "orders:read"),
         DenyReason::TenantMismatch,
     )
     .await;
-    let mut elsewhere = check_request(&plain.secret, TENANT, "orders:read");
+    let mut elsewhere = client_check(&plain.secret, TENANT, "orders:read");
     elsewhere.client_ip = "192.0.2.1".to_owned();
     run.expect_reason("outside its allowlist", elsewhere, DenyReason::IpNotAllowed)
         .await;
@@ -681,21 +621,21 @@ async fn drive(run: &mut Run) {
     };
     run.expect_reason(
         "a typo",
-        check_request(&typo, TENANT, "orders:read"),
+        client_check(&typo, TENANT, "orders:read"),
         DenyReason::TokenMalformed,
     )
     .await;
     let truncated = &plain.secret[..plain.secret.len() - 1];
     run.expect_reason(
         "truncated",
-        check_request(truncated, TENANT, ""),
+        client_check(truncated, TENANT, ""),
         DenyReason::TokenMalformed,
     )
     .await;
     let reprefixed = plain.secret.replacen("tsk_", "tsx_", 1);
     run.expect_reason(
         "another prefix",
-        check_request(&reprefixed, TENANT, ""),
+        client_check(&reprefixed, TENANT, ""),
         DenyReason::TokenMalformed,
     )
     .await;
@@ -703,20 +643,20 @@ async fn drive(run: &mut Run) {
     run.secrets.add("well-formed unknown token", &unknown);
     run.expect_reason(
         "unknown",
-        check_request(&unknown, TENANT, ""),
+        client_check(&unknown, TENANT, ""),
         DenyReason::TokenUnknown,
     )
     .await;
     let admin_key = run.admin_key.clone();
     run.expect_reason(
         "the admin key as a token",
-        check_request(&admin_key, TENANT, ""),
+        client_check(&admin_key, TENANT, ""),
         DenyReason::TokenMalformed,
     )
     .await;
     run.expect_reason(
         "a signing key as a token",
-        check_request(&signing.signing_key, TENANT, ""),
+        client_check(&signing.signing_key, TENANT, ""),
         DenyReason::TokenMalformed,
     )
     .await;
@@ -742,7 +682,7 @@ async fn drive(run: &mut Run) {
     .await;
     run.expect_reason(
         "unsigned",
-        check_request(&signing.secret, TENANT, "orders:read"),
+        client_check(&signing.secret, TENANT, "orders:read"),
         DenyReason::SignatureRequired,
     )
     .await;
@@ -772,7 +712,7 @@ async fn drive(run: &mut Run) {
         401
     );
     let now = unix_now();
-    let envoy_signature = hmac_signature(&signing.signing_key, now, &envoy_payload());
+    let envoy_signature = sign(&signing.signing_key, now, &envoy_payload());
     let signing_bearer = format!("Bearer {}", signing.secret);
     let timestamp = now.to_string();
     let signed_headers = [
@@ -807,13 +747,13 @@ async fn drive(run: &mut Run) {
         .await;
     run.expect_reason(
         "a secret rotated away",
-        check_request(&plain.secret, TENANT, "orders:read"),
+        client_check(&plain.secret, TENANT, "orders:read"),
         DenyReason::TokenRevoked,
     )
     .await;
     run.expect_allowed(
         "the new secret",
-        check_request(&rotated.secret, TENANT, "orders:read"),
+        client_check(&rotated.secret, TENANT, "orders:read"),
     )
     .await;
 
@@ -873,7 +813,7 @@ async fn drive(run: &mut Run) {
     run.expect_allowed(
         "signed after update",
         signed(
-            check_request(&later.secret, TENANT, "orders:read"),
+            client_check(&later.secret, TENANT, "orders:read"),
             &updated.signing_key,
             unix_now(),
         ),
@@ -891,7 +831,7 @@ async fn drive(run: &mut Run) {
     run.see_response("revoke", &revoked);
     run.expect_reason(
         "revoked",
-        check_request(&rotated.secret, TENANT, ""),
+        client_check(&rotated.secret, TENANT, ""),
         DenyReason::TokenRevoked,
     )
     .await;
@@ -1648,7 +1588,7 @@ async fn api_tokens_signing_keys_and_retired_secrets_are_refused_by_every_admin_
     // Still usable as what they are, so the refusals were about their kind, not their state.
     let allowed = app
         .check(signed(
-            check_request(&created.secret, TENANT, "orders:read"),
+            client_check(&created.secret, TENANT, "orders:read"),
             &created.signing_key,
             unix_now(),
         ))
@@ -1688,8 +1628,8 @@ async fn an_admin_key_is_never_an_api_token_even_when_it_has_the_token_shape(bac
         "tokens share the admin key's shape"
     );
     // The token is accepted, so the same Check on the admin key fails only for what it is.
-    assert!(app.check(check_request(&secret, TENANT, "")).await.allowed);
-    let response = app.check(check_request(&shaped, TENANT, "")).await;
+    assert!(app.check(client_check(&secret, TENANT, "")).await.allowed);
+    let response = app.check(client_check(&shaped, TENANT, "")).await;
     assert!(!response.allowed);
     assert_eq!(response.reason(), DenyReason::TokenUnknown, "{response:?}");
 
@@ -1699,7 +1639,11 @@ async fn an_admin_key_is_never_an_api_token_even_when_it_has_the_token_shape(bac
     for (credential, expected) in [(&secret, 200), (&shaped, 401)] {
         let bearer = format!("Bearer {credential}");
         let answer = envoy
-            .check(envoy_request(TENANT, &[("authorization", bearer.as_str())]))
+            .check(envoy_request(
+                TENANT,
+                "/api/v1/orders",
+                [("authorization", bearer.as_str())],
+            ))
             .await
             .expect("envoy answers")
             .into_inner();
@@ -1747,18 +1691,18 @@ async fn a_tenants_token_is_never_accepted_for_another_tenant(backend: Backend) 
 
     // Accepted in its own tenant (and now cached), so every refusal below is the tenant's doing.
     assert!(
-        app.check(check_request(&secret, TENANT, "orders:read"))
+        app.check(client_check(&secret, TENANT, "orders:read"))
             .await
             .allowed
     );
     assert!(
-        app.check(check_request(&other_secret, OTHER_TENANT, "billing:read"))
+        app.check(client_check(&other_secret, OTHER_TENANT, "billing:read"))
             .await
             .allowed
     );
     for tenant in [OTHER_TENANT, "", "default", "ACME", "acme2", "acm"] {
         for permission in ["", "orders:read", "billing:read"] {
-            let response = app.check(check_request(&secret, tenant, permission)).await;
+            let response = app.check(client_check(&secret, tenant, permission)).await;
             assert!(!response.allowed, "{tenant:?} {permission:?}: {response:?}");
             assert_eq!(response.reason(), DenyReason::TenantMismatch, "{tenant:?}");
             assert_eq!(response.http_status, 401);
@@ -1766,7 +1710,7 @@ async fn a_tenants_token_is_never_accepted_for_another_tenant(backend: Backend) 
         }
     }
     let response = app
-        .check(check_request(&other_secret, TENANT, "orders:read"))
+        .check(client_check(&other_secret, TENANT, "orders:read"))
         .await;
     assert_eq!(response.reason(), DenyReason::TenantMismatch);
 
@@ -1782,7 +1726,7 @@ async fn a_tenants_token_is_never_accepted_for_another_tenant(backend: Backend) 
         .await
         .expect("disabled");
     assert!(
-        app.check(check_request(&secret, TENANT, "orders:read"))
+        app.check(client_check(&secret, TENANT, "orders:read"))
             .await
             .allowed
     );
@@ -1792,11 +1736,18 @@ async fn a_tenants_token_is_never_accepted_for_another_tenant(backend: Backend) 
         .await
         .expect("connects");
     let bearer = format!("Bearer {secret}");
-    let on_route = |tenant: &str| envoy_request(tenant, &[("authorization", bearer.as_str())]);
+    let on_route = |tenant: &str| {
+        envoy_request(
+            tenant,
+            "/api/v1/orders",
+            [("authorization", bearer.as_str())],
+        )
+    };
     let by_header = |tenant: &str| {
         let mut request = envoy_request(
             TENANT,
-            &[("authorization", bearer.as_str()), ("x-tenant", tenant)],
+            "/api/v1/orders",
+            [("authorization", bearer.as_str()), ("x-tenant", tenant)],
         );
         if let Some(attributes) = request.attributes.as_mut() {
             attributes.context_extensions.clear();

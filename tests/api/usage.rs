@@ -15,6 +15,7 @@ use tessera::proto;
 use tonic::Code;
 
 use crate::backend_tests;
+use crate::helpers::requests::check_request;
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_with};
 
 const TENANT: &str = "acme";
@@ -43,22 +44,20 @@ async fn token(app: &TestApp) -> (String, String) {
     (token.id, secret)
 }
 
-fn check_request(secret: &str, endpoint: &str, permission: &str) -> proto::CheckRequest {
+/// A Check of `endpoint` from a Chrome browser on Windows.
+fn check_at(secret: &str, endpoint: &str, permission: &str) -> proto::CheckRequest {
     proto::CheckRequest {
-        token: secret.to_owned(),
-        tenant: TENANT.to_owned(),
-        permission: permission.to_owned(),
         client_ip: "192.0.2.10".to_owned(),
         user_agent: CHROME_ON_WINDOWS.to_owned(),
         endpoint: endpoint.to_owned(),
-        signature: None,
+        ..check_request(TENANT, secret, permission)
     }
 }
 
 /// `count` Checks of `endpoint` asking for `permission`.
 async fn checks(app: &TestApp, secret: &str, endpoint: &str, permission: &str, count: usize) {
     for _ in 0..count {
-        app.check(check_request(secret, endpoint, permission)).await;
+        app.check(check_at(secret, endpoint, permission)).await;
     }
 }
 
@@ -283,9 +282,7 @@ fn report(handle: &[u8], status: u32, millis: u64) -> proto::ReportUsageRequest 
 
 /// The report handle of an allowed Check.
 async fn handle_of(app: &TestApp, secret: &str, endpoint: &str) -> Vec<u8> {
-    let answer = app
-        .check(check_request(secret, endpoint, "orders:read"))
-        .await;
+    let answer = app.check(check_at(secret, endpoint, "orders:read")).await;
     assert!(answer.allowed, "{answer:?}");
     assert!(
         !answer.report_handle.is_empty(),
@@ -465,7 +462,7 @@ async fn the_last_use_is_located_with_the_configured_geoip_database() {
     .await;
     app.principal(TENANT, "alice", &["orders:*"]).await;
     let (id, secret) = token(&app).await;
-    let mut request = check_request(&secret, "GET /orders", "orders:read");
+    let mut request = check_at(&secret, "GET /orders", "orders:read");
     request.client_ip = "81.2.69.160".to_owned();
     app.check(request).await;
 
@@ -487,7 +484,7 @@ async fn an_address_the_geoip_database_does_not_know_has_no_location() {
     .await;
     app.principal(TENANT, "alice", &["orders:*"]).await;
     let (id, secret) = token(&app).await;
-    app.check(check_request(&secret, "GET /orders", "orders:read"))
+    app.check(check_at(&secret, "GET /orders", "orders:read"))
         .await;
 
     let usage = usage_with_total(&app, &id, 1).await;

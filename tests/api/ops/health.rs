@@ -7,7 +7,7 @@ use tessera::proto::CheckRequest;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
 use tokio::sync::oneshot;
 
-use super::{Gateway, ServingStatus, eventually, health_of};
+use crate::helpers::ops::{Gateway, ServingStatus, eventually, health_of};
 use crate::helpers::{TestDatabase, spawn_app};
 
 const AUTHORIZATION: &str = "tessera.v1.AuthorizationService";

@@ -3,8 +3,8 @@ use std::time::Duration;
 use tessera::proto::UpsertPrincipalRequest;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 
-use super::process::{ServeProcess, serve_output};
-use super::{Served, ServingStatus, TableLock, eventually, health_of, settings_on};
+use crate::helpers::ops::{Served, ServingStatus, TableLock, eventually, health_of, settings_on};
+use crate::helpers::process::{ServeProcess, serve_output};
 use crate::helpers::{TestDatabase, with_key};
 
 fn upsert(id: &str) -> UpsertPrincipalRequest {

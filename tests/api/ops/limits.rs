@@ -5,7 +5,7 @@ use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tessera::proto::{CheckRequest, UpsertPrincipalRequest};
 use tonic::Code;
 
-use super::{Served, TableLock, settings_on};
+use crate::helpers::ops::{Served, TableLock, settings_on};
 use crate::helpers::{Backend, TestDatabase, spawn_app_with, with_key};
 
 fn upsert(id: &str) -> UpsertPrincipalRequest {

@@ -1,6 +1,6 @@
 use tessera::proto::CheckRequest;
 
-use super::{metric, scrape};
+use crate::helpers::ops::{metric, scrape};
 use crate::helpers::{new_token, spawn_app};
 
 const CHECK: &[(&str, &str)] = &[
@@ -115,7 +115,7 @@ async fn metrics_count_invalidations_received_from_another_replica() {
     let reader = writer.spawn_replica().await;
     let counter = "tessera_invalidations_received_total";
     let before = metric(&scrape(reader.metrics_addr).await, counter, &[]);
-    let received = super::eventually(std::time::Duration::from_secs(10), || async {
+    let received = crate::helpers::ops::eventually(std::time::Duration::from_secs(10), || async {
         // Each write notifies the other replicas once its feed listens.
         writer.principal("acme", "alice", &["orders:read"]).await;
         metric(&scrape(reader.metrics_addr).await, counter, &[]) > before
@@ -149,9 +149,10 @@ async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
     let dir = tempfile::tempdir().expect("dir");
     let database = crate::helpers::TestDatabase::sqlite();
     // Started, never connected: the gate refuses Tessera's services before any routing.
-    let starting = tessera::app::App::start(super::settings_on(&database, dir.path()))
-        .await
-        .expect("starts");
+    let starting =
+        tessera::app::App::start(crate::helpers::ops::settings_on(&database, dir.path()))
+            .await
+            .expect("starts");
     let grpc_url = format!("http://{}", starting.local_addr());
 
     let refused = call_path(
