@@ -1,6 +1,7 @@
 use tessera::proto::CheckRequest;
 
 use crate::helpers::ops::{metric, scrape};
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{new_token, spawn_app};
 
 const CHECK: &[(&str, &str)] = &[
@@ -161,6 +162,7 @@ async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
     )
     .await;
     assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_reason(&refused, "SERVER_STARTING");
 
     let exposition = scrape(starting.metrics_addr()).await;
     assert!(
@@ -187,6 +189,16 @@ async fn an_invented_method_answered_unimplemented_is_labelled_unknown() {
     )
     .await;
     assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    assert_reason(&refused, "UNKNOWN_METHOD");
+    // The same answer for a service nobody serves, and past the always-on services too.
+    for path in [
+        "/made.up.Service/Invented9c1e",
+        "/grpc.health.v1.Health/Invented9c1e",
+    ] {
+        let refused = call_path(&app.grpc_url, path).await;
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "{path}");
+        assert_reason(&refused, "UNKNOWN_METHOD");
+    }
     let exposition = scrape(app.metrics_addr).await;
     assert!(!exposition.contains("Invented9c1e"), "{exposition}");
 }

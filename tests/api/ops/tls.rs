@@ -13,6 +13,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::helpers::ops::{ServingStatus, eventually, health_of};
 use crate::helpers::process::ServeProcess;
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
 
 /// A throwaway certificate authority.
@@ -206,6 +207,7 @@ async fn admin_calls_without_a_client_certificate_are_unauthenticated_when_mtls_
         .await
         .expect_err("the admin key alone is not enough");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_reason(&refused, "CLIENT_CERTIFICATE_REQUIRED");
     assert!(
         refused.message().contains("client certificate"),
         "{refused:?}"
