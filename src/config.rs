@@ -847,8 +847,10 @@ mod tests {
     }
 
     #[test]
-    // figment's Jail closure returns figment's own (large) error type.
-    #[allow(clippy::result_large_err)]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail closure returns figment's own (large) error type"
+    )]
     fn envoy_rules_and_headers_are_parsed_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env(
@@ -1064,8 +1066,10 @@ mod tests {
     }
 
     #[test]
-    // figment's Jail closure returns figment's own (large) error type.
-    #[allow(clippy::result_large_err)]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail closure returns figment's own (large) error type"
+    )]
     fn operations_settings_come_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TESSERA_METRICS_LISTEN", "0.0.0.0:9100");

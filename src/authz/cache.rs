@@ -296,10 +296,6 @@ impl CredentialCache {
             .overtake_all(|| caches.offline_apis.invalidate_all());
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.caches.is_some()
-    }
-
     /// Entries currently held (approximate until pending maintenance runs).
     pub async fn entry_count(&self) -> u64 {
         match &self.caches {
