@@ -29,7 +29,6 @@ pub mod tls;
 pub mod usage;
 
 pub mod proto {
-    #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("tessera.v1");
 
     /// The encoded descriptor set of `proto/`, for gRPC server reflection.

@@ -8,6 +8,8 @@
 //!   RESOURCE_EXHAUSTED at once instead of queueing.
 //! - A call running past `request_timeout` is answered DEADLINE_EXCEEDED, and one still
 //!   running when shutdown's drain deadline passes is answered UNAVAILABLE.
+//! - A method no served service declares is answered UNIMPLEMENTED here, not routed.
+//! - Every status the gate answers itself is built in `grpc::status`, with its ErrorInfo reason.
 //! - Each call is counted and timed by service, method and status code, and runs in a span that
 //!   continues the caller's trace (W3C `traceparent` metadata). Only methods the served services
 //!   really have (read from their descriptor sets) become labels; any other path is `unknown`,
@@ -28,6 +30,8 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::grpc::status;
 
 /// Services that answer whatever the store does: probes and tools must always get through.
 const ALWAYS_ON_PREFIXES: &[&str] = &["grpc.health.v1.", "grpc.reflection."];
@@ -79,23 +83,20 @@ impl Gate {
 
     async fn admit(self, rpc: Rpc, request: Request<Body>) -> Response<Body> {
         let Some(routes) = self.ready.get() else {
-            return status_response(Status::unavailable(
-                "the server is starting: its database is not reachable yet; retry shortly",
-            ));
+            return status_response(status::server_starting());
         };
         if self.policy.admin_requires_client_cert
             && rpc.service == self.policy.admin_service
             && !has_client_certificate(&request)
         {
-            return status_response(Status::unauthenticated(
-                "TokenAdminService requires a client certificate (mTLS) in addition to an admin key",
-            ));
+            return status_response(status::client_certificate_required());
         }
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return status_response(Status::resource_exhausted(
-                "the server is at its concurrency limit; retry with backoff",
-            ));
+            return status_response(status::concurrency_limit());
         };
+        if !rpc.is_served() {
+            return status_response(status::unknown_method());
+        }
         let mut routes = routes.clone();
         let mut cut_off = self.cut_off.clone();
         let call = tokio::time::timeout(self.policy.request_timeout, routes.call(request));
@@ -103,13 +104,9 @@ impl Gate {
             answered = call => match answered {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
-                Err(_) => status_response(Status::deadline_exceeded(
-                    "the call took longer than the server's per-call timeout",
-                )),
+                Err(_) => status_response(status::request_timeout()),
             },
-            _ = cut_off.wait_for(|cut| *cut) => status_response(Status::unavailable(
-                "the server is shutting down and its drain deadline passed; retry",
-            )),
+            _ = cut_off.wait_for(|cut| *cut) => status_response(status::shutting_down()),
         }
     }
 }
@@ -130,9 +127,13 @@ impl Service<Request<Body>> for Gate {
         if rpc.always_on {
             let mut always_on = self.always_on.clone();
             return Box::pin(async move {
-                let response = match always_on.call(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
+                let response = if rpc.is_served() {
+                    match always_on.call(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                } else {
+                    status_response(status::unknown_method())
                 };
                 record(&rpc, &response, started);
                 Ok(response)
@@ -243,6 +244,12 @@ struct Rpc {
 }
 
 impl Rpc {
+    /// Whether a served service declares this method. The rest is answered by the gate itself,
+    /// so that every method labelled `unknown` gets the same UNIMPLEMENTED with its reason.
+    fn is_served(&self) -> bool {
+        self.method != UNKNOWN
+    }
+
     fn of(path: &str, known: &KnownMethods) -> Self {
         let (service, method) = path
             .trim_start_matches('/')

@@ -296,10 +296,6 @@ impl CredentialCache {
             .overtake_all(|| caches.offline_apis.invalidate_all());
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.caches.is_some()
-    }
-
     /// Entries currently held (approximate until pending maintenance runs).
     pub async fn entry_count(&self) -> u64 {
         match &self.caches {
@@ -325,32 +321,15 @@ impl CredentialCache {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
-    use crate::domain::fields::{PrincipalId, Tenant, TokenId};
-    use crate::domain::model::SecretMatch;
-    use crate::domain::network::IpAllowlist;
+    use crate::domain::fixtures;
 
     fn credential(grants: usize) -> Credential {
         Credential {
-            token_id: TokenId::generate(),
-            tenant: Tenant::parse("acme").expect("tenant"),
-            owner_id: PrincipalId::parse("alice").expect("owner"),
-            expires_at: Utc::now(),
-            rotated_at: None,
-            revoked: false,
-            secret_match: SecretMatch::Current,
-            allowed_ips: IpAllowlist::default(),
-            require_signature: false,
-            verifier: None,
-            roles: Vec::new(),
-            owner_enabled: true,
             effective: (0..grants)
                 .map(|index| Grant::parse(&format!("resource{index}:read")).expect("grant"))
                 .collect(),
-            rate_limit_per_minute: 0,
-            owner_rate_limit_per_minute: None,
+            ..fixtures::credential()
         }
     }
 

@@ -136,29 +136,14 @@ where
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
-    use crate::domain::model::SecretMatch;
-    use crate::domain::network::IpAllowlist;
+    use crate::domain::fixtures;
 
     fn credential(token_limit: u32, owner_limit: Option<u32>) -> Credential {
         Credential {
-            token_id: TokenId::generate(),
-            tenant: Tenant::default(),
-            owner_id: PrincipalId::parse("alice").expect("id"),
-            expires_at: Utc::now(),
-            rotated_at: None,
-            revoked: false,
-            secret_match: SecretMatch::Current,
-            allowed_ips: IpAllowlist::default(),
-            require_signature: false,
-            verifier: None,
-            roles: Vec::new(),
-            owner_enabled: true,
-            effective: Vec::new(),
             rate_limit_per_minute: token_limit,
             owner_rate_limit_per_minute: owner_limit,
+            ..fixtures::credential()
         }
     }
 

@@ -263,6 +263,7 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
+    use crate::domain::fixtures;
     use crate::domain::signature::{DEFAULT_WINDOW, SignatureId, SigningKey, sign};
 
     /// Remembers every signature for the whole test.
@@ -292,22 +293,9 @@ mod tests {
 
     fn credential() -> Credential {
         Credential {
-            token_id: TokenId::generate(),
-            tenant: Tenant::parse("acme").expect("tenant"),
-            owner_id: PrincipalId::parse("alice").expect("id"),
-            expires_at: Utc::now() + Duration::days(1),
-            rotated_at: None,
-            revoked: false,
-            secret_match: SecretMatch::Current,
-            allowed_ips: IpAllowlist::default(),
-            require_signature: false,
-            verifier: None,
-            roles: Vec::new(),
-            owner_enabled: true,
             // orders:* granted, within an owner holding orders:read and products:read.
             effective: grants(&["orders:read"]),
-            rate_limit_per_minute: 0,
-            owner_rate_limit_per_minute: None,
+            ..fixtures::credential()
         }
     }
 

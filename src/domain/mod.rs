@@ -2,6 +2,8 @@
 
 pub mod decision;
 pub mod fields;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod http;
 pub mod model;
 pub mod network;

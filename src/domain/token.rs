@@ -8,7 +8,7 @@ use std::fmt;
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
 const RANDOM_LEN: usize = 30;
@@ -163,13 +163,10 @@ fn encode_checksum(mut value: u32) -> String {
     digits.iter().map(|&b| char::from(b)).collect()
 }
 
-/// Reads a secret for hashing without letting it escape into a `String` that could be logged.
-pub fn hash_secret(secret: &SecretString) -> SecretHash {
-    SecretHash::of(secret.expose_secret())
-}
-
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn fresh() -> String {

@@ -65,7 +65,7 @@ impl Violations {
             return Err(status::invalid_argument(self.0));
         }
         // Every None above recorded a violation, so this is only reached with Some.
-        parsed.ok_or_else(|| Status::internal("request parsing lost a field"))
+        parsed.ok_or_else(|| status::internal("request parsing lost a field"))
     }
 
     pub fn grants(&mut self, field: &str, raw: &[String]) -> Option<Vec<Grant>> {

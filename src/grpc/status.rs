@@ -46,20 +46,81 @@ pub fn report_handle_refused(description: String) -> Status {
     )
 }
 
-pub fn unimplemented(what: &str) -> Status {
-    with_reason(
-        Code::Unimplemented,
-        format!("{what} is not yet available on this server"),
-        "UNIMPLEMENTED",
-    )
-}
-
 pub fn unavailable(context: &str, error: &dyn std::error::Error) -> Status {
     tracing::warn!(error = %error, context, "store unavailable");
     with_reason(
         Code::Unavailable,
         "the token store is unavailable; retry later".to_owned(),
         "STORE_UNAVAILABLE",
+    )
+}
+
+/// A broken invariant of the server's own code: logged with `context`, answered as every
+/// internal error is (docs/api.md, error model).
+pub fn internal(context: &'static str) -> Status {
+    tracing::error!(context, "internal error");
+    internal_error()
+}
+
+fn internal_error() -> Status {
+    with_reason(Code::Internal, "internal error".to_owned(), "INTERNAL")
+}
+
+// The gate's answers (`src/app/gate.rs`): calls refused or ended around the services, before
+// or instead of their own answer.
+
+/// The gated services are not routed yet: the store has not been reached since the start.
+pub fn server_starting() -> Status {
+    with_reason(
+        Code::Unavailable,
+        "the server is starting: its database is not reachable yet; retry shortly".to_owned(),
+        "SERVER_STARTING",
+    )
+}
+
+/// A TokenAdminService call without a verified client certificate while mTLS is configured.
+pub fn client_certificate_required() -> Status {
+    with_reason(
+        Code::Unauthenticated,
+        "TokenAdminService requires a client certificate (mTLS) in addition to an admin key"
+            .to_owned(),
+        "CLIENT_CERTIFICATE_REQUIRED",
+    )
+}
+
+/// Every concurrency permit is taken: refused at once, never queued.
+pub fn concurrency_limit() -> Status {
+    with_reason(
+        Code::ResourceExhausted,
+        "the server is at its concurrency limit; retry with backoff".to_owned(),
+        "CONCURRENCY_LIMIT",
+    )
+}
+
+/// The call ran past the server's per-call timeout.
+pub fn request_timeout() -> Status {
+    with_reason(
+        Code::DeadlineExceeded,
+        "the call took longer than the server's per-call timeout".to_owned(),
+        "REQUEST_TIMEOUT",
+    )
+}
+
+/// The call was still running when shutdown's drain deadline passed.
+pub fn shutting_down() -> Status {
+    with_reason(
+        Code::Unavailable,
+        "the server is shutting down and its drain deadline passed; retry".to_owned(),
+        "SERVER_SHUTTING_DOWN",
+    )
+}
+
+/// A service or method this server does not serve.
+pub fn unknown_method() -> Status {
+    with_reason(
+        Code::Unimplemented,
+        "this server does not serve that method".to_owned(),
+        "UNKNOWN_METHOD",
     )
 }
 
@@ -118,7 +179,7 @@ impl From<AdminError> for Status {
             AdminError::Unavailable(source) => unavailable("admin", &source),
             AdminError::Internal(source) => {
                 tracing::error!(error = %source, "internal error in admin call");
-                with_reason(Code::Internal, "internal error".to_owned(), "INTERNAL")
+                internal_error()
             }
         }
     }
@@ -133,8 +194,100 @@ impl From<UsageError> for Status {
             UsageError::Unavailable(source) => unavailable("usage", &source),
             UsageError::Internal(source) => {
                 tracing::error!(error = %source, "internal error in usage call");
-                with_reason(Code::Internal, "internal error".to_owned(), "INTERNAL")
+                internal_error()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The code, the ErrorInfo domain and reason, and the message a status carries.
+    fn parts(status: &Status) -> (Code, Option<(String, String)>, &str) {
+        let info = status
+            .get_details_error_info()
+            .map(|info| (info.domain, info.reason));
+        (status.code(), info, status.message())
+    }
+
+    fn expected(
+        code: Code,
+        reason: &str,
+        message: &'static str,
+    ) -> (Code, Option<(String, String)>, &'static str) {
+        (
+            code,
+            Some((ERROR_DOMAIN.to_owned(), reason.to_owned())),
+            message,
+        )
+    }
+
+    #[test]
+    fn every_status_the_gate_answers_itself_keeps_its_code_and_message_and_carries_a_reason() {
+        let cases = [
+            (
+                server_starting(),
+                expected(
+                    Code::Unavailable,
+                    "SERVER_STARTING",
+                    "the server is starting: its database is not reachable yet; retry shortly",
+                ),
+            ),
+            (
+                client_certificate_required(),
+                expected(
+                    Code::Unauthenticated,
+                    "CLIENT_CERTIFICATE_REQUIRED",
+                    "TokenAdminService requires a client certificate (mTLS) in addition to an \
+                     admin key",
+                ),
+            ),
+            (
+                concurrency_limit(),
+                expected(
+                    Code::ResourceExhausted,
+                    "CONCURRENCY_LIMIT",
+                    "the server is at its concurrency limit; retry with backoff",
+                ),
+            ),
+            (
+                request_timeout(),
+                expected(
+                    Code::DeadlineExceeded,
+                    "REQUEST_TIMEOUT",
+                    "the call took longer than the server's per-call timeout",
+                ),
+            ),
+            (
+                shutting_down(),
+                expected(
+                    Code::Unavailable,
+                    "SERVER_SHUTTING_DOWN",
+                    "the server is shutting down and its drain deadline passed; retry",
+                ),
+            ),
+            (
+                unknown_method(),
+                expected(
+                    Code::Unimplemented,
+                    "UNKNOWN_METHOD",
+                    "this server does not serve that method",
+                ),
+            ),
+        ];
+        for (status, expected) in &cases {
+            assert_eq!(parts(status), *expected);
+        }
+    }
+
+    #[test]
+    fn a_broken_invariant_is_an_internal_error_that_tells_the_caller_nothing_more() {
+        let status = internal("request parsing lost a field");
+        assert_eq!(
+            parts(&status),
+            expected(Code::Internal, "INTERNAL", "internal error")
+        );
     }
 }

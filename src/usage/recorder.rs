@@ -521,28 +521,16 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::domain::fields::{PrincipalId, Tenant};
-    use crate::domain::model::SecretMatch;
-    use crate::domain::network::IpAllowlist;
+    use crate::domain::fields::Tenant;
+    use crate::domain::fixtures;
     use crate::domain::permission::Permission;
 
     fn credential(rotated_at: Option<DateTime<Utc>>) -> Arc<Credential> {
         Arc::new(Credential {
             token_id: TokenId::parse("tok_01ARZ3NDEKTSV4RRFFQ69G5FAV").expect("id"),
             tenant: Tenant::default(),
-            owner_id: PrincipalId::parse("alice").expect("id"),
-            expires_at: Utc::now() + Duration::days(1),
             rotated_at,
-            revoked: false,
-            secret_match: SecretMatch::Current,
-            allowed_ips: IpAllowlist::default(),
-            require_signature: false,
-            verifier: None,
-            roles: Vec::new(),
-            owner_enabled: true,
-            effective: Vec::new(),
-            rate_limit_per_minute: 0,
-            owner_rate_limit_per_minute: None,
+            ..fixtures::credential()
         })
     }
 

@@ -111,7 +111,7 @@ async fn replicas_starting_together_on_a_fresh_database_create_exactly_one_boots
         .map(|_| tempfile::tempdir().expect("dir"))
         .collect();
     let builds = dirs.iter().map(|dir| {
-        let settings = crate::ops::settings_on(&database, dir.path());
+        let settings = crate::helpers::ops::settings_on(&database, dir.path());
         tessera::app::App::build(tessera::config::Config::parse(settings).expect("valid settings"))
     });
     let apps: Vec<tessera::app::App> = futures_join_all(builds).await;
@@ -296,7 +296,7 @@ async fn an_actor_header_with_a_tab_is_refused_naming_the_header() {
 async fn repeated_bad_admin_keys_are_refused_without_a_store_lookup_each_and_counted() {
     let app = spawn_app().await;
     let bad_key = "tsa_a-bad-key-repeated-by-a-scanner";
-    let before = crate::ops::scrape(app.metrics_addr).await;
+    let before = crate::helpers::ops::scrape(app.metrics_addr).await;
     let mut client = app.admin_client().await;
     for _ in 0..50 {
         let status = client
@@ -305,9 +305,10 @@ async fn repeated_bad_admin_keys_are_refused_without_a_store_lookup_each_and_cou
             .expect_err("a bad key");
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    let after = crate::ops::scrape(app.metrics_addr).await;
+    let after = crate::helpers::ops::scrape(app.metrics_addr).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
-        crate::ops::metric(&after, name, labels) - crate::ops::metric(&before, name, labels)
+        crate::helpers::ops::metric(&after, name, labels)
+            - crate::helpers::ops::metric(&before, name, labels)
     };
     // The recorder is process-wide: other tests' bad keys may add a few lookups meanwhile.
     let lookups = delta("tessera_admin_key_lookups_total", &[]);

@@ -7,17 +7,15 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::backend_tests;
+use crate::helpers::requests::check_request;
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_on, strings};
 
 const TENANT: &str = "acme";
 
 fn request(secret: &str, permission: &str) -> proto::CheckRequest {
     proto::CheckRequest {
-        token: secret.to_owned(),
-        tenant: TENANT.to_owned(),
-        permission: permission.to_owned(),
         client_ip: "192.0.2.10".to_owned(),
-        ..Default::default()
+        ..check_request(TENANT, secret, permission)
     }
 }
 

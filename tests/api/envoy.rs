@@ -23,9 +23,9 @@ use tessera::domain::http::{PathError, RequestTarget};
 use tessera::proto;
 use tonic::Code;
 
+use crate::helpers::ops::{ServingStatus, eventually, health_of, metric, scrape};
+use crate::helpers::process::ServeProcess;
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_with, strings};
-use crate::ops::process::ServeProcess;
-use crate::ops::{ServingStatus, eventually, health_of, metric, scrape};
 
 const TENANT: &str = "acme";
 const CLIENT: &str = "198.51.100.7";

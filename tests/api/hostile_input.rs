@@ -5,18 +5,14 @@
 
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest as EnvoyCheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttributeRequest,
-};
+use envoy_types::ext_authz::v3::pb::CheckRequest as EnvoyCheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient as EnvoyClient;
 use tessera::proto;
 use tessera::proto::DenyReason;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
+use crate::helpers::requests::{audit_events, envoy_http_status, envoy_request, violated_fields};
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_with, strings, with_key};
 
 const TENANT: &str = "acme";
@@ -67,19 +63,6 @@ fn networks(count: usize) -> Vec<String> {
         .collect()
 }
 
-/// The fields a BadRequest names.
-fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| {
-            bad.field_violations
-                .into_iter()
-                .map(|violation| violation.field)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// INVALID_ARGUMENT naming exactly `fields`, in a message and details of bounded size.
 #[track_caller]
 fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, fields: &[&str]) {
@@ -96,18 +79,6 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, Status>, fields: &[&str])
         status.message().len(),
         status.details().len()
     );
-}
-
-/// How many admin mutations the audit log holds: a count that moves exactly when one is written.
-pub async fn audit_events(app: &TestApp) -> usize {
-    app.admin_client()
-        .await
-        .list_audit_events(app.admin(proto::ListAuditEventsRequest::default()))
-        .await
-        .expect("audit")
-        .into_inner()
-        .events
-        .len()
 }
 
 #[tokio::test]
@@ -553,35 +524,6 @@ async fn ten_thousand_headers_are_refused_cleanly_and_the_server_keeps_answering
     assert_refused_by_the_connection(&refusals);
 }
 
-/// An Envoy request for `GET /` carrying `headers`, on a route of `tenant`.
-fn envoy_request(tenant: &str, headers: Vec<(String, String)>) -> EnvoyCheckRequest {
-    EnvoyCheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttributeRequest {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/".to_owned(),
-                    headers: headers.into_iter().collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: [("tenant".to_owned(), tenant.to_owned())].into(),
-            ..Default::default()
-        }),
-    }
-}
-
-fn envoy_status(response: &envoy_types::ext_authz::v3::pb::CheckResponse) -> i32 {
-    match &response.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(denied)) => {
-            denied.status.as_ref().map_or(0, |status| status.code)
-        }
-        other => panic!("no http answer: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn oversized_envoy_requests_are_denied_or_refused_and_the_server_keeps_answering() {
     let app = app().await;
@@ -596,30 +538,37 @@ async fn oversized_envoy_requests_are_denied_or_refused_and_the_server_keeps_ans
     };
     let bearer = |token: String| ("authorization".to_owned(), format!("Bearer {token}"));
 
-    let huge_token = ask(envoy_request(TENANT, vec![bearer(text(512 * 1024))]))
+    let huge_token = ask(envoy_request(TENANT, "/", vec![bearer(text(512 * 1024))]))
         .await
         .expect("a decision");
-    assert_eq!(envoy_status(&huge_token), 401, "{huge_token:?}");
+    assert_eq!(envoy_http_status(&huge_token), 401, "{huge_token:?}");
 
     let many: Vec<(String, String)> = (0..20_000)
         .map(|i| (format!("x-hostile-{i}"), "v".to_owned()))
         .chain([bearer("tsk_short".to_owned())])
         .collect();
-    let many_headers = ask(envoy_request(TENANT, many)).await.expect("a decision");
-    assert_eq!(envoy_status(&many_headers), 401, "{many_headers:?}");
+    let many_headers = ask(envoy_request(TENANT, "/", many))
+        .await
+        .expect("a decision");
+    assert_eq!(envoy_http_status(&many_headers), 401, "{many_headers:?}");
 
     // A tenant no tenant can have, set by the route (the operator's mistake): named, briefly.
     let odd_tenant = ask(envoy_request(
         &text(HUGE),
+        "/",
         vec![bearer("tsk_short".to_owned())],
     ))
     .await;
     assert_invalid(odd_tenant, &["tenant"]);
 
     // Past the message limit: refused as OUT_OF_RANGE before anything is parsed.
-    let too_large = ask(envoy_request(TENANT, vec![bearer(text(2 * 1024 * 1024))]))
-        .await
-        .expect_err("over the message limit");
+    let too_large = ask(envoy_request(
+        TENANT,
+        "/",
+        vec![bearer(text(2 * 1024 * 1024))],
+    ))
+    .await
+    .expect_err("over the message limit");
     assert_eq!(too_large.code(), Code::OutOfRange, "{too_large:?}");
 
     assert_still_answering(&app).await;

@@ -11,6 +11,8 @@ use tessera::proto::DenyReason;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 
 use crate::helpers::pausing_store::Read;
+use crate::helpers::race::{Race, store_directly};
+use crate::helpers::requests::{check_request, wait_for_reason};
 use crate::helpers::{
     Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_pausing, spawn_app_with,
     strings, unknown_secret,
@@ -18,40 +20,15 @@ use crate::helpers::{
 
 const TENANT: &str = "acme";
 
+/// A Check in this file's tenant.
 fn request(secret: &str, permission: &str) -> proto::CheckRequest {
-    proto::CheckRequest {
-        token: secret.to_owned(),
-        tenant: TENANT.to_owned(),
-        permission: permission.to_owned(),
-        ..Default::default()
-    }
+    check_request(TENANT, secret, permission)
 }
 
 async fn app_with_alice(backend: Backend) -> TestApp {
     let app = spawn_app_on(backend).await;
     app.principal(TENANT, "alice", &["orders:*"]).await;
     app
-}
-
-/// Polls until `check` gives `reason`, failing after a generous deadline; returns how long it took.
-async fn wait_for_reason(
-    app: &TestApp,
-    check: proto::CheckRequest,
-    reason: DenyReason,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        let response = app.check(check.clone()).await;
-        if response.reason() == reason {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still {:?} instead of {reason:?}",
-            response.reason()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -618,74 +595,8 @@ async fn checks_naming_made_up_tenants_cost_no_status_lookups_or_entries_of_thei
 }
 
 // A store read that began before a write and answers after the write's invalidation must not
-// be cached: otherwise the invalidation is undone for a whole TTL. The store underneath is the
-// real one, held after the database answered (see helpers/pausing_store.rs).
-
-/// A server whose reads can be held, and where the racing write goes: SQLite is one node, so
-/// the same server; on Postgres another replica, so that the server under test hears of the
-/// write only by NOTIFY, as it does in production (and not by its own, synchronous, announce).
-struct Race {
-    app: TestApp,
-    store: std::sync::Arc<crate::helpers::pausing_store::PausingStore>,
-    replica: Option<TestApp>,
-    /// A token of bob's, cached on `app`: revoked after the write, so that `app` denying it
-    /// shows `app` has applied the write's invalidation too (NOTIFYs arrive in commit order).
-    marker: (String, String),
-}
-
-impl Race {
-    async fn new(backend: Backend) -> Self {
-        // The store's own deadline bounds the real read beneath the pause, not the hold: a
-        // Check waits for a held read, however long, instead of answering STORE_UNAVAILABLE.
-        let (app, store) = spawn_app_pausing(backend, |_| {}).await;
-        app.principal(TENANT, "alice", &["orders:*"]).await;
-        app.principal(TENANT, "bob", &["orders:*"]).await;
-        let replica = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(app.spawn_replica().await),
-        };
-        let (marker, marker_secret) = app.token(new_token(TENANT, "bob", &[])).await;
-        assert!(app.check(request(&marker_secret, "")).await.allowed);
-        Self {
-            app,
-            store,
-            replica,
-            marker: (marker.id, marker_secret),
-        }
-    }
-
-    /// Where writes go.
-    fn writer(&self) -> &TestApp {
-        self.replica.as_ref().unwrap_or(&self.app)
-    }
-
-    /// Returns once `app` has applied every invalidation announced before.
-    async fn heard(&self) {
-        if self.replica.is_none() {
-            return;
-        }
-        let (id, secret) = &self.marker;
-        self.writer()
-            .admin_client()
-            .await
-            .revoke_token(
-                self.writer()
-                    .admin(proto::RevokeTokenRequest { id: id.clone() }),
-            )
-            .await
-            .expect("marker revoked");
-        wait_for_reason(&self.app, request(secret, ""), DenyReason::TokenRevoked).await;
-    }
-}
-
-/// Starts a Check on its own task, so the test can write while the Check's read is held.
-async fn check_in_background(
-    app: &TestApp,
-    check: proto::CheckRequest,
-) -> tokio::task::JoinHandle<proto::CheckResponse> {
-    let mut client = app.authz_client().await;
-    tokio::spawn(async move { client.check(check).await.expect("check").into_inner() })
-}
+// be cached: otherwise the invalidation is undone for a whole TTL. The races are opened by
+// `helpers::race::Race` over the real store, held after the database answered.
 
 async fn a_revocation_during_a_cache_fill_is_not_undone(backend: Backend) {
     let race = Race::new(backend).await;
@@ -693,9 +604,9 @@ async fn a_revocation_during_a_cache_fill_is_not_undone(backend: Backend) {
         .app
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
-    let mut held = race.store.hold_next(Read::Credential);
-    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
-    held.answered().await;
+    let (held, in_flight) = race
+        .check_held(Read::Credential, request(&secret, "orders:read"))
+        .await;
 
     race.writer()
         .admin_client()
@@ -729,9 +640,9 @@ async fn an_owner_disabled_during_a_cache_fill_stays_disabled(backend: Backend) 
         .app
         .token(new_token(TENANT, "alice", &["orders:read"]))
         .await;
-    let mut held = race.store.hold_next(Read::Credential);
-    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
-    held.answered().await;
+    let (held, in_flight) = race
+        .check_held(Read::Credential, request(&secret, "orders:read"))
+        .await;
 
     race.writer()
         .admin_client()
@@ -766,9 +677,9 @@ async fn a_token_stored_during_its_unknown_lookup_is_not_left_unknown(backend: B
     let generated = token::generate(&TokenPrefix::default());
     let secret = secrecy::ExposeSecret::expose_secret(&generated.secret).to_owned();
     let (template, _) = race.app.token(new_token(TENANT, "alice", &[])).await;
-    let mut held = race.store.hold_next(Read::Credential);
-    let in_flight = check_in_background(&race.app, request(&secret, "")).await;
-    held.answered().await;
+    let (held, in_flight) = race
+        .check_held(Read::Credential, request(&secret, ""))
+        .await;
 
     let writer = race.writer();
     store_directly(writer.store.as_ref(), &template, generated.hash).await;
@@ -797,9 +708,9 @@ async fn an_api_switched_off_during_a_status_fill_stays_off(backend: Backend) {
         .authorizer
         .invalidate(&Invalidation::Everything)
         .await;
-    let mut held = race.store.hold_next(Read::ApiStatus);
-    let in_flight = check_in_background(&race.app, request(&secret, "orders:read")).await;
-    held.answered().await;
+    let (held, in_flight) = race
+        .check_held(Read::ApiStatus, request(&secret, "orders:read"))
+        .await;
 
     race.writer()
         .admin_client()
@@ -844,32 +755,3 @@ crate::backend_tests!(
     a_token_stored_during_its_unknown_lookup_is_not_left_unknown,
     an_api_switched_off_during_a_status_fill_stays_off,
 );
-
-/// Stores a copy of `template` (a new id) under a secret hash the test chose, straight into the
-/// store: bypassing the admin layer, so nothing is invalidated or announced.
-async fn store_directly(
-    store: &dyn tessera::store::Store,
-    template: &proto::Token,
-    secret_hash: SecretHash,
-) {
-    let id = tessera::domain::fields::TokenId::parse(&template.id).expect("id");
-    let mut record = store.get_token(&id).await.expect("token");
-    record.id = tessera::domain::fields::TokenId::generate();
-    let new = tessera::domain::model::NewToken {
-        token: record,
-        secret_hash,
-        signing_key: None,
-    };
-    let audit = tessera::domain::model::AuditEvent {
-        id: 0,
-        time: chrono::Utc::now(),
-        actor: "test".to_owned(),
-        action: "token.create".to_owned(),
-        tenant: TENANT.to_owned(),
-        token_id: None,
-        principal_id: None,
-        summary: String::new(),
-        admin_key: String::new(),
-    };
-    store.create_token(&new, 64, &audit).await.expect("stored");
-}

@@ -5,8 +5,6 @@
 
 use std::process::Command;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
@@ -14,7 +12,6 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttributeRequest,
 };
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use hmac::{Hmac, KeyInit, Mac};
 use prost_types::{Duration, FieldMask};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -22,9 +19,9 @@ use tessera::config::{EnvoyUnmatched, Settings};
 use tessera::proto;
 use tessera::proto::DenyReason;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::backend_tests;
+use crate::helpers::requests::{assert_reason, sign, signature};
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_with};
 
 const TENANT: &str = "acme";
@@ -59,14 +56,6 @@ async fn signing_token(app: &TestApp) -> (proto::Token, String, String) {
     )
 }
 
-/// `base64(HMAC-SHA256(key, timestamp + "\n" + payload))`, as a client computes it.
-fn sign(key: &str, timestamp: i64, payload: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("hmac key");
-    mac.update(format!("{timestamp}\n").as_bytes());
-    mac.update(payload);
-    STANDARD.encode(mac.finalize().into_bytes())
-}
-
 fn signed_check(secret: &str, signature: Option<proto::Signature>) -> proto::CheckRequest {
     proto::CheckRequest {
         token: secret.to_owned(),
@@ -75,14 +64,6 @@ fn signed_check(secret: &str, signature: Option<proto::Signature>) -> proto::Che
         client_ip: "192.0.2.10".to_owned(),
         signature,
         ..Default::default()
-    }
-}
-
-fn signature(key: &str, timestamp: i64, payload: &str) -> proto::Signature {
-    proto::Signature {
-        timestamp,
-        signature: sign(key, timestamp, payload.as_bytes()),
-        payload: payload.as_bytes().to_vec(),
     }
 }
 
@@ -360,10 +341,7 @@ async fn signing_is_refused_without_a_master_key_naming_the_setting() {
         "{}",
         status.message()
     );
-    assert_eq!(
-        status.get_details_error_info().map(|info| info.reason),
-        Some("MASTER_KEY_MISSING".to_owned())
-    );
+    assert_reason(&status, "MASTER_KEY_MISSING");
 
     let (plain, _) = app.token(new_token(TENANT, "alice", &[])).await;
     let status = client

@@ -4,9 +4,9 @@
 use prost_types::{Duration, FieldMask, Timestamp};
 use tessera::proto;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::backend_tests;
+use crate::helpers::requests::{assert_reason, violated_fields};
 use crate::helpers::{
     Backend, TestApp, new_token, spawn_app, spawn_app_on, spawn_app_with, strings,
 };
@@ -18,14 +18,6 @@ async fn app_with_owner(backend: Backend) -> TestApp {
     app.principal(TENANT, "alice", &["orders:*", "products:read"])
         .await;
     app
-}
-
-/// The field names of the BadRequest violations in a status.
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 fn now_seconds() -> i64 {
@@ -740,10 +732,7 @@ async fn a_stale_etag_is_aborted_and_changes_nothing(backend: Backend) {
 
     assert_ne!(renamed.etag, token.etag, "every update changes the etag");
     assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
-    assert_eq!(
-        stale.get_details_error_info().map(|info| info.reason),
-        Some("ETAG_MISMATCH".to_owned())
-    );
+    assert_reason(&stale, "ETAG_MISMATCH");
     assert_eq!(read.name, "first", "the stale update wrote nothing");
     assert_eq!(read.etag, renamed.etag);
     assert_eq!(unchecked.name, "third");

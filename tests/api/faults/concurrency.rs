@@ -1,6 +1,6 @@
 //! Concurrent writers on one token: whatever order the database serialises them in, the outcome
 //! is one of the orders they could have run in, and Check agrees with it. (Concurrent creates
-//! against the per-owner limit: token_lifecycle.rs and store_conformance.rs; two replicas summing
+//! against the per-owner limit: token_lifecycle.rs and store_conformance/tokens.rs; two replicas summing
 //! usage: usage.rs.)
 
 use std::sync::atomic::Ordering;

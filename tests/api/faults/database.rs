@@ -14,8 +14,8 @@ use super::{
     NOT_HUNG, TENANT, alices_token, app_behind, bounded_check, postgres_proxy, request,
     wait_for_reason,
 };
+use crate::helpers::ops::{TableLock, eventually, metric, scrape};
 use crate::helpers::{TestApp, new_token, unknown_secret};
-use crate::ops::{TableLock, eventually, metric, scrape};
 
 /// Settings that keep the outage short to wait out: Check gives up on the store after 300 ms;
 /// an admin call waits 1 s for a connection and gives up after 1 + 2 + 1 s

@@ -14,6 +14,7 @@ use tessera::proto::DenyReason;
 
 use crate::helpers::database::postgres_server_url;
 use crate::helpers::fault_proxy::{FaultProxy, server_address};
+use crate::helpers::requests::check_request;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 
 const TENANT: &str = "acme";
@@ -22,13 +23,9 @@ const TENANT: &str = "acme";
 /// that tells "slow" from "stuck" (speed itself is measured in the benchmarks).
 const NOT_HUNG: Duration = Duration::from_secs(10);
 
+/// A Check in this file's tenant.
 fn request(secret: &str, permission: &str) -> proto::CheckRequest {
-    proto::CheckRequest {
-        token: secret.to_owned(),
-        tenant: TENANT.to_owned(),
-        permission: permission.to_owned(),
-        ..Default::default()
-    }
+    check_request(TENANT, secret, permission)
 }
 
 /// A proxy in front of the test Postgres server.

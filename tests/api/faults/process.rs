@@ -15,8 +15,8 @@ use tonic::transport::Channel;
 
 use super::{NOT_HUNG, TENANT, request};
 use crate::backend_tests;
+use crate::helpers::process::ServeProcess;
 use crate::helpers::{Backend, TestDatabase, new_token, with_key};
-use crate::ops::process::ServeProcess;
 
 const ADMIN_KEY: &str = "faults-admin-key-0123456789";
 const CALLERS: usize = 8;
@@ -35,8 +35,9 @@ async fn serve(database: &TestDatabase, variables: &[(&str, &str)]) -> ServeProc
     all.extend_from_slice(variables);
     let server = ServeProcess::start(&all).await;
     // It listens before its database answers; calls are refused until then.
-    let serving = crate::ops::eventually(NOT_HUNG, || async {
-        crate::ops::health_of(&server.grpc_url, "").await == crate::ops::ServingStatus::Serving
+    let serving = crate::helpers::ops::eventually(NOT_HUNG, || async {
+        crate::helpers::ops::health_of(&server.grpc_url, "").await
+            == crate::helpers::ops::ServingStatus::Serving
     })
     .await;
     assert!(serving, "the server never became ready");
@@ -167,7 +168,7 @@ async fn start_load(
         let answered = answered.clone();
         async move { load(&url, &secrets, stop, answered).await }
     });
-    let reached = crate::ops::eventually(NOT_HUNG, || async {
+    let reached = crate::helpers::ops::eventually(NOT_HUNG, || async {
         answered.load(Ordering::SeqCst) >= count
     })
     .await;

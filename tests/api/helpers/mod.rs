@@ -2,7 +2,12 @@
 
 pub mod database;
 pub mod fault_proxy;
+pub mod keys;
+pub mod ops;
 pub mod pausing_store;
+pub mod process;
+pub mod race;
+pub mod requests;
 
 use std::sync::Arc;
 

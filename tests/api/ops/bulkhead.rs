@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tessera::proto;
 
-use super::{TableLock, eventually};
+use crate::helpers::ops::{TableLock, eventually};
 use crate::helpers::{Backend, new_token, spawn_app_with, unknown_secret};
 
 const TENANT: &str = "acme";

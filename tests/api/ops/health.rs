@@ -7,7 +7,8 @@ use tessera::proto::CheckRequest;
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
 use tokio::sync::oneshot;
 
-use super::{Gateway, ServingStatus, eventually, health_of};
+use crate::helpers::ops::{Gateway, ServingStatus, eventually, health_of};
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{TestDatabase, spawn_app};
 
 const AUTHORIZATION: &str = "tessera.v1.AuthorizationService";
@@ -73,6 +74,7 @@ async fn health_is_not_serving_while_the_database_is_unreachable_at_start_and_se
         .await
         .expect_err("no service before the store");
     assert_eq!(early_check.code(), tonic::Code::Unavailable);
+    assert_reason(&early_check, "SERVER_STARTING");
     assert!(!connecting.is_finished(), "still waiting for the database");
 
     gateway.open();

@@ -3,8 +3,9 @@ use std::time::Duration;
 use tessera::proto::UpsertPrincipalRequest;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 
-use super::process::{ServeProcess, serve_output};
-use super::{Served, ServingStatus, TableLock, eventually, health_of, settings_on};
+use crate::helpers::ops::{Served, ServingStatus, TableLock, eventually, health_of, settings_on};
+use crate::helpers::process::{ServeProcess, serve_output};
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{TestDatabase, with_key};
 
 fn upsert(id: &str) -> UpsertPrincipalRequest {
@@ -78,7 +79,9 @@ async fn calls_still_running_at_the_drain_deadline_are_cut_off_and_the_server_st
         .await
         .expect("the client hears of it")
         .expect("task");
-    assert!(cut_off.is_err(), "the call was cut off: {cut_off:?}");
+    let cut_off = cut_off.expect_err("the call was cut off");
+    assert_eq!(cut_off.code(), tonic::Code::Unavailable, "{cut_off:?}");
+    assert_reason(&cut_off, "SERVER_SHUTTING_DOWN");
     lock.release().await;
 }
 

@@ -5,7 +5,8 @@ use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tessera::proto::{CheckRequest, UpsertPrincipalRequest};
 use tonic::Code;
 
-use super::{Served, TableLock, settings_on};
+use crate::helpers::ops::{Served, TableLock, settings_on};
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{Backend, TestDatabase, spawn_app_with, with_key};
 
 fn upsert(id: &str) -> UpsertPrincipalRequest {
@@ -38,6 +39,7 @@ async fn a_call_beyond_the_concurrency_limit_is_refused_with_resource_exhausted(
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_reason(&refused, "CONCURRENCY_LIMIT");
 
     lock.release().await;
     first
@@ -68,6 +70,7 @@ async fn a_call_running_past_the_request_timeout_is_answered_deadline_exceeded()
         .await
         .expect_err("times out");
     assert_eq!(timed_out.code(), Code::DeadlineExceeded, "{timed_out:?}");
+    assert_reason(&timed_out, "REQUEST_TIMEOUT");
     assert!(started.elapsed() < Duration::from_secs(3));
     lock.release().await;
 }

@@ -1,6 +1,7 @@
 use tessera::proto::CheckRequest;
 
-use super::{metric, scrape};
+use crate::helpers::ops::{metric, scrape};
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{new_token, spawn_app};
 
 const CHECK: &[(&str, &str)] = &[
@@ -115,7 +116,7 @@ async fn metrics_count_invalidations_received_from_another_replica() {
     let reader = writer.spawn_replica().await;
     let counter = "tessera_invalidations_received_total";
     let before = metric(&scrape(reader.metrics_addr).await, counter, &[]);
-    let received = super::eventually(std::time::Duration::from_secs(10), || async {
+    let received = crate::helpers::ops::eventually(std::time::Duration::from_secs(10), || async {
         // Each write notifies the other replicas once its feed listens.
         writer.principal("acme", "alice", &["orders:read"]).await;
         metric(&scrape(reader.metrics_addr).await, counter, &[]) > before
@@ -149,9 +150,12 @@ async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
     let dir = tempfile::tempdir().expect("dir");
     let database = crate::helpers::TestDatabase::sqlite();
     // Started, never connected: the gate refuses Tessera's services before any routing.
-    let config = tessera::config::Config::parse(super::settings_on(&database, dir.path()))
-        .expect("valid settings");
-    let starting = tessera::app::App::start(config).await.expect("starts");
+    let starting = tessera::app::App::start(
+        tessera::config::Config::parse(crate::helpers::ops::settings_on(&database, dir.path()))
+            .expect("valid settings"),
+    )
+    .await
+    .expect("starts");
     let grpc_url = format!("http://{}", starting.local_addr());
 
     let refused = call_path(
@@ -160,6 +164,7 @@ async fn an_invented_method_refused_before_routing_is_labelled_unknown() {
     )
     .await;
     assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert_reason(&refused, "SERVER_STARTING");
 
     let exposition = scrape(starting.metrics_addr()).await;
     assert!(
@@ -186,6 +191,16 @@ async fn an_invented_method_answered_unimplemented_is_labelled_unknown() {
     )
     .await;
     assert_eq!(refused.code(), tonic::Code::Unimplemented);
+    assert_reason(&refused, "UNKNOWN_METHOD");
+    // The same answer for a service nobody serves, and past the always-on services too.
+    for path in [
+        "/made.up.Service/Invented9c1e",
+        "/grpc.health.v1.Health/Invented9c1e",
+    ] {
+        let refused = call_path(&app.grpc_url, path).await;
+        assert_eq!(refused.code(), tonic::Code::Unimplemented, "{path}");
+        assert_reason(&refused, "UNKNOWN_METHOD");
+    }
     let exposition = scrape(app.metrics_addr).await;
     assert!(!exposition.contains("Invented9c1e"), "{exposition}");
 }

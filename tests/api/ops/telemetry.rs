@@ -14,8 +14,8 @@ use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use super::process::ServeProcess;
-use super::{ServingStatus, eventually, health_of};
+use crate::helpers::ops::{ServingStatus, eventually, health_of};
+use crate::helpers::process::ServeProcess;
 
 /// An OTLP/gRPC collector that keeps every span it is sent.
 #[derive(Clone, Default)]

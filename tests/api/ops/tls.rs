@@ -11,8 +11,9 @@ use tessera::proto::{CheckRequest, GetApiStatusRequest};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use super::process::ServeProcess;
-use super::{ServingStatus, eventually, health_of};
+use crate::helpers::ops::{ServingStatus, eventually, health_of};
+use crate::helpers::process::ServeProcess;
+use crate::helpers::requests::assert_reason;
 use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
 
 /// A throwaway certificate authority.
@@ -206,6 +207,7 @@ async fn admin_calls_without_a_client_certificate_are_unauthenticated_when_mtls_
         .await
         .expect_err("the admin key alone is not enough");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_reason(&refused, "CLIENT_CERTIFICATE_REQUIRED");
     assert!(
         refused.message().contains("client certificate"),
         "{refused:?}"
@@ -304,7 +306,7 @@ async fn the_plaintext_health_listener_answers_probes_while_grpc_requires_tls() 
     let (cert, key) = (files.cert(), files.key());
     let database = crate::helpers::TestDatabase::sqlite();
     let dir = tempfile::tempdir().expect("dir");
-    let mut settings = super::settings_on(&database, dir.path());
+    let mut settings = crate::helpers::ops::settings_on(&database, dir.path());
     settings.tls_cert_file = Some(cert);
     settings.tls_key_file = Some(key);
     settings.health_listen = Some("127.0.0.1:0".parse().expect("address"));

@@ -1,395 +1,25 @@
-//! One contract, two backends: every test here runs against Postgres and against SQLite.
-//!
-//! The bodies are plain async functions over `Arc<dyn Store>` (or, where a test must open the
-//! database more than once or reach past the store, over the `TestDatabase`); `store_suite!`
-//! stamps out one `#[tokio::test]` per body and backend, so the two can never drift apart.
+//! The token half of the store contract, on both backends: tokens, principals, roles, API
+//! statuses, audit events, admin keys, versions and retired secrets.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use tessera::domain::fields::{
-    ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
-};
+use tessera::domain::fields::{ApiScope, Description, PrincipalId, RoleName, TokenId, TokenName};
 use tessera::domain::model::{
     ApiStatus, AuditEvent, NewToken, Principal, Role, SecretMatch, Token,
 };
-use tessera::domain::network::IpAllowlist;
-use tessera::domain::permission::Grant;
 use tessera::domain::token::{SecretHash, TokenPrefix, generate};
-use tessera::domain::usage::{
-    CheckedCalls, EndpointBound, LastUse, MinuteCount, OTHER_ENDPOINT, ReportCount, ReportedCalls,
-    UsageBatch, UsageFigures, UsageQuery, UsageScope, day_of, minute_of,
-};
-use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    PoolOptions, Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery,
-    TokenUpdate, UsageCutoffs, connect,
+    Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery, TokenUpdate,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::helpers::database::TestDatabase;
-
-macro_rules! store_suite {
-    ($backend:ident) => {
-        mod $backend {
-            store_suite!(@store_tests $backend;
-                it_answers_a_ping,
-                a_created_token_reads_back_exactly_as_written,
-                a_token_cannot_be_created_for_an_unknown_owner,
-                an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creates,
-                revoked_and_expired_tokens_do_not_count_toward_the_owner_limit,
-                a_second_token_with_the_same_secret_hash_is_a_conflict,
-                unknown_token_ids_are_not_found_by_any_operation,
-                tokens_are_listed_in_id_order_one_page_at_a_time,
-                listing_is_scoped_to_the_tenant_and_filters_by_owner,
-                listing_hides_revoked_tokens_unless_asked_to_include_them,
-                listing_expiring_before_returns_only_live_tokens_expiring_in_the_window,
-                listing_unused_since_returns_tokens_never_used_or_last_used_before_the_instant,
-                an_update_replaces_the_mutable_fields_and_keeps_the_rest,
-                a_revoked_token_cannot_be_updated,
-                revoking_twice_reports_the_token_as_already_revoked,
-                a_rotated_secret_is_found_as_retired_with_its_grace_period,
-                a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired,
-                a_revoked_token_cannot_be_rotated,
-                an_unknown_secret_hash_finds_no_credential,
-                a_credential_carries_its_owner_and_only_the_roles_that_exist,
-                a_principal_upsert_round_trips_and_keeps_its_creation_time,
-                an_unknown_principal_is_not_found,
-                roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist,
-                the_api_status_is_online_until_set_and_then_reads_back_per_scope,
-                every_mutation_writes_its_audit_event_in_order,
-                a_failed_mutation_writes_no_audit_event,
-                audit_events_page_by_id_and_filter_by_tenant,
-                admin_keys_are_counted_and_recognised_by_hash_only,
-                the_bootstrap_key_is_stored_once_and_never_without_its_file,
-                a_tokens_secret_hashes_are_its_current_and_retired_ones,
-                an_audit_event_can_be_written_on_its_own,
-                a_usage_flush_written_twice_is_counted_once,
-                a_tokens_distinct_endpoints_per_day_stop_at_the_bound_and_the_rest_count_as_other,
-                pruning_forgets_flush_ids_older_than_the_retention,
-                an_update_writes_only_the_fields_it_names,
-                an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing,
-                every_admin_write_of_a_token_changes_its_version,
-                extending_an_expired_token_respects_the_owner_limit,
-                rotating_an_expired_token_respects_the_owner_limit,
-                retired_secrets_are_forgotten_once_past_the_leak_window,
-                concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute,
-            );
-            store_suite!(@database_tests $backend;
-                connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
-                several_stores_can_connect_to_one_fresh_database_at_once,
-                a_credential_whose_owner_no_longer_exists_has_no_owner,
-                a_corrupt_row_is_an_internal_error,
-            );
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn it_names_its_backend() {
-                let database = super::$backend().await;
-                let store = super::open(&database).await;
-                assert_eq!(store.backend(), stringify!($backend));
-            }
-        }
-    };
-    (@store_tests $backend:ident; $($test:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                let database = super::$backend().await;
-                let store = super::open(&database).await;
-                super::$test(store).await;
-            }
-        )+
-    };
-    (@database_tests $backend:ident; $($test:ident),+ $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                let database = super::$backend().await;
-                super::$test(&database).await;
-            }
-        )+
-    };
-}
-
-store_suite!(postgres);
-store_suite!(sqlite);
-
-async fn postgres() -> TestDatabase {
-    TestDatabase::postgres().await
-}
-
-async fn sqlite() -> TestDatabase {
-    TestDatabase::sqlite()
-}
-
-#[tokio::test]
-async fn an_unreachable_postgres_server_is_unavailable() {
-    let options = PoolOptions {
-        acquire_timeout: std::time::Duration::from_millis(500),
-        ..PoolOptions::default()
-    };
-    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
-    let result = connect("postgres://postgres@127.0.0.1:1/tessera", &options).await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{:?}",
-        result.err()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_published_invalidation_reaches_another_postgres_replica() {
-    let database = TestDatabase::postgres().await;
-    let publisher = open(&database).await;
-    let watcher = open(&database).await;
-    let (sink, mut received) = RecordingSink::new();
-
-    let feed = watcher
-        .watch_invalidations(sink)
-        .expect("postgres replicas have an invalidation feed");
-    // The feed drops everything once it listens: from then on, nothing is missed.
-    assert_eq!(
-        next_invalidation(&mut received).await,
-        Invalidation::Everything
-    );
-    let published = Invalidation::Secrets(vec![SecretHash::of("tsk_rotated")]);
-    publisher.publish(&published).await.expect("published");
-
-    assert_eq!(next_invalidation(&mut received).await, published);
-    feed.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalidation_too_large_for_one_notification_reaches_another_replica_coarser() {
-    let database = TestDatabase::postgres().await;
-    let publisher = open(&database).await;
-    let watcher = open(&database).await;
-    let (sink, mut received) = RecordingSink::new();
-    let feed = watcher.watch_invalidations(sink).expect("feed");
-    assert_eq!(
-        next_invalidation(&mut received).await,
-        Invalidation::Everything
-    );
-    // 200 hashes: about 13 KB as JSON, beyond NOTIFY's 8000 bytes.
-    let token_id = TokenId::generate();
-    let hashes = (0..200)
-        .map(|n| SecretHash::of(&format!("tsk_{n}")))
-        .collect();
-
-    publisher
-        .publish(&Invalidation::TokenSecrets {
-            token_id: token_id.clone(),
-            hashes,
-        })
-        .await
-        .expect("published");
-
-    assert_eq!(
-        next_invalidation(&mut received).await,
-        Invalidation::Token(token_id)
-    );
-    feed.abort();
-}
-
-/// While a transaction that inserted an audit event is still open, a later event commits; a
-/// page read then must not step past the first event, or paging on from its cursor skips it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paging_the_audit_log_never_skips_an_event_that_commits_late() {
-    let database = TestDatabase::postgres().await;
-    let store = open(&database).await;
-    let mut held = <sqlx::PgConnection as sqlx::Connection>::connect(database.url())
-        .await
-        .expect("connection");
-    sqlx::query("BEGIN")
-        .execute(&mut held)
-        .await
-        .expect("begin");
-    let held_id: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_events (time, actor, action, tenant, summary) \
-         VALUES (0, 'admin:test', 'token.create', 'acme', 'held') RETURNING id",
-    )
-    .fetch_one(&mut held)
-    .await
-    .expect("held insert");
-    store
-        .insert_audit_event(&audit("token.revoke", "acme"))
-        .await
-        .expect("a later event commits");
-
-    let reader = Arc::clone(&store);
-    let first_page = tokio::spawn(async move { reader.list_audit_events(None, 0, 100).await });
-    // The reader must still be waiting, for as long as the held transaction stays open.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let waiting = !first_page.is_finished();
-    sqlx::query("COMMIT")
-        .execute(&mut held)
-        .await
-        .expect("commit");
-    let first_page = first_page.await.expect("joined").expect("page");
-    let cursor = first_page.last().map_or(0, |event| event.id);
-    let second_page = store
-        .list_audit_events(None, cursor, 100)
-        .await
-        .expect("page");
-
-    let seen: Vec<i64> = first_page
-        .iter()
-        .chain(&second_page)
-        .map(|event| event.id)
-        .collect();
-    assert!(
-        seen.contains(&held_id),
-        "the late event {held_id} was skipped: pages saw {seen:?}"
-    );
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(waiting, "the page was read past an open audit insert");
-}
-
-#[tokio::test]
-async fn sqlite_has_no_invalidation_feed_and_publishing_is_a_no_op() {
-    let database = TestDatabase::sqlite();
-    let store = open(&database).await;
-    let (sink, _received) = RecordingSink::new();
-
-    assert!(store.watch_invalidations(sink).is_none());
-    store
-        .publish(&Invalidation::Everything)
-        .await
-        .expect("publishing succeeds");
-}
-
-/// Hands every invalidation it is told of to the test.
-struct RecordingSink(mpsc::UnboundedSender<Invalidation>);
-
-impl RecordingSink {
-    fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Invalidation>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (Arc::new(Self(sender)), receiver)
-    }
-}
-
-#[async_trait::async_trait]
-impl InvalidationSink for RecordingSink {
-    async fn invalidate(&self, invalidation: &Invalidation) {
-        let _ = self.0.send(invalidation.clone());
-    }
-}
-
-async fn next_invalidation(received: &mut mpsc::UnboundedReceiver<Invalidation>) -> Invalidation {
-    tokio::time::timeout(std::time::Duration::from_secs(5), received.recv())
-        .await
-        .expect("an invalidation arrives within 5 s")
-        .expect("the feed is running")
-}
+use super::{
+    all_audit_events, allowlist, audit, create, create_for, grants, new_token, now, owner,
+    principal, role_names, tenant,
+};
 
 // ---- fixtures ----
-
-async fn open(database: &TestDatabase) -> Arc<dyn Store> {
-    connect(database.url(), &PoolOptions::default())
-        .await
-        .unwrap_or_else(|error| panic!("store connects to {}: {error}", database.url()))
-}
-
-/// Now, at the microsecond precision both backends store, so values round-trip exactly.
-fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now is in range")
-}
-
-fn tenant(raw: &str) -> Tenant {
-    Tenant::parse(raw).expect("valid tenant")
-}
-
-fn grants(raw: &[&str]) -> Vec<Grant> {
-    raw.iter()
-        .map(|grant| Grant::parse(grant).expect("valid grant"))
-        .collect()
-}
-
-fn role_names(raw: &[&str]) -> Vec<RoleName> {
-    raw.iter()
-        .map(|name| RoleName::parse(name).expect("valid role name"))
-        .collect()
-}
-
-fn allowlist(raw: &[&str]) -> IpAllowlist {
-    let entries: Vec<String> = raw.iter().map(|entry| (*entry).to_owned()).collect();
-    IpAllowlist::parse(&entries).expect("valid allowlist")
-}
-
-fn audit(action: &str, tenant: &str) -> AuditEvent {
-    AuditEvent {
-        id: 0,
-        time: now(),
-        actor: "admin:test".to_owned(),
-        action: action.to_owned(),
-        tenant: tenant.to_owned(),
-        token_id: None,
-        principal_id: None,
-        summary: format!("{action} in {tenant}"),
-        admin_key: "admin-key:0123abcd".to_owned(),
-    }
-}
-
-fn principal(tenant_name: &str, id: &str, at: DateTime<Utc>) -> Principal {
-    Principal {
-        tenant: tenant(tenant_name),
-        id: PrincipalId::parse(id).expect("valid principal id"),
-        permissions: grants(&["*"]),
-        disabled: false,
-        rate_limit_per_minute: None,
-        created_at: at,
-        updated_at: at,
-    }
-}
-
-async fn owner(store: &Arc<dyn Store>, tenant_name: &str, id: &str) -> Principal {
-    let owner = principal(tenant_name, id, now());
-    store
-        .upsert_principal(&owner, &audit("principal.upsert", tenant_name))
-        .await
-        .expect("owner upserted")
-}
-
-/// A token for `owner`, created at `at`, expiring in 30 days, with a fresh secret.
-fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
-    let secret = generate(&TokenPrefix::default());
-    NewToken {
-        token: Token {
-            id: TokenId::generate(),
-            tenant: owner.tenant.clone(),
-            owner_id: owner.id.clone(),
-            name: TokenName::parse("ci deploy").expect("valid name"),
-            description: Description::parse("").expect("valid description"),
-            permissions: grants(&["orders:read"]),
-            roles: Vec::new(),
-            allowed_ips: IpAllowlist::default(),
-            rate_limit_per_minute: 0,
-            require_signature: false,
-            secret_hint: secret.hint,
-            created_at: at,
-            updated_at: at,
-            expires_at: at + Duration::days(30),
-            rotated_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            version: 1,
-        },
-        secret_hash: secret.hash,
-        signing_key: None,
-    }
-}
-
-async fn create(store: &Arc<dyn Store>, new: &NewToken) -> Token {
-    store
-        .create_token(new, 64, &audit("token.create", new.token.tenant.as_str()))
-        .await
-        .expect("token created")
-}
-
-async fn create_for(store: &Arc<dyn Store>, owner: &Principal) -> Token {
-    create(store, &new_token(owner, now())).await
-}
 
 fn query(tenant_name: &str) -> TokenQuery {
     TokenQuery {
@@ -451,20 +81,13 @@ fn every_field_of(token: &Token) -> TokenUpdate<'static> {
     }
 }
 
-async fn all_audit_events(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
-    store
-        .list_audit_events(None, 0, 1000)
-        .await
-        .expect("audit events listed")
-}
-
 // ---- tokens ----
 
-async fn it_answers_a_ping(store: Arc<dyn Store>) {
+pub(super) async fn it_answers_a_ping(store: Arc<dyn Store>) {
     store.ping().await.expect("ping answered");
 }
 
-async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn Store>) {
+pub(super) async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let mut new = new_token(&owner, now());
     new.token.description = Description::parse("deploys from ci\nsecond line").expect("valid");
@@ -486,7 +109,7 @@ async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn Store>) {
     );
 }
 
-async fn a_token_cannot_be_created_for_an_unknown_owner(store: Arc<dyn Store>) {
+pub(super) async fn a_token_cannot_be_created_for_an_unknown_owner(store: Arc<dyn Store>) {
     let stranger = principal("acme", "nobody", now());
     let new = new_token(&stranger, now());
 
@@ -504,7 +127,7 @@ async fn a_token_cannot_be_created_for_an_unknown_owner(store: Arc<dyn Store>) {
     ));
 }
 
-async fn an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creates(
+pub(super) async fn an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creates(
     store: Arc<dyn Store>,
 ) {
     let owner = owner(&store, "acme", "alice").await;
@@ -534,7 +157,9 @@ async fn an_owner_cannot_exceed_the_live_token_limit_even_under_concurrent_creat
     assert_eq!(listed_ids(&store, &by_owner).await.len(), 5);
 }
 
-async fn revoked_and_expired_tokens_do_not_count_toward_the_owner_limit(store: Arc<dyn Store>) {
+pub(super) async fn revoked_and_expired_tokens_do_not_count_toward_the_owner_limit(
+    store: Arc<dyn Store>,
+) {
     let owner = owner(&store, "acme", "alice").await;
     let start = now();
     let revoked = create(&store, &new_token(&owner, start)).await;
@@ -566,7 +191,7 @@ async fn revoked_and_expired_tokens_do_not_count_toward_the_owner_limit(store: A
     );
 }
 
-async fn a_second_token_with_the_same_secret_hash_is_a_conflict(store: Arc<dyn Store>) {
+pub(super) async fn a_second_token_with_the_same_secret_hash_is_a_conflict(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let first = new_token(&owner, now());
     create(&store, &first).await;
@@ -580,7 +205,7 @@ async fn a_second_token_with_the_same_secret_hash_is_a_conflict(store: Arc<dyn S
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
 }
 
-async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>) {
+pub(super) async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>) {
     let owner = principal("acme", "alice", now());
     let ghost = new_token(&owner, now()).token;
     let (rotation, _) = rotation_of(&ghost, now(), Duration::zero());
@@ -611,7 +236,7 @@ async fn unknown_token_ids_are_not_found_by_any_operation(store: Arc<dyn Store>)
     );
 }
 
-async fn tokens_are_listed_in_id_order_one_page_at_a_time(store: Arc<dyn Store>) {
+pub(super) async fn tokens_are_listed_in_id_order_one_page_at_a_time(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let mut created = Vec::new();
     for _ in 0..7 {
@@ -635,7 +260,7 @@ async fn tokens_are_listed_in_id_order_one_page_at_a_time(store: Arc<dyn Store>)
     assert_eq!(pages.concat(), sorted(created));
 }
 
-async fn listing_is_scoped_to_the_tenant_and_filters_by_owner(store: Arc<dyn Store>) {
+pub(super) async fn listing_is_scoped_to_the_tenant_and_filters_by_owner(store: Arc<dyn Store>) {
     let alice = owner(&store, "acme", "alice").await;
     let bob = owner(&store, "acme", "bob").await;
     let other_alice = owner(&store, "globex", "alice").await;
@@ -656,7 +281,9 @@ async fn listing_is_scoped_to_the_tenant_and_filters_by_owner(store: Arc<dyn Sto
     );
 }
 
-async fn listing_hides_revoked_tokens_unless_asked_to_include_them(store: Arc<dyn Store>) {
+pub(super) async fn listing_hides_revoked_tokens_unless_asked_to_include_them(
+    store: Arc<dyn Store>,
+) {
     let owner = owner(&store, "acme", "alice").await;
     let live = create_for(&store, &owner).await.id;
     let revoked = create_for(&store, &owner).await.id;
@@ -675,7 +302,7 @@ async fn listing_hides_revoked_tokens_unless_asked_to_include_them(store: Arc<dy
     );
 }
 
-async fn listing_expiring_before_returns_only_live_tokens_expiring_in_the_window(
+pub(super) async fn listing_expiring_before_returns_only_live_tokens_expiring_in_the_window(
     store: Arc<dyn Store>,
 ) {
     let owner = owner(&store, "acme", "alice").await;
@@ -700,7 +327,7 @@ async fn listing_expiring_before_returns_only_live_tokens_expiring_in_the_window
     );
 }
 
-async fn listing_unused_since_returns_tokens_never_used_or_last_used_before_the_instant(
+pub(super) async fn listing_unused_since_returns_tokens_never_used_or_last_used_before_the_instant(
     store: Arc<dyn Store>,
 ) {
     let owner = owner(&store, "acme", "alice").await;
@@ -723,7 +350,9 @@ async fn listing_unused_since_returns_tokens_never_used_or_last_used_before_the_
     );
 }
 
-async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(store: Arc<dyn Store>) {
+pub(super) async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(
+    store: Arc<dyn Store>,
+) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     let mut changed = created.clone();
@@ -754,7 +383,7 @@ async fn an_update_replaces_the_mutable_fields_and_keeps_the_rest(store: Arc<dyn
     );
 }
 
-async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
+pub(super) async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     let revoked = store
@@ -778,7 +407,7 @@ async fn a_revoked_token_cannot_be_updated(store: Arc<dyn Store>) {
     );
 }
 
-async fn revoking_twice_reports_the_token_as_already_revoked(store: Arc<dyn Store>) {
+pub(super) async fn revoking_twice_reports_the_token_as_already_revoked(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     let at = now();
@@ -807,7 +436,9 @@ async fn revoking_twice_reports_the_token_as_already_revoked(store: Arc<dyn Stor
     );
 }
 
-async fn a_rotated_secret_is_found_as_retired_with_its_grace_period(store: Arc<dyn Store>) {
+pub(super) async fn a_rotated_secret_is_found_as_retired_with_its_grace_period(
+    store: Arc<dyn Store>,
+) {
     let owner = owner(&store, "acme", "alice").await;
     let new = new_token(&owner, now());
     create(&store, &new).await;
@@ -841,7 +472,7 @@ async fn a_rotated_secret_is_found_as_retired_with_its_grace_period(store: Arc<d
     assert_eq!(by_new.token, rotated);
 }
 
-async fn a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired(
+pub(super) async fn a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired(
     store: Arc<dyn Store>,
 ) {
     let owner = owner(&store, "acme", "alice").await;
@@ -882,7 +513,7 @@ async fn a_second_rotation_retires_the_second_secret_and_keeps_the_first_retired
     assert_eq!(matched(third_hash).await, SecretMatch::Current);
 }
 
-async fn a_revoked_token_cannot_be_rotated(store: Arc<dyn Store>) {
+pub(super) async fn a_revoked_token_cannot_be_rotated(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let new = new_token(&owner, now());
     create(&store, &new).await;
@@ -917,7 +548,7 @@ async fn a_revoked_token_cannot_be_rotated(store: Arc<dyn Store>) {
     );
 }
 
-async fn an_unknown_secret_hash_finds_no_credential(store: Arc<dyn Store>) {
+pub(super) async fn an_unknown_secret_hash_finds_no_credential(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     create_for(&store, &owner).await;
 
@@ -928,7 +559,9 @@ async fn an_unknown_secret_hash_finds_no_credential(store: Arc<dyn Store>) {
     assert!(matches!(found, Ok(None)), "{found:?}");
 }
 
-async fn a_credential_carries_its_owner_and_only_the_roles_that_exist(store: Arc<dyn Store>) {
+pub(super) async fn a_credential_carries_its_owner_and_only_the_roles_that_exist(
+    store: Arc<dyn Store>,
+) {
     let mut alice = principal("acme", "alice", now());
     alice.permissions = grants(&["orders:*", "products:read"]);
     alice.rate_limit_per_minute = Some(600);
@@ -972,7 +605,9 @@ async fn a_credential_carries_its_owner_and_only_the_roles_that_exist(store: Arc
 
 // ---- principals, roles, API status ----
 
-async fn a_principal_upsert_round_trips_and_keeps_its_creation_time(store: Arc<dyn Store>) {
+pub(super) async fn a_principal_upsert_round_trips_and_keeps_its_creation_time(
+    store: Arc<dyn Store>,
+) {
     let first_at = now();
     let original = principal("acme", "alice", first_at);
     let stored = store
@@ -1003,7 +638,7 @@ async fn a_principal_upsert_round_trips_and_keeps_its_creation_time(store: Arc<d
     assert_eq!(read, expected);
 }
 
-async fn an_unknown_principal_is_not_found(store: Arc<dyn Store>) {
+pub(super) async fn an_unknown_principal_is_not_found(store: Arc<dyn Store>) {
     owner(&store, "globex", "alice").await;
 
     let result = store
@@ -1019,7 +654,7 @@ async fn an_unknown_principal_is_not_found(store: Arc<dyn Store>) {
     );
 }
 
-async fn roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist(
+pub(super) async fn roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist(
     store: Arc<dyn Store>,
 ) {
     let first_at = now();
@@ -1077,7 +712,9 @@ async fn roles_are_listed_by_name_per_tenant_and_fetched_only_when_they_exist(
     assert!(none.is_empty());
 }
 
-async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(store: Arc<dyn Store>) {
+pub(super) async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(
+    store: Arc<dyn Store>,
+) {
     let acme = ApiScope::parse("acme").expect("valid");
     assert_eq!(
         store.get_api_status(&acme).await.expect("read"),
@@ -1128,7 +765,7 @@ async fn the_api_status_is_online_until_set_and_then_reads_back_per_scope(store:
 
 // ---- audit ----
 
-async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
+pub(super) async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
     let at = now();
     let alice = principal("acme", "alice", at);
     let mut principal_event = audit("principal.upsert", "acme");
@@ -1211,7 +848,7 @@ async fn every_mutation_writes_its_audit_event_in_order(store: Arc<dyn Store>) {
     );
 }
 
-async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
+pub(super) async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let token = create_for(&store, &owner).await;
     store
@@ -1257,7 +894,7 @@ async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store>) {
     assert_eq!(all_audit_events(&store).await, before);
 }
 
-async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
+pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
     for tenant_name in ["acme", "globex", "acme", "acme", "globex", "acme"] {
         owner(&store, tenant_name, "alice").await;
     }
@@ -1298,7 +935,9 @@ async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
 
 // ---- admin keys ----
 
-async fn the_bootstrap_key_is_stored_once_and_never_without_its_file(store: Arc<dyn Store>) {
+pub(super) async fn the_bootstrap_key_is_stored_once_and_never_without_its_file(
+    store: Arc<dyn Store>,
+) {
     use tessera::store::Bootstrapped;
     let first = SecretHash::of("tsa_first_bootstrap");
     let failed = store
@@ -1346,7 +985,7 @@ async fn the_bootstrap_key_is_stored_once_and_never_without_its_file(store: Arc<
     assert!(store.is_admin_key(&first).await.expect("lookup"));
 }
 
-async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store>) {
+pub(super) async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store>) {
     let key = SecretHash::of("tsa_first_key");
     let other = SecretHash::of("tsa_other_key");
     assert_eq!(store.count_admin_keys().await.expect("count"), 0);
@@ -1366,7 +1005,7 @@ async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store
     assert!(!store.is_admin_key(&other).await.expect("lookup"));
 }
 
-async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn Store>) {
+pub(super) async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let new = new_token(&owner, now());
     let other = create_for(&store, &owner).await;
@@ -1399,7 +1038,7 @@ async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn 
     );
 }
 
-async fn an_audit_event_can_be_written_on_its_own(store: Arc<dyn Store>) {
+pub(super) async fn an_audit_event_can_be_written_on_its_own(store: Arc<dyn Store>) {
     let event = AuditEvent {
         token_id: Some(TokenId::generate()),
         principal_id: Some(PrincipalId::parse("alice").expect("valid")),
@@ -1419,232 +1058,6 @@ async fn an_audit_event_can_be_written_on_its_own(store: Arc<dyn Store>) {
     );
 }
 
-// ---- the database itself ----
-
-async fn connecting_twice_to_one_database_migrates_once_and_keeps_the_data(
-    database: &TestDatabase,
-) {
-    let first = open(database).await;
-    let alice = owner(&first, "acme", "alice").await;
-    drop(first);
-
-    let second = open(database).await;
-    let third = open(database).await;
-
-    assert_eq!(
-        second
-            .get_principal(&alice.tenant, &alice.id)
-            .await
-            .expect("read"),
-        alice
-    );
-    owner(&third, "acme", "bob").await;
-    assert_eq!(all_audit_events(&second).await.len(), 2);
-}
-
-async fn several_stores_can_connect_to_one_fresh_database_at_once(database: &TestDatabase) {
-    let mut connects = JoinSet::new();
-    for _ in 0..6 {
-        let url = database.url().to_owned();
-        connects.spawn(async move { connect(&url, &PoolOptions::default()).await });
-    }
-
-    let mut stores = Vec::new();
-    while let Some(joined) = connects.join_next().await {
-        let connected = joined.expect("connect task");
-        stores
-            .push(connected.unwrap_or_else(|error| panic!("a concurrent connect failed: {error}")));
-    }
-
-    for (index, store) in stores.iter().enumerate() {
-        owner(store, "acme", &format!("user-{index}")).await;
-    }
-    assert_eq!(all_audit_events(&stores[0]).await.len(), 6);
-}
-
-async fn a_credential_whose_owner_no_longer_exists_has_no_owner(database: &TestDatabase) {
-    let store = open(database).await;
-    let alice = owner(&store, "acme", "alice").await;
-    let new = new_token(&alice, now());
-    create(&store, &new).await;
-    database.execute("DELETE FROM principals").await;
-
-    let record = store
-        .find_credential(&new.secret_hash)
-        .await
-        .expect("lookup")
-        .expect("the token is still found");
-
-    assert_eq!(record.token, new.token);
-    assert_eq!(record.owner, None);
-}
-
-async fn a_corrupt_row_is_an_internal_error(database: &TestDatabase) {
-    let store = open(database).await;
-    let alice = owner(&store, "acme", "alice").await;
-    let token = create_for(&store, &alice).await;
-
-    database
-        .execute("UPDATE tokens SET permissions = 'not json'")
-        .await;
-    let unparsable = store.get_token(&token.id).await;
-    database
-        .execute("UPDATE tokens SET permissions = '[\"not a grant\"]'")
-        .await;
-    let invalid = store.get_token(&token.id).await;
-
-    assert!(
-        matches!(unparsable, Err(StoreError::Internal(_))),
-        "{unparsable:?}"
-    );
-    assert!(
-        matches!(invalid, Err(StoreError::Internal(_))),
-        "{invalid:?}"
-    );
-}
-
-// ---- usage ----
-
-/// `calls` checks of each endpoint by `token` in the current minute.
-fn checked_batch(token: &Token, endpoints: &[String], calls: u64) -> UsageBatch {
-    let at = now();
-    UsageBatch {
-        checked: vec![CheckedCalls {
-            token_id: token.id.clone(),
-            rotated_at: None,
-            minutes: endpoints
-                .iter()
-                .map(|endpoint| MinuteCount {
-                    minute: minute_of(at),
-                    endpoint: endpoint.clone(),
-                    calls,
-                    allowed: calls,
-                })
-                .collect(),
-            recent: Vec::new(),
-            last_use: LastUse {
-                time: at,
-                client_ip: None,
-                user_agent: String::new(),
-            },
-        }],
-        ..UsageBatch::default()
-    }
-}
-
-async fn usage_of(store: &Arc<dyn Store>, token: &Token) -> UsageFigures {
-    let at = now();
-    store
-        .read_usage(&UsageQuery {
-            scope: UsageScope::Token(token.id.clone()),
-            recent_since: at - Duration::hours(24),
-            daily_since: day_of(at),
-        })
-        .await
-        .expect("usage read")
-}
-
-fn endpoints(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|n| format!("{prefix} /{n:04}")).collect()
-}
-
-async fn a_usage_flush_written_twice_is_counted_once(store: Arc<dyn Store>) {
-    let owner = owner(&store, "acme", "alice").await;
-    let token = create_for(&store, &owner).await;
-    let mut batch = checked_batch(&token, &["GET /orders".to_owned()], 3);
-    batch.reported = vec![ReportedCalls {
-        token_id: token.id.clone(),
-        days: vec![ReportCount {
-            day: day_of(now()),
-            endpoint: "GET /orders".to_owned(),
-            reports: 2,
-            successes: 1,
-            duration_micros: 5_000,
-            latest: now(),
-        }],
-    }];
-
-    // The retry of a flush whose COMMIT went through but whose reply was lost.
-    store.write_usage(&batch).await.expect("first write");
-    store.write_usage(&batch).await.expect("retried write");
-
-    let figures = usage_of(&store, &token).await;
-    assert_eq!(figures.totals.calls, 3);
-    assert_eq!(figures.calls_since_recent, 3);
-    assert_eq!(figures.totals.reports, 2);
-
-    // Another flush (another id) with the same content does add.
-    let next = UsageBatch {
-        flush_id: Default::default(),
-        ..batch
-    };
-    store.write_usage(&next).await.expect("next flush");
-    assert_eq!(usage_of(&store, &token).await.totals.calls, 6);
-}
-
-async fn a_tokens_distinct_endpoints_per_day_stop_at_the_bound_and_the_rest_count_as_other(
-    store: Arc<dyn Store>,
-) {
-    let owner = owner(&store, "acme", "alice").await;
-    let token = create_for(&store, &owner).await;
-    let bound = EndpointBound::new(4).expect("bound");
-    let mut first = checked_batch(&token, &endpoints("GET", 1000), 1);
-    first.endpoints_per_day = bound;
-    store.write_usage(&first).await.expect("first flush");
-
-    let figures = usage_of(&store, &token).await;
-    assert_eq!(figures.totals.calls, 1000, "every call is still counted");
-    let mut top = figures.top_endpoints.clone();
-    top.sort();
-    let mut expected: Vec<(String, u64)> = endpoints("GET", 4)
-        .into_iter()
-        .map(|endpoint| (endpoint, 1))
-        .collect();
-    expected.push((OTHER_ENDPOINT.to_owned(), 996));
-    expected.sort();
-    assert_eq!(top, expected, "four endpoints of their own, then `other`");
-
-    // A later flush (another replica's, say) adds to the endpoints held and to `other` only.
-    let mut held_and_new = endpoints("GET", 2);
-    held_and_new.extend(endpoints("POST", 50));
-    let mut second = checked_batch(&token, &held_and_new, 1);
-    second.endpoints_per_day = bound;
-    store.write_usage(&second).await.expect("second flush");
-
-    let figures = usage_of(&store, &token).await;
-    assert_eq!(figures.totals.calls, 1052);
-    assert_eq!(
-        figures.top_endpoints.len(),
-        5,
-        "{:?}",
-        figures.top_endpoints
-    );
-    assert_eq!(
-        figures.top_endpoints[0],
-        (OTHER_ENDPOINT.to_owned(), 1046),
-        "{:?}",
-        figures.top_endpoints
-    );
-}
-
-async fn pruning_forgets_flush_ids_older_than_the_retention(store: Arc<dyn Store>) {
-    let owner = owner(&store, "acme", "alice").await;
-    let token = create_for(&store, &owner).await;
-    let batch = checked_batch(&token, &["GET /orders".to_owned()], 1);
-    store.write_usage(&batch).await.expect("written");
-    let in_the_future = now() + Duration::minutes(1);
-    let cutoffs = UsageCutoffs {
-        minutes_before: in_the_future,
-        days_before: now() - Duration::days(400),
-    };
-    let deleted = store.prune_usage(&cutoffs, 1000).await.expect("pruned");
-    // The minute row and the flush id.
-    assert_eq!(deleted, 2);
-    // Its id forgotten, the same batch would now be written again.
-    store.write_usage(&batch).await.expect("written again");
-    assert_eq!(usage_of(&store, &token).await.totals.calls, 2);
-}
-
 // ---- optimistic concurrency, the owner limit on revival, retired secrets ----
 
 /// An update that writes only `changes`.
@@ -1656,7 +1069,7 @@ fn update_of(token: &Token, changes: TokenChanges) -> TokenUpdate<'static> {
     }
 }
 
-async fn an_update_writes_only_the_fields_it_names(store: Arc<dyn Store>) {
+pub(super) async fn an_update_writes_only_the_fields_it_names(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     // Both updates are built from the same read, as two concurrent admins would.
@@ -1691,7 +1104,9 @@ async fn an_update_writes_only_the_fields_it_names(store: Arc<dyn Store>) {
     assert_eq!(store.get_token(&created.id).await.expect("read"), updated);
 }
 
-async fn an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing(store: Arc<dyn Store>) {
+pub(super) async fn an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing(
+    store: Arc<dyn Store>,
+) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     let rename = |name: &str, version: u64| TokenUpdate {
@@ -1728,7 +1143,7 @@ async fn an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing(store: Ar
     assert_eq!(all_audit_events(&store).await, before);
 }
 
-async fn every_admin_write_of_a_token_changes_its_version(store: Arc<dyn Store>) {
+pub(super) async fn every_admin_write_of_a_token_changes_its_version(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let created = create_for(&store, &owner).await;
     let updated = store
@@ -1765,7 +1180,7 @@ async fn expired_token_beside(store: &Arc<dyn Store>, owner: &Principal, live: u
     expired
 }
 
-async fn extending_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
+pub(super) async fn extending_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let expired = expired_token_beside(&store, &owner, 2).await.token;
     let extend = |limit: u32| TokenUpdate {
@@ -1810,7 +1225,7 @@ async fn extending_an_expired_token_respects_the_owner_limit(store: Arc<dyn Stor
     assert!(below_the_limit.is_ok(), "{below_the_limit:?}");
 }
 
-async fn rotating_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
+pub(super) async fn rotating_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let expired = expired_token_beside(&store, &owner, 2).await;
     let (mut rotation, new_hash) = rotation_of(&expired.token, now(), Duration::zero());
@@ -1849,7 +1264,7 @@ async fn rotating_an_expired_token_respects_the_owner_limit(store: Arc<dyn Store
     );
 }
 
-async fn retired_secrets_are_forgotten_once_past_the_leak_window(store: Arc<dyn Store>) {
+pub(super) async fn retired_secrets_are_forgotten_once_past_the_leak_window(store: Arc<dyn Store>) {
     let owner = owner(&store, "acme", "alice").await;
     let new = new_token(&owner, now());
     create(&store, &new).await;
@@ -1898,7 +1313,7 @@ async fn retired_secrets_are_forgotten_once_past_the_leak_window(store: Arc<dyn 
     );
 }
 
-async fn concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute(
+pub(super) async fn concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute(
     store: Arc<dyn Store>,
 ) {
     let token_id = TokenId::generate();

@@ -1,0 +1,32 @@
+//! Test fixtures shared by the unit tests of several layers (`domain`, `authz`, `usage`): the
+//! values every such test builds the same way, so each test states only what it exercises.
+
+use chrono::{Duration, Utc};
+
+use super::decision::Credential;
+use super::fields::{PrincipalId, Tenant, TokenId};
+use super::model::SecretMatch;
+use super::network::IpAllowlist;
+
+/// A live credential of `alice` in `acme`, presented with its current secret and expiring in a
+/// day: no grants, roles, network rule, signing key or rate limit of its own. Set the fields a
+/// test is about with struct update syntax.
+pub(crate) fn credential() -> Credential {
+    Credential {
+        token_id: TokenId::generate(),
+        tenant: Tenant::parse("acme").expect("tenant"),
+        owner_id: PrincipalId::parse("alice").expect("owner"),
+        expires_at: Utc::now() + Duration::days(1),
+        rotated_at: None,
+        revoked: false,
+        secret_match: SecretMatch::Current,
+        allowed_ips: IpAllowlist::default(),
+        require_signature: false,
+        verifier: None,
+        roles: Vec::new(),
+        owner_enabled: true,
+        effective: Vec::new(),
+        rate_limit_per_minute: 0,
+        owner_rate_limit_per_minute: None,
+    }
+}
