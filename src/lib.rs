@@ -1,20 +1,27 @@
 //! Tessera: API-token authorization on every request.
 //!
-//! Layers, each depending only on those below it:
-//! - [`grpc`]: tonic services (AuthorizationService, TokenAdminService), admin-key auth, proto ↔
-//!   domain conversion, and the one place errors become `tonic::Status`.
-//! - [`authz`]: the hot path, `Authorizer::check`.
+//! Layers, each depending only on those below it (docs/architecture.md):
+//! - [`grpc`]: tonic services — `authorization` (AuthorizationService), `admin`
+//!   (TokenAdminService), `envoy` (ext_authz v3) —, `auth` (admin-key auth), `convert` (proto ↔
+//!   domain, once at the edge) and `status`, the one place errors become `tonic::Status`.
+//! - [`authz`]: the hot path, `Authorizer::check`: `cache` (credentials, unknown tokens and API
+//!   status in memory, weighed in bytes), `fill` (a load in flight loses to an invalidation),
+//!   `rate_limit` (per-token and per-owner GCRA) and `replay` (the signatures seen, per-token
+//!   partitions inside one bound).
 //! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
-//! - [`usage`]: write-behind usage statistics: the Check path's recorder, flushes, ListUsage.
+//! - [`usage`]: write-behind usage statistics: `recorder` (the Check path's buffer and its
+//!   flushes), ListUsage, `user_agent` and `geoip` (what a last use is shown with).
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends, the call deadline every
-//!   store call ends by, and the store error count.
-//! - [`domain`]: pure rules (token format, permissions, CIDRs, the decision order); no I/O.
+//!   store call ends by, the store error count, and `invalidation` (what replicas tell each
+//!   other).
+//! - [`domain`]: pure rules, no I/O: token format, fields, permissions and routes, CIDRs,
+//!   request targets (`http`), signatures, report handles, usage shapes and the decision order.
 //!
 //! [`app`] builds the whole server from a [`config::Config`] (the raw [`config::Settings`] parsed
-//! once) and runs its lifecycle (health, draining, limits, the port file of bound addresses);
-//! [`tls`], [`metrics`] and [`telemetry`] are its TLS listener, Prometheus exporter and
-//! logs/traces. The admin client lives in the binary (`src/cli`), the load generator in its own
-//! crate (`bench/`).
+//! once) and runs its lifecycle (the gate every call passes, health, draining, limits, the port
+//! file of bound addresses); [`tls`], [`metrics`] and [`telemetry`] are its TLS listener,
+//! Prometheus exporter and logs/traces. The admin client lives in the binary (`src/cli`), the
+//! load generator in its own crate (`bench/`).
 
 pub mod admin;
 pub mod app;
