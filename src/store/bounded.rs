@@ -1,5 +1,7 @@
-//! The store's own call deadline and error count, around every backend: [`super::connect`] wraps
-//! each backend it opens in [`Bounded`], and the backends cannot be opened any other way.
+//! The store's own call deadline and error count, around every backend:
+//! [`super::connect_sqlite`] and [`super::connect_postgres`] (and [`super::connect`], which picks
+//! one by URL) wrap each backend they open in [`Bounded`], and the backends cannot be opened any
+//! other way.
 //!
 //! A statement sent into a network partition gets neither an answer nor an error for minutes:
 //! TCP gives up late, the pool's acquire timeout has already passed, and the database's
