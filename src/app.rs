@@ -40,6 +40,7 @@ use crate::admin::Admin;
 use crate::authz::Authorizer;
 use crate::config::{Config, ServingSettings};
 use crate::domain::token;
+use crate::fleet::Fleet;
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::authorization::AuthorizationApi;
@@ -82,6 +83,15 @@ const ALL_SERVICES: &[&str] = &[
 /// A health service name that answers SERVING for as long as the process runs (draining
 /// included): the liveness probe's, so a pod waiting for its database is not restarted.
 pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// A health service name that answers SERVING while the fleet's shared state (Redis) answers
+/// within its bound and NOT_SERVING while limits and replays are decided per replica; unknown
+/// (NOT_FOUND) without `TESSERA_REDIS_URL`. Never part of the overall status: losing Redis
+/// degrades limits, not availability.
+pub const SHARED_STATE_SERVICE: &str = "tessera.shared_state";
+
+/// How often the shared state's health is brought up to date.
+const SHARED_STATE_HEALTH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Envoy's `external_auth.proto` and its imports, cut from envoy-types' descriptor set by build.rs.
 const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
@@ -127,6 +137,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the shared state: {0}")]
+    SharedState(#[from] crate::fleet::FleetError),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("the gRPC server task failed: {0}")]
@@ -208,6 +220,10 @@ pub struct App {
     running: Running,
     /// The task that applies other replicas' invalidations; stopped with the app.
     _invalidation_feed: Option<Task<()>>,
+    /// Redis, when configured: closed (leases given back, heartbeat removed) at shutdown.
+    fleet: Option<Fleet>,
+    /// Reports the shared state's health under [`SHARED_STATE_SERVICE`].
+    _shared_state_health: Option<Task<()>>,
 }
 
 impl App {
@@ -423,6 +439,10 @@ impl App {
         }
         // No Check can record any more: write what is buffered, once.
         self.usage.shutdown().await;
+        if let Some(fleet) = &self.fleet {
+            // Unspent leases go back to the other replicas now rather than at their expiry.
+            fleet.close().await;
+        }
         match drained {
             Some(Ok(Ok(()))) => tracing::info!("server stopped"),
             Some(Ok(Err(error))) => return Err(error.into()),
@@ -473,6 +493,7 @@ impl Starting {
             admin,
             envoy,
             usage,
+            shared_state,
             ..
         } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
@@ -486,7 +507,27 @@ impl Starting {
         let prefix = authz.prefix.clone();
         let master_key = authz.signing.master_key.clone();
         let usage = Arc::new(Usage::start(store.clone(), usage));
-        let authorizer = Arc::new(Authorizer::new(store.clone(), authz).with_usage(usage.hook()));
+        let mut authorizer = Authorizer::new(store.clone(), authz).with_usage(usage.hook());
+        let fleet = match shared_state {
+            Some(shared_state) => {
+                let fleet = Fleet::connect(shared_state.fleet).await?;
+                tracing::info!(
+                    replica_id = fleet.replica_id(),
+                    replay_fail_closed = shared_state.replay_fail_closed,
+                    "shared state on redis: rate limits and replays hold for the fleet"
+                );
+                authorizer = authorizer.with_fleet(fleet.clone(), shared_state.replay_fail_closed);
+                Some(fleet)
+            }
+            None => None,
+        };
+        let shared_state_health = fleet.clone().map(|fleet| {
+            Task::new(tokio::spawn(report_shared_state(
+                self.health.clone(),
+                fleet,
+            )))
+        });
+        let authorizer = Arc::new(authorizer);
         let admin_api = Arc::new(
             Admin::new(
                 store.clone(),
@@ -527,6 +568,8 @@ impl Starting {
             served,
             running: self.running,
             _invalidation_feed: invalidation_feed,
+            fleet,
+            _shared_state_health: shared_state_health,
         })
     }
 }
@@ -600,6 +643,25 @@ fn local_addr(setting: &'static str, listener: &TcpListener) -> Result<SocketAdd
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stop_signal(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Keeps [`SHARED_STATE_SERVICE`]'s health in step with the fleet's degraded flag.
+async fn report_shared_state(health: HealthReporter, fleet: Fleet) {
+    let mut reported = None;
+    loop {
+        let status = if fleet.status().degraded {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        if reported != Some(status) {
+            health
+                .set_service_status(SHARED_STATE_SERVICE, status)
+                .await;
+            reported = Some(status);
+        }
+        tokio::time::sleep(SHARED_STATE_HEALTH_INTERVAL).await;
+    }
 }
 
 /// Samples the cache size at each scrape, once the Check path exists.

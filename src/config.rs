@@ -30,6 +30,7 @@ use crate::usage::DEFAULT_HANDLE_LIFETIME;
 pub use crate::telemetry::LogFormat;
 pub use parse::{
     AdminSettings, BOOTSTRAP_KEY_FILE_NAME, Config, Database, Listeners, ServingSettings,
+    SharedStateSettings,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +182,23 @@ pub struct Settings {
     pub tls_require_client_cert: bool,
     /// How often the TLS files are checked for changes (SIGHUP reloads them at once too).
     pub tls_reload_interval_ms: u64,
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS): rate limits and the
+    /// replay guard are shared by every replica through it. Unset: per replica.
+    /// With `redis_cluster`, a comma-separated list of seed nodes.
+    #[serde(serialize_with = "redact_optional")]
+    pub redis_url: Option<SecretString>,
+    /// `redis_url` names the seed nodes of a Redis Cluster.
+    pub redis_cluster: bool,
+    /// Longest a Check waits for Redis before it decides locally.
+    pub redis_timeout_ms: u64,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// PEM CA certificate that signs the Redis server's certificate (`rediss://`), when it is
+    /// not among the system's roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// While Redis cannot answer, refuse signed requests (`STORE_UNAVAILABLE`) instead of
+    /// checking replays per replica.
+    pub replay_fail_closed: bool,
 }
 
 impl Default for Settings {
@@ -238,6 +256,12 @@ impl Default for Settings {
             tls_client_ca_file: None,
             tls_require_client_cert: false,
             tls_reload_interval_ms: 10_000,
+            redis_url: None,
+            redis_cluster: false,
+            redis_timeout_ms: millis(crate::fleet::DEFAULT_COMMAND_TIMEOUT),
+            redis_key_prefix: crate::fleet::DEFAULT_KEY_PREFIX.to_owned(),
+            redis_ca_file: None,
+            replay_fail_closed: false,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
 //! - [`usage`]: write-behind usage statistics: `recorder` (the Check path's buffer and its
 //!   flushes), ListUsage, `user_agent` and `geoip` (what a last use is shown with).
+//! - [`fleet`]: state shared by all replicas on Redis: fleet-wide rate limits, replay guard,
+//!   live replica count.
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends, the call deadline every
 //!   store call ends by, the store error count, and `invalidation` (what replicas tell each
 //!   other).
@@ -28,6 +30,7 @@ pub mod app;
 pub mod authz;
 pub mod config;
 pub mod domain;
+pub mod fleet;
 pub mod grpc;
 pub mod metrics;
 pub mod store;

@@ -30,6 +30,9 @@
 //!   and `tessera_tokens_expiring_soon`, `tessera_tokens_unused`: usage statistics.
 //! - `tessera_tls_reloads_total{result}`, `tessera_tls_handshake_failures_total`: TLS.
 //! - `tessera_health_serving`: 1 while health answers SERVING.
+//! - `tessera_shared_state_*` (degraded, degradations, live replicas, local decisions) and
+//!   `tessera_redis_*` (request duration and errors by operation): the fleet's shared state
+//!   (`src/fleet/`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -206,6 +209,31 @@ fn describe() {
     describe_gauge!(
         "tessera_health_serving",
         "1 while health answers SERVING, 0 while starting or draining"
+    );
+    describe_gauge!(
+        "tessera_shared_state_degraded",
+        "1 while Redis is unreachable or slower than the bound: limits and replay checks are per replica"
+    );
+    describe_counter!(
+        "tessera_shared_state_degradations_total",
+        "Times the shared state became degraded"
+    );
+    describe_gauge!(
+        "tessera_shared_state_live_replicas",
+        "Replicas with a live heartbeat, as this one last counted them"
+    );
+    describe_counter!(
+        "tessera_shared_state_local_decisions_total",
+        "Rate-limit and replay decisions made locally because the shared state was unavailable, by kind"
+    );
+    describe_histogram!(
+        "tessera_redis_request_duration_seconds",
+        Unit::Seconds,
+        "Time of each Redis call of the shared state, by operation (take, lease, return, replay, heartbeat)"
+    );
+    describe_counter!(
+        "tessera_redis_errors_total",
+        "Redis calls that failed, by operation and kind (timeout or error)"
     );
 }
 

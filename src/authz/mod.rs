@@ -7,6 +7,12 @@
 //!
 //! A signing token's key is opened with the master key when its credential enters the cache,
 //! never per Check; verified signatures go to the replay guard (`replay`).
+//!
+//! With the fleet's shared state (`Authorizer::with_fleet`, `TESSERA_REDIS_URL`), rate limits
+//! are kept for all replicas in Redis, and a signature is accepted only if neither the fleet
+//! nor this replica has seen it. While Redis cannot answer within its bound the fleet decides
+//! limits locally (`fleet`), and signatures fall back to this replica's guard, or are refused
+//! with `STORE_UNAVAILABLE` when the deployment chose to fail closed.
 
 pub mod cache;
 mod fill;
@@ -22,12 +28,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
+use crate::domain::decision::{
+    CheckInput, Credential, DenyReason, check_credential, check_permission,
+};
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
 use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
-use crate::domain::signature::{self, MasterKey, Verifier};
+use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
+use crate::fleet::{Fleet, ReplayVerdict};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageHook;
@@ -138,12 +147,23 @@ pub struct Authorizer {
     /// Opens signing keys when credentials enter the cache.
     master_key: Option<MasterKey>,
     replay_guard: ReplayCache,
+    /// The fleet's replay guard, when Redis is configured; `replay_guard` still records every
+    /// signature this replica accepts, for when Redis is lost.
+    shared_replay: Option<SharedReplay>,
     stats: AuthzStats,
     leak_reports: moka::sync::Cache<TokenId, ()>,
     /// Where each decided Check of an identified token is recorded (write-behind, never awaits).
     usage: UsageHook,
     /// An outage fails every uncached Check; one log line a second says so, the metric counts all.
     store_warnings: LogThrottle,
+}
+
+/// The fleet's replay guard and what to do when it cannot answer.
+struct SharedReplay {
+    fleet: Fleet,
+    /// Refuse signed requests (`STORE_UNAVAILABLE`) rather than fall back to this replica's
+    /// guard while the fleet cannot answer.
+    fail_closed: bool,
 }
 
 /// Lets a repeated warning through at most once a second.
@@ -175,6 +195,7 @@ impl Authorizer {
                 settings.signing.replay_capacity,
                 settings.signing.replay_token_quota,
             ),
+            shared_replay: None,
             stats: AuthzStats::default(),
             leak_reports: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -188,6 +209,17 @@ impl Authorizer {
     /// Records usage of every Check through `usage` (without it, nothing is recorded).
     pub fn with_usage(mut self, usage: UsageHook) -> Self {
         self.usage = usage;
+        self
+    }
+
+    /// Keeps rate limits and the replay guard for the whole fleet in Redis. `replay_fail_closed`:
+    /// refuse signed requests while Redis cannot answer, instead of using this replica's guard.
+    pub fn with_fleet(mut self, fleet: Fleet, replay_fail_closed: bool) -> Self {
+        self.rate_limits = self.rate_limits.with_fleet(fleet.clone());
+        self.shared_replay = Some(SharedReplay {
+            fleet,
+            fail_closed: replay_fail_closed,
+        });
         self
     }
 
@@ -231,11 +263,10 @@ impl Authorizer {
         if credential.is_retired_secret(input.now) {
             self.report_retired_secret(&credential);
         }
-        // Only requests that pass every other check spend rate-limit budget.
-        let replay_guard = self.replay_guard.of(&credential.token_id);
-        let (outcome, rate_limit) = match evaluate(&credential, input, &replay_guard) {
+        let (outcome, rate_limit) = match self.evaluate(&credential, input).await {
             Err(reason) => (Err(reason), None),
-            Ok(()) => match self.rate_limits.check(&credential) {
+            // Only requests that pass every other check spend rate-limit budget.
+            Ok(()) => match self.rate_limits.check(&credential).await {
                 Ok(status) => (Ok(()), Some(status)),
                 Err(status) => (Err(DenyReason::RateLimited), Some(status)),
             },
@@ -248,6 +279,48 @@ impl Authorizer {
             outcome,
             credential: Some(credential),
             rate_limit,
+        }
+    }
+
+    /// `domain::decision::evaluate`'s order, with the replay guard between its two halves
+    /// because the fleet's guard is asynchronous.
+    async fn evaluate(
+        &self,
+        credential: &Credential,
+        input: &CheckInput,
+    ) -> Result<(), DenyReason> {
+        let local_guard = self.replay_guard.of(&credential.token_id);
+        if let Some(fresh) = check_credential(credential, input, local_guard.window())? {
+            self.first_use(credential, fresh, &local_guard).await?;
+        }
+        check_permission(credential, input)
+    }
+
+    /// Accepts a verified signature only if neither the fleet nor this replica has seen it.
+    async fn first_use(
+        &self,
+        credential: &Credential,
+        fresh: FreshSignature,
+        local_guard: &impl ReplayGuard,
+    ) -> Result<(), DenyReason> {
+        if let Some(shared) = &self.shared_replay {
+            match shared
+                .fleet
+                .first_use(&credential.token_id, &fresh.id, fresh.remember_for)
+                .await
+            {
+                ReplayVerdict::Replayed => return Err(DenyReason::Replayed),
+                ReplayVerdict::Unavailable if shared.fail_closed => {
+                    return Err(DenyReason::StoreUnavailable);
+                }
+                // Recorded here too: if Redis is lost, this replica still refuses what it took.
+                ReplayVerdict::First | ReplayVerdict::Unavailable => {}
+            }
+        }
+        if local_guard.first_use(fresh.id, fresh.remember_for) {
+            Ok(())
+        } else {
+            Err(DenyReason::Replayed)
         }
     }
 

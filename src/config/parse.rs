@@ -18,6 +18,7 @@ use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use crate::domain::signature::MasterKey;
 use crate::domain::token::{SecretHash, TokenPrefix};
 use crate::domain::usage::EndpointBound;
+use crate::fleet::{FleetSettings, RedisEndpoint};
 use crate::grpc::envoy::EnvoySettings;
 use crate::store::{self, PoolOptions, Store, StoreError};
 use crate::telemetry::TelemetrySettings;
@@ -44,6 +45,16 @@ pub struct Config {
     /// Usage recording and ReportUsage; the GeoIP database is already open.
     pub usage: UsageSettings,
     pub telemetry: TelemetrySettings,
+    /// State every replica shares on Redis; None: everything is per replica.
+    pub shared_state: Option<SharedStateSettings>,
+}
+
+/// Redis for the fleet (`TESSERA_REDIS_*`), and what signed requests do when it is lost.
+#[derive(Debug, Clone)]
+pub struct SharedStateSettings {
+    pub fleet: FleetSettings,
+    /// Refuse signed requests while Redis cannot answer (`TESSERA_REPLAY_FAIL_CLOSED`).
+    pub replay_fail_closed: bool,
 }
 
 /// The addresses to bind; port 0 lets the OS pick.
@@ -170,6 +181,7 @@ impl Config {
         let envoy = envoy(&settings)?;
         let reports = reports(&settings)?;
         let database = Database::parse(&settings.database_url)?;
+        let shared_state = shared_state(&settings)?;
         let max_tokens_per_owner = at_least_one(
             "TESSERA_MAX_TOKENS_PER_OWNER",
             settings.max_tokens_per_owner,
@@ -289,8 +301,74 @@ impl Config {
                 log_format: settings.log_format,
                 otlp_endpoint,
             },
+            shared_state,
         })
     }
+}
+
+/// Redis: the URL (or a cluster's seeds) checked for its scheme here, so a typo names the
+/// setting; the fleet itself only connects lazily. The CA file is read now, before anything
+/// binds.
+fn shared_state(settings: &Settings) -> Result<Option<SharedStateSettings>, ConfigError> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        setting: "TESSERA_REDIS_URL",
+        reason: reason.to_owned(),
+    };
+    let urls: Vec<&str> = url
+        .expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(invalid("is empty (unset it to keep state per replica)"));
+    }
+    // The URL is never repeated in the error: it may carry a password.
+    if !urls
+        .iter()
+        .all(|seed| seed.starts_with("redis://") || seed.starts_with("rediss://"))
+    {
+        return Err(invalid("must start with redis:// or rediss://"));
+    }
+    let endpoint = if settings.redis_cluster {
+        RedisEndpoint::Cluster(urls.into_iter().map(SecretString::from).collect())
+    } else {
+        let [single] = urls.as_slice() else {
+            return Err(invalid(
+                "names several servers; set TESSERA_REDIS_CLUSTER=true for a Redis Cluster's seeds",
+            ));
+        };
+        RedisEndpoint::Server(SecretString::from(*single))
+    };
+    if settings.redis_key_prefix.is_empty()
+        || settings.redis_key_prefix.len() > 64
+        || settings.redis_key_prefix.contains(['{', '}'])
+    {
+        return Err(ConfigError::Invalid {
+            setting: "TESSERA_REDIS_KEY_PREFIX",
+            reason: "must be 1 to 64 characters without '{' or '}' (cluster hash tags)".to_owned(),
+        });
+    }
+    let tls_root_certificate = match &settings.redis_ca_file {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|error| ConfigError::Invalid {
+            setting: "TESSERA_REDIS_CA_FILE",
+            reason: format!("cannot read {}: {error}", path.display()),
+        })?),
+    };
+    let mut fleet = FleetSettings::new(endpoint);
+    fleet.command_timeout = at_least_one_ms("TESSERA_REDIS_TIMEOUT_MS", settings.redis_timeout_ms)?;
+    fleet.key_prefix = settings.redis_key_prefix.clone();
+    fleet.tls_root_certificate = tls_root_certificate;
+    // One limit for the replay guard, local or shared.
+    fleet.replay_token_quota = settings.replay_token_quota;
+    Ok(Some(SharedStateSettings {
+        fleet,
+        replay_fail_closed: settings.replay_fail_closed,
+    }))
 }
 
 /// A count that 0 would make meaningless (a limit, a size, a pool).

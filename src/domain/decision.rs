@@ -4,10 +4,14 @@
 //! revoked (or rotated out)/expired, tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
 //! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
-//! replay guard is state too, but its place is inside the order (with the signature), so
-//! `evaluate` takes it as an argument.
+//! replay guard is state too, but its place is inside the order (after the signature's tag and
+//! window, before the permission), so the order is two pure halves around it:
+//! [`check_credential`] hands back the verified signature for the guard, [`check_permission`]
+//! follows. `evaluate` is the three in order with a synchronous guard; the authorizer calls
+//! the halves itself when the guard is the fleet's (asynchronous, on Redis).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -15,7 +19,9 @@ use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
 use super::permission::{self, Grant, Permission};
-use super::signature::{self, PresentedSignature, ReplayGuard, SignatureRejection, Verifier};
+use super::signature::{
+    self, FreshSignature, PresentedSignature, ReplayGuard, SignatureRejection, Verifier,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DenyReason {
@@ -216,6 +222,22 @@ pub fn evaluate(
     input: &CheckInput,
     replay_guard: &impl ReplayGuard,
 ) -> Result<(), DenyReason> {
+    if let Some(fresh) = check_credential(credential, input, replay_guard.window())?
+        && !replay_guard.first_use(fresh.id, fresh.remember_for)
+    {
+        return Err(DenyReason::Replayed);
+    }
+    check_permission(credential, input)
+}
+
+/// The checks before the replay guard: the token's state, tenant, owner, IP allowlist, and the
+/// signature's tag and timestamp (within `window`). Ok carries the verified signature, if the
+/// token signs, for the replay guard to record.
+pub fn check_credential(
+    credential: &Credential,
+    input: &CheckInput,
+    window: Duration,
+) -> Result<Option<FreshSignature>, DenyReason> {
     if credential.revoked || credential.is_retired_secret(input.now) {
         return Err(DenyReason::TokenRevoked);
     }
@@ -231,22 +253,23 @@ pub fn evaluate(
     if !credential.allowed_ips.allows(input.client_ip) {
         return Err(DenyReason::IpNotAllowed);
     }
-    if credential.require_signature {
-        let Some(presented) = &input.signature else {
-            return Err(DenyReason::SignatureRequired);
-        };
-        signature::verify(
-            credential.verifier.as_deref(),
-            presented,
-            input.now,
-            replay_guard,
-        )
+    if !credential.require_signature {
+        return Ok(None);
+    }
+    let Some(presented) = &input.signature else {
+        return Err(DenyReason::SignatureRequired);
+    };
+    signature::verify_tag_and_window(credential.verifier.as_deref(), presented, input.now, window)
+        .map(Some)
         .map_err(|rejection| match rejection {
             SignatureRejection::Invalid => DenyReason::SignatureInvalid,
             SignatureRejection::OutOfWindow => DenyReason::TimestampOutOfWindow,
             SignatureRejection::Replayed => DenyReason::Replayed,
-        })?;
-    }
+        })
+}
+
+/// The check after the replay guard: the requested permission, if any, is granted.
+pub fn check_permission(credential: &Credential, input: &CheckInput) -> Result<(), DenyReason> {
     if let Some(wanted) = &input.permission
         && !permission::any_matches(&credential.effective, wanted)
     {

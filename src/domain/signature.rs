@@ -273,23 +273,31 @@ pub enum SignatureRejection {
     Replayed,
 }
 
-/// Verifies the tag (constant time), then the timestamp window, then that the signature is new.
+/// A signature whose tag and timestamp passed, not yet shown to a replay guard: what the guard
+/// records, and for how long (until its timestamp leaves the window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshSignature {
+    pub id: SignatureId,
+    pub remember_for: Duration,
+}
+
+/// Verifies the tag (constant time), then the timestamp window. The replay guard comes after,
+/// apart, because the fleet's guard (`fleet::replay`) is asynchronous while this is pure.
 ///
 /// The tag comes first so that only a holder of the key learns anything about the window or the
 /// replay guard, and so that unverified signatures never fill the guard.
-pub fn verify(
+pub fn verify_tag_and_window(
     verifier: Option<&Verifier>,
     presented: &PresentedSignature,
     now: DateTime<Utc>,
-    guard: &impl ReplayGuard,
-) -> Result<(), SignatureRejection> {
+    window: Duration,
+) -> Result<FreshSignature, SignatureRejection> {
     let (Some(verifier), Some(tag)) = (verifier, presented.tag) else {
         return Err(SignatureRejection::Invalid);
     };
     if !verifier.accepts(&tag, presented.timestamp, &presented.payload) {
         return Err(SignatureRejection::Invalid);
     }
-    let window = guard.window();
     let skew = now.timestamp().abs_diff(presented.timestamp);
     if skew > window.as_secs() {
         return Err(SignatureRejection::OutOfWindow);
@@ -299,8 +307,21 @@ pub fn verify(
         .timestamp
         .saturating_add_unsigned(window.as_secs())
         .saturating_sub(now.timestamp());
-    let remember_for = Duration::from_secs(acceptable_for.unsigned_abs() + 1);
-    if !guard.first_use(SignatureId(tag), remember_for) {
+    Ok(FreshSignature {
+        id: SignatureId(tag),
+        remember_for: Duration::from_secs(acceptable_for.unsigned_abs() + 1),
+    })
+}
+
+/// [`verify_tag_and_window`], then that `guard` has not seen the signature.
+pub fn verify(
+    verifier: Option<&Verifier>,
+    presented: &PresentedSignature,
+    now: DateTime<Utc>,
+    guard: &impl ReplayGuard,
+) -> Result<(), SignatureRejection> {
+    let fresh = verify_tag_and_window(verifier, presented, now, guard.window())?;
+    if !guard.first_use(fresh.id, fresh.remember_for) {
         return Err(SignatureRejection::Replayed);
     }
     Ok(())
