@@ -63,7 +63,8 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct Flags {
     /// Scenarios, comma-separated: noop (grpc health check, the floor), check (cached Check),
-    /// check-cache-off (Check on a server started with TESSERA_CACHE_CAPACITY=0).
+    /// check-cache-off (Check on a server started with TESSERA_CACHE_CAPACITY=0),
+    /// check-shared-limits (Check on a server whose limits are shared on --redis-url).
     #[arg(
         long,
         value_enum,
@@ -106,6 +107,10 @@ struct Flags {
     /// directory].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+
+    /// The Redis of the check-shared-limits server (its keys get a prefix of their own).
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 
     /// Drive the running server at this gRPC URL (e.g. http://127.0.0.1:50051) instead of
     /// starting servers.
@@ -305,8 +310,11 @@ fn external_targets(flags: &Flags, url: &str) -> anyhow::Result<Vec<Target>> {
                 eprintln!("note: check skipped: it needs --token");
                 continue;
             }
-            (Scenario::CheckCacheOff, _) => {
-                eprintln!("note: check-cache-off skipped: it needs a server the bench starts");
+            (Scenario::CheckCacheOff | Scenario::CheckSharedLimits, _) => {
+                eprintln!(
+                    "note: {} skipped: it needs a server the bench starts",
+                    scenario.name()
+                );
                 continue;
             }
         };
@@ -339,8 +347,15 @@ async fn start_servers(
     let mut cache_on_token = None;
     if needs_cache_on {
         let database_url = databases.create("cache-on").await?;
-        let server =
-            Server::start(binary, "cache-on", &database_url, &admin_key, Cache::On).await?;
+        let server = Server::start(
+            binary,
+            "cache-on",
+            &database_url,
+            &admin_key,
+            Cache::On,
+            None,
+        )
+        .await?;
         cache_on_token = Some(servers::seed(&server.url, &admin_key).await?);
         eprintln!("cache-on server at {}", server.url);
         servers.push(server);
@@ -348,10 +363,33 @@ async fn start_servers(
     let mut cache_off_token = None;
     if flags.scenarios.contains(&Scenario::CheckCacheOff) {
         let database_url = databases.create("cache-off").await?;
-        let server =
-            Server::start(binary, "cache-off", &database_url, &admin_key, Cache::Off).await?;
+        let server = Server::start(
+            binary,
+            "cache-off",
+            &database_url,
+            &admin_key,
+            Cache::Off,
+            None,
+        )
+        .await?;
         cache_off_token = Some(servers::seed(&server.url, &admin_key).await?);
         eprintln!("cache-off server at {}", server.url);
+        servers.push(server);
+    }
+    let mut shared_token = None;
+    if flags.scenarios.contains(&Scenario::CheckSharedLimits) {
+        let database_url = databases.create("shared-limits").await?;
+        let server = Server::start(
+            binary,
+            "shared-limits",
+            &database_url,
+            &admin_key,
+            Cache::On,
+            Some(&flags.redis_url),
+        )
+        .await?;
+        shared_token = Some(servers::seed(&server.url, &admin_key).await?);
+        eprintln!("shared-limits server at {}", server.url);
         servers.push(server);
     }
     for &scenario in &flags.scenarios {
@@ -359,6 +397,7 @@ async fn start_servers(
             Scenario::Noop => ("cache-on", None),
             Scenario::Check => ("cache-on", cache_on_token.as_deref()),
             Scenario::CheckCacheOff => ("cache-off", cache_off_token.as_deref()),
+            Scenario::CheckSharedLimits => ("shared-limits", shared_token.as_deref()),
         };
         let server = servers
             .iter()

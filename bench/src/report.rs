@@ -20,6 +20,9 @@ pub enum Scenario {
     Check,
     /// The same Check on a server started with the token cache off.
     CheckCacheOff,
+    /// The same Check on a server whose rate limits are shared on Redis (`TESSERA_REDIS_URL`,
+    /// from `--redis-url`): the cost of fleet-wide limits for a high-limit token.
+    CheckSharedLimits,
 }
 
 impl Scenario {
@@ -28,6 +31,7 @@ impl Scenario {
             Scenario::Noop => "noop",
             Scenario::Check => "check",
             Scenario::CheckCacheOff => "check-cache-off",
+            Scenario::CheckSharedLimits => "check-shared-limits",
         }
     }
 }

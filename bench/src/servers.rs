@@ -232,6 +232,7 @@ impl Server {
         database_url: &str,
         admin_key: &str,
         cache: Cache,
+        redis_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let directory = tempfile::tempdir().context("cannot create a temporary directory")?;
         let port_file = directory.path().join("ports.json");
@@ -252,6 +253,13 @@ impl Server {
             .env("TESSERA_LOG_FORMAT", "json");
         if cache == Cache::Off {
             command.env("TESSERA_CACHE_CAPACITY", "0");
+        }
+        if let Some(redis_url) = redis_url {
+            // A prefix of its own, so runs never share (or inherit) budgets in one Redis.
+            let prefix = format!("tessera-bench-{}", ulid::Ulid::new());
+            command
+                .env("TESSERA_REDIS_URL", redis_url)
+                .env("TESSERA_REDIS_KEY_PREFIX", prefix);
         }
         command
             .stdin(Stdio::null())

@@ -36,7 +36,7 @@ use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
 use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Verifier};
 use crate::domain::token::{self, SecretHash, TokenPrefix};
-use crate::fleet::{Fleet, ReplayVerdict};
+use crate::fleet::{Fleet, FleetStatus, ReplayVerdict};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{Store, StoreError};
 use crate::usage::UsageHook;
@@ -429,6 +429,13 @@ impl Authorizer {
                 tracing::warn!(error = %error, "cannot audit a retired secret use");
             }
         });
+    }
+
+    /// The fleet's shared state, when Redis is configured: degraded or not, replicas counted.
+    pub fn shared_state(&self) -> Option<FleetStatus> {
+        self.shared_replay
+            .as_ref()
+            .map(|shared| shared.fleet.status())
     }
 
     pub fn stats(&self) -> &AuthzStats {

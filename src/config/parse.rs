@@ -1152,4 +1152,48 @@ mod tests {
         assert!(error.contains("TESSERA_GEOIP_DATABASE"), "{error}");
         assert!(error.contains(&file.display().to_string()), "{error}");
     }
+
+    #[test]
+    fn a_redis_url_of_another_scheme_is_refused_naming_the_setting_without_its_password() {
+        let message = refusal(Settings {
+            redis_url: Some(SecretString::from("http://user:hunter2hunter2@redis:6379")),
+            ..Settings::default()
+        });
+        assert!(message.contains("TESSERA_REDIS_URL"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn several_redis_servers_need_the_cluster_setting() {
+        let seeds = "redis://10.0.0.1:6379,redis://10.0.0.2:6379";
+        let message = refusal(Settings {
+            redis_url: Some(SecretString::from(seeds)),
+            ..Settings::default()
+        });
+        assert!(message.contains("TESSERA_REDIS_CLUSTER"), "{message}");
+        let config = parse(Settings {
+            redis_url: Some(SecretString::from(seeds)),
+            redis_cluster: true,
+            ..Settings::default()
+        });
+        let shared = config.shared_state.expect("shared state");
+        assert!(
+            matches!(shared.fleet.endpoint, RedisEndpoint::Cluster(ref nodes) if nodes.len() == 2)
+        );
+    }
+
+    #[test]
+    fn without_a_redis_url_state_stays_per_replica_and_with_one_the_bound_is_typed() {
+        assert!(parse(Settings::default()).shared_state.is_none());
+        let config = parse(Settings {
+            redis_url: Some(SecretString::from("rediss://:pw@redis.internal:6380/0")),
+            redis_timeout_ms: 3,
+            replay_fail_closed: true,
+            ..Settings::default()
+        });
+        let shared = config.shared_state.expect("shared state");
+        assert_eq!(shared.fleet.command_timeout, Duration::from_millis(3));
+        assert!(shared.replay_fail_closed);
+        assert!(!format!("{shared:?}").contains(":pw@"));
+    }
 }

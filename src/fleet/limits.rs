@@ -409,6 +409,11 @@ pub(super) async fn check(shared: &Arc<Shared>, key: &LimitKey, per_minute: NonZ
             leased(shared, &slot, per_minute).await
         };
         if let Some(verdict) = verdict {
+            if let Verdict::Allowed { .. } = verdict {
+                shared
+                    .local
+                    .observe(key, per_minute, shared.live_replicas());
+            }
             return verdict;
         }
     }

@@ -105,8 +105,25 @@ impl LocalLimits {
     ) -> Verdict {
         metrics::counter!("tessera_shared_state_local_decisions_total", "kind" => "rate_limit")
             .increment(1);
+        self.share(key, per_minute, live_replicas).check()
+    }
+
+    /// Spends what the fleet admitted on this replica from its local share too, so that when
+    /// Redis is lost (or one call misses its bound) the fallback starts from this replica's
+    /// recent traffic, not from a full burst: a replica that has used its share admits nothing
+    /// more until it drains. The answer is ignored; the fleet's decided.
+    pub(super) fn observe(&self, key: &LimitKey, per_minute: NonZeroU32, live_replicas: u32) {
+        let _ = self.share(key, per_minute, live_replicas).check();
+    }
+
+    fn share(
+        &self,
+        key: &LimitKey,
+        per_minute: NonZeroU32,
+        live_replicas: u32,
+    ) -> Arc<LocalLimiter> {
         let share =
             NonZeroU32::new(per_minute.get() / live_replicas.max(1)).unwrap_or(NonZeroU32::MIN);
-        limiter(&self.limiters, key, share).check()
+        limiter(&self.limiters, key, share)
     }
 }

@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod envoy;
 mod faults;
+mod fleet;
 mod hostile_input;
 mod hot_path;
 mod key_separation;

@@ -40,20 +40,7 @@ async fn app_on(backend: Backend, customize: impl FnOnce(&mut Settings)) -> Test
 
 /// A token that requires signatures: its id, secret and signing key.
 async fn signing_token(app: &TestApp) -> (proto::Token, String, String) {
-    let mut request = new_token(TENANT, "alice", &["orders:read"]);
-    request.require_signature = true;
-    let created = app
-        .admin_client()
-        .await
-        .create_token(app.admin(request))
-        .await
-        .expect("signing token created")
-        .into_inner();
-    (
-        created.token.expect("token"),
-        created.secret,
-        created.signing_key,
-    )
+    app.signing_token(TENANT, "alice", &["orders:read"]).await
 }
 
 fn signed_check(secret: &str, signature: Option<proto::Signature>) -> proto::CheckRequest {

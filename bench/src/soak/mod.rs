@@ -165,8 +165,8 @@ async fn drive(
 ) -> anyhow::Result<Report> {
     let admin_key = servers::random_admin_key();
     let database_url = databases.create("soak").await?;
-    let server =
-        slot.insert(Server::start(binary, "soak", &database_url, &admin_key, Cache::On).await?);
+    let server = slot
+        .insert(Server::start(binary, "soak", &database_url, &admin_key, Cache::On, None).await?);
     let pid = server.pid().context("the server has no process id")?;
     let url = server.url.clone();
     eprintln!("soak server at {url} (pid {pid})");

@@ -7,6 +7,13 @@ pub mod ops;
 pub mod pausing_store;
 pub mod process;
 pub mod race;
+/// Private `redis-server` processes, shared with the fleet's own tests.
+#[path = "../../../src/fleet/tests/server.rs"]
+#[expect(
+    dead_code,
+    reason = "src/fleet/tests uses the TLS server and the cluster; these tests do not"
+)]
+pub mod redis;
 pub mod requests;
 
 use std::sync::Arc;
@@ -245,6 +252,30 @@ impl TestApp {
             .into_inner()
             .principal
             .expect("principal")
+    }
+
+    /// Creates a token of `owner` in `tenant` that requires signatures: the token, its secret
+    /// and its signing key.
+    pub async fn signing_token(
+        &self,
+        tenant: &str,
+        owner: &str,
+        permissions: &[&str],
+    ) -> (proto::Token, String, String) {
+        let mut request = new_token(tenant, owner, permissions);
+        request.require_signature = true;
+        let created = self
+            .admin_client()
+            .await
+            .create_token(self.admin(request))
+            .await
+            .expect("signing token created")
+            .into_inner();
+        (
+            created.token.expect("token"),
+            created.secret,
+            created.signing_key,
+        )
     }
 
     /// Creates a token and returns it with its secret.
