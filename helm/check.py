@@ -115,10 +115,13 @@ def check_promises(objects: list[dict], full: bool) -> None:
 
     env = {variable["name"]: variable for variable in container["env"]}
     expect("secretKeyRef" in env["TESSERA_DATABASE_URL"]["valueFrom"], "database URL from a Secret")
-    for name in ["TESSERA_ADMIN_KEYS", "TESSERA_MASTER_KEY", "TESSERA_REPORT_HANDLE_KEY"]:
+    for name in ["TESSERA_ADMIN_KEYS", "TESSERA_MASTER_KEY", "TESSERA_REPORT_HANDLE_KEY", "TESSERA_REDIS_URL"]:
         expect((name in env) == full, f"{name} from a Secret only when configured")
         if full:
             expect("secretKeyRef" in env[name]["valueFrom"], f"{name} from a Secret")
+    expect(("TESSERA_REDIS_CLUSTER" in env) == full, "Redis settings only with a Redis URL")
+    if full:
+        expect(env["TESSERA_REDIS_CLUSTER"]["value"] == "true", "the cluster setting reaches the pod")
     expect(("TESSERA_TLS_CERT_FILE" in env) == full, "TLS files only when TLS is on")
     expect(("TESSERA_OTLP_ENDPOINT" in env) == full, "OTLP endpoint only when set")
     for variable in env.values():

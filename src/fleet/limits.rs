@@ -44,10 +44,12 @@
 //! **Worst cases** beyond one healthy master (no check waits for any of them beyond
 //! `command_timeout`):
 //! - degraded (Redis unreachable or slower than the bound): each replica decides alone at
-//!   `limit ÷ live replicas` (at least 1) with a fresh local GCRA, so a window that spans the
-//!   transition can see what Redis already admitted plus one more burst of `limit` over the
-//!   fleet; the division assumes the last heartbeat's count of replicas (more replicas started
-//!   during the outage add their share each);
+//!   `limit ÷ live replicas` (at least 1) with a local GCRA that was charged with everything
+//!   the fleet admitted on this replica (`local::LocalLimits::observe`), so it goes on from the
+//!   replica's recent traffic: a window that spans the transition sees at most (N − 1)/N of a
+//!   burst beyond the limit, when the traffic moves between replicas at that moment; the
+//!   division assumes the last heartbeat's count of replicas (more replicas started during the
+//!   outage add their share each);
 //! - Redis restarted without persistence, or a failover to a replica that missed recent writes:
 //!   the keys' budget starts full again: at most one extra burst (`limit`) per key per such
 //!   event, plus the leases outstanding then;
