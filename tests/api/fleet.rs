@@ -27,10 +27,11 @@ fn on_redis(redis_url: String) -> impl FnOnce(&mut Settings) {
     move |settings| {
         settings.redis_url = Some(SecretString::from(redis_url));
         settings.master_key = Some(SecretString::from(MASTER_KEY));
-        // These debug servers share two cores with their clients: a 5 ms bound would be missed
-        // now and then, and each miss decides locally. The guarantee under test is that of a
-        // Redis answering within the bound; the bound itself is src/fleet/tests/outage.rs's.
-        settings.redis_timeout_ms = 250;
+        // These debug servers share two cores with their clients and the rest of the suite: a
+        // 5 ms bound would be missed now and then, and each miss decides locally. The guarantee
+        // under test is that of a Redis answering within the bound; the bound itself is
+        // src/fleet/tests/outage.rs's.
+        settings.redis_timeout_ms = 1_000;
     }
 }
 
@@ -131,6 +132,41 @@ async fn a_limit_of_ten_a_minute_allows_ten_however_many_replicas_serve_the_toke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principals_shared_limit_holds_for_all_its_tokens_on_all_replicas() {
+    let redis = RedisServer::start();
+    let fleet = fleet(&redis, 2).await;
+    fleet[0]
+        .admin_client()
+        .await
+        .upsert_principal(fleet[0].admin(proto::UpsertPrincipalRequest {
+            tenant: TENANT.to_owned(),
+            id: "bob".to_owned(),
+            permissions: vec!["orders:*".to_owned()],
+            rate_limit_per_minute: Some(10),
+            ..Default::default()
+        }))
+        .await
+        .expect("principal with a shared limit");
+    let mut secrets = Vec::new();
+    for _ in 0..2 {
+        let mut request = new_token(TENANT, "bob", &["orders:read"]);
+        request.rate_limit_per_minute = 1_000;
+        secrets.push(fleet[0].token(request).await.1);
+    }
+    let mut allowed = 0;
+    for secret in &secrets {
+        allowed += allowed_on_each(&fleet, secret, 8)
+            .await
+            .iter()
+            .sum::<usize>();
+    }
+    assert_eq!(
+        allowed, 10,
+        "bob's 10 a minute over two tokens and two replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_flooding_a_leased_limit_admit_no_more_than_the_limit_and_nearly_all_of_it() {
     const PER_MINUTE: u32 = 1_200;
     const CLIENTS_PER_REPLICA: usize = 4;
@@ -138,12 +174,13 @@ async fn replicas_flooding_a_leased_limit_admit_no_more_than_the_limit_and_nearl
     let fleet = fleet(&redis, 2).await;
     let secret = token_limited_to(&fleet[0], PER_MINUTE).await;
     let allowed = Arc::new(AtomicU64::new(0));
+    let asked = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut clients = Vec::new();
     for app in &fleet {
         for _ in 0..CLIENTS_PER_REPLICA {
             let mut client = app.authz_client().await;
-            let (secret, allowed) = (secret.clone(), allowed.clone());
+            let (secret, allowed, asked) = (secret.clone(), allowed.clone(), asked.clone());
             clients.push(tokio::spawn(async move {
                 while started.elapsed() < Duration::from_secs(3) {
                     let response = client
@@ -151,6 +188,7 @@ async fn replicas_flooding_a_leased_limit_admit_no_more_than_the_limit_and_nearl
                         .await
                         .expect("check answers")
                         .into_inner();
+                    asked.fetch_add(1, Ordering::Relaxed);
                     if response.allowed {
                         allowed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -163,6 +201,7 @@ async fn replicas_flooding_a_leased_limit_admit_no_more_than_the_limit_and_nearl
     }
     let elapsed = started.elapsed().as_secs_f64();
     let allowed = allowed.load(Ordering::Relaxed) as f64;
+    let asked = asked.load(Ordering::Relaxed) as f64;
     // One GCRA of burst L and L per minute admits at most L + rate × elapsed over the run.
     let rate = f64::from(PER_MINUTE) / 60.0;
     let most = f64::from(PER_MINUTE) + rate * elapsed;
@@ -170,12 +209,15 @@ async fn replicas_flooding_a_leased_limit_admit_no_more_than_the_limit_and_nearl
         allowed <= most.ceil(),
         "{allowed} allowed, one limiter admits {most:.0}"
     );
-    // Demand far exceeds the limit (eight clients as fast as they can), so nearly all of it is
-    // used: the burst at once and the steady rate after.
-    let least = 0.9 * (f64::from(PER_MINUTE) + rate * (elapsed - 0.5));
+    // Eight clients as fast as they can ask for far more than the limit (on a machine loaded
+    // enough that they do not, what they asked for is the bar): nearly all of what one limiter
+    // would admit is used, the burst at once and the steady rate after.
+    let admissible = f64::from(PER_MINUTE) + rate * (elapsed - 0.5);
+    let least = 0.9 * admissible.min(asked);
     assert!(
         allowed >= least,
-        "{allowed} allowed, less than 90% ({least:.0})"
+        "{allowed} of {asked} allowed, less than 90% of {:.0}",
+        admissible.min(asked)
     );
 }
 
