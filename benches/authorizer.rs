@@ -14,7 +14,7 @@ use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::network::IpAllowlist;
-use tessera::domain::permission::{Grant, Permission};
+use tessera::domain::permission::{Grant, Permission, PermissionQuery};
 use tessera::domain::token::{self, TokenPrefix};
 use tessera::store::{self, PoolOptions, Store};
 
@@ -160,7 +160,7 @@ async fn fixture(capacity: u64) -> Fixture {
 fn input(tenant: &str, permission: &str) -> CheckInput {
     CheckInput {
         tenant: Tenant::parse(tenant).expect("tenant"),
-        permission: Some(Permission::parse(permission).expect("permission")),
+        permissions: PermissionQuery::one(Permission::parse(permission).expect("permission")),
         client_ip: Some("192.0.2.1".parse().expect("ip")),
         signature: None,
         now: chrono::Utc::now(),

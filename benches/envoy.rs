@@ -155,6 +155,7 @@ fn own_request(secret: &str) -> proto::CheckRequest {
         user_agent: "bench/1.0".to_owned(),
         endpoint: "GET /api/v1/orders/*".to_owned(),
         signature: None,
+        ..Default::default()
     }
 }
 

@@ -110,7 +110,7 @@ async fn run() {
         let secret = issued.secret.expose_secret().to_owned();
         let input = || CheckInput {
             tenant: tenant.clone(),
-            permission: None,
+            permissions: Default::default(),
             client_ip: None,
             signature: None,
             now: chrono::Utc::now(),

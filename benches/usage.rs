@@ -18,7 +18,7 @@ use tessera::authz::{Authorizer, AuthzSettings};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::network::IpAllowlist;
-use tessera::domain::permission::{Grant, Permission};
+use tessera::domain::permission::{Grant, Permission, PermissionQuery};
 use tessera::domain::token::TokenPrefix;
 use tessera::store::{self, PoolOptions, Store};
 use tessera::usage::{Usage, UsageSettings};
@@ -123,7 +123,7 @@ async fn fixture() -> Fixture {
 fn input() -> CheckInput {
     CheckInput {
         tenant: Tenant::parse("acme").expect("tenant"),
-        permission: Some(Permission::parse("orders:read").expect("permission")),
+        permissions: PermissionQuery::one(Permission::parse("orders:read").expect("permission")),
         client_ip: Some("192.0.2.1".parse().expect("ip")),
         signature: None,
         now: chrono::Utc::now(),
@@ -422,6 +422,7 @@ async fn grpc_checks(url: &str, secret: &str, checks: u64) -> Duration {
                 user_agent: USER_AGENT.to_owned(),
                 endpoint: "GET /api/v1/orders".to_owned(),
                 signature: None,
+                ..Default::default()
             };
             tokio::spawn(async move {
                 for _ in 0..per_caller {

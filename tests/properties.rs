@@ -13,7 +13,7 @@ use tessera::domain::fields::{Description, PrincipalId, RoleName, Tenant, TokenI
 use tessera::domain::http::RequestTarget;
 use tessera::domain::model::{CredentialRecord, Principal, Role, SecretMatch, Token};
 use tessera::domain::network::IpAllowlist;
-use tessera::domain::permission::{Grant, Permission, any_matches};
+use tessera::domain::permission::{Grant, Permission, PermissionQuery, any_matches};
 use tessera::domain::signature::{DEFAULT_WINDOW, ReplayGuard, SignatureId};
 use tessera::domain::token::{self, MalformedToken, TokenPrefix};
 
@@ -149,7 +149,7 @@ fn owner_state() -> impl Strategy<Value = OwnerState> {
 fn check_input(permission: &Permission) -> CheckInput {
     CheckInput {
         tenant: Tenant::parse("acme").expect("tenant"),
-        permission: Some(permission.clone()),
+        permissions: PermissionQuery::one(permission.clone()),
         client_ip: None,
         signature: None,
         now: Utc::now(),
@@ -305,6 +305,31 @@ proptest! {
         prop_assert_eq!(grant.matches(&elsewhere), other == action);
         let any_action = Grant::parse(&format!("{resource}:*")).expect("valid grant");
         prop_assert!(any_action.matches(&elsewhere));
+    }
+
+    #[test]
+    fn a_permission_query_is_granted_exactly_when_nothing_is_missing_and_more_grants_never_take_it_away(
+        held in grants(),
+        extra in grants(),
+        required in proptest::collection::vec(0..16usize, 0..4),
+        any in proptest::collection::vec(0..16usize, 0..4),
+    ) {
+        let concrete = every_permission();
+        let pick = |indexes: &[usize]| -> Vec<Permission> {
+            indexes.iter().map(|index| concrete[index % concrete.len()].clone()).collect()
+        };
+        let query = PermissionQuery::new(None, pick(&required), pick(&any)).expect("within bounds");
+        let grants = parse_grants(&held);
+        // The definition, one permission at a time.
+        let every_required = pick(&required).iter().all(|permission| any_matches(&grants, permission));
+        let one_of_any = any.is_empty() || pick(&any).iter().any(|permission| any_matches(&grants, permission));
+        let granted = query.is_granted_by(&grants);
+        prop_assert_eq!(granted, every_required && one_of_any);
+        let missing = query.missing(&grants);
+        prop_assert_eq!(granted, missing.required().next().is_none() && missing.any().is_empty());
+        let mut more = grants.clone();
+        more.extend(parse_grants(&extra));
+        prop_assert!(!granted || query.is_granted_by(&more), "a wider token lost a query");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct Decision {
     /// The identified token, shared with the cache (no copy per Check).
     pub credential: Option<Arc<Credential>>,
     pub rate_limit: Option<RateLimitStatus>,
+    /// When denied for a permission: what the token lacks (see `PermissionQuery::missing`).
+    pub missing_permissions: Vec<String>,
 }
 
 impl Decision {
@@ -71,6 +73,7 @@ impl Decision {
             message: Cow::Borrowed(reason.message()),
             credential: None,
             rate_limit: None,
+            missing_permissions: Vec::new(),
         }
     }
 
@@ -271,15 +274,28 @@ impl Authorizer {
                 Err(status) => (Err(DenyReason::RateLimited), Some(status)),
             },
         };
-        Decision {
+        let mut decision = Decision {
             message: Cow::Borrowed(match outcome {
                 Ok(()) => "allowed",
                 Err(reason) => reason.message(),
             }),
             outcome,
-            credential: Some(credential),
+            credential: None,
             rate_limit,
+            missing_permissions: Vec::new(),
+        };
+        if outcome == Err(DenyReason::PermissionDenied) {
+            // Off the allowed path: a deny names what was missing.
+            let missing = input.permissions.missing(&credential.effective);
+            decision.message = Cow::Owned(format!("{}: {missing}", decision.message));
+            decision.missing_permissions = missing
+                .required()
+                .chain(missing.any())
+                .map(ToString::to_string)
+                .collect();
         }
+        decision.credential = Some(credential);
+        decision
     }
 
     /// `domain::decision::evaluate`'s order, with the replay guard between its two halves

@@ -25,6 +25,14 @@ pub struct CheckArgs {
     #[arg(long)]
     permission: Option<String>,
 
+    /// More permissions the request needs, every one, comma-separated.
+    #[arg(long, value_name = "PERMISSION,...", value_delimiter = ',')]
+    all_permissions: Vec<String>,
+
+    /// Permissions of which the request needs at least one, comma-separated.
+    #[arg(long, value_name = "PERMISSION,...", value_delimiter = ',')]
+    any_permissions: Vec<String>,
+
     /// The end client's IP, for allowlists.
     #[arg(long, value_name = "IP")]
     ip: Option<String>,
@@ -75,6 +83,8 @@ pub(super) async fn run(args: &ClientArgs, check: CheckArgs) -> Result<Report, C
             signature,
             payload: check.payload.unwrap_or_default().into_bytes(),
         }),
+        all_permissions: check.all_permissions,
+        any_permissions: check.any_permissions,
     };
     let decision = answer("Check", client.check(request).await)?;
     Ok(decision_report(&decision))

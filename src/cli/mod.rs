@@ -103,7 +103,8 @@ pub enum Command {
     /// List admin mutations from the audit log, oldest first.
     Audit(audit::AuditArgs),
     /// Ask the server whether a token may do something (exit 0 allowed, 1 denied).
-    Check(check::CheckArgs),
+    // Boxed: its many flags would make every Command as large.
+    Check(Box<check::CheckArgs>),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -115,7 +116,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::Role(command) => role::run(&client, command).await,
         Command::Api(command) => api::run(&client, command).await,
         Command::Audit(args) => audit::run(&client, args).await,
-        Command::Check(args) => check::run(&client, args).await,
+        Command::Check(args) => check::run(&client, *args).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,

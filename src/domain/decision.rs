@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
-use super::permission::{self, Grant, Permission};
+use super::permission::{self, Grant, PermissionQuery};
 use super::signature::{
     self, FreshSignature, PresentedSignature, ReplayGuard, SignatureRejection, Verifier,
 };
@@ -119,8 +119,8 @@ impl DenyReason {
 #[derive(Debug, Clone)]
 pub struct CheckInput {
     pub tenant: Tenant,
-    /// None means authenticate only.
-    pub permission: Option<Permission>,
+    /// What the request needs of the token's permissions; empty: authenticate only.
+    pub permissions: PermissionQuery,
     pub client_ip: Option<IpAddr>,
     /// The request's signature, if it carries one; required for tokens with
     /// `require_signature`, ignored for others.
@@ -268,14 +268,13 @@ pub fn check_credential(
         })
 }
 
-/// The check after the replay guard: the requested permission, if any, is granted.
+/// The check after the replay guard: what the request needs of the permissions is granted.
 pub fn check_permission(credential: &Credential, input: &CheckInput) -> Result<(), DenyReason> {
-    if let Some(wanted) = &input.permission
-        && !permission::any_matches(&credential.effective, wanted)
-    {
-        return Err(DenyReason::PermissionDenied);
+    if input.permissions.is_granted_by(&credential.effective) {
+        Ok(())
+    } else {
+        Err(DenyReason::PermissionDenied)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -287,6 +286,7 @@ mod tests {
 
     use super::*;
     use crate::domain::fixtures;
+    use crate::domain::permission::Permission;
     use crate::domain::signature::{DEFAULT_WINDOW, SignatureId, SigningKey, sign};
 
     /// Remembers every signature for the whole test.
@@ -325,8 +325,11 @@ mod tests {
     fn input(permission: &str) -> CheckInput {
         CheckInput {
             tenant: Tenant::parse("acme").expect("tenant"),
-            permission: (!permission.is_empty())
-                .then(|| Permission::parse(permission).expect("perm")),
+            permissions: if permission.is_empty() {
+                PermissionQuery::default()
+            } else {
+                PermissionQuery::one(Permission::parse(permission).expect("perm"))
+            },
             client_ip: Some("192.0.2.1".parse().expect("ip")),
             signature: None,
             now: Utc::now(),

@@ -237,6 +237,171 @@ pub fn parse_grants(raw: &[String]) -> Result<Vec<Grant>, (usize, InvalidPermiss
     Ok(grants)
 }
 
+/// Most permissions one Check may list in each of `all_permissions` and `any_permissions`.
+pub const MAX_QUERY_PERMISSIONS: usize = 16;
+
+/// What one Check needs of a token's permissions: every required one (the Check's `permission`
+/// and `all_permissions`), and at least one of `any` when that is not empty. Empty: the Check
+/// only authenticates. The single permission of most Checks needs no list (no allocation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionQuery {
+    primary: Option<Permission>,
+    all: Vec<Permission>,
+    any: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("at most {MAX_QUERY_PERMISSIONS} permissions")]
+pub struct TooManyPermissions;
+
+/// What a token lacks for a query: the required permissions it does not hold, and the `any`
+/// list when it holds none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing<'a> {
+    query: &'a PermissionQuery,
+    grants: &'a [Grant],
+}
+
+impl PermissionQuery {
+    /// One permission needed.
+    pub fn one(permission: Permission) -> Self {
+        Self {
+            primary: Some(permission),
+            ..Self::default()
+        }
+    }
+
+    /// `primary` and every one of `all`, and one of `any` if it is not empty. Repeated
+    /// permissions count once.
+    pub fn new(
+        primary: Option<Permission>,
+        mut all: Vec<Permission>,
+        any: Vec<Permission>,
+    ) -> Result<Self, TooManyPermissions> {
+        if all.len() > MAX_QUERY_PERMISSIONS || any.len() > MAX_QUERY_PERMISSIONS {
+            return Err(TooManyPermissions);
+        }
+        all.retain(|permission| Some(permission) != primary.as_ref());
+        Ok(Self {
+            primary,
+            all: unique(all),
+            any: unique(any),
+        })
+    }
+
+    /// True when the Check only authenticates.
+    pub fn is_empty(&self) -> bool {
+        self.primary.is_none() && self.all.is_empty() && self.any.is_empty()
+    }
+
+    /// Every permission that must be held.
+    pub fn required(&self) -> impl Iterator<Item = &Permission> {
+        self.primary.iter().chain(&self.all)
+    }
+
+    /// The permissions of which one must be held (none: no such condition).
+    pub fn any(&self) -> &[Permission] {
+        &self.any
+    }
+
+    /// Whether `grants` satisfy the query.
+    pub fn is_granted_by(&self, grants: &[Grant]) -> bool {
+        self.required()
+            .all(|permission| any_matches(grants, permission))
+            && (self.any.is_empty()
+                || self
+                    .any
+                    .iter()
+                    .any(|permission| any_matches(grants, permission)))
+    }
+
+    /// What `grants` lack; displays as the deny message's detail.
+    pub fn missing<'a>(&'a self, grants: &'a [Grant]) -> Missing<'a> {
+        Missing {
+            query: self,
+            grants,
+        }
+    }
+}
+
+impl Missing<'_> {
+    /// The required permissions not held.
+    pub fn required(&self) -> impl Iterator<Item = &Permission> {
+        self.query
+            .required()
+            .filter(|permission| !any_matches(self.grants, permission))
+    }
+
+    /// The `any` list, when none of it is held.
+    pub fn any(&self) -> &[Permission] {
+        let any = &self.query.any;
+        if any
+            .iter()
+            .any(|permission| any_matches(self.grants, permission))
+        {
+            &[]
+        } else {
+            any
+        }
+    }
+}
+
+impl fmt::Display for Missing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let required: Vec<&str> = self.required().map(Permission::as_str).collect();
+        let any: Vec<&str> = self.any().iter().map(Permission::as_str).collect();
+        if !required.is_empty() {
+            write!(f, "missing {}", required.join(", "))?;
+        }
+        if !any.is_empty() {
+            if !required.is_empty() {
+                f.write_str("; ")?;
+            }
+            write!(f, "needs one of {}", any.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The query as usage shows a call: `a`, `a & b`, `(c | d)`, `a & (c | d)`.
+impl fmt::Display for PermissionQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for permission in self.required() {
+            if !first {
+                f.write_str(" & ")?;
+            }
+            first = false;
+            f.write_str(permission.as_str())?;
+        }
+        if !self.any.is_empty() {
+            if !first {
+                f.write_str(" & ")?;
+            }
+            f.write_str("(")?;
+            for (index, permission) in self.any.iter().enumerate() {
+                if index > 0 {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(permission.as_str())?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// `list` without repeats, in its order (at most [`MAX_QUERY_PERMISSIONS`] entries).
+fn unique(list: Vec<Permission>) -> Vec<Permission> {
+    let mut kept: Vec<Permission> = Vec::with_capacity(list.len());
+    for permission in list {
+        if !kept.contains(&permission) {
+            kept.push(permission);
+        }
+    }
+    kept
+}
+
 /// Whether any grant in `set` matches `permission`.
 pub fn any_matches(set: &[Grant], permission: &Permission) -> bool {
     set.iter().any(|grant| grant.matches(permission))
@@ -377,6 +542,80 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn query(primary: Option<&str>, all: &[&str], any: &[&str]) -> PermissionQuery {
+        let parse = |raw: &[&str]| -> Vec<Permission> {
+            raw.iter()
+                .map(|p| Permission::parse(p).expect("permission"))
+                .collect()
+        };
+        PermissionQuery::new(
+            primary.map(|p| Permission::parse(p).expect("permission")),
+            parse(all),
+            parse(any),
+        )
+        .expect("query")
+    }
+
+    fn granted(raw: &[&str]) -> Vec<Grant> {
+        raw.iter()
+            .map(|g| Grant::parse(g).expect("grant"))
+            .collect()
+    }
+
+    #[test]
+    fn every_required_permission_and_one_of_the_any_list_are_needed() {
+        let q = query(
+            Some("orders:read"),
+            &["orders:write"],
+            &["billing:read", "admin:read"],
+        );
+        assert!(q.is_granted_by(&granted(&["orders:*", "admin:read"])));
+        assert!(!q.is_granted_by(&granted(&["orders:*"])));
+        assert!(!q.is_granted_by(&granted(&["orders:read", "billing:read"])));
+        assert!(PermissionQuery::default().is_granted_by(&[]));
+    }
+
+    #[test]
+    fn the_missing_permissions_are_named() {
+        let q = query(
+            Some("orders:read"),
+            &["orders:write"],
+            &["billing:read", "admin:read"],
+        );
+        let held = granted(&["orders:read"]);
+        assert_eq!(
+            q.missing(&held).to_string(),
+            "missing orders:write; needs one of billing:read, admin:read"
+        );
+        let held = granted(&["orders:read", "orders:write"]);
+        assert_eq!(
+            q.missing(&held).to_string(),
+            "needs one of billing:read, admin:read"
+        );
+    }
+
+    #[test]
+    fn a_query_shows_as_one_line_and_repeats_count_once() {
+        let q = query(Some("a:b"), &["a:b", "c:d", "c:d"], &["e:f", "g:h"]);
+        assert_eq!(q.to_string(), "a:b & c:d & (e:f | g:h)");
+        assert_eq!(query(Some("a:b"), &[], &[]).to_string(), "a:b");
+    }
+
+    #[test]
+    fn a_query_of_more_than_the_bound_is_refused() {
+        let many: Vec<Permission> = (0..=MAX_QUERY_PERMISSIONS)
+            .map(|n| Permission::parse(&format!("r{n}:read")).expect("permission"))
+            .collect();
+        assert_eq!(
+            PermissionQuery::new(None, many.clone(), Vec::new()),
+            Err(TooManyPermissions)
+        );
+        assert_eq!(
+            PermissionQuery::new(None, Vec::new(), many),
+            Err(TooManyPermissions)
+        );
+    }
 
     /// The first definition: every grant met with every limit, then every result compared with
     /// every other. Quadratic, and the semantics `intersect` must keep.

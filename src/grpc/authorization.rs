@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::authz::{Authorizer, Decision};
 use crate::domain::decision::CheckInput;
 use crate::domain::fields::Tenant;
-use crate::domain::permission::Permission;
+use crate::domain::permission::{Permission, PermissionQuery};
 use crate::domain::report_handle::HandleError;
 use crate::domain::signature::PresentedSignature;
 use crate::grpc::convert::{self, Violations};
@@ -45,6 +45,8 @@ pub fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Stat
             Permission::parse(&request.permission).map(Some),
         )
     };
+    let all_permissions = violations.permissions("all_permissions", &request.all_permissions);
+    let any_permissions = violations.permissions("any_permissions", &request.any_permissions);
     let client_ip = if request.client_ip.is_empty() {
         Some(None)
     } else {
@@ -65,7 +67,9 @@ pub fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Stat
     let parsed = (|| {
         Some(CheckInput {
             tenant: tenant?,
-            permission: permission?,
+            // Each list was checked against its bound above.
+            permissions: PermissionQuery::new(permission?, all_permissions?, any_permissions?)
+                .ok()?,
             client_ip: client_ip?,
             signature: request.signature.as_ref().map(|signature| {
                 PresentedSignature::parse(

@@ -14,7 +14,7 @@ use crate::domain::decision::DenyReason;
 use crate::domain::fields::{self, InvalidField};
 use crate::domain::model::{self, TokenState};
 use crate::domain::network::IpAllowlist;
-use crate::domain::permission::{self, Grant};
+use crate::domain::permission::{self, Grant, Permission};
 use crate::domain::usage::CallRecord;
 use crate::grpc::status;
 use crate::proto;
@@ -71,6 +71,25 @@ impl Violations {
     pub fn grants(&mut self, field: &str, raw: &[String]) -> Option<Vec<Grant>> {
         self.limit_len(field, raw.len(), MAX_LIST_LEN);
         self.check_list(field, permission::parse_grants(raw))
+    }
+
+    /// A Check's list of permissions (not grants: no wildcards), at most
+    /// [`permission::MAX_QUERY_PERMISSIONS`].
+    pub fn permissions(&mut self, field: &str, raw: &[String]) -> Option<Vec<Permission>> {
+        if raw.len() > permission::MAX_QUERY_PERMISSIONS {
+            self.add(
+                field,
+                format!("at most {} entries", permission::MAX_QUERY_PERMISSIONS),
+            );
+            return None;
+        }
+        self.check_list(
+            field,
+            raw.iter()
+                .enumerate()
+                .map(|(index, entry)| Permission::parse(entry).map_err(|error| (index, error)))
+                .collect(),
+        )
     }
 
     pub fn roles(&mut self, field: &str, raw: &[String]) -> Option<Vec<fields::RoleName>> {
@@ -370,6 +389,7 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         expires_at: credential.map(|who| timestamp(who.expires_at)),
         // Minted by the AuthorizationService, which holds the key (src/grpc/authorization.rs).
         report_handle: Vec::new(),
+        missing_permissions: decision.missing_permissions.clone(),
     }
 }
 

@@ -387,6 +387,9 @@ fn to_check_request(
         ),
         endpoint: truncate(&endpoint, MAX_ENDPOINT_LEN),
         signature,
+        // A rule names one permission (or none).
+        all_permissions: Vec::new(),
+        any_permissions: Vec::new(),
     })
 }
 

@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -392,15 +393,9 @@ impl TokenCalls {
         slot.client_ip = input.client_ip;
         slot.endpoint.clear();
         slot.endpoint.push_str(&input.endpoint);
-        let permission = input
-            .permission
-            .as_ref()
-            .map_or("", |permission| permission.as_str());
-        // The slot of 20 calls ago usually held the same permission.
-        if slot.permission != permission {
-            slot.permission.clear();
-            slot.permission.push_str(permission);
-        }
+        slot.permission.clear();
+        // A String's fmt::Write cannot fail.
+        let _ = write!(slot.permission, "{}", input.permissions);
         slot.user_agent.clear();
         super::user_agent::push_stored(&mut slot.user_agent, &input.user_agent);
     }
@@ -523,7 +518,7 @@ mod tests {
     use super::*;
     use crate::domain::fields::Tenant;
     use crate::domain::fixtures;
-    use crate::domain::permission::Permission;
+    use crate::domain::permission::{Permission, PermissionQuery};
 
     fn credential(rotated_at: Option<DateTime<Utc>>) -> Arc<Credential> {
         Arc::new(Credential {
@@ -537,7 +532,9 @@ mod tests {
     fn input(endpoint: &str, now: DateTime<Utc>) -> CheckInput {
         CheckInput {
             tenant: Tenant::default(),
-            permission: Some(Permission::parse("orders:read").expect("permission")),
+            permissions: PermissionQuery::one(
+                Permission::parse("orders:read").expect("permission"),
+            ),
             client_ip: Some("192.0.2.7".parse().expect("ip")),
             signature: None,
             now,

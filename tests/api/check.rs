@@ -4,10 +4,9 @@ use prost_types::{Duration, FieldMask};
 use tessera::proto;
 use tessera::proto::DenyReason;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::backend_tests;
-use crate::helpers::requests::check_request;
+use crate::helpers::requests::{check_request, violated_fields};
 use crate::helpers::{Backend, TestApp, new_token, spawn_app_on, strings};
 
 const TENANT: &str = "acme";
@@ -42,6 +41,18 @@ async fn assert_denied(
     assert_eq!(response.http_status, http_status);
     assert!(!response.message.is_empty());
     response
+}
+
+/// The fields an INVALID_ARGUMENT answer to `check` names.
+async fn refused_fields(app: &TestApp, check: proto::CheckRequest) -> Vec<String> {
+    let status = app
+        .authz_client()
+        .await
+        .check(check)
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    violated_fields(&status)
 }
 
 async fn an_allowed_check_reports_identity_and_effective_permissions(backend: Backend) {
@@ -307,19 +318,69 @@ async fn a_malformed_check_call_is_invalid_argument_naming_the_field() {
     let app = app_with_alice(Backend::Sqlite).await;
     let mut check = request("tsk_whatever", "orders:*");
     check.client_ip = "not-an-ip".to_owned();
-    let status = app
-        .authz_client()
-        .await
-        .check(check)
-        .await
-        .expect_err("invalid");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .expect("bad request details")
-        .field_violations
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect();
-    assert_eq!(fields, vec!["permission", "client_ip"]);
+    assert_eq!(
+        refused_fields(&app, check).await,
+        vec!["permission", "client_ip"]
+    );
+}
+
+#[tokio::test]
+async fn a_check_naming_several_permissions_needs_every_required_one_and_one_of_the_rest() {
+    let app = app_with_alice(Backend::Sqlite).await;
+    let (_, secret) = app
+        .token(new_token(
+            TENANT,
+            "alice",
+            &["orders:read", "products:read"],
+        ))
+        .await;
+    let query = |all: &[&str], any: &[&str]| proto::CheckRequest {
+        all_permissions: strings(all),
+        any_permissions: strings(any),
+        ..request(&secret, "orders:read")
+    };
+    assert!(app.check(query(&["products:read"], &[])).await.allowed);
+    assert!(
+        app.check(query(&[], &["billing:read", "products:read"]))
+            .await
+            .allowed
+    );
+
+    let denied = assert_denied(
+        &app,
+        query(
+            &["orders:write", "products:read"],
+            &["billing:read", "admin:read"],
+        ),
+        DenyReason::PermissionDenied,
+        403,
+    )
+    .await;
+    assert_eq!(
+        denied.missing_permissions,
+        vec!["orders:write", "billing:read", "admin:read"]
+    );
+    assert!(
+        denied
+            .message
+            .ends_with("missing orders:write; needs one of billing:read, admin:read"),
+        "{}",
+        denied.message
+    );
+    assert!(
+        denied.permissions.is_empty(),
+        "no permissions shown on a deny"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_or_oversized_permission_list_is_invalid_argument_naming_the_entry() {
+    let app = app_with_alice(Backend::Sqlite).await;
+    let mut check = request("tsk_whatever", "orders:read");
+    check.all_permissions = strings(&["orders:write", "orders:*"]);
+    check.any_permissions = (0..17).map(|n| format!("r{n}:read")).collect();
+    assert_eq!(
+        refused_fields(&app, check).await,
+        vec!["all_permissions[1]", "any_permissions"]
+    );
 }

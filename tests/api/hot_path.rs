@@ -102,7 +102,7 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
         checks.push(tokio::spawn(async move {
             let input = tessera::domain::decision::CheckInput {
                 tenant: tessera::domain::fields::Tenant::parse(TENANT).expect("tenant"),
-                permission: None,
+                permissions: Default::default(),
                 client_ip: None,
                 signature: None,
                 now: chrono::Utc::now(),
