@@ -1,5 +1,8 @@
 //! Resident memory per cached token, measured with 1,000,000 realistic credentials in the real
-//! cache (moka, as the server configures it). Prints bytes per entry from VmRSS before and after.
+//! cache (moka, as the server configures it), each passed through the Authorizer's interner
+//! (`authz::intern`) as a store load is. Prints bytes per entry from VmRSS before and after, in
+//! one run for three fresh processes: as the server caches (shared parts), without sharing (the
+//! baseline), and with empty values (moka's own bookkeeping).
 //!
 //! cargo bench --bench cache_memory
 
@@ -9,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tessera::authz::CacheSettings;
 use tessera::authz::cache::CredentialCache;
+use tessera::authz::intern::Interner;
 use tessera::domain::decision::Credential;
 use tessera::domain::fields::{PrincipalId, RoleName, Tenant, TokenId};
 use tessera::domain::model::SecretMatch;
@@ -44,8 +48,7 @@ fn credential(index: u64) -> Credential {
     .iter()
     .map(|raw| Grant::parse(raw).expect("grant"))
     .collect();
-    let mut effective = tessera::domain::permission::intersect(&grants, &ceiling);
-    effective.shrink_to_fit();
+    let effective = tessera::domain::permission::intersect(&grants, &ceiling).into();
     Credential {
         token_id: TokenId::generate(),
         tenant: Tenant::parse("store-eu-1").expect("tenant"),
@@ -55,10 +58,11 @@ fn credential(index: u64) -> Credential {
         revoked: false,
         secret_match: SecretMatch::Current,
         allowed_ips: IpAllowlist::parse(&["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()])
-            .expect("ips"),
+            .expect("ips")
+            .into(),
         require_signature: false,
         verifier: None,
-        roles: vec![RoleName::parse("reporting").expect("role")],
+        roles: vec![RoleName::parse("reporting").expect("role")].into(),
         owner_enabled: true,
         effective,
         rate_limit_per_minute: 600,
@@ -66,7 +70,49 @@ fn credential(index: u64) -> Credential {
     }
 }
 
+/// How one measuring process caches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Shared,
+    Unshared,
+    Empty,
+}
+
+impl Mode {
+    const ALL: [(Mode, &'static str); 3] = [
+        (Mode::Shared, "shared"),
+        (Mode::Unshared, "unshared"),
+        (Mode::Empty, "empty (unknown tokens: moka's bookkeeping)"),
+    ];
+}
+
+const MODE_VARIABLE: &str = "TESSERA_CACHE_MEMORY_MODE";
+
 fn main() {
+    let Some(mode) = std::env::var(MODE_VARIABLE).ok().and_then(|name| {
+        Mode::ALL
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(mode, _)| *mode)
+    }) else {
+        // One fresh process per mode, so no mode inherits another's heap.
+        let this = std::env::current_exe().expect("this bench's path");
+        println!("| values | bytes per cached token |\n|---|---|");
+        for (_, name) in Mode::ALL {
+            let output = std::process::Command::new(&this)
+                .env(MODE_VARIABLE, name)
+                .output()
+                .expect("run a measuring process");
+            let text = String::from_utf8_lossy(&output.stdout);
+            println!("| {name} | {} |", text.trim());
+        }
+        return;
+    };
+    print!("{:.0}", measure(mode));
+}
+
+/// Bytes of resident memory per cached entry after caching `ENTRIES` credentials.
+fn measure(mode: Mode) -> f64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,13 +124,14 @@ fn main() {
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(60),
         });
+        let interner = Interner::new();
         let before = resident_bytes();
         for index in 0..ENTRIES {
             let hash = SecretHash::of(&format!("tsk_{index:036}"));
-            let entry = if std::env::var_os("EMPTY").is_some() {
-                None
-            } else {
-                Some(Arc::new(credential(index)))
+            let entry = match mode {
+                Mode::Empty => None,
+                Mode::Unshared => Some(Arc::new(credential(index))),
+                Mode::Shared => Some(Arc::new(interner.share(credential(index)))),
             };
             let _ = cache
                 .credential(
@@ -93,15 +140,11 @@ fn main() {
                 )
                 .await;
         }
-        let held = cache.entry_count().await;
+        if mode != Mode::Empty {
+            // Every credential stayed (the capacity is twice the count): the figure is per entry.
+            assert_eq!(cache.entry_count().await, ENTRIES);
+        }
         let after = resident_bytes();
-        let per_entry = (after.saturating_sub(before)) as f64 / held as f64;
-        println!("cached credentials: {held}");
-        println!(
-            "resident memory:    {:.1} MiB before, {:.1} MiB after",
-            before as f64 / 1048576.0,
-            after as f64 / 1048576.0
-        );
-        println!("per cached token:   {per_entry:.0} bytes (target: at most 1024)");
-    });
+        (after.saturating_sub(before)) as f64 / ENTRIES as f64
+    })
 }

@@ -6,7 +6,8 @@
 //!   domain, once at the edge) and `status`, the one place errors become `tonic::Status`.
 //! - [`authz`]: the hot path, `Authorizer::check`: `cache` (credentials, unknown tokens and API
 //!   status in memory, weighed in bytes), `fill` (a load in flight loses to an invalidation),
-//!   `rate_limit` (per-token and per-owner GCRA) and `replay` (the signatures seen, per-token
+//!   `intern` (the parts cached credentials share, held once), `rate_limit` (per-token and
+//!   per-owner GCRA, per replica or the fleet's) and `replay` (the signatures seen, per-token
 //!   partitions inside one bound).
 //! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
 //! - [`usage`]: write-behind usage statistics: `recorder` (the Check path's buffer and its

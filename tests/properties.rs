@@ -251,7 +251,7 @@ proptest! {
             .cloned()
             .collect();
         let ceiling = parse_grants(&ceiling);
-        for effective in &credential.effective {
+        for effective in credential.effective.iter() {
             prop_assert!(
                 ceiling.iter().any(|limit| limit.covers(effective)),
                 "{effective} is beyond the owner's {ceiling:?}"

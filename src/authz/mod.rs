@@ -16,6 +16,7 @@
 
 pub mod cache;
 mod fill;
+pub mod intern;
 pub mod rate_limit;
 pub mod replay;
 
@@ -149,6 +150,8 @@ pub struct Authorizer {
     rate_limits: RateLimits,
     /// Opens signing keys when credentials enter the cache.
     master_key: Option<MasterKey>,
+    /// Holds the parts cached credentials share once (`intern`).
+    interner: intern::Interner,
     replay_guard: ReplayCache,
     /// The fleet's replay guard, when Redis is configured; `replay_guard` still records every
     /// signature this replica accepts, for when Redis is lost.
@@ -193,6 +196,7 @@ impl Authorizer {
             cache: CredentialCache::new(&settings.cache),
             rate_limits: RateLimits::new(settings.default_rate_limit_per_minute),
             master_key: settings.signing.master_key,
+            interner: intern::Interner::new(),
             replay_guard: ReplayCache::new(
                 settings.signing.window,
                 settings.signing.replay_capacity,
@@ -347,7 +351,8 @@ impl Authorizer {
         let record = self.store.find_credential(&hash).await?;
         Ok(record.map(|record| {
             let verifier = self.signing_verifier(&record);
-            Arc::new(Credential::from_record(&record).with_verifier(verifier))
+            let credential = Credential::from_record(&record).with_verifier(verifier);
+            Arc::new(self.interner.share(credential))
         }))
     }
 

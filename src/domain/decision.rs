@@ -11,6 +11,7 @@
 //! the halves itself when the guard is the fleet's (asynchronous, on Redis).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -145,20 +146,23 @@ pub struct Credential {
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked: bool,
     pub secret_match: SecretMatch,
-    pub allowed_ips: IpAllowlist,
+    /// Shared with every cached token of the same allowlist (`authz::intern`).
+    pub allowed_ips: Arc<IpAllowlist>,
     pub require_signature: bool,
     /// The token's signing key as a keyed HMAC, opened once when the entry is built; None when
     /// the token has no key or the server cannot open it (then no signature verifies). Boxed:
     /// keyed HMAC state is 150 bytes that most cached tokens would carry empty.
     pub verifier: Option<Box<Verifier>>,
-    /// The token's role names, so a role change can find the entries it affects.
-    pub roles: Vec<RoleName>,
+    /// The token's role names, so a role change can find the entries it affects. Shared like
+    /// `allowed_ips`.
+    pub roles: Arc<[RoleName]>,
     /// False when the owner is disabled or gone: every Check of the token is then denied.
     pub owner_enabled: bool,
     /// (own grants ∪ role grants) ∩ the owner's permissions, computed once here. A permission
     /// matches one of these exactly when it matches a grant and the owner's ceiling, so this one
     /// list both decides and is what an allowed Check reports; it also keeps a cached entry small.
-    pub effective: Vec<Grant>,
+    /// Shared with every cached token of the same effective permissions (`authz::intern`).
+    pub effective: Arc<[Grant]>,
     pub rate_limit_per_minute: u32,
     pub owner_rate_limit_per_minute: Option<u32>,
 }
@@ -173,13 +177,11 @@ impl Credential {
         grants.sort();
         grants.dedup();
         let enabled_owner = record.owner.as_ref().filter(|owner| !owner.disabled);
-        let mut effective = match enabled_owner {
-            Some(owner) => permission::intersect(&grants, &owner.permissions),
-            None => Vec::new(),
+        let effective: Arc<[Grant]> = match enabled_owner {
+            Some(owner) => permission::intersect(&grants, &owner.permissions).into(),
+            None => Arc::from([]),
         };
-        effective.shrink_to_fit();
-        let mut roles = token.roles.clone();
-        roles.shrink_to_fit();
+        let roles: Arc<[RoleName]> = token.roles.as_slice().into();
         Self {
             token_id: token.id.clone(),
             tenant: token.tenant.clone(),
@@ -188,7 +190,7 @@ impl Credential {
             rotated_at: token.rotated_at,
             revoked: token.revoked_at.is_some(),
             secret_match: record.secret_match,
-            allowed_ips: token.allowed_ips.clone(),
+            allowed_ips: Arc::new(token.allowed_ips.clone()),
             require_signature: token.require_signature,
             verifier: None,
             roles,
@@ -317,7 +319,7 @@ mod tests {
     fn credential() -> Credential {
         Credential {
             // orders:* granted, within an owner holding orders:read and products:read.
-            effective: grants(&["orders:read"]),
+            effective: grants(&["orders:read"]).into(),
             ..fixtures::credential()
         }
     }
@@ -415,7 +417,8 @@ mod tests {
     fn a_disabled_owner_denies_before_the_ip_check() {
         let mut orphan = credential();
         orphan.owner_enabled = false;
-        orphan.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        orphan.allowed_ips =
+            Arc::new(IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr"));
         assert_eq!(
             evaluate(&orphan, &input("orders:read")),
             Err(DenyReason::OwnerDisabled)
@@ -425,7 +428,8 @@ mod tests {
     #[test]
     fn an_ip_outside_the_allowlist_is_denied_before_the_permission() {
         let mut fenced = credential();
-        fenced.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        fenced.allowed_ips =
+            Arc::new(IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr"));
         assert_eq!(
             evaluate(&fenced, &input("billing:read")),
             Err(DenyReason::IpNotAllowed)
@@ -514,7 +518,8 @@ mod tests {
     fn the_signature_is_checked_after_the_ip_and_before_the_permission() {
         let key = SigningKey::generate();
         let mut fenced = signing(&key);
-        fenced.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr");
+        fenced.allowed_ips =
+            Arc::new(IpAllowlist::parse(&["10.0.0.0/8".to_owned()]).expect("cidr"));
         assert_eq!(
             evaluate(&fenced, &input("billing:read")),
             Err(DenyReason::IpNotAllowed)

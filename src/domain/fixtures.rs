@@ -1,6 +1,8 @@
 //! Test fixtures shared by the unit tests of several layers (`domain`, `authz`, `usage`): the
 //! values every such test builds the same way, so each test states only what it exercises.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
 
 use super::decision::Credential;
@@ -20,12 +22,12 @@ pub(crate) fn credential() -> Credential {
         rotated_at: None,
         revoked: false,
         secret_match: SecretMatch::Current,
-        allowed_ips: IpAllowlist::default(),
+        allowed_ips: Arc::new(IpAllowlist::default()),
         require_signature: false,
         verifier: None,
-        roles: Vec::new(),
+        roles: Arc::from([]),
         owner_enabled: true,
-        effective: Vec::new(),
+        effective: Arc::from([]),
         rate_limit_per_minute: 0,
         owner_rate_limit_per_minute: None,
     }

@@ -9,7 +9,7 @@ use ipnet::{IpNet, Ipv4Net};
 pub struct InvalidNetwork(pub String);
 
 /// Parsed once when a token is written or loaded, never per Check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct IpAllowlist(Vec<IpNet>);
 
 impl IpAllowlist {
