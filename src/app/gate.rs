@@ -15,7 +15,7 @@
 //!   really have (read from their descriptor sets) become labels; any other path is `unknown`,
 //!   whatever the answer, so a caller cannot mint series or span names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -122,7 +122,7 @@ impl Service<Request<Body>> for Gate {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let rpc = Rpc::of(request.uri().path(), &self.policy.known_methods);
+        let rpc = self.policy.known_methods.rpc(request.uri().path());
         let started = Instant::now();
         if rpc.always_on {
             let mut always_on = self.always_on.clone();
@@ -159,9 +159,9 @@ impl Service<Request<Body>> for Gate {
         let gate = self.clone();
         Box::pin(
             async move {
-                metrics::gauge!("tessera_grpc_requests_in_flight").increment(1);
+                in_flight().increment(1);
                 let response = gate.admit(rpc.clone(), request).await;
-                metrics::gauge!("tessera_grpc_requests_in_flight").decrement(1);
+                in_flight().decrement(1);
                 let code = record(&rpc, &response, started);
                 tracing::Span::current().record("rpc.grpc.status_code", code as i32);
                 Ok(response)
@@ -175,7 +175,11 @@ impl Service<Request<Body>> for Gate {
 /// metric labels and span fields.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KnownMethods {
-    methods: HashMap<&'static str, HashSet<String>>,
+    /// Each served method's entry, shared by all its calls.
+    methods: HashMap<&'static str, HashMap<String, Rpc>>,
+    /// What calls to anything else share (one for the always-on prefixes, one for the rest).
+    unknown: Rpc,
+    unknown_always_on: Rpc,
 }
 
 impl KnownMethods {
@@ -186,7 +190,7 @@ impl KnownMethods {
         descriptor_sets: &[&[u8]],
         services: &[&'static str],
     ) -> Result<Self, prost::DecodeError> {
-        let mut methods: HashMap<&'static str, HashSet<String>> = HashMap::new();
+        let mut methods: HashMap<&'static str, HashMap<String, Rpc>> = HashMap::new();
         for encoded in descriptor_sets {
             let set = <prost_types::FileDescriptorSet as prost::Message>::decode(*encoded)?;
             for file in &set.file {
@@ -198,28 +202,41 @@ impl KnownMethods {
                     let Some(known) = services.iter().find(|known| **known == full_name) else {
                         continue;
                     };
-                    methods
-                        .entry(*known)
-                        .or_default()
-                        .extend(service.method.iter().map(|method| method.name().to_owned()));
+                    let entries = methods.entry(*known).or_default();
+                    for method in &service.method {
+                        entries.insert(method.name().to_owned(), Rpc::known(known, method.name()));
+                    }
                 }
             }
         }
-        Ok(Self { methods })
+        Ok(Self {
+            methods,
+            unknown: Rpc::unknown(UNKNOWN, false),
+            unknown_always_on: Rpc::unknown(UNKNOWN, true),
+        })
     }
 
-    /// The service's label (its name when served, else `unknown`) and the method's (its name
-    /// when that service has it, else `unknown`).
-    fn labels(&self, service: &str, method: &str) -> (&'static str, String) {
+    /// The call's shared entry: its service and method when served, else one labelled
+    /// `unknown` (a known service's own name with method `unknown`).
+    fn rpc(&self, path: &str) -> Rpc {
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path, ""));
         let Some((known_service, methods)) = self.methods.get_key_value(service) else {
-            return (UNKNOWN, UNKNOWN.to_owned());
+            let always_on = ALWAYS_ON_PREFIXES
+                .iter()
+                .any(|prefix| service.starts_with(prefix));
+            return if always_on {
+                self.unknown_always_on.clone()
+            } else {
+                self.unknown.clone()
+            };
         };
-        let method = if methods.contains(method) {
-            method.to_owned()
-        } else {
-            UNKNOWN.to_owned()
-        };
-        (known_service, method)
+        match methods.get(method) {
+            Some(rpc) => rpc.clone(),
+            None => Rpc::unknown(known_service, is_always_on(known_service)),
+        }
     }
 
     /// Whether `service` is served and declares `method`.
@@ -227,13 +244,23 @@ impl KnownMethods {
     pub(super) fn has(&self, service: &str, method: &str) -> bool {
         self.methods
             .get(service)
-            .is_some_and(|methods| methods.contains(method))
+            .is_some_and(|methods| methods.contains_key(method))
     }
 }
 
-/// A call's service and method, as metric labels.
+fn is_always_on(service: &str) -> bool {
+    ALWAYS_ON_PREFIXES
+        .iter()
+        .any(|prefix| service.starts_with(prefix))
+}
+
+/// A call's service and method, as metric labels, with the metric handles of that pair,
+/// resolved on the first call of each and shared by the rest (no registry look-up per call).
 #[derive(Debug, Clone)]
-struct Rpc {
+struct Rpc(Arc<Method>);
+
+#[derive(Debug)]
+struct Method {
     /// The span's name: the real `/service/method`, or `unknown` for anything else.
     path: String,
     /// A known service's name, else `unknown`.
@@ -241,36 +268,90 @@ struct Rpc {
     /// A method of that service, else `unknown`.
     method: String,
     always_on: bool,
+    /// `tessera_grpc_requests_total` of this method, by status code (`Code as usize`).
+    requests: [OnceLock<metrics::Counter>; CODES],
+    duration: OnceLock<metrics::Histogram>,
+}
+
+/// gRPC's status codes, 0 to 16.
+const CODES: usize = 17;
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Self::unknown(UNKNOWN, false)
+    }
+}
+
+impl std::ops::Deref for Rpc {
+    type Target = Method;
+
+    fn deref(&self) -> &Method {
+        &self.0
+    }
 }
 
 impl Rpc {
+    fn known(service: &'static str, method: &str) -> Self {
+        Self::new(format!("/{service}/{method}"), service, method.to_owned())
+    }
+
+    fn unknown(service: &'static str, always_on: bool) -> Self {
+        let mut rpc = Self::new(UNKNOWN.to_owned(), service, UNKNOWN.to_owned());
+        if let Some(method) = Arc::get_mut(&mut rpc.0) {
+            method.always_on = always_on;
+        }
+        rpc
+    }
+
+    fn new(path: String, service: &'static str, method: String) -> Self {
+        Self(Arc::new(Method {
+            path,
+            service,
+            always_on: is_always_on(service),
+            method,
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            duration: OnceLock::new(),
+        }))
+    }
+
     /// Whether a served service declares this method. The rest is answered by the gate itself,
     /// so that every method labelled `unknown` gets the same UNIMPLEMENTED with its reason.
     fn is_served(&self) -> bool {
         self.method != UNKNOWN
     }
 
+    #[cfg(test)]
     fn of(path: &str, known: &KnownMethods) -> Self {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((path, ""));
-        let always_on = ALWAYS_ON_PREFIXES
-            .iter()
-            .any(|prefix| service.starts_with(prefix));
-        let (service_label, method_label) = known.labels(service, method);
-        let path_label = if service_label == UNKNOWN || method_label == UNKNOWN {
-            UNKNOWN.to_owned()
-        } else {
-            path.to_owned()
-        };
-        Self {
-            path: path_label,
-            service: service_label,
-            method: method_label,
-            always_on,
-        }
+        known.rpc(path)
     }
+
+    fn requests(&self, code: Code) -> &metrics::Counter {
+        let slot = &self.requests[(code as usize).min(CODES - 1)];
+        slot.get_or_init(|| {
+            metrics::counter!(
+                "tessera_grpc_requests_total",
+                "service" => self.service,
+                "method" => self.method.clone(),
+                "code" => code_name(code),
+            )
+        })
+    }
+
+    fn duration(&self) -> &metrics::Histogram {
+        self.duration.get_or_init(|| {
+            metrics::histogram!(
+                "tessera_grpc_request_duration_seconds",
+                "service" => self.service,
+                "method" => self.method.clone(),
+            )
+        })
+    }
+}
+
+/// `tessera_grpc_requests_in_flight`, resolved once (the recorder is installed before any call).
+fn in_flight() -> &'static metrics::Gauge {
+    static IN_FLIGHT: OnceLock<metrics::Gauge> = OnceLock::new();
+    IN_FLIGHT.get_or_init(|| metrics::gauge!("tessera_grpc_requests_in_flight"))
 }
 
 /// Counts and times the call; returns its status code.
@@ -281,19 +362,8 @@ fn record(rpc: &Rpc, response: &Response<Body>, started: Instant) -> Code {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from);
-    metrics::counter!(
-        "tessera_grpc_requests_total",
-        "service" => rpc.service,
-        "method" => rpc.method.clone(),
-        "code" => code_name(code),
-    )
-    .increment(1);
-    metrics::histogram!(
-        "tessera_grpc_request_duration_seconds",
-        "service" => rpc.service,
-        "method" => rpc.method.clone(),
-    )
-    .record(started.elapsed().as_secs_f64());
+    rpc.requests(code).increment(1);
+    rpc.duration().record(started.elapsed().as_secs_f64());
     code
 }
 

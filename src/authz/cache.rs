@@ -177,7 +177,10 @@ impl CredentialCache {
     where
         F: Future<Output = Result<Entry, StoreError>>,
     {
-        metrics::counter!("tessera_cache_requests_total").increment(1);
+        static REQUESTS: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+        REQUESTS
+            .get_or_init(|| metrics::counter!("tessera_cache_requests_total"))
+            .increment(1);
         let Some(caches) = &self.caches else {
             return load.await.map_err(|error| LookupFailed(Arc::new(error)));
         };

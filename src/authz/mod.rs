@@ -172,6 +172,24 @@ struct SharedReplay {
     fail_closed: bool,
 }
 
+/// `tessera_checks_total{reason}` of an outcome, each resolved once rather than looked up in
+/// the registry on every Check. Slot 0 is `allowed`, a reason's is `reason as usize + 1`.
+fn count_check(outcome: Result<(), DenyReason>) {
+    const SLOTS: usize = DenyReason::ALL.len() + 1;
+    static CHECKS: [std::sync::OnceLock<metrics::Counter>; SLOTS] =
+        [const { std::sync::OnceLock::new() }; SLOTS];
+    let (slot, label) = match outcome {
+        Ok(()) => (0, "allowed"),
+        Err(reason) => (reason as usize + 1, reason.as_str()),
+    };
+    let resolve = || metrics::counter!("tessera_checks_total", "reason" => label);
+    match CHECKS.get(slot) {
+        Some(cell) => cell.get_or_init(resolve).increment(1),
+        // A reason added without its place in `DenyReason::ALL`: still counted.
+        None => resolve().increment(1),
+    }
+}
+
 /// Lets a repeated warning through at most once a second.
 #[derive(Debug, Default)]
 struct LogThrottle {
@@ -232,11 +250,7 @@ impl Authorizer {
 
     pub async fn check(&self, presented: &str, input: &CheckInput) -> Decision {
         let decision = self.decide(presented, input).await;
-        let reason = match decision.outcome {
-            Ok(()) => "allowed",
-            Err(reason) => reason.as_str(),
-        };
-        metrics::counter!("tessera_checks_total", "reason" => reason).increment(1);
+        count_check(decision.outcome);
         self.usage
             .record(input, decision.outcome, decision.credential.as_ref());
         decision

@@ -48,6 +48,27 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, in declaration order (`reason as usize` is its position).
+    pub const ALL: [DenyReason; 17] = [
+        Self::TokenMissing,
+        Self::TokenMalformed,
+        Self::TokenUnknown,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+        Self::TenantMismatch,
+        Self::OwnerDisabled,
+        Self::IpNotAllowed,
+        Self::SignatureRequired,
+        Self::SignatureInvalid,
+        Self::TimestampOutOfWindow,
+        Self::Replayed,
+        Self::PermissionDenied,
+        Self::RateLimited,
+        Self::ApiOffline,
+        Self::StoreUnavailable,
+        Self::PathInvalid,
+    ];
+
     /// What an HTTP API in front of Tessera should answer.
     pub fn http_status(self) -> u16 {
         match self {
@@ -337,6 +358,13 @@ mod tests {
             now: Utc::now(),
             endpoint: String::new(),
             user_agent: String::new(),
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_at_its_own_position() {
+        for (position, reason) in DenyReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, position, "{reason:?}");
         }
     }
 
