@@ -18,6 +18,13 @@ use super::{FleetError, FleetSettings, FleetStatus, RedisEndpoint, limits, local
 const HEARTBEATS_PER_LIFETIME: u32 = 3;
 /// The background task's shortest sleep.
 const MIN_TICK: Duration = Duration::from_millis(10);
+/// Consecutive calls past the Check bound that mark the fleet degraded. One slow answer (a GC
+/// pause, a loaded node) costs only the Check that waited for it, decided locally; a Redis
+/// that stays slow degrades at the third. An error (refused, reset) degrades at once.
+const TIMEOUTS_TO_DEGRADE: u32 = 3;
+/// The heartbeat is no Check's wait: while healthy it may take this many Check bounds before it
+/// counts as a failure (recovering still needs one within the bound, see `beat`).
+const HEARTBEAT_BOUNDS: u32 = 10;
 
 /// Removes the expired heartbeats, renews (or, with ARGV[3] = 1, removes) this replica's, and
 /// counts the live ones. KEYS[1]: the replicas' sorted set, scored by expiry in ms.
@@ -134,6 +141,8 @@ pub(super) struct Shared {
     pub(super) settings: FleetSettings,
     connection: Connection,
     degraded: AtomicBool,
+    /// Calls past the bound since the last answer within it.
+    timeouts: AtomicU32,
     /// Live replicas as the last heartbeat counted them; the fallback divides limits by it.
     live_replicas: AtomicU32,
     pub(super) limits: limits::Limits,
@@ -155,6 +164,7 @@ impl Shared {
             settings,
             connection,
             degraded: AtomicBool::new(false),
+            timeouts: AtomicU32::new(0),
             live_replicas: AtomicU32::new(1),
             background: Mutex::new(None),
         });
@@ -204,8 +214,8 @@ impl Shared {
         format!("{}:{{{hash_tag}}}{suffix}", self.settings.key_prefix)
     }
 
-    /// One script call, bounded by the Check bound, timed and counted. A failure marks the
-    /// fleet degraded.
+    /// One script call, bounded by the Check bound, timed and counted. An error marks the
+    /// fleet degraded; so does the [`TIMEOUTS_TO_DEGRADE`]th timeout in a row.
     pub(super) async fn call<T: FromRedisValue>(
         &self,
         operation: &'static str,
@@ -214,8 +224,14 @@ impl Shared {
         let result = self
             .call_within(operation, invocation, self.settings.command_timeout)
             .await;
-        if let Err(error) = &result {
-            self.degrade(operation, error);
+        match &result {
+            Ok(_) => self.timeouts.store(0, Ordering::Relaxed),
+            Err(error @ CallError::Timeout(_)) => {
+                if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= TIMEOUTS_TO_DEGRADE {
+                    self.degrade(operation, error);
+                }
+            }
+            Err(error) => self.degrade(operation, error),
         }
         result
     }
@@ -293,10 +309,8 @@ impl Shared {
     /// stays degraded instead of flapping.
     async fn beat(&self) {
         if !self.is_degraded() {
-            if let Err(error) = self
-                .heartbeat_within(self.settings.command_timeout, false)
-                .await
-            {
+            let bound = self.settings.command_timeout * HEARTBEAT_BOUNDS;
+            if let Err(error) = self.heartbeat_within(bound, false).await {
                 self.degrade("heartbeat", &error);
             }
             return;
@@ -306,6 +320,7 @@ impl Shared {
             .heartbeat_within(self.settings.connect_timeout, false)
             .await;
         if answered.is_ok() && started.elapsed() <= self.settings.command_timeout {
+            self.timeouts.store(0, Ordering::Relaxed);
             self.recover();
         }
     }

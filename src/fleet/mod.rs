@@ -12,8 +12,9 @@
 //! - Each replica keeps a heartbeat (its id with an expiry) in one sorted set, so every replica
 //!   knows how many are live.
 //!
-//! Redis is never waited for beyond [`FleetSettings::command_timeout`]. Any error or timeout
-//! marks the fleet **degraded** (logged once per transition, `tessera_shared_state_degraded`):
+//! Redis is never waited for beyond [`FleetSettings::command_timeout`]; a check whose call
+//! misses it is decided locally. An error, three timeouts in a row, or a heartbeat slower than
+//! ten bounds marks the fleet **degraded** (logged once per transition, `tessera_shared_state_degraded`):
 //! limits are then decided by a local GCRA at limit ÷ live replicas (at least 1) and
 //! [`Fleet::first_use`] answers [`ReplayVerdict::Unavailable`], so the caller uses its own
 //! replay guard. A background probe (the heartbeat) clears the flag once Redis answers within
