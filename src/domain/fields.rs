@@ -22,6 +22,8 @@ pub enum InvalidField {
     WildcardTenant,
     #[error("is not a token id (tok_ followed by a ULID)")]
     NotATokenId,
+    #[error("is not an admin key id (adk_ followed by a ULID)")]
+    NotAnAdminKeyId,
 }
 
 fn check_length(raw: &str, max: usize) -> Result<(), InvalidField> {

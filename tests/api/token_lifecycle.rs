@@ -669,9 +669,10 @@ async fn a_restart_on_the_same_database_keeps_tokens_and_the_admin_key() {
     );
     assert!(
         store
-            .is_admin_key(&tessera::domain::token::SecretHash::of(&app.admin_key))
+            .find_admin_key(&tessera::domain::token::SecretHash::of(&app.admin_key))
             .await
             .expect("lookup")
+            .is_some()
     );
 }
 
