@@ -393,19 +393,10 @@ fn at_least_one_ms(setting: &'static str, value: u64) -> Result<Duration, Config
 }
 
 fn token_prefix(settings: &Settings) -> Result<TokenPrefix, ConfigError> {
-    let prefix =
-        TokenPrefix::parse(&settings.token_prefix).map_err(|error| ConfigError::Invalid {
-            setting: "TESSERA_TOKEN_PREFIX",
-            reason: error.to_string(),
-        })?;
-    // An API token must never look like an admin key (src/domain/admin_key.rs).
-    if prefix.as_str() == crate::domain::admin_key::ADMIN_KEY_PREFIX {
-        return Err(ConfigError::Invalid {
-            setting: "TESSERA_TOKEN_PREFIX",
-            reason: "`tsa` is the admin keys' prefix".to_owned(),
-        });
-    }
-    Ok(prefix)
+    TokenPrefix::parse(&settings.token_prefix).map_err(|error| ConfigError::Invalid {
+        setting: "TESSERA_TOKEN_PREFIX",
+        reason: error.to_string(),
+    })
 }
 
 /// The listeners (no two on one fixed port) and the gRPC server's limits and deadlines.
@@ -1047,15 +1038,6 @@ mod tests {
     fn a_bad_token_prefix_is_rejected_naming_the_setting() {
         let error = refusal(Settings {
             token_prefix: "Not Valid".to_owned(),
-            ..Settings::default()
-        });
-        assert!(error.contains("TESSERA_TOKEN_PREFIX"), "{error}");
-    }
-
-    #[test]
-    fn the_admin_keys_prefix_is_refused_as_a_token_prefix() {
-        let error = refusal(Settings {
-            token_prefix: "tsa".to_owned(),
             ..Settings::default()
         });
         assert!(error.contains("TESSERA_TOKEN_PREFIX"), "{error}");

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::domain::fields::{InvalidField, Tenant, TokenName};
 use crate::domain::token::{self, TokenPrefix};
 
-/// The prefix of every managed admin key's secret. API token prefixes may not take it
-/// (`config::parse`), so the two never share a shape.
+/// The prefix of every managed admin key's secret, distinct from the default token prefix
+/// (`tsk`). Even a deployment that gives its tokens this prefix cannot use one as the other:
+/// tokens and admin keys live in different tables, looked up by different code.
 pub const ADMIN_KEY_PREFIX: &str = "tsa";
 /// Most tenants one admin key may be scoped to: bounds the row and every check against it.
 pub const MAX_KEY_TENANTS: usize = 64;

@@ -544,7 +544,7 @@ async fn every_mutation_is_audited_with_its_actor() {
     let revoke_event = &events[2];
     assert_eq!(revoke_event.actor, "carol@acme");
     assert_eq!(revoke_event.token_id, token.id);
-    assert!(events[0].actor.starts_with("admin-key:"));
+    assert!(events[0].actor.starts_with("adk_"), "no claim: the key id");
 }
 
 #[tokio::test]
