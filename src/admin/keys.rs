@@ -200,16 +200,7 @@ impl Admin {
                 break;
             }
         }
-        let next = if visible.len() > page_size {
-            visible.truncate(page_size);
-            visible.last().map(|key| key.id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            items: visible,
-            next,
-        })
+        Ok(Page::of_one_more(visible, page_size, |key| key.id.clone()))
     }
 
     /// Revokes an admin key on every replica; a key already revoked is answered unchanged.

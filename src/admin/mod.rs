@@ -219,6 +219,20 @@ pub struct Page<T, K> {
     pub next: Option<K>,
 }
 
+impl<T, K> Page<T, K> {
+    /// The first `page_size` of `items`, read one beyond the page to tell whether more follow:
+    /// then `next` is the key of the page's last item.
+    fn of_one_more(mut items: Vec<T>, page_size: usize, key: impl Fn(&T) -> K) -> Self {
+        let next = if items.len() > page_size {
+            items.truncate(page_size);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UpsertPrincipal {
     pub tenant: Tenant,
@@ -408,17 +422,10 @@ impl Admin {
             limit: page_size + 1,
             now,
         };
-        let mut tokens = self.store.list_tokens(&query).await?;
-        let next = if tokens.len() > page_size as usize {
-            tokens.truncate(page_size as usize);
-            tokens.last().map(|token| token.id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            items: tokens,
-            next,
-        })
+        let tokens = self.store.list_tokens(&query).await?;
+        Ok(Page::of_one_more(tokens, page_size as usize, |token| {
+            token.id.clone()
+        }))
     }
 
     /// Applies the fields `changes` sets, and only those, so that concurrent updates of
@@ -715,20 +722,13 @@ impl Admin {
             (None, Some(scoped)) => Some(scoped.iter().cloned().collect()),
             (None, None) => None,
         };
-        let mut events = self
+        let events = self
             .store
             .list_audit_events(tenants.as_deref(), after_id, page_size + 1)
             .await?;
-        let next = if events.len() > page_size as usize {
-            events.truncate(page_size as usize);
-            events.last().map(|event| event.id)
-        } else {
-            None
-        };
-        Ok(Page {
-            items: events,
-            next,
-        })
+        Ok(Page::of_one_more(events, page_size as usize, |event| {
+            event.id
+        }))
     }
 
     async fn ensure_roles_exist(

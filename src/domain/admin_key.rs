@@ -10,7 +10,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::fields::{InvalidField, Tenant, TokenName};
+use crate::domain::fields::{self, InvalidField, Tenant, TokenName};
 use crate::domain::token::{self, TokenPrefix};
 
 /// The prefix of every managed admin key's secret, distinct from the default token prefix
@@ -153,14 +153,7 @@ impl AdminKeyId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        if raw.is_empty() {
-            return Err(InvalidField::Empty);
-        }
-        let ulid_part = raw
-            .strip_prefix("adk_")
-            .ok_or(InvalidField::NotAnAdminKeyId)?;
-        ulid::Ulid::from_string(ulid_part).map_err(|_| InvalidField::NotAnAdminKeyId)?;
-        Ok(Self(raw.to_owned()))
+        fields::parse_prefixed_ulid(raw, "adk_", InvalidField::NotAnAdminKeyId).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
