@@ -5,14 +5,16 @@
 2. Render with the default values and with ci/full-values.yaml (every option on).
 3. `kubernetes-validate --strict` on every rendered manifest (unknown fields are errors).
 4. What the chart promises, asserted on the rendered objects: non-root, read-only root
-   filesystem, no privilege escalation, native gRPC probes, secret references, the gRPC and
-   metrics ports, and each optional object appearing exactly when enabled.
+   filesystem, no privilege escalation, native gRPC probes, secret references, the generated
+   operator admin key, the gRPC and metrics ports, and each optional object appearing exactly
+   when enabled.
 
 Exits non-zero on the first failure; run by .ci/run.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -115,7 +117,18 @@ def check_promises(objects: list[dict], full: bool) -> None:
 
     env = {variable["name"]: variable for variable in container["env"]}
     expect("secretKeyRef" in env["TESSERA_DATABASE_URL"]["valueFrom"], "database URL from a Secret")
-    for name in ["TESSERA_ADMIN_KEYS", "TESSERA_MASTER_KEY", "TESSERA_REPORT_HANDLE_KEY", "TESSERA_REDIS_URL"]:
+    # The operator admin key: the chart's generated Secret by default, the named one in full.
+    expect("secretKeyRef" in env["TESSERA_ADMIN_KEYS"]["valueFrom"], "TESSERA_ADMIN_KEYS from a Secret")
+    admin_secret = env["TESSERA_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"]["name"]
+    generated = [secret for secret in kinds.get("Secret", []) if secret["metadata"]["name"] == admin_secret]
+    expect(len(kinds.get("Secret", [])) == (0 if full else 1), "the chart creates a Secret only for a generated admin key")
+    if not full:
+        expect(len(generated) == 1, "TESSERA_ADMIN_KEYS names the generated Secret")
+        secret = generated[0]
+        expect(secret["metadata"]["annotations"].get("helm.sh/resource-policy") == "keep", "the generated key survives uninstall")
+        key = base64.b64decode(secret["data"]["admin-keys"]).decode()
+        expect(len(key) >= 16 and "," not in key, "the generated key is one key of at least 16 characters")
+    for name in ["TESSERA_MASTER_KEY", "TESSERA_REPORT_HANDLE_KEY", "TESSERA_REDIS_URL"]:
         expect((name in env) == full, f"{name} from a Secret only when configured")
         if full:
             expect("secretKeyRef" in env[name]["valueFrom"], f"{name} from a Secret")

@@ -39,22 +39,19 @@ use tonic_health::server::HealthReporter;
 use crate::admin::Admin;
 use crate::authz::Authorizer;
 use crate::config::{Config, ServingSettings};
-use crate::domain::token;
 use crate::fleet::Fleet;
 use crate::grpc::admin::TokenAdminApi;
-use crate::grpc::auth::AdminAuth;
+use crate::grpc::auth::{AdminAuth, KeyCache};
 use crate::grpc::authorization::AuthorizationApi;
 use crate::grpc::envoy;
 use crate::proto::authorization_service_server::AuthorizationServiceServer;
 use crate::proto::token_admin_service_server::TokenAdminServiceServer;
+use crate::store::invalidation::{InvalidationSink, Sinks};
 use crate::store::{self, Store, StoreError};
 use crate::tls::{Tls, TlsError};
 use crate::usage::Usage;
 use gate::{Gate, GatePolicy, KnownMethods};
 pub use port_file::PortFile;
-
-/// Prefix of admin keys: never the API token prefix, so neither can pass for the other.
-const ADMIN_KEY_PREFIX: &str = "tsa";
 
 const AUTHORIZATION_SERVICE: &str =
     <AuthorizationServiceServer<AuthorizationApi> as NamedService>::NAME;
@@ -501,6 +498,9 @@ impl Starting {
         let bootstrap_key_path = if admin.configured_keys.is_empty() {
             bootstrap_admin_key(store.as_ref(), &admin.bootstrap_key_path).await?
         } else {
+            tracing::info!(
+                "TESSERA_ADMIN_KEYS is set: its keys are owners of every tenant, and a stored bootstrap admin key is refused"
+            );
             None
         };
 
@@ -528,20 +528,24 @@ impl Starting {
             )))
         });
         let authorizer = Arc::new(authorizer);
+        let admin_keys = KeyCache::new();
+        // What this replica holds in memory: Check's cache and the admin keys it found.
+        let local_caches: Arc<dyn InvalidationSink> =
+            Arc::new(Sinks(vec![authorizer.clone(), admin_keys.clone()]));
         let admin_api = Arc::new(
             Admin::new(
                 store.clone(),
                 prefix,
                 admin.max_tokens_per_owner,
-                authorizer.clone(),
+                local_caches.clone(),
             )
             .with_master_key(master_key),
         );
-        // Other replicas' writes reach this cache through the store's feed (Postgres LISTEN).
-        let invalidation_feed = store.watch_invalidations(authorizer.clone()).map(Task::new);
+        // Other replicas' writes reach these caches through the store's feed (Postgres LISTEN).
+        let invalidation_feed = store.watch_invalidations(local_caches).map(Task::new);
 
         let limit = serving.max_request_bytes;
-        let auth = AdminAuth::new(admin.configured_keys, store.clone());
+        let auth = AdminAuth::new(admin.configured_keys, store.clone(), admin_keys);
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
         let token_admin = TokenAdminApi::new(admin_api.clone(), auth, usage.clone());
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);
@@ -687,8 +691,8 @@ async fn bootstrap_admin_key(store: &dyn Store, path: &Path) -> Result<Option<Pa
     if store.count_admin_keys().await? > 0 {
         return Ok(None);
     }
-    let generated = token::generate_key(ADMIN_KEY_PREFIX);
-    let contents = format!("{}\n", generated.secret.expose_secret());
+    let (new, audit, secret) = crate::admin::keys::bootstrap_key(Utc::now());
+    let contents = format!("{}\n", secret.expose_secret());
     let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let persist = {
         let path = path.to_owned();
@@ -699,12 +703,10 @@ async fn bootstrap_admin_key(store: &dyn Store, path: &Path) -> Result<Option<Pa
             Ok(())
         })
     };
-    let outcome = store
-        .bootstrap_admin_key(&generated.hash, Utc::now(), persist)
-        .await;
+    let outcome = store.bootstrap_admin_key(&new, &audit, persist).await;
     match outcome {
         Ok(store::Bootstrapped::Created) => {
-            tracing::warn!(path = %path.display(), "created the bootstrap admin key; keep this file safe");
+            tracing::warn!(path = %path.display(), admin_key_id = %new.key.id, "created the bootstrap admin key; keep this file safe");
             Ok(Some(path.to_owned()))
         }
         Ok(store::Bootstrapped::AlreadyDone) => {

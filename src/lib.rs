@@ -2,14 +2,16 @@
 //!
 //! Layers, each depending only on those below it (docs/architecture.md):
 //! - [`grpc`]: tonic services — `authorization` (AuthorizationService), `admin`
-//!   (TokenAdminService), `envoy` (ext_authz v3) —, `auth` (admin-key auth), `convert` (proto ↔
+//!   (TokenAdminService), `envoy` (ext_authz v3) —, `auth` (admin-key authentication and the
+//!   right each RPC needs, with the keys a replica holds), `convert` (proto ↔
 //!   domain, once at the edge) and `status`, the one place errors become `tonic::Status`.
 //! - [`authz`]: the hot path, `Authorizer::check`: `cache` (credentials, unknown tokens and API
 //!   status in memory, weighed in bytes), `fill` (a load in flight loses to an invalidation),
 //!   `intern` (the parts cached credentials share, held once), `rate_limit` (per-token and
 //!   per-owner GCRA, per replica or the fleet's) and `replay` (the signatures seen, per-token
 //!   partitions inside one bound).
-//! - [`admin`]: the token lifecycle rules, per-owner limits, audit events.
+//! - [`admin`]: the token lifecycle rules, per-owner limits, audit events; `keys` (admin keys as
+//!   scoped credentials) and `rights` (the one table of TokenAdminService RPC → right).
 //! - [`usage`]: write-behind usage statistics: `recorder` (the Check path's buffer and its
 //!   flushes), ListUsage, `user_agent` and `geoip` (what a last use is shown with).
 //! - [`fleet`]: state shared by all replicas on Redis: fleet-wide rate limits, replay guard,

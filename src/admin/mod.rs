@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 
+use crate::domain::admin_key::{AdminRole, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -24,6 +25,12 @@ use crate::store::{
 };
 
 pub use crate::store::TokenChanges;
+pub use rights::Right;
+
+pub mod keys;
+pub mod rights;
+
+pub use keys::{CreateAdminKey, IssuedAdminKey};
 
 /// Default token lifetime: one year.
 pub const DEFAULT_LIFETIME: Duration = Duration::days(365);
@@ -59,6 +66,16 @@ pub enum AdminError {
         "require_signature: request signing needs the server's master key (TESSERA_MASTER_KEY)"
     )]
     SigningUnavailable,
+    /// The admin key's role lacks the right the call needs.
+    #[error("this admin key's role lacks the right {}", right.as_str())]
+    MissingRight { right: Right },
+    /// The call names a tenant the admin key is not scoped to.
+    #[error("this admin key may not act in tenant {tenant}")]
+    TenantNotInScope { tenant: String },
+    /// The call acts on every tenant (the global API switch, an all-tenant admin key): only an
+    /// all-tenant key may.
+    #[error("{what} needs an admin key scoped to every tenant")]
+    AllTenantsRequired { what: &'static str },
     #[error("store unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -80,23 +97,68 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Who performs an admin call, as written to the audit log: who the caller says it is, and the
-/// admin key that proves it may act.
+/// Who performs an admin call: who the caller says it is and the admin key that proves it may
+/// act (both written to the audit log), with what the key may do and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// The `x-tessera-actor` metadata, else the admin key's fingerprint.
+    /// The `x-tessera-actor` metadata, else the admin key's id.
     pub name: String,
-    /// The admin key's fingerprint, `admin-key:` and the first 8 hex digits of its SHA-256;
-    /// empty for callers that hold no key (the server itself, benchmarks).
+    /// The admin key's id: `adk_…` for a stored key, `admin-key:` and the first 8 hex digits of
+    /// its SHA-256 for a `TESSERA_ADMIN_KEYS` key; empty for callers that hold no key (the
+    /// server itself, benchmarks).
     pub admin_key: String,
+    pub role: AdminRole,
+    pub tenants: TenantScope,
 }
 
 impl Actor {
-    /// An actor known only by name, holding no admin key.
+    /// An actor known only by name, holding no admin key: the server's own code, an owner of
+    /// every tenant.
     pub fn named(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             admin_key: String::new(),
+            role: AdminRole::Owner,
+            tenants: TenantScope::All,
+        }
+    }
+
+    /// Refused unless the key's role holds `right`.
+    pub fn require(&self, right: Right) -> Result<(), AdminError> {
+        if right.held_by(self.role) {
+            Ok(())
+        } else {
+            Err(AdminError::MissingRight { right })
+        }
+    }
+
+    /// Refused unless the key may act in `tenant`, which the request names.
+    pub fn require_tenant(&self, tenant: &Tenant) -> Result<(), AdminError> {
+        if self.tenants.contains(tenant.as_str()) {
+            Ok(())
+        } else {
+            Err(AdminError::TenantNotInScope {
+                tenant: tenant.to_string(),
+            })
+        }
+    }
+
+    /// Refused unless the key may act in every tenant.
+    pub fn require_all_tenants(&self, what: &'static str) -> Result<(), AdminError> {
+        if self.tenants.is_all() {
+            Ok(())
+        } else {
+            Err(AdminError::AllTenantsRequired { what })
+        }
+    }
+
+    /// NOT_FOUND for a resource read by id in a tenant the key may not see: that it exists
+    /// elsewhere is not revealed.
+    pub fn visible(&self, tenant: &str, entity: &'static str) -> Result<(), AdminError> {
+        if self.tenants.contains(tenant) {
+            Ok(())
+        } else {
+            Err(AdminError::NotFound(entity))
         }
     }
 }
@@ -155,6 +217,20 @@ pub struct ListTokens {
 pub struct Page<T, K> {
     pub items: Vec<T>,
     pub next: Option<K>,
+}
+
+impl<T, K> Page<T, K> {
+    /// The first `page_size` of `items`, read one beyond the page to tell whether more follow:
+    /// then `next` is the key of the page's last item.
+    fn of_one_more(mut items: Vec<T>, page_size: usize, key: impl Fn(&T) -> K) -> Self {
+        let next = if items.len() > page_size {
+            items.truncate(page_size);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -316,8 +392,11 @@ impl Admin {
         })
     }
 
-    pub async fn get_token(&self, id: &TokenId) -> Result<Token, AdminError> {
-        Ok(self.store.get_token(id).await?)
+    /// A token the actor may see (else NOT_FOUND, as if it did not exist).
+    pub async fn get_token(&self, actor: &Actor, id: &TokenId) -> Result<Token, AdminError> {
+        let token = self.store.get_token(id).await?;
+        actor.visible(token.tenant.as_str(), "token")?;
+        Ok(token)
     }
 
     pub async fn list_tokens(
@@ -343,17 +422,10 @@ impl Admin {
             limit: page_size + 1,
             now,
         };
-        let mut tokens = self.store.list_tokens(&query).await?;
-        let next = if tokens.len() > page_size as usize {
-            tokens.truncate(page_size as usize);
-            tokens.last().map(|token| token.id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            items: tokens,
-            next,
-        })
+        let tokens = self.store.list_tokens(&query).await?;
+        Ok(Page::of_one_more(tokens, page_size as usize, |token| {
+            token.id.clone()
+        }))
     }
 
     /// Applies the fields `changes` sets, and only those, so that concurrent updates of
@@ -367,7 +439,7 @@ impl Admin {
         etag: Option<u64>,
     ) -> Result<UpdatedToken, AdminError> {
         let now = Utc::now();
-        let token = self.store.get_token(id).await?;
+        let token = self.get_token(actor, id).await?;
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
@@ -460,7 +532,7 @@ impl Admin {
             });
         }
         let now = Utc::now();
-        let token = self.store.get_token(id).await?;
+        let token = self.get_token(actor, id).await?;
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
@@ -510,7 +582,7 @@ impl Admin {
 
     pub async fn revoke_token(&self, actor: &Actor, id: &TokenId) -> Result<Token, AdminError> {
         let now = Utc::now();
-        let token = self.store.get_token(id).await?;
+        let token = self.get_token(actor, id).await?;
         let audit = audit(actor, "token.revoke", &token.tenant, now)
             .on_token(&token)
             .summary(format!(
@@ -632,27 +704,31 @@ impl Admin {
         Ok(self.store.get_api_status(scope).await?)
     }
 
+    /// Audit events of `tenant` (which the actor must be scoped to), else of every tenant the
+    /// actor may see.
     pub async fn list_audit_events(
         &self,
+        actor: &Actor,
         tenant: Option<&Tenant>,
         page_size: u32,
         after_id: i64,
     ) -> Result<Page<AuditEvent, i64>, AdminError> {
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
-        let mut events = self
-            .store
-            .list_audit_events(tenant, after_id, page_size + 1)
-            .await?;
-        let next = if events.len() > page_size as usize {
-            events.truncate(page_size as usize);
-            events.last().map(|event| event.id)
-        } else {
-            None
+        let tenants: Option<Vec<Tenant>> = match (tenant, actor.tenants.tenants()) {
+            (Some(tenant), _) => {
+                actor.require_tenant(tenant)?;
+                Some(vec![tenant.clone()])
+            }
+            (None, Some(scoped)) => Some(scoped.iter().cloned().collect()),
+            (None, None) => None,
         };
-        Ok(Page {
-            items: events,
-            next,
-        })
+        let events = self
+            .store
+            .list_audit_events(tenants.as_deref(), after_id, page_size + 1)
+            .await?;
+        Ok(Page::of_one_more(events, page_size as usize, |event| {
+            event.id
+        }))
     }
 
     async fn ensure_roles_exist(

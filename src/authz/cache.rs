@@ -265,6 +265,8 @@ impl CredentialCache {
             Invalidation::ApiStatus(_) => caches
                 .offline_api_fills
                 .overtake(&(), || caches.offline_apis.invalidate(&())),
+            // Admin keys are not Check's: `grpc::auth` holds them.
+            Invalidation::AdminKey(_) => {}
             Invalidation::Everything => self.invalidate_all(),
         }
     }

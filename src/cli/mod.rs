@@ -1,4 +1,4 @@
-//! The admin client: `tessera token|usage|principal|role|api|audit|check …`.
+//! The admin client: `tessera token|usage|principal|role|api|audit|admin-key|check …`.
 //!
 //! Every command prints a table for people, or with `--json` one JSON object on stdout whose keys
 //! are the proto field names (enum values as their proto names, timestamps as RFC 3339 UTC).
@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use secrecy::SecretString;
 use serde_json::Value;
 
+mod admin_key;
 mod api;
 mod audit;
 mod check;
@@ -102,6 +103,9 @@ pub enum Command {
     Api(api::ApiCommand),
     /// List admin mutations from the audit log, oldest first.
     Audit(audit::AuditArgs),
+    /// Create, list, show and revoke admin keys (each with a role and its tenants).
+    #[command(subcommand)]
+    AdminKey(admin_key::AdminKeyCommand),
     /// Ask the server whether a token may do something (exit 0 allowed, 1 denied).
     // Boxed: its many flags would make every Command as large.
     Check(Box<check::CheckArgs>),
@@ -116,6 +120,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::Role(command) => role::run(&client, command).await,
         Command::Api(command) => api::run(&client, command).await,
         Command::Audit(args) => audit::run(&client, args).await,
+        Command::AdminKey(command) => admin_key::run(&client, command).await,
         Command::Check(args) => check::run(&client, *args).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {

@@ -123,6 +123,13 @@ impl Field {
         Self::enumeration(*number, name, "TOKEN_STATE_")
     }
 
+    fn admin_role(number: &i32) -> Self {
+        let name = proto::AdminRole::try_from(*number)
+            .ok()
+            .map(|role| role.as_str_name());
+        Self::enumeration(*number, name, "ADMIN_ROLE_")
+    }
+
     fn deny_reason(number: &i32) -> Self {
         let name = proto::DenyReason::try_from(*number)
             .ok()
@@ -214,6 +221,18 @@ macro_rules! record_from {
 }
 
 record_from! {
+    proto::AdminKey {
+        id: Field::text,
+        name: Field::text,
+        tenants: Field::list,
+        role: Field::admin_role,
+        secret_hint: Field::text,
+        created_at: Field::time,
+        created_by: Field::text,
+        expires_at: Field::time,
+        last_used_at: Field::time,
+        revoked_at: Field::time,
+    }
     proto::Token {
         id: Field::text,
         tenant: Field::text,

@@ -22,6 +22,8 @@ pub enum InvalidField {
     WildcardTenant,
     #[error("is not a token id (tok_ followed by a ULID)")]
     NotATokenId,
+    #[error("is not an admin key id (adk_ followed by a ULID)")]
+    NotAnAdminKeyId,
 }
 
 fn check_length(raw: &str, max: usize) -> Result<(), InvalidField> {
@@ -191,13 +193,22 @@ impl TokenId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
-        if raw.is_empty() {
-            return Err(InvalidField::Empty);
-        }
-        let ulid_part = raw.strip_prefix("tok_").ok_or(InvalidField::NotATokenId)?;
-        ulid::Ulid::from_string(ulid_part).map_err(|_| InvalidField::NotATokenId)?;
-        Ok(Self(raw.to_owned()))
+        parse_prefixed_ulid(raw, "tok_", InvalidField::NotATokenId).map(Self)
     }
+}
+
+/// `raw` if it is `prefix` followed by a ULID; else `Empty`, or `wrong` for anything else.
+pub fn parse_prefixed_ulid(
+    raw: &str,
+    prefix: &str,
+    wrong: InvalidField,
+) -> Result<String, InvalidField> {
+    if raw.is_empty() {
+        return Err(InvalidField::Empty);
+    }
+    let ulid_part = raw.strip_prefix(prefix).ok_or(wrong.clone())?;
+    ulid::Ulid::from_string(ulid_part).map_err(|_| wrong)?;
+    Ok(raw.to_owned())
 }
 
 /// Parses every entry of a list, reporting the index of the first invalid one; sorted, deduplicated.

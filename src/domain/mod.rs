@@ -1,5 +1,6 @@
 //! Pure rules: no I/O, no proto, no async. Everything here is unit-tested beside its code.
 
+pub mod admin_key;
 pub mod decision;
 pub mod fields;
 #[cfg(test)]

@@ -123,11 +123,6 @@ pub fn format_token(prefix: &TokenPrefix, random: &str) -> String {
     format!("{prefix}_{random}{checksum}")
 }
 
-/// Generates a key with the same shape under another prefix (admin keys use `tsa`).
-pub fn generate_key(prefix: &str) -> GeneratedSecret {
-    generate(&TokenPrefix(prefix.to_owned()))
-}
-
 /// Checks prefix, length, alphabet and checksum; on success the token may be looked up.
 pub fn parse<'a>(presented: &'a str, prefix: &TokenPrefix) -> Result<&'a str, MalformedToken> {
     let body = presented

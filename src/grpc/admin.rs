@@ -1,4 +1,5 @@
-//! `tessera.v1.TokenAdminService`: every call authenticated by admin key, parsed at the edge,
+//! `tessera.v1.TokenAdminService`: every call authenticated by admin key and authorized by the
+//! right its RPC needs (`admin::rights`), parsed at the edge, checked against the key's tenants,
 //! handed to `admin::Admin`.
 
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::admin::{self, Admin, Expiry, TokenChanges};
+use crate::domain::admin_key::{AdminKeyId, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -52,18 +54,8 @@ pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateT
     let permissions = violations.grants("permissions", &request.permissions);
     let roles = violations.roles("roles", &request.roles);
     let allowed_ips = violations.allowlist("allowed_ips", &request.allowed_ips);
-    let expires_at = violations.timestamp("expires_at", request.expires_at);
-    let ttl = violations.duration("ttl", request.ttl);
-    let expiry = match (expires_at, ttl) {
-        (Some(Some(_)), Some(Some(_))) => {
-            violations.add("ttl", "give either expires_at or ttl, not both");
-            None
-        }
-        (Some(Some(at)), Some(None)) => Some(Expiry::At(at)),
-        (Some(None), Some(Some(ttl))) => Some(Expiry::Ttl(ttl)),
-        (Some(None), Some(None)) => Some(Expiry::Default),
-        _ => None,
-    };
+    let expiry = given_expiry(&mut violations, request.expires_at, request.ttl)
+        .map(|given| given.unwrap_or(Expiry::Default));
     let parsed = (|| {
         Some(admin::CreateToken {
             tenant: tenant?,
@@ -79,6 +71,58 @@ pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateT
         })
     })();
     violations.finish(parsed)
+}
+
+/// The expiry a request gives by `expires_at` or `ttl` (Some(None): neither), or None after
+/// recording what is wrong with them.
+fn given_expiry(
+    violations: &mut Violations,
+    expires_at: Option<prost_types::Timestamp>,
+    ttl: Option<prost_types::Duration>,
+) -> Option<Option<Expiry>> {
+    let expires_at = violations.timestamp("expires_at", expires_at);
+    let ttl = violations.duration("ttl", ttl);
+    match (expires_at, ttl) {
+        (Some(Some(_)), Some(Some(_))) => {
+            violations.add("ttl", "give either expires_at or ttl, not both");
+            None
+        }
+        (Some(Some(at)), Some(None)) => Some(Some(Expiry::At(at))),
+        (Some(None), Some(Some(ttl))) => Some(Some(Expiry::Ttl(ttl))),
+        (Some(None), Some(None)) => Some(None),
+        _ => None,
+    }
+}
+
+/// A CreateAdminKeyRequest as the admin layer takes it, or INVALID_ARGUMENT naming every bad
+/// field.
+fn parse_create_admin_key(
+    request: proto::CreateAdminKeyRequest,
+) -> Result<admin::CreateAdminKey, Status> {
+    let mut violations = Violations::default();
+    let name = violations.check("name", TokenName::parse(&request.name));
+    let tenants = violations.check("tenants", TenantScope::parse(&request.tenants));
+    let role = convert::parse_admin_role(request.role);
+    if role.is_none() {
+        violations.add(
+            "role",
+            "must be ADMIN_ROLE_VIEWER, ADMIN_ROLE_TOKEN_MANAGER or ADMIN_ROLE_OWNER",
+        );
+    }
+    let expiry = given_expiry(&mut violations, request.expires_at, request.ttl);
+    let parsed = (|| {
+        Some(admin::CreateAdminKey {
+            name: name?,
+            tenants: tenants?,
+            role: role?,
+            expiry: expiry?,
+        })
+    })();
+    violations.finish(parsed)
+}
+
+fn parse_admin_key_id(raw: &str) -> Result<AdminKeyId, Status> {
+    AdminKeyId::parse(raw).map_err(|error| convert::invalid_field("id", error))
 }
 
 /// An update's token id, its changes and the etag it must match (None: no check).
@@ -216,8 +260,9 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::CreateTokenRequest>,
     ) -> Result<Response<proto::CreateTokenResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "CreateToken").await?;
         let command = parse_create(request.into_inner())?;
+        actor.require_tenant(&command.tenant)?;
         let issued = self.admin.create_token(&actor, command).await?;
         Ok(Response::new(proto::CreateTokenResponse {
             token: Some(convert::token(&issued.token)),
@@ -230,9 +275,9 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::GetTokenRequest>,
     ) -> Result<Response<proto::GetTokenResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "GetToken").await?;
         let id = parse_token_id(&request.get_ref().id)?;
-        let token = self.admin.get_token(&id).await?;
+        let token = self.admin.get_token(&actor, &id).await?;
         Ok(Response::new(proto::GetTokenResponse {
             token: Some(convert::token(&token)),
         }))
@@ -242,7 +287,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::ListTokensRequest>,
     ) -> Result<Response<proto::ListTokensResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "ListTokens").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
@@ -267,6 +312,7 @@ impl TokenAdminService for TokenAdminApi {
             })
         })();
         let query = violations.finish(parsed)?;
+        actor.require_tenant(&query.tenant)?;
         let page = self.admin.list_tokens(query).await?;
         Ok(Response::new(proto::ListTokensResponse {
             tokens: page.items.iter().map(convert::token).collect(),
@@ -281,7 +327,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::UpdateTokenRequest>,
     ) -> Result<Response<proto::UpdateTokenResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "UpdateToken").await?;
         let (id, changes, etag) = parse_update(request.into_inner())?;
         let updated = self.admin.update_token(&actor, &id, changes, etag).await?;
         Ok(Response::new(proto::UpdateTokenResponse {
@@ -294,7 +340,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::RotateTokenRequest>,
     ) -> Result<Response<proto::RotateTokenResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "RotateToken").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let id = convert::token_id(&mut violations, "id", &request.id);
@@ -315,7 +361,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::RevokeTokenRequest>,
     ) -> Result<Response<proto::RevokeTokenResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "RevokeToken").await?;
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.revoke_token(&actor, &id).await?;
         Ok(Response::new(proto::RevokeTokenResponse {
@@ -327,8 +373,15 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::ListUsageRequest>,
     ) -> Result<Response<proto::ListUsageResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "ListUsage").await?;
         let (scope, days) = parse_list_usage(request.get_ref())?;
+        match &scope {
+            // Another tenant's token is NOT_FOUND, as GetToken answers.
+            UsageScope::Token(id) => {
+                self.admin.get_token(&actor, id).await?;
+            }
+            UsageScope::Owner { tenant, .. } => actor.require_tenant(tenant)?,
+        }
         let report = self
             .usage
             .report_for(scope, days, chrono::Utc::now())
@@ -340,7 +393,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::UpsertPrincipalRequest>,
     ) -> Result<Response<proto::UpsertPrincipalResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "UpsertPrincipal").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
@@ -356,6 +409,7 @@ impl TokenAdminService for TokenAdminApi {
             })
         })();
         let command = violations.finish(parsed)?;
+        actor.require_tenant(&command.tenant)?;
         let principal = self.admin.upsert_principal(&actor, command).await?;
         Ok(Response::new(proto::UpsertPrincipalResponse {
             principal: Some(convert::principal(&principal)),
@@ -366,12 +420,13 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::GetPrincipalRequest>,
     ) -> Result<Response<proto::GetPrincipalResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "GetPrincipal").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
         let id = violations.check("id", PrincipalId::parse(&request.id));
         let (tenant, id) = violations.finish(tenant.zip(id))?;
+        actor.require_tenant(&tenant)?;
         let principal = self.admin.get_principal(&tenant, &id).await?;
         Ok(Response::new(proto::GetPrincipalResponse {
             principal: Some(convert::principal(&principal)),
@@ -382,7 +437,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::UpsertRoleRequest>,
     ) -> Result<Response<proto::UpsertRoleResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "UpsertRole").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
@@ -390,6 +445,7 @@ impl TokenAdminService for TokenAdminApi {
         let permissions = violations.grants("permissions", &request.permissions);
         let parsed = (|| Some((tenant?, name?, permissions?)))();
         let (tenant, name, permissions) = violations.finish(parsed)?;
+        actor.require_tenant(&tenant)?;
         let role = self
             .admin
             .upsert_role(&actor, tenant, name, permissions)
@@ -403,9 +459,10 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::ListRolesRequest>,
     ) -> Result<Response<proto::ListRolesResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "ListRoles").await?;
         let tenant = Tenant::parse(&request.get_ref().tenant)
             .map_err(|error| convert::invalid_field("tenant", error))?;
+        actor.require_tenant(&tenant)?;
         let roles = self.admin.list_roles(&tenant).await?;
         Ok(Response::new(proto::ListRolesResponse {
             roles: roles.iter().map(convert::role).collect(),
@@ -416,7 +473,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::SetApiStatusRequest>,
     ) -> Result<Response<proto::SetApiStatusResponse>, Status> {
-        let actor = self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "SetApiStatus").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let scope = violations.check("tenant", ApiScope::parse(&request.tenant));
@@ -427,6 +484,10 @@ impl TokenAdminService for TokenAdminApi {
             );
         }
         let scope = violations.finish(scope)?;
+        match Tenant::parse(scope.as_str()) {
+            Ok(tenant) => actor.require_tenant(&tenant)?,
+            Err(_) => actor.require_all_tenants("the global API switch (tenant `*`)")?,
+        }
         let status = self
             .admin
             .set_api_status(&actor, scope, request.online, request.message)
@@ -440,9 +501,13 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::GetApiStatusRequest>,
     ) -> Result<Response<proto::GetApiStatusResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "GetApiStatus").await?;
         let scope = ApiScope::parse(&request.get_ref().tenant)
             .map_err(|error| convert::invalid_field("tenant", error))?;
+        // The global switch applies to every key's tenants, so any key may read it.
+        if let Ok(tenant) = Tenant::parse(scope.as_str()) {
+            actor.require_tenant(&tenant)?;
+        }
         let status = self.admin.get_api_status(&scope).await?;
         Ok(Response::new(proto::GetApiStatusResponse {
             status: Some(convert::api_status(&status)),
@@ -453,7 +518,7 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::ListAuditEventsRequest>,
     ) -> Result<Response<proto::ListAuditEventsResponse>, Status> {
-        self.auth.authenticate(&request).await?;
+        let actor = self.auth.authorize(&request, "ListAuditEvents").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
         let tenant = if request.tenant.is_empty() {
@@ -467,7 +532,7 @@ impl TokenAdminService for TokenAdminApi {
         let (tenant, page_size, after) = violations.finish(parsed)?;
         let page = self
             .admin
-            .list_audit_events(tenant.as_ref(), page_size, after.unwrap_or(0))
+            .list_audit_events(&actor, tenant.as_ref(), page_size, after.unwrap_or(0))
             .await?;
         Ok(Response::new(proto::ListAuditEventsResponse {
             events: page.items.iter().map(convert::audit_event).collect(),
@@ -475,6 +540,66 @@ impl TokenAdminService for TokenAdminApi {
                 .next
                 .map(|id| convert::encode_page_token(&id.to_string()))
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn create_admin_key(
+        &self,
+        request: Request<proto::CreateAdminKeyRequest>,
+    ) -> Result<Response<proto::CreateAdminKeyResponse>, Status> {
+        let actor = self.auth.authorize(&request, "CreateAdminKey").await?;
+        let command = parse_create_admin_key(request.into_inner())?;
+        let issued = self.admin.create_admin_key(&actor, command).await?;
+        Ok(Response::new(proto::CreateAdminKeyResponse {
+            admin_key: Some(convert::admin_key(&issued.key)),
+            secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
+        }))
+    }
+
+    async fn list_admin_keys(
+        &self,
+        request: Request<proto::ListAdminKeysRequest>,
+    ) -> Result<Response<proto::ListAdminKeysResponse>, Status> {
+        let actor = self.auth.authorize(&request, "ListAdminKeys").await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let page_size = violations.page_size(request.page_size);
+        let after = violations.page_token(&request.page_token, |text| AdminKeyId::parse(text).ok());
+        let (page_size, after) = violations.finish(page_size.zip(after))?;
+        let page = self
+            .admin
+            .list_admin_keys(&actor, request.include_revoked, page_size, after)
+            .await?;
+        Ok(Response::new(proto::ListAdminKeysResponse {
+            admin_keys: page.items.iter().map(convert::admin_key).collect(),
+            next_page_token: page
+                .next
+                .map(|id| convert::encode_page_token(id.as_str()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_admin_key(
+        &self,
+        request: Request<proto::GetAdminKeyRequest>,
+    ) -> Result<Response<proto::GetAdminKeyResponse>, Status> {
+        let actor = self.auth.authorize(&request, "GetAdminKey").await?;
+        let id = parse_admin_key_id(&request.get_ref().id)?;
+        let key = self.admin.get_admin_key(&actor, &id).await?;
+        Ok(Response::new(proto::GetAdminKeyResponse {
+            admin_key: Some(convert::admin_key(&key)),
+        }))
+    }
+
+    async fn revoke_admin_key(
+        &self,
+        request: Request<proto::RevokeAdminKeyRequest>,
+    ) -> Result<Response<proto::RevokeAdminKeyResponse>, Status> {
+        let actor = self.auth.authorize(&request, "RevokeAdminKey").await?;
+        let id = parse_admin_key_id(&request.get_ref().id)?;
+        let key = self.admin.revoke_admin_key(&actor, &id).await?;
+        Ok(Response::new(proto::RevokeAdminKeyResponse {
+            admin_key: Some(convert::admin_key(&key)),
         }))
     }
 }

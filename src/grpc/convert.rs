@@ -10,6 +10,7 @@ use tonic::Status;
 use tonic_types::FieldViolation;
 
 use crate::authz::{Decision, RateLimitStatus};
+use crate::domain::admin_key::{AdminKey, AdminRole};
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::{self, InvalidField};
 use crate::domain::model::{self, TokenState};
@@ -331,6 +332,39 @@ pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
             .unwrap_or_default(),
         summary: event.summary.clone(),
         admin_key: event.admin_key.clone(),
+    }
+}
+
+pub fn admin_role(role: AdminRole) -> proto::AdminRole {
+    match role {
+        AdminRole::Viewer => proto::AdminRole::Viewer,
+        AdminRole::TokenManager => proto::AdminRole::TokenManager,
+        AdminRole::Owner => proto::AdminRole::Owner,
+    }
+}
+
+/// The role a request names; None for `ADMIN_ROLE_UNSPECIFIED` or a number the proto lacks.
+pub fn parse_admin_role(raw: i32) -> Option<AdminRole> {
+    match proto::AdminRole::try_from(raw).ok()? {
+        proto::AdminRole::Unspecified => None,
+        proto::AdminRole::Viewer => Some(AdminRole::Viewer),
+        proto::AdminRole::TokenManager => Some(AdminRole::TokenManager),
+        proto::AdminRole::Owner => Some(AdminRole::Owner),
+    }
+}
+
+pub fn admin_key(key: &AdminKey) -> proto::AdminKey {
+    proto::AdminKey {
+        id: key.id.to_string(),
+        name: key.name.to_string(),
+        tenants: key.tenants.names(),
+        role: admin_role(key.role).into(),
+        secret_hint: key.secret_hint.clone(),
+        created_at: Some(timestamp(key.created_at)),
+        created_by: key.created_by.clone(),
+        expires_at: optional_timestamp(key.expires_at),
+        last_used_at: optional_timestamp(key.last_used_at),
+        revoked_at: optional_timestamp(key.revoked_at),
     }
 }
 

@@ -28,6 +28,7 @@ pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     )
 }
 
+/// A presented admin key that is not (or no longer) accepted; `message` says why, never the key.
 pub fn unauthenticated(message: &'static str) -> Status {
     with_reason(Code::Unauthenticated, message.to_owned(), "UNAUTHENTICATED")
 }
@@ -125,7 +126,17 @@ pub fn unknown_method() -> Status {
 }
 
 fn with_reason(code: Code, message: String, reason: &str) -> Status {
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
+    with_reason_and(code, message, reason, [])
+}
+
+/// A status whose ErrorInfo also carries `metadata`, such as the right that is missing.
+fn with_reason_and<const N: usize>(
+    code: Code,
+    message: String,
+    reason: &str,
+    metadata: [(String, String); N],
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, message, details)
 }
 
@@ -176,6 +187,26 @@ impl From<AdminError> for Status {
                 details.set_error_info("MASTER_KEY_MISSING", ERROR_DOMAIN, []);
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            AdminError::MissingRight { right } => with_reason_and(
+                Code::PermissionDenied,
+                format!(
+                    "this admin key's role lacks the right {}; use a key whose role holds it",
+                    right.as_str()
+                ),
+                "MISSING_RIGHT",
+                [("right".to_owned(), right.as_str().to_owned())],
+            ),
+            AdminError::TenantNotInScope { tenant } => with_reason_and(
+                Code::PermissionDenied,
+                format!("this admin key may not act in tenant {tenant}"),
+                "TENANT_NOT_IN_SCOPE",
+                [("tenant".to_owned(), tenant)],
+            ),
+            AdminError::AllTenantsRequired { what } => with_reason(
+                Code::PermissionDenied,
+                format!("{what} needs an admin key scoped to every tenant"),
+                "ALL_TENANTS_REQUIRED",
+            ),
             AdminError::Unavailable(source) => unavailable("admin", &source),
             AdminError::Internal(source) => {
                 tracing::error!(error = %source, "internal error in admin call");
@@ -288,6 +319,41 @@ mod tests {
         assert_eq!(
             parts(&status),
             expected(Code::Internal, "INTERNAL", "internal error")
+        );
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+    use crate::admin::Right;
+
+    #[test]
+    fn a_missing_right_is_permission_denied_naming_the_right_in_its_error_info() {
+        let status = Status::from(AdminError::MissingRight {
+            right: Right::WriteTokens,
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "MISSING_RIGHT");
+        assert_eq!(
+            info.metadata.get("right").map(String::as_str),
+            Some("tokens.write")
+        );
+        assert!(status.message().contains("tokens.write"), "{status:?}");
+    }
+
+    #[test]
+    fn a_tenant_out_of_scope_is_permission_denied_naming_the_tenant() {
+        let status = Status::from(AdminError::TenantNotInScope {
+            tenant: "globex".to_owned(),
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "TENANT_NOT_IN_SCOPE");
+        assert_eq!(
+            info.metadata.get("tenant").map(String::as_str),
+            Some("globex")
         );
     }
 }

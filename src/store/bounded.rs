@@ -30,9 +30,10 @@ use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{
-    Bootstrapped, PersistKey, PoolOptions, Rotation, Store, StoreError, TokenQuery, TokenUpdate,
-    TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, NewAdminKey, PersistKey, PoolOptions, Rotation, Store, StoreError, TokenQuery,
+    TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
+use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
@@ -237,22 +238,56 @@ impl<S: Store> Store for Bounded<S> {
 
     async fn list_audit_events(
         &self,
-        tenant: Option<&Tenant>,
+        tenants: Option<&[Tenant]>,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let call = self.inner.list_audit_events(tenant, after_id, limit);
+        let call = self.inner.list_audit_events(tenants, after_id, limit);
         self.call("list_audit_events", call).await
     }
 
-    async fn insert_admin_key(
+    async fn create_admin_key(
         &self,
-        hash: &SecretHash,
-        label: &str,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError> {
+        let call = self.inner.create_admin_key(new, audit);
+        self.call("create_admin_key", call).await
+    }
+
+    async fn get_admin_key(&self, id: &AdminKeyId) -> Result<AdminKey, StoreError> {
+        self.call("get_admin_key", self.inner.get_admin_key(id))
+            .await
+    }
+
+    async fn list_admin_keys(
+        &self,
+        include_revoked: bool,
+        after: Option<&AdminKeyId>,
+        limit: u32,
+    ) -> Result<Vec<AdminKey>, StoreError> {
+        let call = self.inner.list_admin_keys(include_revoked, after, limit);
+        self.call("list_admin_keys", call).await
+    }
+
+    async fn find_admin_key(&self, hash: &SecretHash) -> Result<Option<AdminKey>, StoreError> {
+        self.call("find_admin_key", self.inner.find_admin_key(hash))
+            .await
+    }
+
+    async fn revoke_admin_key(
+        &self,
+        id: &AdminKeyId,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let call = self.inner.insert_admin_key(hash, label, at);
-        self.call("insert_admin_key", call).await
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError> {
+        let call = self.inner.revoke_admin_key(id, at, audit);
+        self.call("revoke_admin_key", call).await
+    }
+
+    async fn touch_admin_key(&self, id: &AdminKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.call("touch_admin_key", self.inner.touch_admin_key(id, at))
+            .await
     }
 
     async fn count_admin_keys(&self) -> Result<u64, StoreError> {
@@ -262,17 +297,12 @@ impl<S: Store> Store for Bounded<S> {
 
     async fn bootstrap_admin_key(
         &self,
-        hash: &SecretHash,
-        at: DateTime<Utc>,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
         persist: PersistKey<'_>,
     ) -> Result<Bootstrapped, StoreError> {
-        let call = self.inner.bootstrap_admin_key(hash, at, persist);
+        let call = self.inner.bootstrap_admin_key(new, audit, persist);
         self.call("bootstrap_admin_key", call).await
-    }
-
-    async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
-        self.call("is_admin_key", self.inner.is_admin_key(hash))
-            .await
     }
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {
@@ -423,9 +453,8 @@ mod tests {
                         let _ = holding.send(());
                         std::future::pending().await
                     });
-                    store
-                        .bootstrap_admin_key(&SecretHash::of("held"), Utc::now(), persist)
-                        .await
+                    let (new, audit, _) = crate::admin::keys::bootstrap_key(Utc::now());
+                    store.bootstrap_admin_key(&new, &audit, persist).await
                 }
             });
             held.await.expect("the connection is held");
@@ -470,7 +499,7 @@ mod tests {
 
             let started = Instant::now();
             let inserted = store
-                .insert_admin_key(&SecretHash::of("new"), "operator", Utc::now())
+                .touch_admin_key(&AdminKeyId::generate(), Utc::now())
                 .await;
             let took = started.elapsed();
             assert!(matches!(inserted, Err(StoreError::Timeout)), "{inserted:?}");
@@ -481,6 +510,6 @@ mod tests {
             );
         });
 
-        assert_eq!(errors_counted(&recorder, "insert_admin_key"), 1);
+        assert_eq!(errors_counted(&recorder, "touch_admin_key"), 1);
     }
 }

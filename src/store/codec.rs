@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
+use crate::domain::admin_key::{AdminKey, AdminKeyId, AdminRole, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -333,6 +334,47 @@ impl AuditRow {
             admin_key: self.admin_key,
         })
     }
+}
+
+/// A row of `admin_keys`, its columns as `sql::admin_key_columns!` lists them.
+#[derive(sqlx::FromRow)]
+pub(super) struct AdminKeyRow {
+    id: String,
+    name: String,
+    tenants: String,
+    role: String,
+    secret_hint: String,
+    created_at: i64,
+    created_by: String,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    bootstrap: bool,
+}
+
+impl AdminKeyRow {
+    pub(super) fn into_admin_key(self) -> Result<AdminKey, StoreError> {
+        let tenants = parse_json_strings(&self.tenants, "admin_keys.tenants")?;
+        Ok(AdminKey {
+            id: parse_field(&self.id, AdminKeyId::parse, "admin_keys.id")?,
+            name: parse_field(&self.name, TokenName::parse, "admin_keys.name")?,
+            tenants: TenantScope::parse(&tenants).map_err(|_| corrupt("admin_keys.tenants"))?,
+            role: AdminRole::parse(&self.role).ok_or_else(|| corrupt("admin_keys.role"))?,
+            secret_hint: self.secret_hint,
+            created_at: instant(self.created_at)?,
+            created_by: self.created_by,
+            expires_at: optional_instant(self.expires_at)?,
+            last_used_at: optional_instant(self.last_used_at)?,
+            revoked_at: optional_instant(self.revoked_at)?,
+            bootstrap: self.bootstrap,
+        })
+    }
+}
+
+/// An admin key's tenants as stored: a JSON text array, `[]` for every tenant.
+pub(super) fn tenants_json(scope: &TenantScope) -> String {
+    let names = scope.names();
+    strings_json(names.iter().map(String::as_str))
 }
 
 /// An IP as stored: its text, or empty for none.

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::admin_key::AdminKeyId;
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use crate::domain::token::SecretHash;
 
@@ -40,6 +41,9 @@ pub enum Invalidation {
         name: RoleName,
     },
     ApiStatus(ApiScope),
+    /// An admin key was revoked: every replica forgets the admin keys it holds in memory
+    /// (`grpc::auth`), so the next call with it is looked up and refused.
+    AdminKey(AdminKeyId),
     /// Everything, e.g. after a replica may have missed events.
     Everything,
 }
@@ -70,6 +74,9 @@ enum Wire {
     ApiStatus {
         scope: String,
     },
+    AdminKey {
+        id: String,
+    },
     Everything,
 }
 
@@ -92,6 +99,7 @@ impl Invalidation {
             Self::Owner { .. } => "owner",
             Self::Role { .. } => "role",
             Self::ApiStatus(_) => "api_status",
+            Self::AdminKey(_) => "admin_key",
             Self::Everything => "everything",
         }
     }
@@ -137,6 +145,7 @@ impl Invalidation {
             Self::ApiStatus(scope) => Wire::ApiStatus {
                 scope: scope.to_string(),
             },
+            Self::AdminKey(id) => Wire::AdminKey { id: id.to_string() },
             Self::Everything => Wire::Everything,
         };
         // Serialising these plain structs cannot fail; an empty payload would mean "everything".
@@ -164,6 +173,7 @@ impl Invalidation {
                 .zip(RoleName::parse(&name).ok())
                 .map(|(tenant, name)| Self::Role { tenant, name }),
             Wire::ApiStatus { scope } => ApiScope::parse(&scope).ok().map(Self::ApiStatus),
+            Wire::AdminKey { id } => AdminKeyId::parse(&id).ok().map(Self::AdminKey),
             Wire::Everything => Some(Self::Everything),
         };
         parsed.unwrap_or(Self::Everything)
@@ -193,6 +203,25 @@ pub trait InvalidationSink: Send + Sync + 'static {
     }
 }
 
+/// Several sinks told of every invalidation, in order: a replica's Check cache and its admin
+/// keys hear of the same writes through one feed.
+pub struct Sinks(pub Vec<std::sync::Arc<dyn InvalidationSink>>);
+
+#[async_trait::async_trait]
+impl InvalidationSink for Sinks {
+    async fn invalidate(&self, invalidation: &Invalidation) {
+        for sink in &self.0 {
+            sink.invalidate(invalidation).await;
+        }
+    }
+
+    async fn invalidate_all(&self) {
+        for sink in &self.0 {
+            sink.invalidate_all().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +244,7 @@ mod tests {
                 name: RoleName::parse("reporting").expect("role"),
             },
             Invalidation::ApiStatus(ApiScope::all()),
+            Invalidation::AdminKey(AdminKeyId::generate()),
             Invalidation::Everything,
         ];
         for event in events {

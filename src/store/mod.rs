@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -183,6 +184,13 @@ pub enum Bootstrapped {
     NotPersisted(std::io::Error),
 }
 
+/// A new admin key and the hash of its secret, the only form in which the secret is stored.
+#[derive(Debug, Clone)]
+pub struct NewAdminKey {
+    pub key: AdminKey,
+    pub secret_hash: SecretHash,
+}
+
 /// Connection pool bounds: the server must never hang on a dead database.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -323,38 +331,64 @@ pub trait Store: Send + Sync + 'static {
     /// scope not among them is online.
     async fn offline_api_statuses(&self) -> Result<Vec<ApiStatus>, StoreError>;
 
-    /// Audit events with id greater than `after_id`, oldest first. Never returns an event while
+    /// Audit events with id greater than `after_id`, oldest first, of these tenants only when
+    /// `tenants` is given. Never returns an event while
     /// an event with a smaller id may still commit (on Postgres it waits for in-flight audit
     /// inserts; SQLite has one writer at a time), so paging by the last id never skips one.
     async fn list_audit_events(
         &self,
-        tenant: Option<&Tenant>,
+        tenants: Option<&[Tenant]>,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;
 
-    /// Stores the hash of an admin key created by the bootstrap.
-    async fn insert_admin_key(
+    /// Stores a new admin key (its hash, never its secret) with its audit event.
+    async fn create_admin_key(
         &self,
-        hash: &SecretHash,
-        label: &str,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError>;
+
+    /// An admin key by id (`NotFound("admin key")`).
+    async fn get_admin_key(&self, id: &AdminKeyId) -> Result<AdminKey, StoreError>;
+
+    /// Admin keys in id (= creation) order after `after`, at most `limit`; revoked ones only
+    /// with `include_revoked`.
+    async fn list_admin_keys(
+        &self,
+        include_revoked: bool,
+        after: Option<&AdminKeyId>,
+        limit: u32,
+    ) -> Result<Vec<AdminKey>, StoreError>;
+
+    /// The admin key whose secret has this hash, revoked and expired ones included.
+    async fn find_admin_key(&self, hash: &SecretHash) -> Result<Option<AdminKey>, StoreError>;
+
+    /// Revokes an admin key with its audit event; a key already revoked is returned unchanged
+    /// and nothing is written.
+    async fn revoke_admin_key(
+        &self,
+        id: &AdminKeyId,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError>;
+
+    /// Records a use of an admin key (its `last_used_at`).
+    async fn touch_admin_key(&self, id: &AdminKeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     async fn count_admin_keys(&self) -> Result<u64, StoreError>;
 
-    /// Stores `hash` as the database's bootstrap admin key, if it has no admin key and no
-    /// bootstrap yet, atomically: of replicas starting together on a fresh database exactly one
-    /// creates a key. `persist` runs only for that one, inside the transaction: if it fails,
-    /// nothing is stored, so a stored hash always has its key written somewhere.
+    /// Stores `new` as the database's bootstrap admin key, with its audit event, if it has no
+    /// admin key and no bootstrap yet, atomically: of replicas starting together on a fresh
+    /// database exactly one creates a key. `persist` runs only for that one, inside the
+    /// transaction: if it fails, nothing is stored, so a stored hash always has its key written
+    /// somewhere.
     async fn bootstrap_admin_key(
         &self,
-        hash: &SecretHash,
-        at: DateTime<Utc>,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
         persist: PersistKey<'_>,
     ) -> Result<Bootstrapped, StoreError>;
-
-    async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError>;
 
     /// Writes an audit event that belongs to no store mutation (a retired secret presented).
     async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError>;

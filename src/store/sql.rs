@@ -46,6 +46,15 @@ macro_rules! token_columns {
 }
 pub(super) use token_columns;
 
+/// The columns of `admin_keys` that `codec::AdminKeyRow` decodes, in its order.
+macro_rules! admin_key_columns {
+    () => {
+        "id, name, tenants, role, secret_hint, created_at, created_by, expires_at, \
+         last_used_at, revoked_at, bootstrap"
+    };
+}
+pub(super) use admin_key_columns;
+
 /// Expands `impl Store for $store`, in a module `sql_impl` inside the invoking backend module,
 /// for the struct `$store` defined there: one with `pool` and `check_pool` fields, both
 /// `sqlx::Pool<$database>` (Check's reads use `check_pool`, everything else `pool`), and inherent
@@ -80,16 +89,18 @@ macro_rules! impl_store {
             use $crate::domain::signature::SealedSigningKey;
             use $crate::domain::token::SecretHash;
             use $crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+            use $crate::domain::admin_key::{AdminKey, AdminKeyId};
             use $crate::store::codec::{
-                ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PrincipalRow, RoleRow,
+                AdminKeyRow, ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PrincipalRow, RoleRow,
                 TokenParams, TokenRow, corrupt, grants_json, micros, strings_json,
             };
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
-            use $crate::store::sql::token_columns;
+            use $crate::store::codec::tenants_json;
+            use $crate::store::sql::{admin_key_columns, token_columns};
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
-                Bootstrapped, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError,
+                Bootstrapped, NewAdminKey, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError,
                 TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
             };
 
@@ -111,6 +122,32 @@ macro_rules! impl_store {
                     .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
                     .bind(&event.summary)
                     .bind(&event.admin_key)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(())
+                }
+
+                async fn insert_admin_key_row(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    new: &NewAdminKey,
+                ) -> Result<(), StoreError> {
+                    let key = &new.key;
+                    sqlx::query(
+                        "INSERT INTO admin_keys (id, key_hash, name, tenants, role, secret_hint, \
+                         created_at, created_by, expires_at, last_used_at, revoked_at, bootstrap) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)",
+                    )
+                    .bind(key.id.as_str())
+                    .bind(new.secret_hash.0.as_slice())
+                    .bind(key.name.as_str())
+                    .bind(tenants_json(&key.tenants))
+                    .bind(key.role.as_str())
+                    .bind(&key.secret_hint)
+                    .bind(micros(key.created_at))
+                    .bind(&key.created_by)
+                    .bind(key.expires_at.map(micros))
+                    .bind(key.bootstrap)
                     .execute(&mut *connection)
                     .await
                     .map_err(map_error)?;
@@ -806,7 +843,7 @@ macro_rules! impl_store {
 
                 async fn list_audit_events(
                     &self,
-                    tenant: Option<&Tenant>,
+                    tenants: Option<&[Tenant]>,
                     after_id: i64,
                     limit: u32,
                 ) -> Result<Vec<AuditEvent>, StoreError> {
@@ -828,8 +865,17 @@ macro_rules! impl_store {
                          admin_key FROM audit_events WHERE id > ",
                     );
                     builder.push_bind(after_id);
-                    if let Some(tenant) = tenant {
-                        builder.push(" AND tenant = ").push_bind(tenant.as_str());
+                    if let Some(tenants) = tenants {
+                        builder.push(" AND tenant IN (");
+                        let mut names = builder.separated(", ");
+                        for tenant in tenants {
+                            names.push_bind(tenant.as_str().to_owned());
+                        }
+                        // No tenant at all matches no event: `IN ()` is not SQL.
+                        if tenants.is_empty() {
+                            names.push("NULL");
+                        }
+                        builder.push(")");
                     }
                     builder
                         .push(" ORDER BY id LIMIT ")
@@ -843,21 +889,114 @@ macro_rules! impl_store {
                     rows.into_iter().map(AuditRow::into_event).collect()
                 }
 
-                async fn insert_admin_key(
+                async fn create_admin_key(
                     &self,
-                    hash: &SecretHash,
-                    label: &str,
-                    at: DateTime<Utc>,
-                ) -> Result<(), StoreError> {
-                    sqlx::query(
-                        "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
-                    )
-                    .bind(hash.0.as_slice())
-                    .bind(label)
-                    .bind(micros(at))
-                    .execute(&self.pool)
+                    new: &NewAdminKey,
+                    audit: &AuditEvent,
+                ) -> Result<AdminKey, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    Self::insert_admin_key_row(&mut transaction, new).await?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    Ok(new.key.clone())
+                }
+
+                async fn get_admin_key(&self, id: &AdminKeyId) -> Result<AdminKey, StoreError> {
+                    let row: Option<AdminKeyRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        admin_key_columns!(),
+                        " FROM admin_keys WHERE id = $1"
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
                     .await
                     .map_err(map_error)?;
+                    row.ok_or(StoreError::NotFound("admin key"))?
+                        .into_admin_key()
+                }
+
+                async fn list_admin_keys(
+                    &self,
+                    include_revoked: bool,
+                    after: Option<&AdminKeyId>,
+                    limit: u32,
+                ) -> Result<Vec<AdminKey>, StoreError> {
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(concat!(
+                        "SELECT ",
+                        admin_key_columns!(),
+                        " FROM admin_keys WHERE id > "
+                    ));
+                    builder.push_bind(after.map(AdminKeyId::as_str).unwrap_or("").to_owned());
+                    if !include_revoked {
+                        builder.push(" AND revoked_at IS NULL");
+                    }
+                    builder
+                        .push(" ORDER BY id LIMIT ")
+                        .push_bind(i64::from(limit));
+                    let rows: Vec<AdminKeyRow> = builder
+                        .build_query_as()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    rows.into_iter().map(AdminKeyRow::into_admin_key).collect()
+                }
+
+                async fn find_admin_key(
+                    &self,
+                    hash: &SecretHash,
+                ) -> Result<Option<AdminKey>, StoreError> {
+                    let row: Option<AdminKeyRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        admin_key_columns!(),
+                        " FROM admin_keys WHERE key_hash = $1"
+                    ))
+                    .bind(hash.0.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.map(AdminKeyRow::into_admin_key).transpose()
+                }
+
+                async fn revoke_admin_key(
+                    &self,
+                    id: &AdminKeyId,
+                    at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<AdminKey, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let revoked: Option<AdminKeyRow> = sqlx::query_as(concat!(
+                        "UPDATE admin_keys SET revoked_at = $2 \
+                         WHERE id = $1 AND revoked_at IS NULL RETURNING ",
+                        admin_key_columns!()
+                    ))
+                    .bind(id.as_str())
+                    .bind(micros(at))
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    match revoked {
+                        Some(row) => {
+                            Self::commit_with_audit(transaction, audit).await?;
+                            row.into_admin_key()
+                        }
+                        // Already revoked (unchanged, nothing audited) or not there at all.
+                        None => {
+                            drop(transaction);
+                            self.get_admin_key(id).await
+                        }
+                    }
+                }
+
+                async fn touch_admin_key(
+                    &self,
+                    id: &AdminKeyId,
+                    at: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    sqlx::query("UPDATE admin_keys SET last_used_at = $2 WHERE id = $1")
+                        .bind(id.as_str())
+                        .bind(micros(at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_error)?;
                     Ok(())
                 }
 
@@ -872,8 +1011,8 @@ macro_rules! impl_store {
 
                 async fn bootstrap_admin_key(
                     &self,
-                    hash: &SecretHash,
-                    at: DateTime<Utc>,
+                    new: &NewAdminKey,
+                    audit: &AuditEvent,
                     persist: PersistKey<'_>,
                 ) -> Result<Bootstrapped, StoreError> {
                     let mut transaction = self.pool.begin().await.map_err(map_error)?;
@@ -884,7 +1023,7 @@ macro_rules! impl_store {
                         "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
                          ON CONFLICT (singleton) DO NOTHING RETURNING created_at",
                     )
-                    .bind(micros(at))
+                    .bind(micros(new.key.created_at))
                     .fetch_optional(&mut *transaction)
                     .await
                     .map_err(map_error)?;
@@ -900,29 +1039,13 @@ macro_rules! impl_store {
                         transaction.commit().await.map_err(map_error)?;
                         return Ok(Bootstrapped::AlreadyDone);
                     }
-                    sqlx::query(
-                        "INSERT INTO admin_keys (key_hash, label, created_at) VALUES ($1, $2, $3)",
-                    )
-                    .bind(hash.0.as_slice())
-                    .bind("bootstrap")
-                    .bind(micros(at))
-                    .execute(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
+                    Self::insert_admin_key_row(&mut transaction, new).await?;
+                    Self::insert_audit_row(&mut transaction, audit).await?;
                     if let Err(error) = persist.await {
                         return Ok(Bootstrapped::NotPersisted(error));
                     }
                     transaction.commit().await.map_err(map_error)?;
                     Ok(Bootstrapped::Created)
-                }
-
-                async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
-                    let found = sqlx::query("SELECT key_hash FROM admin_keys WHERE key_hash = $1")
-                        .bind(hash.0.as_slice())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(map_error)?;
-                    Ok(found.is_some())
                 }
 
                 async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -479,3 +479,40 @@ async fn control_characters_and_bidi_overrides_in_server_strings_are_printed_esc
     let listed = admin(&app, "token list --tenant acme --all").await;
     assert_contains(listed.stdout(0), "invoice\\u{202e}fdp.exe");
 }
+
+#[tokio::test]
+async fn an_operator_hands_a_tenant_its_own_admin_key_and_rotates_it_from_the_command_line() {
+    let app = app_with_alice().await;
+    let create = "admin-key create --name acme-backend --role token-manager --tenant acme --json";
+    let created = admin(&app, create).await.json(0);
+    let id = created["admin_key"]["id"].as_str().expect("id").to_owned();
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert_starts_with(&id, "adk_");
+    assert_starts_with(&secret, "tsa_");
+    assert_eq!(created["admin_key"]["role"], "ADMIN_ROLE_TOKEN_MANAGER");
+    assert_eq!(created["admin_key"]["tenants"], json!(["acme"]));
+    let as_tenant = |args: &str| {
+        Tessera::new(args)
+            .flag("--server", &app.grpc_url)
+            .flag("--admin-key", &secret)
+    };
+
+    as_tenant("token list --tenant acme").run().await.stdout(0);
+    let refused = as_tenant("token list --tenant globex").run().await;
+    assert_contains(refused.stderr(7), "globex");
+    let no_keys = as_tenant("admin-key list").run().await;
+    assert_contains(no_keys.stderr(7), "admin_keys.read");
+
+    let listed = admin(&app, "admin-key list").await;
+    assert_row(
+        listed.stdout(0),
+        &[&id, "acme-backend", "token_manager", "acme"],
+    );
+    let shown = admin(&app, &format!("admin-key get {id}")).await;
+    assert_contains(shown.stdout(0), "acme-backend");
+    assert!(!shown.stdout.contains(&secret), "{shown:#?}");
+
+    let revoked = admin(&app, &format!("admin-key revoke {id}")).await;
+    assert_starts_with(revoked.stdout(0), &format!("revoked admin key {id}"));
+    as_tenant("token list --tenant acme").run().await.stderr(3);
+}

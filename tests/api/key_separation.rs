@@ -139,6 +139,33 @@ async fn every_admin_method_with(
         list_audit_events,
         proto::ListAuditEventsRequest::default()
     );
+    call!(
+        "CreateAdminKey",
+        create_admin_key,
+        proto::CreateAdminKeyRequest {
+            name: "escalation".to_owned(),
+            role: proto::AdminRole::Owner.into(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "ListAdminKeys",
+        list_admin_keys,
+        proto::ListAdminKeysRequest::default()
+    );
+    let admin_key_id = app.bootstrap_key_id().await;
+    call!(
+        "GetAdminKey",
+        get_admin_key,
+        proto::GetAdminKeyRequest {
+            id: admin_key_id.clone()
+        }
+    );
+    call!(
+        "RevokeAdminKey",
+        revoke_admin_key,
+        proto::RevokeAdminKeyRequest { id: admin_key_id }
+    );
     refused
 }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod admin_auth;
+mod admin_keys;
 mod check;
 mod cli;
 mod envoy;

@@ -48,3 +48,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ $key }} = {{ toJson $value }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret of the operator admin keys: the one named, else the generated one, else none. */}}
+{{- define "tessera.adminKeysSecret" -}}
+{{- if .Values.secrets.adminKeys.name }}
+{{- .Values.secrets.adminKeys.name }}
+{{- else if .Values.secrets.adminKeys.generate }}
+{{- printf "%s-admin" (include "tessera.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+{{- end }}

@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 
 /// Fresh random text of `prefix_` and 36 base62 characters, from the product's own generator.
 pub fn random_key(prefix: &str) -> String {
-    tessera::domain::token::generate_key(prefix)
+    let prefix = tessera::domain::token::TokenPrefix::parse(prefix).expect("a valid prefix");
+    tessera::domain::token::generate(&prefix)
         .secret
         .expose_secret()
         .to_owned()

@@ -196,6 +196,21 @@ impl TestApp {
         .await
     }
 
+    /// The id (`adk_…`) of the bootstrap key, which this server's `admin_key` is.
+    pub async fn bootstrap_key_id(&self) -> String {
+        self.admin_client()
+            .await
+            .list_admin_keys(self.admin(proto::ListAdminKeysRequest::default()))
+            .await
+            .expect("admin keys listed")
+            .into_inner()
+            .admin_keys
+            .into_iter()
+            .find(|key| key.created_by == "bootstrap")
+            .expect("the bootstrap key")
+            .id
+    }
+
     /// How many times this server's Check path has read a credential from the store.
     pub fn store_lookups(&self) -> u64 {
         self.authorizer

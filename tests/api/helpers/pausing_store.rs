@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tessera::domain::admin_key::{AdminKey, AdminKeyId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
@@ -15,7 +16,7 @@ use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    Bootstrapped, PersistKey, Rotation, Store, StoreError, TokenQuery, TokenUpdate,
+    Bootstrapped, NewAdminKey, PersistKey, Rotation, Store, StoreError, TokenQuery, TokenUpdate,
     TokensNeedingAttention, UsageCutoffs,
 };
 use tokio::sync::oneshot;
@@ -152,11 +153,11 @@ impl Store for PausingStore {
 
     async fn bootstrap_admin_key(
         &self,
-        hash: &SecretHash,
-        at: DateTime<Utc>,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
         persist: PersistKey<'_>,
     ) -> Result<Bootstrapped, StoreError> {
-        self.inner.bootstrap_admin_key(hash, at, persist).await
+        self.inner.bootstrap_admin_key(new, audit, persist).await
     }
 
     async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError> {
@@ -245,28 +246,55 @@ impl Store for PausingStore {
 
     async fn list_audit_events(
         &self,
-        tenant: Option<&Tenant>,
+        tenants: Option<&[Tenant]>,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.list_audit_events(tenant, after_id, limit).await
+        self.inner.list_audit_events(tenants, after_id, limit).await
     }
 
-    async fn insert_admin_key(
+    async fn create_admin_key(
         &self,
-        hash: &SecretHash,
-        label: &str,
+        new: &NewAdminKey,
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError> {
+        self.inner.create_admin_key(new, audit).await
+    }
+
+    async fn get_admin_key(&self, id: &AdminKeyId) -> Result<AdminKey, StoreError> {
+        self.inner.get_admin_key(id).await
+    }
+
+    async fn list_admin_keys(
+        &self,
+        include_revoked: bool,
+        after: Option<&AdminKeyId>,
+        limit: u32,
+    ) -> Result<Vec<AdminKey>, StoreError> {
+        self.inner
+            .list_admin_keys(include_revoked, after, limit)
+            .await
+    }
+
+    async fn find_admin_key(&self, hash: &SecretHash) -> Result<Option<AdminKey>, StoreError> {
+        self.inner.find_admin_key(hash).await
+    }
+
+    async fn revoke_admin_key(
+        &self,
+        id: &AdminKeyId,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.inner.insert_admin_key(hash, label, at).await
+        audit: &AuditEvent,
+    ) -> Result<AdminKey, StoreError> {
+        self.inner.revoke_admin_key(id, at, audit).await
+    }
+
+    async fn touch_admin_key(&self, id: &AdminKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.touch_admin_key(id, at).await
     }
 
     async fn count_admin_keys(&self) -> Result<u64, StoreError> {
         self.inner.count_admin_keys().await
-    }
-
-    async fn is_admin_key(&self, hash: &SecretHash) -> Result<bool, StoreError> {
-        self.inner.is_admin_key(hash).await
     }
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> Result<(), StoreError> {

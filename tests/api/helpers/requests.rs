@@ -114,6 +114,11 @@ pub fn assert_reason(status: &Status, reason: &str) {
 
 /// How many admin mutations the audit log holds: a count that moves exactly when one is written.
 pub async fn audit_events(app: &TestApp) -> usize {
+    all_audit_events(app).await.len()
+}
+
+/// The first page of the audit log, as the server's own (all-tenant) key reads it.
+pub async fn all_audit_events(app: &TestApp) -> Vec<proto::AuditEvent> {
     app.admin_client()
         .await
         .list_audit_events(app.admin(proto::ListAuditEventsRequest::default()))
@@ -121,7 +126,6 @@ pub async fn audit_events(app: &TestApp) -> usize {
         .expect("audit")
         .into_inner()
         .events
-        .len()
 }
 
 /// Polls until `check` gives `reason`, failing after a generous deadline; returns how long it took.

@@ -3,7 +3,7 @@
 //! The bodies are plain async functions over `Arc<dyn Store>` (or, where a test must open the
 //! database more than once or reach past the store, over the `TestDatabase`); `store_suite!`
 //! stamps out one `#[tokio::test]` per body and backend, so the two can never drift apart.
-//! The bodies live by subject (`tokens.rs`, `usage.rs`, `database.rs`), the shared fixtures and
+//! The bodies live by subject (`tokens.rs`, `admin_keys.rs`, `usage.rs`, `database.rs`), the shared fixtures and
 //! the few tests that only one backend can run here.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::helpers::database::TestDatabase;
 
+mod admin_keys;
 mod database;
 mod tokens;
 mod usage;
@@ -55,8 +56,11 @@ macro_rules! store_suite {
                 tokens::every_mutation_writes_its_audit_event_in_order,
                 tokens::a_failed_mutation_writes_no_audit_event,
                 tokens::audit_events_page_by_id_and_filter_by_tenant,
-                tokens::admin_keys_are_counted_and_recognised_by_hash_only,
-                tokens::the_bootstrap_key_is_stored_once_and_never_without_its_file,
+                admin_keys::admin_keys_are_counted_and_recognised_by_hash_only,
+                admin_keys::the_bootstrap_key_is_stored_once_and_never_without_its_file,
+                admin_keys::an_admin_key_reads_back_as_written_and_lists_in_id_order,
+                admin_keys::revoking_an_admin_key_writes_its_audit_event_once,
+                admin_keys::audit_events_filter_by_several_tenants,
                 tokens::a_tokens_secret_hashes_are_its_current_and_retired_ones,
                 tokens::an_audit_event_can_be_written_on_its_own,
                 tokens::an_update_writes_only_the_fields_it_names,

@@ -1,5 +1,5 @@
 //! The token half of the store contract, on both backends: tokens, principals, roles, API
-//! statuses, audit events, admin keys, versions and retired secrets.
+//! statuses, audit events, versions and retired secrets (admin keys: `admin_keys.rs`).
 
 use std::sync::Arc;
 
@@ -915,11 +915,11 @@ pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn 
         paged.extend(page);
     }
     let acme_only = store
-        .list_audit_events(Some(&tenant("acme")), 0, 100)
+        .list_audit_events(Some(&[tenant("acme")][..]), 0, 100)
         .await
         .expect("filtered");
     let acme_after_second = store
-        .list_audit_events(Some(&tenant("acme")), acme_only[1].id, 100)
+        .list_audit_events(Some(&[tenant("acme")][..]), acme_only[1].id, 100)
         .await
         .expect("filtered");
 
@@ -931,78 +931,6 @@ pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn 
         .collect();
     assert_eq!(acme_only, expected_acme);
     assert_eq!(acme_after_second, expected_acme[2..].to_vec());
-}
-
-// ---- admin keys ----
-
-pub(super) async fn the_bootstrap_key_is_stored_once_and_never_without_its_file(
-    store: Arc<dyn Store>,
-) {
-    use tessera::store::Bootstrapped;
-    let first = SecretHash::of("tsa_first_bootstrap");
-    let failed = store
-        .bootstrap_admin_key(
-            &first,
-            now(),
-            Box::pin(async { Err(std::io::Error::other("disk full")) }),
-        )
-        .await
-        .expect("store answers");
-    assert!(
-        matches!(failed, Bootstrapped::NotPersisted(_)),
-        "{failed:?}"
-    );
-    assert_eq!(
-        store.count_admin_keys().await.expect("count"),
-        0,
-        "nothing stored"
-    );
-
-    let created = store
-        .bootstrap_admin_key(&first, now(), Box::pin(async { Ok(()) }))
-        .await
-        .expect("store answers");
-    assert!(matches!(created, Bootstrapped::Created), "{created:?}");
-    let persisted_again = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = persisted_again.clone();
-    let second = store
-        .bootstrap_admin_key(
-            &SecretHash::of("tsa_second_bootstrap"),
-            now(),
-            Box::pin(async move {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            }),
-        )
-        .await
-        .expect("store answers");
-    assert!(matches!(second, Bootstrapped::AlreadyDone), "{second:?}");
-    assert!(
-        !persisted_again.load(std::sync::atomic::Ordering::SeqCst),
-        "no second file"
-    );
-    assert_eq!(store.count_admin_keys().await.expect("count"), 1);
-    assert!(store.is_admin_key(&first).await.expect("lookup"));
-}
-
-pub(super) async fn admin_keys_are_counted_and_recognised_by_hash_only(store: Arc<dyn Store>) {
-    let key = SecretHash::of("tsa_first_key");
-    let other = SecretHash::of("tsa_other_key");
-    assert_eq!(store.count_admin_keys().await.expect("count"), 0);
-
-    store
-        .insert_admin_key(&key, "bootstrap", now())
-        .await
-        .expect("inserted");
-    let duplicate = store.insert_admin_key(&key, "again", now()).await;
-
-    assert!(
-        matches!(duplicate, Err(StoreError::Conflict(_))),
-        "{duplicate:?}"
-    );
-    assert_eq!(store.count_admin_keys().await.expect("count"), 1);
-    assert!(store.is_admin_key(&key).await.expect("lookup"));
-    assert!(!store.is_admin_key(&other).await.expect("lookup"));
 }
 
 pub(super) async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn Store>) {
