@@ -285,6 +285,9 @@ impl Settings {
             "server",
             "admin_key",
             "actor",
+            "ca_cert",
+            "client_cert",
+            "client_key",
         ]);
         Ok(figment.merge(env).extract().map_err(Box::new)?)
     }

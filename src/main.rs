@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cli;
 mod serve;
+
+use cli::CLIENT_OPTIONS;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,8 +31,28 @@ enum Command {
     Admin(cli::Command),
 }
 
+/// The command line as `Cli::parse` would read it, except that `serve --help` does not list the
+/// client's options: they are global so that they may follow any admin subcommand, and clap
+/// copies global arguments into every subcommand, `serve` included, which ignores them.
+fn parse() -> Cli {
+    let mut command = Cli::command();
+    // Copies the global arguments into the subcommands, where they can then be hidden.
+    command.build();
+    let command = command.mut_subcommand("serve", |serve| {
+        serve.mut_args(|argument| {
+            if argument.get_help_heading() == Some(CLIENT_OPTIONS) {
+                argument.hide(true)
+            } else {
+                argument
+            }
+        })
+    });
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
 fn main() -> ExitCode {
-    let parsed = Cli::parse();
+    let parsed = parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,5 +1,12 @@
 //! Connections to the server: the admin client with its key, and the plain authorization client.
+//!
+//! `https://` servers are verified against the system's CA certificates (as `rustls-native-certs`
+//! finds them, `SSL_CERT_FILE` and `SSL_CERT_DIR` included), or against `--ca-cert` alone when it
+//! is given; `--client-cert` with `--client-key` present a client certificate (mTLS). A failed
+//! handshake is reported by what went wrong (`super::error::tls_problem`).
 
+use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -8,11 +15,11 @@ use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 use tonic::{Request, Status};
 
 use super::ClientArgs;
-use super::error::{CliError, error_chain};
+use super::error::{CliError, error_chain, tls_problem};
 
 /// Where the server writes its first admin key, read when neither flag nor variable gives one.
 const ADMIN_KEY_FILE: &str = tessera::config::BOOTSTRAP_KEY_FILE_NAME;
@@ -28,7 +35,11 @@ pub(super) async fn admin_client(args: &ClientArgs) -> Result<AdminClient, CliEr
         None => read_admin_key_file().await?,
     };
     let auth = AdminAuth::new(&admin_key, args.actor.as_deref())?;
-    let channel = channel(&args.server).await?;
+    let endpoint = endpoint(args).await?;
+    if let Some(warning) = plaintext_key_warning(endpoint.uri()) {
+        eprintln!("warning: {warning}");
+    }
+    let channel = connect(endpoint).await?;
     Ok(TokenAdminServiceClient::with_interceptor(channel, auth))
 }
 
@@ -37,19 +48,89 @@ pub(super) async fn authorization_client(
     args: &ClientArgs,
 ) -> Result<AuthorizationServiceClient<Channel>, CliError> {
     Ok(AuthorizationServiceClient::new(
-        channel(&args.server).await?,
+        connect(endpoint(args).await?).await?,
     ))
 }
 
-async fn channel(server: &str) -> Result<Channel, CliError> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
-        .map_err(|error| CliError::Usage(format!("invalid --server {server}: {error}")))?;
-    endpoint
+/// The server's endpoint, with TLS for `https://`: the system's roots or `--ca-cert`, and the
+/// client certificate when one is given. TLS flags with an `http://` server are a usage error
+/// rather than ignored: whoever set them expects the connection to be encrypted.
+async fn endpoint(args: &ClientArgs) -> Result<Endpoint, CliError> {
+    let server = &args.server;
+    let endpoint = Endpoint::from_shared(server.clone())
+        .map_err(|error| CliError::Usage(format!("invalid --server {server}: {error}")))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+    let tls = &args.tls;
+    if endpoint.uri().scheme_str() != Some("https") {
+        if tls.ca_cert.is_some() || tls.client_cert.is_some() {
+            return Err(CliError::Usage(format!(
+                "--ca-cert, --client-cert and --client-key (TESSERA_CA_CERT, TESSERA_CLIENT_CERT, \
+                 TESSERA_CLIENT_KEY) need an https:// server, not {server}"
+            )));
+        }
+        return Ok(endpoint);
+    }
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_cert {
+        Some(path) => {
+            config.ca_certificate(Certificate::from_pem(read_pem("--ca-cert", path).await?))
+        }
+        None => config.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let cert = read_pem("--client-cert", cert).await?;
+        let key = read_pem("--client-key", key).await?;
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    endpoint.tls_config(config).map_err(|error| {
+        let cause = error_chain(&error);
+        if cause.contains("native") {
+            CliError::Usage(format!(
+                "no system CA certificates found to verify {server}; pass --ca-cert FILE"
+            ))
+        } else {
+            CliError::Usage(format!(
+                "cannot use the TLS files (--ca-cert, --client-cert, --client-key): {cause}"
+            ))
+        }
+    })
+}
+
+async fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|error| CliError::Usage(format!("cannot read {flag} {}: {error}", path.display())))
+}
+
+async fn connect(endpoint: Endpoint) -> Result<Channel, CliError> {
+    endpoint
         .connect()
         .await
-        .map_err(|error| CliError::Unreachable(error_chain(&error)))
+        .map_err(|error| match tls_problem(&error) {
+            Some(problem) => CliError::Tls(problem),
+            None => CliError::Unreachable(error_chain(&error)),
+        })
+}
+
+/// The warning to print before an admin key goes to `uri` unencrypted, unless the server is on
+/// this machine (a loopback address or `localhost`), where nobody else sees the traffic.
+pub(super) fn plaintext_key_warning(uri: &Uri) -> Option<String> {
+    if uri.scheme_str() == Some("https") {
+        return None;
+    }
+    let host = uri.host().unwrap_or_default();
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || unbracketed
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "the admin key is sent unencrypted to {host}: anyone on the network path can read \
+             it; serve TLS and use an https:// --server"
+        )
+    })
 }
 
 async fn read_admin_key_file() -> Result<SecretString, CliError> {
@@ -138,6 +219,29 @@ mod tests {
                 .map(|value| value.to_str().ok()),
             Some(Some("alice@example.com"))
         );
+    }
+
+    #[test]
+    fn an_admin_key_over_plaintext_is_warned_about_unless_the_server_is_on_this_machine() {
+        let warning = |url: &str| plaintext_key_warning(&url.parse::<Uri>().expect("uri"));
+        for local in [
+            "http://127.0.0.1:50051",
+            "http://127.8.9.10:1",
+            "http://[::1]:50051",
+            "http://localhost:50051",
+            "https://tessera.example.com",
+        ] {
+            assert_eq!(warning(local), None, "{local}");
+        }
+        for remote in [
+            "http://tessera.example.com:50051",
+            "http://10.0.0.7:50051",
+            "http://[2001:db8::1]:50051",
+            "http://0.0.0.0:50051",
+        ] {
+            let text = warning(remote).unwrap_or_default();
+            assert!(text.contains("unencrypted"), "{remote}: {text:?}");
+        }
     }
 
     #[test]

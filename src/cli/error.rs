@@ -4,14 +4,15 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use tokio_rustls::rustls;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-/// The exit codes, one per kind of failure.
+/// The exit codes, one per kind of failure; 1 is only ever `check`'s "denied", so a script can
+/// tell a denial from a failure to ask.
 pub(super) mod exit {
     pub const OK: u8 = 0;
     pub const DENIED: u8 = 1;
-    pub const OTHER: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const UNAUTHENTICATED: u8 = 3;
     pub const UNREACHABLE: u8 = 4;
@@ -19,7 +20,13 @@ pub(super) mod exit {
     pub const NOT_FOUND: u8 = 6;
     pub const REFUSED: u8 = 7;
     pub const UNIMPLEMENTED: u8 = 8;
+    pub const TLS: u8 = 9;
+    pub const OTHER: u8 = 10;
 }
+
+/// The ErrorInfo reason of an admin call refused for want of a client certificate
+/// (`src/grpc/status.rs`).
+const CLIENT_CERTIFICATE_REQUIRED: &str = "CLIENT_CERTIFICATE_REQUIRED";
 
 #[derive(Debug)]
 pub(super) enum CliError {
@@ -29,6 +36,8 @@ pub(super) enum CliError {
     AdminKey(String),
     /// The connection to the server could not be made.
     Unreachable(String),
+    /// The TLS handshake failed; the message says why (see [`tls_problem`]).
+    Tls(String),
     /// The server answered an RPC with an error status.
     Rpc { rpc: &'static str, status: Status },
     /// A failure on this machine, e.g. reading the token from stdin.
@@ -68,6 +77,7 @@ impl CliError {
             Self::Unreachable(cause) => {
                 (exit::UNREACHABLE, vec![unreachable_message(server, cause)])
             }
+            Self::Tls(problem) => (exit::TLS, vec![tls_message(server, problem)]),
             Self::Local(error) => (exit::OTHER, vec![format!("{error:#}")]),
             Self::Rpc { rpc, status } => describe_status(rpc, status, server),
         }
@@ -78,9 +88,48 @@ fn unreachable_message(server: &str, cause: &str) -> String {
     format!("cannot reach the Tessera server at {server}: {cause}")
 }
 
+fn tls_message(server: &str, problem: &str) -> String {
+    format!("the TLS handshake with {server} failed: {problem}")
+}
+
 fn describe_status(rpc: &str, status: &Status, server: &str) -> (u8, Vec<String>) {
     let message = status.message();
+    // With TLS 1.3 the server judges the client's certificate after the client has finished its
+    // side of the handshake, so its refusal arrives with the first call.
+    if let Some(problem) = tls_problem(status) {
+        return (exit::TLS, vec![tls_message(server, &problem)]);
+    }
+    // The server's alert races the call: the call may instead see only the connection close.
+    let closed_by_transport = matches!(status.code(), Code::Cancelled | Code::Unknown)
+        && std::error::Error::source(status).is_some();
+    if closed_by_transport && server.starts_with("https://") {
+        return (
+            exit::TLS,
+            vec![tls_message(
+                server,
+                "the server closed the connection right after the handshake: it requires a \
+                 client certificate (pass --client-cert and --client-key) or refused the one \
+                 given",
+            )],
+        );
+    }
     match status.code() {
+        Code::Unauthenticated
+            if status
+                .get_error_details()
+                .error_info()
+                .is_some_and(|info| info.reason == CLIENT_CERTIFICATE_REQUIRED) =>
+        {
+            (
+                exit::UNAUTHENTICATED,
+                vec![
+                    "the server requires a client certificate for admin calls; pass \
+                     --client-cert and --client-key (or set TESSERA_CLIENT_CERT and \
+                     TESSERA_CLIENT_KEY)"
+                        .to_owned(),
+                ],
+            )
+        }
         Code::Unauthenticated => (
             exit::UNAUTHENTICATED,
             vec![
@@ -146,6 +195,92 @@ fn code_and_message(status: &Status) -> String {
     } else {
         format!("{words}: {}", status.message())
     }
+}
+
+/// What went wrong in a TLS handshake, in words that say what to do, when `error` or one of its
+/// causes is a rustls error; None for any other failure.
+pub(super) fn tls_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        // `io::Error` hides the error it wraps from `source()`: look inside it too.
+        let inner = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for candidate in [Some(current), inner].into_iter().flatten() {
+            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
+                return Some(describe_tls(tls));
+            }
+            // Some layers keep only the rustls error's text.
+            if let Some(problem) = describe_tls_text(&candidate.to_string()) {
+                return Some(problem);
+            }
+        }
+        next = current.source();
+    }
+    None
+}
+
+const UNKNOWN_CA: &str = "the server's certificate is not signed by a CA this client trusts; \
+                          pass the CA that signed it with --ca-cert (or TESSERA_CA_CERT)";
+const NAME_MISMATCH: &str = "the server's certificate is not valid for the name in --server \
+                             (name mismatch); use a name the certificate lists";
+const EXPIRED: &str = "the server's certificate has expired";
+const CLIENT_CERT_REQUIRED: &str = "the server requires a client certificate; pass --client-cert \
+                                    and --client-key (or set TESSERA_CLIENT_CERT and \
+                                    TESSERA_CLIENT_KEY)";
+const CLIENT_CERT_REFUSED: &str = "the server rejected the client certificate (not signed by a CA \
+                                   it trusts for clients)";
+const NOT_TLS: &str =
+    "the server did not answer in TLS; if it serves plaintext, use an http:// --server";
+
+fn describe_tls(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, CertificateError};
+    let problem = match error {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => UNKNOWN_CA,
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => NAME_MISMATCH,
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => EXPIRED,
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => CLIENT_CERT_REQUIRED,
+        rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied,
+        ) => CLIENT_CERT_REFUSED,
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => NOT_TLS,
+        other => return other.to_string(),
+    };
+    problem.to_owned()
+}
+
+/// [`describe_tls`] for an error of which only rustls' text is left (its `Display`).
+fn describe_tls_text(text: &str) -> Option<String> {
+    let problem = if text.contains("invalid peer certificate: UnknownIssuer") {
+        UNKNOWN_CA
+    } else if text.contains("invalid peer certificate: NotValidForName") {
+        NAME_MISMATCH
+    } else if text.contains("invalid peer certificate: Expired") {
+        EXPIRED
+    } else if text.contains("received fatal alert: CertificateRequired") {
+        CLIENT_CERT_REQUIRED
+    } else if [
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateUnknown",
+        "AccessDenied",
+    ]
+    .iter()
+    .any(|alert| text.contains(&format!("received fatal alert: {alert}")))
+    {
+        CLIENT_CERT_REFUSED
+    } else {
+        return None;
+    };
+    Some(problem.to_owned())
 }
 
 /// `transport error: tcp connect error: Connection refused (os error 111)`: an error and its causes.
@@ -228,6 +363,31 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_client_certificate_for_admin_calls_exits_3_and_names_the_flags() {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(CLIENT_CERTIFICATE_REQUIRED, "tessera", []);
+        let status = Status::with_error_details(Code::Unauthenticated, "no cert", details);
+        let (exit_code, lines) = rpc_error("GetToken", status).describe(SERVER);
+        assert_eq!(exit_code, 3);
+        assert!(
+            lines[0].contains("--client-cert and --client-key"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn tls_failures_inside_io_errors_are_found_and_named() {
+        let unknown_ca = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let problem = tls_problem(&unknown_ca).expect("a tls problem");
+        assert!(problem.contains("--ca-cert"), "{problem}");
+        let refused = std::io::Error::other("connection refused");
+        assert_eq!(tls_problem(&refused), None);
+    }
+
+    #[test]
     fn failed_precondition_reads_as_words() {
         let status = Status::failed_precondition("the token is revoked");
         assert_eq!(
@@ -258,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn not_found_exits_6_and_other_codes_exit_1() {
+    fn not_found_exits_6_and_other_codes_exit_10_never_1_which_means_denied() {
         let not_found = rpc_error("GetToken", Status::not_found("no token tok_1"));
         assert_eq!(
             not_found.describe(SERVER),
@@ -267,7 +427,7 @@ mod tests {
         let internal = rpc_error("GetToken", Status::internal("boom"));
         assert_eq!(
             internal.describe(SERVER),
-            (1, vec!["GetToken failed: internal: boom".to_owned()])
+            (10, vec!["GetToken failed: internal: boom".to_owned()])
         );
     }
 }

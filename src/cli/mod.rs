@@ -7,19 +7,22 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (for `check`: the request is allowed) |
-//! | 1 | `check`: the request is denied; any other error not listed below |
-//! | 2 | usage error: unknown or conflicting flags, bad values, nothing to update |
-//! | 3 | unauthenticated: the admin key is missing or was rejected |
+//! | 1 | `check`: the request is denied (and nothing else) |
+//! | 2 | usage error: unknown or conflicting flags, bad values, unreadable files, nothing to update |
+//! | 3 | unauthenticated: the admin key is missing or was rejected, or a client certificate is required |
 //! | 4 | the server is unreachable |
 //! | 5 | invalid argument: one line per field the server rejected |
 //! | 6 | not found |
-//! | 7 | refused: failed precondition, permission denied, resource exhausted, already exists |
+//! | 7 | refused: failed precondition, permission denied, resource exhausted, already exists, aborted |
 //! | 8 | the server does not implement this call yet |
+//! | 9 | the TLS handshake failed: untrusted CA, name mismatch, client certificate required or refused |
+//! | 10 | any other error (an internal server error, a local failure) |
 //!
 //! Admin calls send `authorization: Bearer <admin key>` and, with `--actor`, `x-tessera-actor`.
 //! The admin key is never printed.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use secrecy::SecretString;
@@ -43,6 +46,9 @@ mod usage;
 use error::CliError;
 use record::{Field, Record};
 
+/// The help heading of [`ClientArgs`], by which `tessera serve --help` leaves them out.
+pub const CLIENT_OPTIONS: &str = "Client options";
+
 /// Connection and output flags shared by every admin command; they may follow the subcommand.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
@@ -53,19 +59,19 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50051",
         value_parser = parse::server_url,
         global = true,
-        help_heading = "Client options"
+        help_heading = CLIENT_OPTIONS
     )]
     server: String,
 
-    /// Admin key for token, principal, role, api and audit commands [default: the contents of
-    /// ./tessera-admin.key].
+    /// Admin key for token, usage, principal, role, api and audit commands [default: the
+    /// contents of ./tessera-admin.key].
     #[arg(
         long,
         env = "TESSERA_ADMIN_KEY",
         hide_env_values = true,
         value_parser = parse::secret,
         global = true,
-        help_heading = "Client options"
+        help_heading = CLIENT_OPTIONS
     )]
     admin_key: Option<SecretString>,
 
@@ -74,13 +80,53 @@ pub struct ClientArgs {
         long,
         env = "TESSERA_ACTOR",
         global = true,
-        help_heading = "Client options"
+        help_heading = CLIENT_OPTIONS
     )]
     actor: Option<String>,
 
     /// Print one JSON object on stdout instead of tables.
-    #[arg(long, global = true, help_heading = "Client options")]
+    #[arg(long, global = true, help_heading = CLIENT_OPTIONS)]
     json: bool,
+
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// How to verify an `https://` server and, for mTLS, the certificate to present to it.
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// PEM CA certificate(s) that signed the server's certificate, trusted instead of the
+    /// system's CA certificates (`https://` servers only).
+    #[arg(
+        long,
+        env = "TESSERA_CA_CERT",
+        value_name = "FILE",
+        global = true,
+        help_heading = CLIENT_OPTIONS
+    )]
+    ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate to present (mTLS), with --client-key.
+    #[arg(
+        long,
+        env = "TESSERA_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key",
+        global = true,
+        help_heading = CLIENT_OPTIONS
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "TESSERA_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert",
+        global = true,
+        help_heading = CLIENT_OPTIONS
+    )]
+    client_key: Option<PathBuf>,
 }
 
 /// The admin subcommands.

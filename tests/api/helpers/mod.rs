@@ -15,6 +15,7 @@ pub mod race;
 )]
 pub mod redis;
 pub mod requests;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -1,10 +1,5 @@
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tessera::proto::authorization_service_client::AuthorizationServiceClient;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tessera::proto::{CheckRequest, GetApiStatusRequest};
@@ -14,111 +9,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::helpers::ops::{ServingStatus, eventually, health_of};
 use crate::helpers::process::ServeProcess;
 use crate::helpers::requests::assert_reason;
-use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
-
-/// A throwaway certificate authority.
-struct Authority {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, PEM.
-struct Pair {
-    cert: String,
-    key: String,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("ca key");
-        Self {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("ca"),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Pair {
-        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "tessera test");
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        Pair {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn server(&self) -> Pair {
-        self.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    fn client(&self) -> Pair {
-        self.issue(&["admin-tool"], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
-
-/// Writes `contents` to `path` in one step (a rename), as Kubernetes swaps Secret files.
-fn replace(path: &Path, contents: &str) {
-    let staging = path.with_extension("new");
-    std::fs::write(&staging, contents).expect("write");
-    std::fs::rename(&staging, path).expect("rename");
-}
-
-struct TlsFiles {
-    dir: tempfile::TempDir,
-}
-
-impl TlsFiles {
-    fn new(server: &Pair, client_ca: Option<&Authority>) -> Self {
-        let files = Self {
-            dir: tempfile::tempdir().expect("dir"),
-        };
-        replace(&files.cert(), &server.cert);
-        replace(&files.key(), &server.key);
-        if let Some(ca) = client_ca {
-            replace(&files.client_ca(), &ca.pem());
-        }
-        files
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("tls.crt")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("tls.key")
-    }
-
-    fn client_ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-}
-
-async fn tls_app(files: &TlsFiles, mtls: bool, require_client_cert: bool) -> TestApp {
-    let (cert, key, client_ca) = (files.cert(), files.key(), files.client_ca());
-    spawn_app_with(Backend::Sqlite, move |settings| {
-        settings.tls_cert_file = Some(cert);
-        settings.tls_key_file = Some(key);
-        settings.tls_client_ca_file = mtls.then_some(client_ca);
-        settings.tls_require_client_cert = require_client_cert;
-        settings.tls_reload_interval_ms = 100;
-    })
-    .await
-}
+use crate::helpers::tls::{Authority, Pair, TlsFiles, replace, tls_app};
+use crate::helpers::{TestApp, with_key};
 
 /// A TLS channel to `app` trusting `server_ca`, presenting `identity` if any.
 async fn channel(

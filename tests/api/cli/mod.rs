@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
+mod tls;
+
 const TENANT: &str = "acme";
 /// A well-formed token id that no server has issued.
 const UNKNOWN_TOKEN_ID: &str = "tok_01ARZ3NDEKTSV4RRFFQ69G5FAV";
@@ -15,6 +17,7 @@ const UNKNOWN_TOKEN_ID: &str = "tok_01ARZ3NDEKTSV4RRFFQ69G5FAV";
 /// One run of the `tessera` binary, built up like its command line.
 struct Tessera {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     stdin: String,
     dir: Option<PathBuf>,
 }
@@ -34,6 +37,7 @@ impl Tessera {
         let args = args.split_whitespace().map(str::to_owned).collect();
         Self {
             args,
+            env: Vec::new(),
             stdin: String::new(),
             dir: None,
         }
@@ -48,6 +52,12 @@ impl Tessera {
 
     fn flag(mut self, name: &str, value: &str) -> Self {
         self.args.extend([name.to_owned(), value.to_owned()]);
+        self
+    }
+
+    /// Sets an environment variable for the run.
+    fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -74,6 +84,10 @@ impl Tessera {
             .env_remove("TESSERA_SERVER")
             .env_remove("TESSERA_ADMIN_KEY")
             .env_remove("TESSERA_ACTOR")
+            .env_remove("TESSERA_CA_CERT")
+            .env_remove("TESSERA_CLIENT_CERT")
+            .env_remove("TESSERA_CLIENT_KEY")
+            .envs(self.env)
             .current_dir(self.dir.unwrap_or_else(std::env::temp_dir))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
