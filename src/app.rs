@@ -440,6 +440,10 @@ impl App {
             // Unspent leases go back to the other replicas now rather than at their expiry.
             fleet.close().await;
         }
+        // The last write is done: on SQLite, fold the write-ahead log into the database file.
+        if let Err(error) = self.store.checkpoint().await {
+            tracing::warn!(%error, "cannot checkpoint the database at shutdown");
+        }
         match drained {
             Some(Ok(Ok(()))) => tracing::info!("server stopped"),
             Some(Ok(Err(error))) => return Err(error.into()),

@@ -24,7 +24,7 @@ use crate::store::{
     TokenUpdate,
 };
 
-pub use crate::store::TokenChanges;
+pub use crate::store::{PrincipalChanges, TokenChanges};
 pub use rights::Right;
 
 pub mod keys;
@@ -50,6 +50,9 @@ pub enum AdminError {
     NotFound(&'static str),
     #[error("the token is revoked; revoked tokens cannot be changed")]
     TokenRevoked,
+    /// A role that tokens still name cannot be deleted (there is no cascade).
+    #[error("role {role} is named by {tokens} tokens that are not revoked")]
+    RoleInUse { role: RoleName, tokens: u64 },
     #[error("the owner already has {limit} live tokens")]
     OwnerTokenLimit { limit: u32 },
     /// The token changed since the version (etag) the update was based on; nothing was written.
@@ -580,18 +583,28 @@ impl Admin {
         })
     }
 
+    /// Revokes a token. Revoking a revoked token is no error: it answers the token unchanged,
+    /// writes nothing and audits nothing, so a retried or repeated revocation succeeds.
     pub async fn revoke_token(&self, actor: &Actor, id: &TokenId) -> Result<Token, AdminError> {
         let now = Utc::now();
         let token = self.get_token(actor, id).await?;
+        if token.revoked_at.is_some() {
+            return Ok(token);
+        }
         let audit = audit(actor, "token.revoke", &token.tenant, now)
             .on_token(&token)
             .summary(format!(
                 "revoked token \"{}\" ({})",
                 token.name, token.secret_hint
             ));
-        let revoked = self.store.revoke_token(id, now, &audit).await?;
+        let revoked = match self.store.revoke_token(id, now, &audit).await {
+            Ok(revoked) => revoked,
+            // Revoked by a concurrent call since it was read: the same answer as above.
+            Err(StoreError::TokenRevoked) => return Ok(self.store.get_token(id).await?),
+            Err(error) => return Err(error.into()),
+        };
         self.announce_token(&revoked.id).await;
-        tracing::warn!(token_id = %revoked.id, "token revoked");
+        tracing::info!(token_id = %revoked.id, "token revoked");
         Ok(revoked)
     }
 
@@ -696,7 +709,7 @@ impl Admin {
         let stored = self.store.set_api_status(&status, &audit).await?;
         self.announce(Invalidation::ApiStatus(stored.scope.clone()))
             .await;
-        tracing::warn!(scope = %stored.scope, online = stored.online, "api status set");
+        tracing::info!(scope = %stored.scope, online = stored.online, "api status set");
         Ok(stored)
     }
 
@@ -729,6 +742,110 @@ impl Admin {
         Ok(Page::of_one_more(events, page_size as usize, |event| {
             event.id
         }))
+    }
+
+    // Principals and roles beyond upsert (issue 13).
+
+    /// Applies the fields `changes` sets to an existing principal, and only those: disabling a
+    /// principal keeps its permissions.
+    pub async fn update_principal(
+        &self,
+        actor: &Actor,
+        tenant: &Tenant,
+        id: &PrincipalId,
+        changes: PrincipalChanges,
+    ) -> Result<Principal, AdminError> {
+        let now = Utc::now();
+        let mut changed = Vec::new();
+        if let Some(permissions) = &changes.permissions {
+            let granted: Vec<String> = permissions.iter().map(ToString::to_string).collect();
+            changed.push(format!("permissions [{}]", granted.join(", ")));
+        }
+        if let Some(disabled) = changes.disabled {
+            changed.push(format!("disabled {disabled}"));
+        }
+        if let Some(rate_limit) = changes.rate_limit_per_minute {
+            changed.push(match rate_limit {
+                Some(limit) => format!("rate limit {limit}/min"),
+                None => "no shared rate limit".to_owned(),
+            });
+        }
+        let audit = audit(actor, "principal.update", tenant, now)
+            .on_principal(id)
+            .summary(format!("updated principal {id}: {}", changed.join(", ")));
+        let stored = self
+            .store
+            .update_principal(tenant, id, &changes, now, &audit)
+            .await?;
+        self.announce(Invalidation::Owner {
+            tenant: stored.tenant.clone(),
+            owner_id: stored.id.clone(),
+        })
+        .await;
+        tracing::info!(principal_id = %stored.id, tenant = %stored.tenant, disabled = stored.disabled, "principal updated");
+        Ok(stored)
+    }
+
+    /// A page of a tenant's principals, by id, after `after`.
+    pub async fn list_principals(
+        &self,
+        tenant: &Tenant,
+        page_size: u32,
+        after: Option<PrincipalId>,
+    ) -> Result<Page<Principal, PrincipalId>, AdminError> {
+        let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
+        let mut principals = self
+            .store
+            .list_principals(tenant, after.as_ref(), page_size + 1)
+            .await?;
+        let next = if principals.len() > page_size as usize {
+            principals.truncate(page_size as usize);
+            principals.last().map(|principal| principal.id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: principals,
+            next,
+        })
+    }
+
+    pub async fn get_role(&self, tenant: &Tenant, name: &RoleName) -> Result<Role, AdminError> {
+        self.store
+            .get_roles(tenant, std::slice::from_ref(name))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(AdminError::NotFound("role"))
+    }
+
+    /// Deletes a role that no token (revoked ones aside) names; the caches drop it everywhere.
+    pub async fn delete_role(
+        &self,
+        actor: &Actor,
+        tenant: &Tenant,
+        name: &RoleName,
+    ) -> Result<Role, AdminError> {
+        let now = Utc::now();
+        let audit =
+            audit(actor, "role.delete", tenant, now).summary(format!("deleted role {name}"));
+        let deleted = match self.store.delete_role(tenant, name, &audit).await {
+            Ok(deleted) => deleted,
+            Err(StoreError::RoleInUse { tokens }) => {
+                return Err(AdminError::RoleInUse {
+                    role: name.clone(),
+                    tokens,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        self.announce(Invalidation::Role {
+            tenant: deleted.tenant.clone(),
+            name: deleted.name.clone(),
+        })
+        .await;
+        tracing::info!(role = %deleted.name, tenant = %deleted.tenant, "role deleted");
+        Ok(deleted)
     }
 
     async fn ensure_roles_exist(

@@ -74,6 +74,10 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("ListAdminKeys", Right::ReadAdminKeys),
     ("GetAdminKey", Right::ReadAdminKeys),
     ("RevokeAdminKey", Right::WriteAdminKeys),
+    ("UpdatePrincipal", Right::WritePrincipals),
+    ("ListPrincipals", Right::Read),
+    ("GetRole", Right::Read),
+    ("DeleteRole", Right::WriteRoles),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

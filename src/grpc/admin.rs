@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::admin::{self, Admin, Expiry, TokenChanges};
+use crate::admin::{self, Admin, Expiry, PrincipalChanges, TokenChanges};
 use crate::domain::admin_key::{AdminKeyId, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
@@ -43,6 +43,67 @@ const UPDATABLE_PATHS: &[&str] = &[
     "expires_at",
     "require_signature",
 ];
+
+/// The paths UpdatePrincipal accepts in its field mask.
+const PRINCIPAL_UPDATABLE_PATHS: &[&str] = &["permissions", "disabled", "rate_limit_per_minute"];
+
+/// An UpdatePrincipalRequest's tenant, id and changes, or INVALID_ARGUMENT naming every bad
+/// field.
+pub fn parse_update_principal(
+    request: proto::UpdatePrincipalRequest,
+) -> Result<(Tenant, PrincipalId, PrincipalChanges), Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+    let id = violations.check("id", PrincipalId::parse(&request.id));
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
+    let updatable = PRINCIPAL_UPDATABLE_PATHS.join(", ");
+    if paths.is_empty() {
+        violations.add(
+            "update_mask",
+            format!("name at least one field to update: {updatable}"),
+        );
+    }
+    // Each unknown path is a violation quoting it: a flood of them would make the error huge.
+    if paths.len() > PRINCIPAL_UPDATABLE_PATHS.len() {
+        violations.add(
+            "update_mask",
+            format!(
+                "at most {} paths; updatable: {updatable}",
+                PRINCIPAL_UPDATABLE_PATHS.len()
+            ),
+        );
+        return violations.finish(None);
+    }
+    let mut changes = PrincipalChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "permissions" => {
+                changes.permissions = violations.grants("permissions", &request.permissions)
+            }
+            "disabled" => changes.disabled = Some(request.disabled),
+            "rate_limit_per_minute" => {
+                changes.rate_limit_per_minute = Some(request.rate_limit_per_minute)
+            }
+            unknown => violations.add(
+                "update_mask",
+                format!("unknown path {unknown:.64}; updatable: {updatable}"),
+            ),
+        }
+    }
+    let parsed = tenant.zip(id).map(|(tenant, id)| (tenant, id, changes));
+    violations.finish(parsed)
+}
+
+/// A tenant and a role name, as GetRole and DeleteRole take them.
+fn parse_role_key(tenant: &str, name: &str) -> Result<(Tenant, RoleName), Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse(tenant));
+    let name = violations.check("name", RoleName::parse(name));
+    violations.finish(tenant.zip(name))
+}
 
 /// A CreateTokenRequest as the admin layer takes it, or INVALID_ARGUMENT naming every bad field.
 pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken, Status> {
@@ -600,6 +661,77 @@ impl TokenAdminService for TokenAdminApi {
         let key = self.admin.revoke_admin_key(&actor, &id).await?;
         Ok(Response::new(proto::RevokeAdminKeyResponse {
             admin_key: Some(convert::admin_key(&key)),
+        }))
+    }
+
+    // Principals and roles beyond upsert (issue 13).
+
+    async fn update_principal(
+        &self,
+        request: Request<proto::UpdatePrincipalRequest>,
+    ) -> Result<Response<proto::UpdatePrincipalResponse>, Status> {
+        let actor = self.auth.authorize(&request, "UpdatePrincipal").await?;
+        let (tenant, id, changes) = parse_update_principal(request.into_inner())?;
+        actor.require_tenant(&tenant)?;
+        let principal = self
+            .admin
+            .update_principal(&actor, &tenant, &id, changes)
+            .await?;
+        Ok(Response::new(proto::UpdatePrincipalResponse {
+            principal: Some(convert::principal(&principal)),
+        }))
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<proto::ListPrincipalsRequest>,
+    ) -> Result<Response<proto::ListPrincipalsResponse>, Status> {
+        let actor = self.auth.authorize(&request, "ListPrincipals").await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let page_size = violations.page_size(request.page_size);
+        let after =
+            violations.page_token(&request.page_token, |text| PrincipalId::parse(text).ok());
+        let parsed = (|| Some((tenant?, page_size?, after?)))();
+        let (tenant, page_size, after) = violations.finish(parsed)?;
+        actor.require_tenant(&tenant)?;
+        let page = self
+            .admin
+            .list_principals(&tenant, page_size, after)
+            .await?;
+        Ok(Response::new(proto::ListPrincipalsResponse {
+            principals: page.items.iter().map(convert::principal).collect(),
+            next_page_token: page
+                .next
+                .map(|id| convert::encode_page_token(id.as_str()))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_role(
+        &self,
+        request: Request<proto::GetRoleRequest>,
+    ) -> Result<Response<proto::GetRoleResponse>, Status> {
+        let actor = self.auth.authorize(&request, "GetRole").await?;
+        let (tenant, name) = parse_role_key(&request.get_ref().tenant, &request.get_ref().name)?;
+        actor.require_tenant(&tenant)?;
+        let role = self.admin.get_role(&tenant, &name).await?;
+        Ok(Response::new(proto::GetRoleResponse {
+            role: Some(convert::role(&role)),
+        }))
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<proto::DeleteRoleRequest>,
+    ) -> Result<Response<proto::DeleteRoleResponse>, Status> {
+        let actor = self.auth.authorize(&request, "DeleteRole").await?;
+        let (tenant, name) = parse_role_key(&request.get_ref().tenant, &request.get_ref().name)?;
+        actor.require_tenant(&tenant)?;
+        let role = self.admin.delete_role(&actor, &tenant, &name).await?;
+        Ok(Response::new(proto::DeleteRoleResponse {
+            role: Some(convert::role(&role)),
         }))
     }
 }

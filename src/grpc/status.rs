@@ -154,6 +154,14 @@ impl From<AdminError> for Status {
                 "the token is revoked; revoked tokens cannot be changed".to_owned(),
                 "TOKEN_REVOKED",
             ),
+            AdminError::RoleInUse { role, tokens } => with_reason(
+                Code::FailedPrecondition,
+                format!(
+                    "role {role} is named by {tokens} tokens that are not revoked; take it off \
+                     them (UpdateToken roles) or revoke them first"
+                ),
+                "ROLE_IN_USE",
+            ),
             AdminError::OwnerTokenLimit { limit } => with_reason(
                 Code::ResourceExhausted,
                 format!("the owner already has {limit} live tokens; revoke one first"),

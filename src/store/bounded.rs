@@ -19,7 +19,7 @@
 //!
 //! Each failed call is counted once here, in `tessera_store_errors_total{operation}`, with the
 //! method's name, a closed set (`connect` for opening the database, see [`count_failure`]).
-//! Answers that are the store doing its job (`NotFound`, `TokenRevoked`, `OwnerTokenLimit`,
+//! Answers that are the store doing its job (`NotFound`, `RoleInUse`, `TokenRevoked`, `OwnerTokenLimit`,
 //! `VersionMismatch`) are not failures and are not counted.
 
 use std::sync::Arc;
@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{
-    Bootstrapped, NewAdminKey, PersistKey, PoolOptions, Rotation, Store, StoreError, TokenQuery,
-    TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges, Rotation, Store,
+    StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
@@ -101,6 +101,7 @@ fn counted<T>(operation: &'static str, outcome: Result<T, StoreError>) -> Result
 pub(super) fn count_failure(operation: &'static str, error: &StoreError) {
     let failure = match error {
         StoreError::NotFound(_)
+        | StoreError::RoleInUse { .. }
         | StoreError::TokenRevoked
         | StoreError::OwnerTokenLimit { .. }
         | StoreError::VersionMismatch { .. } => false,
@@ -356,6 +357,46 @@ impl<S: Store> Store for Bounded<S> {
         sink: Arc<dyn InvalidationSink>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.watch_invalidations(sink)
+    }
+
+    // Principals and roles beyond upsert (issue 13).
+
+    async fn update_principal(
+        &self,
+        tenant: &Tenant,
+        id: &PrincipalId,
+        changes: &PrincipalChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Principal, StoreError> {
+        let call = self
+            .inner
+            .update_principal(tenant, id, changes, updated_at, audit);
+        self.call("update_principal", call).await
+    }
+
+    async fn list_principals(
+        &self,
+        tenant: &Tenant,
+        after: Option<&PrincipalId>,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError> {
+        let call = self.inner.list_principals(tenant, after, limit);
+        self.call("list_principals", call).await
+    }
+
+    async fn delete_role(
+        &self,
+        tenant: &Tenant,
+        name: &RoleName,
+        audit: &AuditEvent,
+    ) -> Result<Role, StoreError> {
+        self.call("delete_role", self.inner.delete_role(tenant, name, audit))
+            .await
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.call("checkpoint", self.inner.checkpoint()).await
     }
 }
 

@@ -56,6 +56,9 @@ pub enum StoreError {
     /// A uniqueness rule was violated.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The role cannot be deleted: this many tokens that are not revoked name it.
+    #[error("the role is used by {tokens} tokens that are not revoked")]
+    RoleInUse { tokens: u64 },
     /// The database cannot be reached or refused for now (a pool, statement or busy timeout).
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -125,6 +128,16 @@ pub struct TokenChanges {
     pub rate_limit_per_minute: Option<u32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub require_signature: Option<bool>,
+}
+
+/// The fields an UpdatePrincipal's mask names; `None` leaves a field as it is, and the store
+/// writes only the columns of the fields that are set.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalChanges {
+    pub permissions: Option<Vec<Grant>>,
+    pub disabled: Option<bool>,
+    /// `Some(None)` removes the principal's shared limit.
+    pub rate_limit_per_minute: Option<Option<u32>>,
 }
 
 /// One UpdateToken as the store applies it.
@@ -435,6 +448,43 @@ pub trait Store: Send + Sync + 'static {
         &self,
         sink: Arc<dyn InvalidationSink>,
     ) -> Option<tokio::task::JoinHandle<()>>;
+
+    // Principals and roles beyond upsert (issue 13).
+
+    /// Writes only the fields `changes` sets (and `updated_at`) of an existing principal;
+    /// `NotFound("principal")` when there is none.
+    async fn update_principal(
+        &self,
+        tenant: &Tenant,
+        id: &PrincipalId,
+        changes: &PrincipalChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Principal, StoreError>;
+
+    /// A tenant's principals whose id is greater than `after`, by id, at most `limit`.
+    async fn list_principals(
+        &self,
+        tenant: &Tenant,
+        after: Option<&PrincipalId>,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError>;
+
+    /// Called once on a clean shutdown, after the last write: SQLite folds its write-ahead log
+    /// into the database file (`PRAGMA wal_checkpoint(TRUNCATE)`), so that the file alone holds
+    /// everything (a copy of `tessera.db` without its `-wal` would otherwise lose recent
+    /// writes); nothing on Postgres.
+    async fn checkpoint(&self) -> Result<(), StoreError>;
+
+    /// Deletes a role and returns it as it was, unless a token of its tenant that is not revoked
+    /// (expired ones included: they can be revived) names it: then `RoleInUse` with how many do,
+    /// and nothing is written.
+    async fn delete_role(
+        &self,
+        tenant: &Tenant,
+        name: &RoleName,
+        audit: &AuditEvent,
+    ) -> Result<Role, StoreError>;
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that

@@ -24,6 +24,7 @@ super::sql::impl_store! {
     backend: "postgres",
     json_array_elements: "SELECT jsonb_array_elements_text($2::jsonb)",
     wait_for_audit_writers: "LOCK TABLE audit_events IN SHARE MODE",
+    token_names_role: "tokens.roles::jsonb @> jsonb_build_array($2::text)",
 }
 
 pub struct PostgresStore {
@@ -76,6 +77,11 @@ impl PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
+        Ok(())
+    }
+
+    /// Postgres keeps its own write-ahead log; a copy is pg_dump's job.
+    async fn checkpoint_on_close(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

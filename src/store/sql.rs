@@ -58,7 +58,7 @@ pub(super) use admin_key_columns;
 /// Expands `impl Store for $store`, in a module `sql_impl` inside the invoking backend module,
 /// for the struct `$store` defined there: one with `pool` and `check_pool` fields, both
 /// `sqlx::Pool<$database>` (Check's reads use `check_pool`, everything else `pool`), and inherent
-/// `publish_invalidation` and `watch` methods for what differs beyond SQL (whether and how
+/// `publish_invalidation`, `watch` and `checkpoint_on_close` methods for what differs beyond SQL (whether and how
 /// replicas hear of each other's writes). Being a child of the backend module, the expansion
 /// sees those private fields and methods; no other module does.
 ///
@@ -66,13 +66,16 @@ pub(super) use admin_key_columns;
 /// elements of the JSON text array bound as `$2`, so `get_roles` is a single statement whatever
 /// the number of names. `wait_for_audit_writers` is the statement that makes a reader of the
 /// audit log wait until no audit insert is in flight (see `list_audit_events`).
+/// `token_names_role` is a condition on a `tokens` row: its JSON `roles` array holds the role
+/// name bound as `$2` (see `delete_role`).
 macro_rules! impl_store {
     (
         store: $store:ident,
         database: $database:ty,
         backend: $backend:literal,
         json_array_elements: $json_array_elements:literal,
-        wait_for_audit_writers: $wait_for_audit_writers:literal $(,)?
+        wait_for_audit_writers: $wait_for_audit_writers:literal,
+        token_names_role: $token_names_role:literal $(,)?
     ) => {
         /// The SQL of `src/store/sql.rs`, stamped out for this backend's struct, whose private
         /// pools and methods it uses as the backend's own code.
@@ -100,8 +103,8 @@ macro_rules! impl_store {
             use $crate::store::sql::{admin_key_columns, token_columns};
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
-                Bootstrapped, NewAdminKey, PersistKey, Rotation, SigningKeyUpdate, Store, StoreError,
-                TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+                Bootstrapped, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
+                Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
             };
 
             impl $store {
@@ -1146,6 +1149,130 @@ macro_rules! impl_store {
                     sink: Arc<dyn InvalidationSink>,
                 ) -> Option<tokio::task::JoinHandle<()>> {
                     self.watch(sink)
+                }
+
+                // Principals and roles beyond upsert (issue 13).
+
+                async fn update_principal(
+                    &self,
+                    tenant: &Tenant,
+                    id: &PrincipalId,
+                    changes: &PrincipalChanges,
+                    updated_at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<Principal, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Only the columns of the mask: a concurrent update of other fields keeps
+                    // its values.
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(
+                        "UPDATE principals SET updated_at = ",
+                    );
+                    builder.push_bind(micros(updated_at));
+                    if let Some(permissions) = &changes.permissions {
+                        builder
+                            .push(", permissions = ")
+                            .push_bind(grants_json(permissions));
+                    }
+                    if let Some(disabled) = changes.disabled {
+                        builder.push(", disabled = ").push_bind(disabled);
+                    }
+                    if let Some(rate_limit) = changes.rate_limit_per_minute {
+                        builder
+                            .push(", rate_limit_per_minute = ")
+                            .push_bind(rate_limit.map(i64::from));
+                    }
+                    builder
+                        .push(" WHERE tenant = ")
+                        .push_bind(tenant.as_str())
+                        .push(" AND id = ")
+                        .push_bind(id.as_str())
+                        .push(
+                            " RETURNING tenant, id, permissions, disabled, \
+                             rate_limit_per_minute, created_at, updated_at",
+                        );
+                    let row: Option<PrincipalRow> = builder
+                        .build_query_as()
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let row = row.ok_or(StoreError::NotFound("principal"))?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_principal()
+                }
+
+                async fn list_principals(
+                    &self,
+                    tenant: &Tenant,
+                    after: Option<&PrincipalId>,
+                    limit: u32,
+                ) -> Result<Vec<Principal>, StoreError> {
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(
+                        "SELECT tenant, id, permissions, disabled, rate_limit_per_minute, \
+                         created_at, updated_at FROM principals WHERE tenant = ",
+                    );
+                    builder.push_bind(tenant.as_str());
+                    if let Some(after) = after {
+                        builder.push(" AND id > ").push_bind(after.as_str());
+                    }
+                    builder
+                        .push(" ORDER BY id LIMIT ")
+                        .push_bind(i64::from(limit));
+                    let rows: Vec<PrincipalRow> = builder
+                        .build_query_as()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    rows.into_iter().map(PrincipalRow::into_principal).collect()
+                }
+
+                async fn checkpoint(&self) -> Result<(), StoreError> {
+                    self.checkpoint_on_close().await
+                }
+
+                async fn delete_role(
+                    &self,
+                    tenant: &Tenant,
+                    name: &RoleName,
+                    audit: &AuditEvent,
+                ) -> Result<Role, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Locks the role first (on SQLite: takes the write lock), so an upsert of the
+                    // same role waits for the verdict below.
+                    let role: Option<RoleRow> = sqlx::query_as(
+                        "UPDATE roles SET updated_at = updated_at \
+                         WHERE tenant = $1 AND name = $2 \
+                         RETURNING tenant, name, permissions, created_at, updated_at",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(name.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let role = role.ok_or(StoreError::NotFound("role"))?;
+                    // Expired tokens count: a rotation or a new expiry makes them live again.
+                    let users: i64 = sqlx::query_scalar(concat!(
+                        "SELECT COUNT(*) FROM tokens \
+                         WHERE tenant = $1 AND revoked_at IS NULL AND ",
+                        $token_names_role
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(name.as_str())
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if users > 0 {
+                        return Err(StoreError::RoleInUse {
+                            tokens: u64::try_from(users).unwrap_or(u64::MAX),
+                        });
+                    }
+                    sqlx::query("DELETE FROM roles WHERE tenant = $1 AND name = $2")
+                        .bind(tenant.as_str())
+                        .bind(name.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    role.into_role()
                 }
             }
         }

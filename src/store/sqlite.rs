@@ -34,6 +34,7 @@ super::sql::impl_store! {
     // One writer at a time, and an event's id is taken inside its writer's transaction: ids
     // become visible in the order they were taken, so there is nothing to wait for.
     wait_for_audit_writers: "SELECT 1",
+    token_names_role: "EXISTS (SELECT 1 FROM json_each(tokens.roles) WHERE value = $2)",
 }
 
 pub struct SqliteStore {
@@ -90,5 +91,15 @@ impl SqliteStore {
 
     fn watch(&self, _sink: Arc<dyn InvalidationSink>) -> Option<tokio::task::JoinHandle<()>> {
         None
+    }
+
+    /// Moves every committed page from the `-wal` file into the database file and empties the
+    /// log, so that copying the database file alone copies everything.
+    async fn checkpoint_on_close(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }

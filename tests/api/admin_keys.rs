@@ -71,6 +71,10 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "ListAdminKeys" => (Owner, "admin_keys.read", Lists),
         "GetAdminKey" => (Owner, "admin_keys.read", ById),
         "RevokeAdminKey" => (Owner, "admin_keys.write", ById),
+        "UpdatePrincipal" => (TokenManager, "principals.write", NamesTenant),
+        "ListPrincipals" => (Viewer, "read", NamesTenant),
+        "GetRole" => (Viewer, "read", NamesTenant),
+        "DeleteRole" => (TokenManager, "roles.write", NamesTenant),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -302,8 +306,62 @@ async fn call(
                 .await
                 .map(drop)
         }
+        "UpdatePrincipal" => client
+            .update_principal(with_key(
+                proto::UpdatePrincipalRequest {
+                    tenant,
+                    id: "alice".to_owned(),
+                    disabled: false,
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["disabled".to_owned()],
+                    }),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "ListPrincipals" => client
+            .list_principals(with_key(
+                proto::ListPrincipalsRequest {
+                    tenant,
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "GetRole" => {
+            let name = fresh_role(app, &tenant).await;
+            client
+                .get_role(with_key(proto::GetRoleRequest { tenant, name }, key))
+                .await
+                .map(drop)
+        }
+        "DeleteRole" => {
+            let name = fresh_role(app, &tenant).await;
+            client
+                .delete_role(with_key(proto::DeleteRoleRequest { tenant, name }, key))
+                .await
+                .map(drop)
+        }
         other => panic!("no call for TokenAdminService/{other}: add one"),
     }
+}
+
+/// A new role in `tenant`, made with the bootstrap key; its name.
+async fn fresh_role(app: &TestApp, tenant: &str) -> String {
+    let name = format!("role-{}", ulid::Ulid::new()).to_lowercase();
+    app.admin_client()
+        .await
+        .upsert_role(app.admin(proto::UpsertRoleRequest {
+            tenant: tenant.to_owned(),
+            name: name.clone(),
+            permissions: vec!["orders:read".to_owned()],
+        }))
+        .await
+        .expect("role upserted");
+    name
 }
 
 /// The ErrorInfo reason and metadata a status carries.

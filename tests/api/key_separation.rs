@@ -166,6 +166,43 @@ async fn every_admin_method_with(
         revoke_admin_key,
         proto::RevokeAdminKeyRequest { id: admin_key_id }
     );
+    call!(
+        "UpdatePrincipal",
+        update_principal,
+        proto::UpdatePrincipalRequest {
+            tenant: tenant(),
+            id: "alice".to_owned(),
+            permissions: vec!["*".to_owned()],
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["permissions".to_owned()]
+            }),
+            ..Default::default()
+        }
+    );
+    call!(
+        "ListPrincipals",
+        list_principals,
+        proto::ListPrincipalsRequest {
+            tenant: tenant(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "GetRole",
+        get_role,
+        proto::GetRoleRequest {
+            tenant: tenant(),
+            name: "everything".to_owned()
+        }
+    );
+    call!(
+        "DeleteRole",
+        delete_role,
+        proto::DeleteRoleRequest {
+            tenant: tenant(),
+            name: "everything".to_owned()
+        }
+    );
     refused
 }
 

@@ -1045,6 +1045,14 @@ async fn reads(run: &mut Run, token_id: &str) {
         proto::ListRolesRequest { tenant: tenant() }
     );
     read!(
+        "list principals",
+        list_principals,
+        proto::ListPrincipalsRequest {
+            tenant: tenant(),
+            ..Default::default()
+        }
+    );
+    read!(
         "api status",
         get_api_status,
         proto::GetApiStatusRequest { tenant: tenant() }

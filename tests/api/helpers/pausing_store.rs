@@ -16,8 +16,8 @@ use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    Bootstrapped, NewAdminKey, PersistKey, Rotation, Store, StoreError, TokenQuery, TokenUpdate,
-    TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, NewAdminKey, PersistKey, PrincipalChanges, Rotation, Store, StoreError,
+    TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use tokio::sync::oneshot;
 
@@ -337,5 +337,40 @@ impl Store for PausingStore {
         sink: Arc<dyn InvalidationSink>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.watch_invalidations(sink)
+    }
+
+    async fn update_principal(
+        &self,
+        tenant: &Tenant,
+        id: &PrincipalId,
+        changes: &PrincipalChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Principal, StoreError> {
+        self.inner
+            .update_principal(tenant, id, changes, updated_at, audit)
+            .await
+    }
+
+    async fn list_principals(
+        &self,
+        tenant: &Tenant,
+        after: Option<&PrincipalId>,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError> {
+        self.inner.list_principals(tenant, after, limit).await
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint().await
+    }
+
+    async fn delete_role(
+        &self,
+        tenant: &Tenant,
+        name: &RoleName,
+        audit: &AuditEvent,
+    ) -> Result<Role, StoreError> {
+        self.inner.delete_role(tenant, name, audit).await
     }
 }

@@ -22,6 +22,7 @@ use crate::helpers::database::TestDatabase;
 
 mod admin_keys;
 mod database;
+mod principals_roles;
 mod tokens;
 mod usage;
 
@@ -75,12 +76,18 @@ macro_rules! store_suite {
                 usage::pruning_forgets_flush_ids_older_than_the_retention,
                 usage::pruning_deletes_minutes_beyond_the_retention_window_in_small_batches,
                 usage::the_tokens_needing_attention_are_the_live_ones_expiring_soon_or_unused,
+                principals_roles::a_principal_update_writes_only_the_fields_it_names,
+                principals_roles::updating_an_unknown_principal_is_not_found_and_audits_nothing,
+                principals_roles::principals_are_listed_by_id_one_page_at_a_time_per_tenant,
+                principals_roles::a_role_named_by_a_token_that_is_not_revoked_cannot_be_deleted,
+                principals_roles::a_role_named_only_by_revoked_tokens_is_deleted,
             );
             store_suite!(@database_tests $backend;
                 database::connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
                 database::several_stores_can_connect_to_one_fresh_database_at_once,
                 database::a_credential_whose_owner_no_longer_exists_has_no_owner,
                 database::a_corrupt_row_is_an_internal_error,
+                principals_roles::after_the_checkpoint_the_database_file_alone_holds_every_write,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
