@@ -511,6 +511,7 @@ impl Starting {
         let prefix = authz.prefix.clone();
         let master_key = authz.signing.master_key.clone();
         let usage = Arc::new(Usage::start(store.clone(), usage));
+        let default_rate_limit = authz.default_rate_limit_per_minute.get();
         let mut authorizer = Authorizer::new(store.clone(), authz).with_usage(usage.hook());
         let fleet = match shared_state {
             Some(shared_state) => {
@@ -551,7 +552,8 @@ impl Starting {
         let limit = serving.max_request_bytes;
         let auth = AdminAuth::new(admin.configured_keys, store.clone(), admin_keys);
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
-        let token_admin = TokenAdminApi::new(admin_api.clone(), auth, usage.clone());
+        let token_admin =
+            TokenAdminApi::new(admin_api.clone(), auth, usage.clone(), default_rate_limit);
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();

@@ -5,6 +5,7 @@ use tessera::proto;
 use super::connect::admin_client;
 use super::error::{CliError, answer};
 use super::page::{self, Page, PageArgs};
+use super::record::Record;
 use super::{ClientArgs, Report};
 
 /// Columns of `audit`.
@@ -44,5 +45,5 @@ pub(super) async fn run(args: &ClientArgs, audit: AuditArgs) -> Result<Report, C
             Ok(Page::of(&response.events, response.next_page_token))
         })
         .await?;
-    Ok(page::report("events", page, COLUMNS))
+    Ok(page::report("events", page, COLUMNS, Record::clone))
 }

@@ -138,10 +138,10 @@ pub enum Command {
     Token(Box<token::TokenCommand>),
     /// Show usage statistics of one token or of all tokens of an owner.
     Usage(usage::UsageArgs),
-    /// Create, replace and show principals (the owners of tokens).
+    /// Create, change, show and list principals (the owners of tokens).
     #[command(subcommand)]
     Principal(principal::PrincipalCommand),
-    /// Create, replace and list a tenant's roles.
+    /// Create, replace, show, list and delete a tenant's roles.
     #[command(subcommand)]
     Role(role::RoleCommand),
     /// Switch a tenant's API online or offline, or show its status.

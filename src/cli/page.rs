@@ -70,9 +70,15 @@ impl PageArgs {
 }
 
 /// `{"<items_name>": [...], "next_page_token": "..."}` for `--json`; for people, a table with the
-/// given columns and, when more pages exist, how to get them.
-pub(super) fn report(items_name: &'static str, page: Page<Record>, columns: &[&str]) -> Report {
-    let mut human = table::list(&page.items, columns);
+/// given columns of each record as `shown` makes it and, when more pages exist, how to get them.
+pub(super) fn report(
+    items_name: &'static str,
+    page: Page<Record>,
+    columns: &[&str],
+    shown: impl Fn(&Record) -> Record,
+) -> Report {
+    let rows: Vec<Record> = page.items.iter().map(shown).collect();
+    let mut human = table::list(&rows, columns);
     if !page.next_page_token.is_empty() {
         // Writing to a String cannot fail.
         let _ = write!(

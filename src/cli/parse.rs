@@ -27,10 +27,10 @@ pub(super) fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|error| error.to_string())
 }
 
-/// `--expires-at 2026-01-31T00:00:00Z`: an RFC 3339 time with an offset.
+/// `--expires-at 2030-01-31T00:00:00Z`: an RFC 3339 time with an offset.
 pub(super) fn timestamp(text: &str) -> Result<Timestamp, String> {
     let parsed = DateTime::parse_from_rfc3339(text)
-        .map_err(|error| format!("{error}; expected RFC 3339, e.g. 2026-01-31T00:00:00Z"))?;
+        .map_err(|error| format!("{error}; expected RFC 3339, e.g. 2030-01-31T00:00:00Z"))?;
     Ok(proto_timestamp(parsed.to_utc()))
 }
 

@@ -42,6 +42,18 @@ impl Record {
         self
     }
 
+    /// The record with the named field's value replaced in place (nothing when it has none).
+    pub(super) fn replaced(mut self, name: &str, field: Field) -> Self {
+        if let Some((_, value)) = self
+            .fields
+            .iter_mut()
+            .find(|(field_name, _)| *field_name == name)
+        {
+            *value = field;
+        }
+        self
+    }
+
     /// The record without the named field.
     pub(super) fn without(mut self, name: &str) -> Self {
         self.fields.retain(|(field_name, _)| *field_name != name);
@@ -253,6 +265,7 @@ record_from! {
         revoked_at: Field::time,
         last_used_at: Field::time,
         etag: Field::text,
+        effective_rate_limit_per_minute: Field::number,
     }
     proto::Principal {
         tenant: Field::text,

@@ -1,4 +1,4 @@
-//! `tessera role upsert|list`.
+//! `tessera role upsert|get|list|delete`.
 
 use tessera::proto;
 
@@ -25,8 +25,25 @@ pub enum RoleCommand {
         )]
         permissions: Vec<String>,
     },
+    /// Show a role.
+    Get {
+        /// The role's name.
+        name: String,
+        /// Tenant [default: the server's default tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// List a tenant's roles, by name.
     List {
+        /// Tenant [default: the server's default tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a role; refused while a token that is not revoked names it (take the role off
+    /// those tokens with `token update --role`/`--clear-roles`, or revoke them, first).
+    Delete {
+        /// The role's name.
+        name: String,
         /// Tenant [default: the server's default tenant].
         #[arg(long)]
         tenant: Option<String>,
@@ -48,6 +65,29 @@ pub(super) async fn run(args: &ClientArgs, command: RoleCommand) -> Result<Repor
             };
             let role = answer("UpsertRole", client.upsert_role(request).await)?.role;
             Ok(Report::single("role", role.as_ref().map(Record::from)))
+        }
+        RoleCommand::Get { name, tenant } => {
+            let request = proto::GetRoleRequest {
+                tenant: tenant.unwrap_or_default(),
+                name,
+            };
+            let role = answer("GetRole", client.get_role(request).await)?.role;
+            Ok(Report::single("role", role.as_ref().map(Record::from)))
+        }
+        RoleCommand::Delete { name, tenant } => {
+            let request = proto::DeleteRoleRequest {
+                tenant: tenant.unwrap_or_default(),
+                name,
+            };
+            let role = answer("DeleteRole", client.delete_role(request).await)?.role;
+            let mut report = Report::single("role", role.as_ref().map(Record::from));
+            if let Some(role) = &role {
+                report.human = format!(
+                    "deleted role {} of tenant {}\n{}",
+                    role.name, role.tenant, report.human
+                );
+            }
+            Ok(report)
         }
         RoleCommand::List { tenant } => {
             let request = proto::ListRolesRequest {

@@ -20,6 +20,7 @@ const LIST_COLUMNS: &[&str] = &[
     "state",
     "permissions",
     "roles",
+    "rate_limit_per_minute",
     "expires_at",
     "last_used_at",
     "secret_hint",
@@ -82,7 +83,8 @@ pub struct CreateArgs {
     #[arg(long, value_parser = parse::duration, conflicts_with = "expires_at")]
     ttl: Option<Duration>,
 
-    /// Absolute expiry, RFC 3339, e.g. 2026-01-31T00:00:00Z.
+    /// Absolute expiry, RFC 3339 with an offset, e.g. 2030-01-31T00:00:00Z; at most 5 years
+    /// ahead.
     #[arg(long, value_parser = parse::timestamp)]
     expires_at: Option<Timestamp>,
 
@@ -206,7 +208,7 @@ pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Repo
                     Ok(Page::of(&response.tokens, response.next_page_token))
                 })
                 .await?;
-            Ok(page::report("tokens", page, LIST_COLUMNS))
+            Ok(page::report("tokens", page, LIST_COLUMNS, shown))
         }
         TokenCommand::Get { id } => {
             let mut client = admin_client(args).await?;
@@ -256,6 +258,7 @@ fn token_report<const N: usize>(
 ) -> Report {
     let token_record = token.map(Record::from);
     let mut human = String::new();
+    let shown_record = token_record.as_ref().map(shown);
     if let Some(token) = token
         && !done.is_empty()
     {
@@ -267,7 +270,7 @@ fn token_report<const N: usize>(
         );
     }
     human.push_str(
-        &token_record
+        &shown_record
             .as_ref()
             .map(table::document)
             .unwrap_or_default(),
@@ -287,6 +290,29 @@ fn token_report<const N: usize>(
         human.push_str("\nstore it now; it will not be shown again");
     }
     Report::new(json.to_json(), human)
+}
+
+/// A token as its tables show it: the rate limit Check applies, marked when it is the server's
+/// default (the token's own being 0), instead of the raw 0; JSON keeps both fields.
+fn shown(token: &Record) -> Record {
+    let own = match token.get("rate_limit_per_minute") {
+        Some(Field::Number(own)) => *own,
+        _ => None,
+    };
+    let effective = match token.get("effective_rate_limit_per_minute") {
+        Some(Field::Number(Some(effective))) => *effective,
+        // A server too old to say: its raw value, as before.
+        _ => return token.clone(),
+    };
+    let limit = if own == Some(0) {
+        format!("{effective} (server default)")
+    } else {
+        effective.to_string()
+    };
+    token
+        .clone()
+        .replaced("rate_limit_per_minute", Field::Text(limit))
+        .without("effective_rate_limit_per_minute")
 }
 
 fn create_request(args: CreateArgs) -> proto::CreateTokenRequest {

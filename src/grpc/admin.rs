@@ -24,11 +24,28 @@ pub struct TokenAdminApi {
     admin: Arc<Admin>,
     auth: AdminAuth,
     usage: Arc<Usage>,
+    /// `TESSERA_DEFAULT_RATE_LIMIT_PER_MINUTE`, shown as the effective limit of tokens whose
+    /// own is 0.
+    default_rate_limit: u32,
 }
 
 impl TokenAdminApi {
-    pub fn new(admin: Arc<Admin>, auth: AdminAuth, usage: Arc<Usage>) -> Self {
-        Self { admin, auth, usage }
+    pub fn new(
+        admin: Arc<Admin>,
+        auth: AdminAuth,
+        usage: Arc<Usage>,
+        default_rate_limit: u32,
+    ) -> Self {
+        Self {
+            admin,
+            auth,
+            usage,
+            default_rate_limit,
+        }
+    }
+
+    fn token(&self, token: &crate::domain::model::Token) -> proto::Token {
+        convert::token(token, self.default_rate_limit)
     }
 }
 
@@ -326,7 +343,7 @@ impl TokenAdminService for TokenAdminApi {
         actor.require_tenant(&command.tenant)?;
         let issued = self.admin.create_token(&actor, command).await?;
         Ok(Response::new(proto::CreateTokenResponse {
-            token: Some(convert::token(&issued.token)),
+            token: Some(self.token(&issued.token)),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
             signing_key: shown_once(issued.signing_key.as_ref()),
         }))
@@ -340,7 +357,7 @@ impl TokenAdminService for TokenAdminApi {
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.get_token(&actor, &id).await?;
         Ok(Response::new(proto::GetTokenResponse {
-            token: Some(convert::token(&token)),
+            token: Some(self.token(&token)),
         }))
     }
 
@@ -376,7 +393,7 @@ impl TokenAdminService for TokenAdminApi {
         actor.require_tenant(&query.tenant)?;
         let page = self.admin.list_tokens(query).await?;
         Ok(Response::new(proto::ListTokensResponse {
-            tokens: page.items.iter().map(convert::token).collect(),
+            tokens: page.items.iter().map(|token| self.token(token)).collect(),
             next_page_token: page
                 .next
                 .map(|id| convert::encode_page_token(id.as_str()))
@@ -392,7 +409,7 @@ impl TokenAdminService for TokenAdminApi {
         let (id, changes, etag) = parse_update(request.into_inner())?;
         let updated = self.admin.update_token(&actor, &id, changes, etag).await?;
         Ok(Response::new(proto::UpdateTokenResponse {
-            token: Some(convert::token(&updated.token)),
+            token: Some(self.token(&updated.token)),
             signing_key: shown_once(updated.signing_key.as_ref()),
         }))
     }
@@ -412,7 +429,7 @@ impl TokenAdminService for TokenAdminApi {
             .rotate_token(&actor, &id, grace.unwrap_or_else(chrono::Duration::zero))
             .await?;
         Ok(Response::new(proto::RotateTokenResponse {
-            token: Some(convert::token(&issued.token)),
+            token: Some(self.token(&issued.token)),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
             signing_key: shown_once(issued.signing_key.as_ref()),
         }))
@@ -426,7 +443,7 @@ impl TokenAdminService for TokenAdminApi {
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.revoke_token(&actor, &id).await?;
         Ok(Response::new(proto::RevokeTokenResponse {
-            token: Some(convert::token(&token)),
+            token: Some(self.token(&token)),
         }))
     }
 

@@ -239,7 +239,9 @@ fn grant_strings(grants: &[Grant]) -> Vec<String> {
     grants.iter().map(ToString::to_string).collect()
 }
 
-pub fn token(token: &model::Token) -> proto::Token {
+/// A token as the API shows it; `default_rate_limit` is the server's, for the effective limit
+/// of a token whose own is 0.
+pub fn token(token: &model::Token, default_rate_limit: u32) -> proto::Token {
     let state = match token.state(Utc::now()) {
         TokenState::Active => proto::TokenState::Active,
         TokenState::Expired => proto::TokenState::Expired,
@@ -265,6 +267,10 @@ pub fn token(token: &model::Token) -> proto::Token {
         revoked_at: optional_timestamp(token.revoked_at),
         last_used_at: optional_timestamp(token.last_used_at),
         etag: etag(token.version),
+        effective_rate_limit_per_minute: match token.rate_limit_per_minute {
+            0 => default_rate_limit,
+            own => own,
+        },
     }
 }
 
