@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod backup;
 mod cli;
 mod serve;
 
@@ -27,26 +28,33 @@ struct Cli {
 enum Command {
     /// Run the server (settings: defaults, then --config TOML, then TESSERA_* variables).
     Serve(serve::ServeArgs),
+    /// Copy the SQLite database the server settings name to a new FILE, consistently, while
+    /// servers keep serving (for Postgres, use pg_dump).
+    Backup(backup::BackupArgs),
     #[command(flatten)]
     Admin(cli::Command),
 }
 
-/// The command line as `Cli::parse` would read it, except that `serve --help` does not list the
-/// client's options: they are global so that they may follow any admin subcommand, and clap
-/// copies global arguments into every subcommand, `serve` included, which ignores them.
+/// The command line as `Cli::parse` would read it, except that `serve --help` and `backup --help`
+/// do not list the client's options: they are global so that they may follow any admin
+/// subcommand, and clap copies global arguments into every subcommand, these included, which
+/// ignore them.
 fn parse() -> Cli {
     let mut command = Cli::command();
     // Copies the global arguments into the subcommands, where they can then be hidden.
     command.build();
-    let command = command.mut_subcommand("serve", |serve| {
-        serve.mut_args(|argument| {
+    let hide_client_options = |subcommand: clap::Command| {
+        subcommand.mut_args(|argument| {
             if argument.get_help_heading() == Some(CLIENT_OPTIONS) {
                 argument.hide(true)
             } else {
                 argument
             }
         })
-    });
+    };
+    let command = command
+        .mut_subcommand("serve", hide_client_options)
+        .mut_subcommand("backup", hide_client_options);
     let matches = command.get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
     };
     match parsed.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Backup(args) => runtime.block_on(backup::run(args)),
         Command::Admin(command) => runtime.block_on(cli::run(parsed.client, command)),
     }
 }

@@ -28,8 +28,14 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "tessera stopped");
-            eprintln!("error: {error:#}");
+            // Once, each cause once: as a log event when logging is up (so that JSON log
+            // collectors see it), else as a plain line.
+            let message = crate::cli::error_chain(error.as_ref());
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(error = %message, "tessera stopped");
+            } else {
+                eprintln!("error: {message}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -168,7 +168,10 @@ fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Sen
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour codes only for a terminal: in a file, a pipe or a log collector they are noise.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),

@@ -284,7 +284,7 @@ fn describe_tls_text(text: &str) -> Option<String> {
 }
 
 /// `transport error: tcp connect error: Connection refused (os error 111)`: an error and its causes.
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

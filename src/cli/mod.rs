@@ -44,6 +44,7 @@ mod token;
 mod usage;
 
 use error::CliError;
+pub(crate) use error::error_chain;
 use record::{Field, Record};
 
 /// The help heading of [`ClientArgs`], by which `tessera serve --help` leaves them out.

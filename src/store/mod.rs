@@ -37,6 +37,7 @@ mod usage_sql;
 use bounded::Bounded;
 use postgres::PostgresStore;
 use sqlite::SqliteStore;
+pub use sqlite::backup as backup_sqlite;
 
 /// What went wrong in the store, as a small set the layers above can act on.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,30 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// makes concurrent opens safe.
 static MIGRATION_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Writes a consistent copy of the SQLite database at `url` to `destination`, a file that must
+/// not exist yet, while servers keep using the database: `VACUUM INTO` reads one snapshot (a
+/// read transaction; writers go on in the WAL meanwhile) and writes it out compacted, committed
+/// WAL pages included. The database itself is opened as it is, never created or migrated.
+pub async fn backup(url: &str, destination: &std::path::Path) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    let destination = destination.to_str().ok_or_else(|| {
+        StoreError::Internal("the backup file's path is not valid UTF-8".to_owned())
+    })?;
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|error| StoreError::Internal(format!("invalid sqlite url: {error}")))?
+        .create_if_missing(false)
+        .busy_timeout(BUSY_TIMEOUT);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(map_error)?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(destination)
+        .execute(&mut connection)
+        .await
+        .map_err(map_error)?;
+    connection.close().await.map_err(map_error)
+}
+
 super::sql::impl_store! {
     store: SqliteStore,
     database: sqlx::Sqlite,

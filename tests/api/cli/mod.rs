@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, spawn_app};
 
+mod backup;
 mod papercuts;
 mod tls;
 

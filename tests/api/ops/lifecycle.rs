@@ -179,3 +179,41 @@ async fn an_unreadable_geoip_database_stops_the_binary_before_it_listens() {
         "no port is bound before the settings are whole: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_start_prints_its_cause_once_and_no_colour_codes_into_a_pipe() {
+    // Fails after logging started: the error is one log line.
+    let (code, stderr) =
+        serve_output(&[("TESSERA_PORT_FILE", "/nonexistent-directory/ports.json")]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot write the port file").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in a pipe: {stderr:?}"
+    );
+
+    // Fails before logging started: one plain line, its cause once.
+    let (code, stderr) = serve_output(&[("TESSERA_LISTEN", "not-an-address")]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot read settings"),
+        "{stderr}"
+    );
+    let cause = stderr
+        .trim_end()
+        .rsplit(": ")
+        .next()
+        .expect("a cause")
+        .to_owned();
+    assert_eq!(stderr.matches(&cause).count(), 1, "{stderr}");
+}
