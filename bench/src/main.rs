@@ -63,7 +63,7 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct Flags {
     /// Scenarios, comma-separated: noop (grpc health check, the floor), check (cached Check),
-    /// check-cache-off (Check on a server started with TESSERA_CACHE_CAPACITY=0),
+    /// check-cache-off (Check on a server this tool starts with its cache turned off),
     /// check-shared-limits (Check on a server whose limits are shared on --redis-url).
     #[arg(
         long,
@@ -498,4 +498,23 @@ async fn open_channels(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> 
         channels.push(servers::connect(url).await?);
     }
     Ok(channels)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// tessera-bench reads no `TESSERA_*` variable: its help must not make one look like a
+    /// setting of its own.
+    #[test]
+    fn the_help_names_no_environment_variable_the_tool_ignores() {
+        let mut command = Cli::command();
+        let mut help = command.render_long_help().to_string();
+        for subcommand in command.get_subcommands_mut() {
+            help.push_str(&subcommand.render_long_help().to_string());
+        }
+        assert!(!help.contains("TESSERA_"), "{help}");
+    }
 }
