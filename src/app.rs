@@ -489,6 +489,7 @@ impl Starting {
     /// that wraps the real store (e.g. to hold a read mid-flight).
     pub async fn connect_to(self, store: Arc<dyn Store>) -> Result<App, AppError> {
         let Config {
+            default_tenant,
             serving,
             authz,
             admin,
@@ -512,7 +513,9 @@ impl Starting {
         let master_key = authz.signing.master_key.clone();
         let usage = Arc::new(Usage::start(store.clone(), usage));
         let default_rate_limit = authz.default_rate_limit_per_minute.get();
-        let mut authorizer = Authorizer::new(store.clone(), authz).with_usage(usage.hook());
+        let mut authorizer = Authorizer::new(store.clone(), authz)
+            .with_usage(usage.hook())
+            .with_default_tenant(default_tenant.clone());
         let fleet = match shared_state {
             Some(shared_state) => {
                 let fleet = Fleet::connect(shared_state.fleet).await?;
@@ -544,7 +547,8 @@ impl Starting {
                 admin.max_tokens_per_owner,
                 local_caches.clone(),
             )
-            .with_master_key(master_key),
+            .with_master_key(master_key)
+            .with_default_tenant(default_tenant),
         );
         // Other replicas' writes reach these caches through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(local_caches).map(Task::new);

@@ -60,6 +60,9 @@ pub struct Settings {
     pub admin_key_file: Option<PathBuf>,
     /// Prefix of issued tokens, before the `_`.
     pub token_prefix: String,
+    /// The tenant of every call that names none (an empty `tenant` field, an Envoy request
+    /// without a tenant extension or header).
+    pub default_tenant: String,
     /// Live (neither revoked nor expired) tokens one owner may hold.
     pub max_tokens_per_owner: u32,
     /// Most connections of the admin/usage pool: admin calls (revocations included), admin-key
@@ -209,6 +212,7 @@ impl Default for Settings {
             admin_keys: Vec::new(),
             admin_key_file: None,
             token_prefix: TokenPrefix::default().to_string(),
+            default_tenant: crate::domain::fields::DEFAULT_TENANT.to_owned(),
             max_tokens_per_owner: 64,
             database_max_connections: PoolOptions::DEFAULT.max_connections,
             database_check_max_connections: PoolOptions::DEFAULT.check_max_connections,

@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             expires_at,
             ..Default::default()
         };
-        match parse_create(request) {
+        match parse_create(request, &tessera::domain::fields::Tenant::default()) {
             Ok(create) => {
                 let _ = resolve_expiry(create.expiry, now);
             }

@@ -177,7 +177,7 @@ fn check_mapping(settings: &EnvoySettings, request: &CheckRequest) {
         .is_none_or(|t| Tenant::parse(t).is_ok())
         && extension("permission").is_none_or(|p| p.is_empty() || Permission::parse(p).is_ok());
     let mut edge = mapped.clone();
-    let parsed = parse_check(&mut edge);
+    let parsed = parse_check(&mut edge, &tessera::domain::fields::Tenant::default());
     if operator_set_valid_extensions {
         let input = parsed.unwrap_or_else(|status| {
             panic!("client input made a malformed call: {}", status.message())

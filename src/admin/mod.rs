@@ -253,6 +253,8 @@ pub struct Admin {
     local_cache: Arc<dyn InvalidationSink>,
     /// Encrypts signing keys at rest; without it, signing is refused.
     master_key: Option<MasterKey>,
+    /// What a request naming no tenant is for (`TESSERA_DEFAULT_TENANT`).
+    default_tenant: Tenant,
 }
 
 impl Admin {
@@ -268,7 +270,19 @@ impl Admin {
             max_tokens_per_owner,
             local_cache,
             master_key: None,
+            default_tenant: Tenant::default(),
         }
+    }
+
+    /// Requests naming no tenant are for `tenant` (without it: the built-in `default`).
+    pub fn with_default_tenant(mut self, tenant: Tenant) -> Self {
+        self.default_tenant = tenant;
+        self
+    }
+
+    /// What a request naming no tenant is for.
+    pub fn default_tenant(&self) -> &Tenant {
+        &self.default_tenant
     }
 
     /// Allows request signing, with signing keys encrypted under `master_key`.

@@ -162,6 +162,8 @@ pub struct Authorizer {
     usage: UsageHook,
     /// An outage fails every uncached Check; one log line a second says so, the metric counts all.
     store_warnings: LogThrottle,
+    /// What a Check naming no tenant is for (`TESSERA_DEFAULT_TENANT`).
+    default_tenant: Tenant,
 }
 
 /// The fleet's replay guard and what to do when it cannot answer.
@@ -228,7 +230,19 @@ impl Authorizer {
                 .build(),
             usage: UsageHook::default(),
             store_warnings: LogThrottle::default(),
+            default_tenant: Tenant::default(),
         }
+    }
+
+    /// Checks naming no tenant are for `tenant` (without it: the built-in `default`).
+    pub fn with_default_tenant(mut self, tenant: Tenant) -> Self {
+        self.default_tenant = tenant;
+        self
+    }
+
+    /// What a Check naming no tenant is for.
+    pub fn default_tenant(&self) -> &Tenant {
+        &self.default_tenant
     }
 
     /// Records usage of every Check through `usage` (without it, nothing is recorded).

@@ -127,7 +127,12 @@ pub(super) async fn run(args: &ClientArgs, command: AdminKeyCommand) -> Result<R
                     Ok(Page::of(&response.admin_keys, response.next_page_token))
                 })
                 .await?;
-            Ok(page::report("admin_keys", collected, LIST_COLUMNS))
+            Ok(page::report(
+                "admin_keys",
+                collected,
+                LIST_COLUMNS,
+                Record::clone,
+            ))
         }
         AdminKeyCommand::Get { id } => {
             let request = proto::GetAdminKeyRequest { id };

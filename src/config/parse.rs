@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConfigError, EnvoyUnmatched, Settings};
 use crate::authz::{AuthzSettings, CacheSettings, SigningSettings};
+use crate::domain::fields::Tenant;
 use crate::domain::report_handle::{KeySource, ReportHandleKey};
 use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
 use crate::domain::signature::MasterKey;
@@ -32,6 +33,8 @@ pub const BOOTSTRAP_KEY_FILE_NAME: &str = "tessera-admin.key";
 /// The server's whole configuration, typed.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What an empty tenant means (`TESSERA_DEFAULT_TENANT`).
+    pub default_tenant: Tenant,
     pub listeners: Listeners,
     pub serving: ServingSettings,
     /// None: the gRPC listener is plaintext.
@@ -168,6 +171,14 @@ impl Config {
     /// bound.
     pub fn parse(settings: Settings) -> Result<Self, ConfigError> {
         let prefix = token_prefix(&settings)?;
+        let default_tenant = match settings.default_tenant.as_str() {
+            "" => Err(crate::domain::fields::InvalidField::Empty),
+            raw => Tenant::parse(raw),
+        }
+        .map_err(|error| ConfigError::Invalid {
+            setting: "TESSERA_DEFAULT_TENANT",
+            reason: error.to_string(),
+        })?;
         crate::telemetry::validate_filter(&settings.log).map_err(|reason| {
             ConfigError::Invalid {
                 setting: "TESSERA_LOG",
@@ -269,6 +280,7 @@ impl Config {
             max_tokens_per_owner,
         };
         Ok(Self {
+            default_tenant,
             listeners,
             serving,
             tls,

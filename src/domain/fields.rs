@@ -109,6 +109,9 @@ string_newtype!(
 );
 
 impl Tenant {
+    /// A tenant name; empty input is the built-in default tenant, [`DEFAULT_TENANT`]. At the
+    /// API's edge, where an empty tenant means the configured default
+    /// (`TESSERA_DEFAULT_TENANT`), use [`Tenant::parse_or`].
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
         if raw.is_empty() {
             return Ok(Self::default());
@@ -121,6 +124,16 @@ impl Tenant {
     }
 }
 
+impl Tenant {
+    /// A tenant name, or `default` for empty input: what a request's empty `tenant` means.
+    pub fn parse_or(raw: &str, default: &Tenant) -> Result<Self, InvalidField> {
+        if raw.is_empty() {
+            return Ok(default.clone());
+        }
+        Self::parse(raw)
+    }
+}
+
 impl Default for Tenant {
     fn default() -> Self {
         Self(DEFAULT_TENANT.to_owned())
@@ -129,10 +142,15 @@ impl Default for Tenant {
 
 impl ApiScope {
     pub fn parse(raw: &str) -> Result<Self, InvalidField> {
+        Self::parse_or(raw, &Tenant::default())
+    }
+
+    /// A scope, with `default` for empty input, as [`Tenant::parse_or`].
+    pub fn parse_or(raw: &str, default: &Tenant) -> Result<Self, InvalidField> {
         if raw == ALL_TENANTS {
             return Ok(Self::all());
         }
-        Tenant::parse(raw).map(Self::from)
+        Tenant::parse_or(raw, default).map(Self::from)
     }
 
     pub fn all() -> Self {
@@ -232,6 +250,21 @@ mod tests {
     #[test]
     fn an_empty_tenant_means_the_default_tenant() {
         assert_eq!(Tenant::parse("").expect("default").as_str(), DEFAULT_TENANT);
+    }
+
+    #[test]
+    fn an_empty_tenant_at_the_edge_means_the_configured_default() {
+        let shop = Tenant::parse("shop").expect("tenant");
+        assert_eq!(Tenant::parse_or("", &shop), Ok(shop.clone()));
+        assert_eq!(
+            Tenant::parse_or("acme", &shop).expect("tenant").as_str(),
+            "acme"
+        );
+        assert_eq!(
+            ApiScope::parse_or("", &shop).expect("scope").as_str(),
+            "shop"
+        );
+        assert_eq!(ApiScope::parse_or("*", &shop).expect("scope").as_str(), "*");
     }
 
     #[test]

@@ -68,9 +68,10 @@ const PRINCIPAL_UPDATABLE_PATHS: &[&str] = &["permissions", "disabled", "rate_li
 /// field.
 pub fn parse_update_principal(
     request: proto::UpdatePrincipalRequest,
+    default_tenant: &Tenant,
 ) -> Result<(Tenant, PrincipalId, PrincipalChanges), Status> {
     let mut violations = Violations::default();
-    let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+    let tenant = violations.check("tenant", Tenant::parse_or(&request.tenant, default_tenant));
     let id = violations.check("id", PrincipalId::parse(&request.id));
     let paths = request
         .update_mask
@@ -115,17 +116,25 @@ pub fn parse_update_principal(
 }
 
 /// A tenant and a role name, as GetRole and DeleteRole take them.
-fn parse_role_key(tenant: &str, name: &str) -> Result<(Tenant, RoleName), Status> {
+fn parse_role_key(
+    tenant: &str,
+    name: &str,
+    default_tenant: &Tenant,
+) -> Result<(Tenant, RoleName), Status> {
     let mut violations = Violations::default();
-    let tenant = violations.check("tenant", Tenant::parse(tenant));
+    let tenant = violations.check("tenant", Tenant::parse_or(tenant, default_tenant));
     let name = violations.check("name", RoleName::parse(name));
     violations.finish(tenant.zip(name))
 }
 
-/// A CreateTokenRequest as the admin layer takes it, or INVALID_ARGUMENT naming every bad field.
-pub fn parse_create(request: proto::CreateTokenRequest) -> Result<admin::CreateToken, Status> {
+/// A CreateTokenRequest as the admin layer takes it, or INVALID_ARGUMENT naming every bad field;
+/// an empty tenant is `default_tenant`.
+pub fn parse_create(
+    request: proto::CreateTokenRequest,
+    default_tenant: &Tenant,
+) -> Result<admin::CreateToken, Status> {
     let mut violations = Violations::default();
-    let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+    let tenant = violations.check("tenant", Tenant::parse_or(&request.tenant, default_tenant));
     let owner_id = violations.check("owner_id", PrincipalId::parse(&request.owner_id));
     let name = violations.check("name", TokenName::parse(&request.name));
     let description = violations.check("description", Description::parse(&request.description));
@@ -278,7 +287,10 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, 
 }
 
 /// Whose usage, and how many days of series: `token_id`, or `tenant` and `owner_id`.
-fn parse_list_usage(request: &proto::ListUsageRequest) -> Result<(UsageScope, u32), Status> {
+fn parse_list_usage(
+    request: &proto::ListUsageRequest,
+    default_tenant: &Tenant,
+) -> Result<(UsageScope, u32), Status> {
     let mut violations = Violations::default();
     let scope = match (request.token_id.is_empty(), request.owner_id.is_empty()) {
         (false, false) => {
@@ -292,7 +304,8 @@ fn parse_list_usage(request: &proto::ListUsageRequest) -> Result<(UsageScope, u3
             convert::token_id(&mut violations, "token_id", &request.token_id).map(UsageScope::Token)
         }
         (true, false) => {
-            let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+            let tenant =
+                violations.check("tenant", Tenant::parse_or(&request.tenant, default_tenant));
             let owner_id = violations.check("owner_id", PrincipalId::parse(&request.owner_id));
             tenant
                 .zip(owner_id)
@@ -339,7 +352,7 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::CreateTokenRequest>,
     ) -> Result<Response<proto::CreateTokenResponse>, Status> {
         let actor = self.auth.authorize(&request, "CreateToken").await?;
-        let command = parse_create(request.into_inner())?;
+        let command = parse_create(request.into_inner(), self.admin.default_tenant())?;
         actor.require_tenant(&command.tenant)?;
         let issued = self.admin.create_token(&actor, command).await?;
         Ok(Response::new(proto::CreateTokenResponse {
@@ -368,7 +381,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "ListTokens").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         let owner_id = if request.owner_id.is_empty() {
             Some(None)
         } else {
@@ -452,7 +468,7 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::ListUsageRequest>,
     ) -> Result<Response<proto::ListUsageResponse>, Status> {
         let actor = self.auth.authorize(&request, "ListUsage").await?;
-        let (scope, days) = parse_list_usage(request.get_ref())?;
+        let (scope, days) = parse_list_usage(request.get_ref(), self.admin.default_tenant())?;
         match &scope {
             // Another tenant's token is NOT_FOUND, as GetToken answers.
             UsageScope::Token(id) => {
@@ -474,7 +490,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "UpsertPrincipal").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         let id = violations.check("id", PrincipalId::parse(&request.id));
         let permissions = violations.grants("permissions", &request.permissions);
         let parsed = (|| {
@@ -501,7 +520,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "GetPrincipal").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         let id = violations.check("id", PrincipalId::parse(&request.id));
         let (tenant, id) = violations.finish(tenant.zip(id))?;
         actor.require_tenant(&tenant)?;
@@ -518,7 +540,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "UpsertRole").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         let name = violations.check("name", RoleName::parse(&request.name));
         let permissions = violations.grants("permissions", &request.permissions);
         let parsed = (|| Some((tenant?, name?, permissions?)))();
@@ -538,7 +563,7 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::ListRolesRequest>,
     ) -> Result<Response<proto::ListRolesResponse>, Status> {
         let actor = self.auth.authorize(&request, "ListRoles").await?;
-        let tenant = Tenant::parse(&request.get_ref().tenant)
+        let tenant = Tenant::parse_or(&request.get_ref().tenant, self.admin.default_tenant())
             .map_err(|error| convert::invalid_field("tenant", error))?;
         actor.require_tenant(&tenant)?;
         let roles = self.admin.list_roles(&tenant).await?;
@@ -554,7 +579,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "SetApiStatus").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let scope = violations.check("tenant", ApiScope::parse(&request.tenant));
+        let scope = violations.check(
+            "tenant",
+            ApiScope::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         if request.message.chars().count() > MAX_MESSAGE_LEN {
             violations.add(
                 "message",
@@ -580,7 +608,7 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::GetApiStatusRequest>,
     ) -> Result<Response<proto::GetApiStatusResponse>, Status> {
         let actor = self.auth.authorize(&request, "GetApiStatus").await?;
-        let scope = ApiScope::parse(&request.get_ref().tenant)
+        let scope = ApiScope::parse_or(&request.get_ref().tenant, self.admin.default_tenant())
             .map_err(|error| convert::invalid_field("tenant", error))?;
         // The global switch applies to every key's tenants, so any key may read it.
         if let Ok(tenant) = Tenant::parse(scope.as_str()) {
@@ -688,7 +716,8 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::UpdatePrincipalRequest>,
     ) -> Result<Response<proto::UpdatePrincipalResponse>, Status> {
         let actor = self.auth.authorize(&request, "UpdatePrincipal").await?;
-        let (tenant, id, changes) = parse_update_principal(request.into_inner())?;
+        let (tenant, id, changes) =
+            parse_update_principal(request.into_inner(), self.admin.default_tenant())?;
         actor.require_tenant(&tenant)?;
         let principal = self
             .admin
@@ -706,7 +735,10 @@ impl TokenAdminService for TokenAdminApi {
         let actor = self.auth.authorize(&request, "ListPrincipals").await?;
         let request = request.into_inner();
         let mut violations = Violations::default();
-        let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
         let page_size = violations.page_size(request.page_size);
         let after =
             violations.page_token(&request.page_token, |text| PrincipalId::parse(text).ok());
@@ -731,7 +763,11 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::GetRoleRequest>,
     ) -> Result<Response<proto::GetRoleResponse>, Status> {
         let actor = self.auth.authorize(&request, "GetRole").await?;
-        let (tenant, name) = parse_role_key(&request.get_ref().tenant, &request.get_ref().name)?;
+        let (tenant, name) = parse_role_key(
+            &request.get_ref().tenant,
+            &request.get_ref().name,
+            self.admin.default_tenant(),
+        )?;
         actor.require_tenant(&tenant)?;
         let role = self.admin.get_role(&tenant, &name).await?;
         Ok(Response::new(proto::GetRoleResponse {
@@ -744,7 +780,11 @@ impl TokenAdminService for TokenAdminApi {
         request: Request<proto::DeleteRoleRequest>,
     ) -> Result<Response<proto::DeleteRoleResponse>, Status> {
         let actor = self.auth.authorize(&request, "DeleteRole").await?;
-        let (tenant, name) = parse_role_key(&request.get_ref().tenant, &request.get_ref().name)?;
+        let (tenant, name) = parse_role_key(
+            &request.get_ref().tenant,
+            &request.get_ref().name,
+            self.admin.default_tenant(),
+        )?;
         actor.require_tenant(&tenant)?;
         let role = self.admin.delete_role(&actor, &tenant, &name).await?;
         Ok(Response::new(proto::DeleteRoleResponse {

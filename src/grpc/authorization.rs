@@ -33,10 +33,14 @@ impl AuthorizationApi {
 }
 
 /// A malformed call (as opposed to a bad token, which is a normal deny) is INVALID_ARGUMENT.
-/// Takes the endpoint and user agent out of the request rather than copying them.
-pub fn parse_check(request: &mut proto::CheckRequest) -> Result<CheckInput, Status> {
+/// Takes the endpoint and user agent out of the request rather than copying them. An empty
+/// tenant is `default_tenant`.
+pub fn parse_check(
+    request: &mut proto::CheckRequest,
+    default_tenant: &Tenant,
+) -> Result<CheckInput, Status> {
     let mut violations = Violations::default();
-    let tenant = violations.check("tenant", Tenant::parse(&request.tenant));
+    let tenant = violations.check("tenant", Tenant::parse_or(&request.tenant, default_tenant));
     let permission = if request.permission.is_empty() {
         Some(None)
     } else {
@@ -247,7 +251,7 @@ pub async fn decide(
     authorizer: &Authorizer,
     mut request: proto::CheckRequest,
 ) -> Result<Decision, Status> {
-    let input = parse_check(&mut request)?;
+    let input = parse_check(&mut request, authorizer.default_tenant())?;
     Ok(authorizer.check(&request.token, &input).await)
 }
 
@@ -258,7 +262,7 @@ impl AuthorizationService for AuthorizationApi {
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
         let mut request = request.into_inner();
-        let input = parse_check(&mut request)?;
+        let input = parse_check(&mut request, self.authorizer.default_tenant())?;
         let decision = self.authorizer.check(&request.token, &input).await;
         let mut response = convert::check_response(&decision);
         // One HMAC over about a hundred bytes into the response's own buffer.

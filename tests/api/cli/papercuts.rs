@@ -5,7 +5,8 @@
 use serde_json::json;
 
 use super::{Tessera, admin, assert_contains, assert_row, assert_starts_with};
-use crate::helpers::{Backend, TestApp, spawn_app_on};
+use crate::helpers::process::serve_output;
+use crate::helpers::{Backend, TestApp, spawn_app_on, spawn_app_with};
 
 /// One `#[tokio::test]` per backend for each listed body `async fn(TestApp)`.
 macro_rules! on_both_backends {
@@ -14,7 +15,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::spawn_app_on(super::Backend::Sqlite).await).await;
+                    super::$test(super::Backend::Sqlite).await;
                 }
             )+
         }
@@ -22,7 +23,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::spawn_app_on(super::Backend::Postgres).await).await;
+                    super::$test(super::Backend::Postgres).await;
                 }
             )+
         }
@@ -35,7 +36,59 @@ on_both_backends!(
     a_role_is_shown_and_deleted_but_not_while_a_token_names_it,
     revoking_a_revoked_token_succeeds_and_changes_nothing,
     token_tables_show_the_effective_rate_limit_not_zero,
+    calls_naming_no_tenant_go_to_the_configured_default_tenant,
 );
+
+async fn calls_naming_no_tenant_go_to_the_configured_default_tenant(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| {
+        settings.default_tenant = "shop".to_owned();
+    })
+    .await;
+    let principal = admin(
+        &app,
+        "principal upsert alice --permission orders:read --json",
+    )
+    .await
+    .json(0);
+    assert_eq!(principal["principal"]["tenant"], "shop");
+    let created = Tessera::against(
+        &app,
+        "token create --owner alice --permission orders:read --json",
+    )
+    .flag("--name", "no tenant named")
+    .run()
+    .await
+    .json(0);
+    assert_eq!(created["token"]["tenant"], "shop");
+    let secret = created["secret"].as_str().expect("secret");
+    let allowed = Tessera::new("check --permission orders:read")
+        .flag("--server", &app.grpc_url)
+        .flag("--", secret)
+        .run()
+        .await;
+    assert_starts_with(allowed.stdout(0), "allowed");
+    // The built-in `default` is just another tenant now.
+    let elsewhere = Tessera::new("check --tenant default --permission orders:read")
+        .flag("--server", &app.grpc_url)
+        .flag("--", secret)
+        .run()
+        .await;
+    assert_starts_with(elsewhere.stdout(1), "denied: tenant_mismatch");
+    let listed = admin(&app, "token list --json").await.json(0);
+    assert_eq!(listed["tokens"][0]["tenant"], "shop");
+}
+
+#[tokio::test]
+async fn a_default_tenant_that_is_no_tenant_name_stops_the_start_naming_the_setting() {
+    for bad in ["*", "two words", ""] {
+        let (code, stderr) = serve_output(&[("TESSERA_DEFAULT_TENANT", bad)]).await;
+        assert_eq!(code, Some(1), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains("TESSERA_DEFAULT_TENANT"),
+            "{bad:?}: {stderr}"
+        );
+    }
+}
 
 /// Creates principal `alice` in `acme` and a token of hers with `name`; the token as JSON.
 async fn alice_with_token(app: &TestApp, name: &str) -> serde_json::Value {
@@ -52,7 +105,8 @@ async fn alice_with_token(app: &TestApp, name: &str) -> serde_json::Value {
         .json(0)
 }
 
-async fn disabling_a_principal_with_update_keeps_its_permissions(app: TestApp) {
+async fn disabling_a_principal_with_update_keeps_its_permissions(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     admin(
         &app,
         "principal upsert dave --tenant acme --permission orders:read,orders:write --rate-limit 30",
@@ -91,7 +145,8 @@ async fn disabling_a_principal_with_update_keeps_its_permissions(app: TestApp) {
     assert_contains(nothing.stderr(2), "nothing to update");
 }
 
-async fn principal_list_shows_a_tenants_principals_page_by_page(app: TestApp) {
+async fn principal_list_shows_a_tenants_principals_page_by_page(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     for id in ["carol", "alice", "bob"] {
         admin(
             &app,
@@ -130,7 +185,8 @@ async fn principal_list_shows_a_tenants_principals_page_by_page(app: TestApp) {
     assert!(!table.stdout.contains("zed"), "{}", table.stdout);
 }
 
-async fn a_role_is_shown_and_deleted_but_not_while_a_token_names_it(app: TestApp) {
+async fn a_role_is_shown_and_deleted_but_not_while_a_token_names_it(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     admin(
         &app,
         "principal upsert alice --tenant acme --permission orders:read",
@@ -178,7 +234,8 @@ async fn a_role_is_shown_and_deleted_but_not_while_a_token_names_it(app: TestApp
     assert_row(audit.stdout(0), &["role.delete", "deleted role reporting"]);
 }
 
-async fn revoking_a_revoked_token_succeeds_and_changes_nothing(app: TestApp) {
+async fn revoking_a_revoked_token_succeeds_and_changes_nothing(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let created = alice_with_token(&app, "twice").await;
     let id = created["token"]["id"].as_str().expect("id").to_owned();
     let first = admin(&app, &format!("token revoke {id} --json"))
@@ -205,7 +262,8 @@ async fn revoking_a_revoked_token_succeeds_and_changes_nothing(app: TestApp) {
     assert_eq!(revocations, 1, "{audit:#}");
 }
 
-async fn token_tables_show_the_effective_rate_limit_not_zero(app: TestApp) {
+async fn token_tables_show_the_effective_rate_limit_not_zero(backend: Backend) {
+    let app = spawn_app_on(backend).await;
     let created = alice_with_token(&app, "defaulted").await;
     assert_eq!(created["token"]["rate_limit_per_minute"], 0);
     assert_eq!(created["token"]["effective_rate_limit_per_minute"], 60);
