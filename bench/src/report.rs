@@ -20,8 +20,8 @@ pub enum Scenario {
     Check,
     /// The same Check on a server started with the token cache off.
     CheckCacheOff,
-    /// The same Check on a server whose rate limits are shared on Redis (`TESSERA_REDIS_URL`,
-    /// from `--redis-url`): the cost of fleet-wide limits for a high-limit token.
+    /// The same Check on a server this tool starts with its rate limits shared on the Redis at
+    /// `--redis-url`: the cost of fleet-wide limits for a high-limit token.
     CheckSharedLimits,
 }
 
