@@ -182,10 +182,16 @@ fn check_mapping(settings: &EnvoySettings, request: &CheckRequest) {
         let input = parsed.unwrap_or_else(|status| {
             panic!("client input made a malformed call: {}", status.message())
         });
-        assert_eq!(
-            input.permission.as_ref().map_or("", Permission::as_str),
-            mapped.permission
-        );
+        let required: Vec<&str> = input
+            .permissions
+            .required()
+            .map(Permission::as_str)
+            .collect();
+        let expected: Vec<&str> = Some(mapped.permission.as_str())
+            .filter(|permission| !permission.is_empty())
+            .into_iter()
+            .collect();
+        assert_eq!(required, expected);
         assert_eq!(
             input.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             mapped.client_ip
