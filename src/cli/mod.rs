@@ -64,8 +64,8 @@ pub struct ClientArgs {
     )]
     server: String,
 
-    /// Admin key for token, usage, principal, role, api and audit commands [default: the
-    /// contents of ./tessera-admin.key].
+    /// Admin key for token, usage, principal, role, api, audit and admin-key commands
+    /// [default: the contents of ./tessera-admin.key].
     #[arg(
         long,
         env = "TESSERA_ADMIN_KEY",

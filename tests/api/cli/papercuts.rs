@@ -335,7 +335,7 @@ async fn help_texts_say_what_applies_and_give_examples_that_work() {
     assert_contains(token_help, "Client options");
     assert_contains(token_help, "--ca-cert");
     assert!(
-        token_help.contains("token, usage, principal"),
+        token_help.contains("token, usage, principal, role, api, audit and admin-key"),
         "--admin-key names usage:\n{token_help}"
     );
 
