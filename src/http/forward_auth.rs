@@ -70,7 +70,7 @@ pub(super) fn routes(state: ForwardAuth, max_body_bytes: usize) -> Router {
         handle(&state, request, max_body_bytes).await
     };
     Router::new()
-        .route(PATH, any(handler.clone()))
+        .route(PATH, any(handler))
         .route(&format!("{PATH}/{{*rest}}"), any(handler))
         .with_state(state)
 }
