@@ -169,15 +169,7 @@ async fn the_gateway_decides_as_tessera_does(
         .expect("seconds");
     assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
 
-    app.admin_client()
-        .await
-        .set_api_status(app.admin(proto::SetApiStatusRequest {
-            tenant: TENANT.to_owned(),
-            online: false,
-            message: "back at noon".to_owned(),
-        }))
-        .await
-        .expect("offline");
+    app.take_offline(TENANT, "back at noon").await;
     let offline = get(front, "/api/v1/orders/7", &secret, &[]).await;
     expect_status(&offline, 503, "an offline API");
 }

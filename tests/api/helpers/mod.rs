@@ -311,6 +311,19 @@ impl TestApp {
         (created.token.expect("token"), created.secret)
     }
 
+    /// Switches `tenant`'s API off, with the message Check answers.
+    pub async fn take_offline(&self, tenant: &str, message: &str) {
+        self.admin_client()
+            .await
+            .set_api_status(self.admin(proto::SetApiStatusRequest {
+                tenant: tenant.to_owned(),
+                online: false,
+                message: message.to_owned(),
+            }))
+            .await
+            .expect("api status set");
+    }
+
     pub async fn check(&self, request: proto::CheckRequest) -> proto::CheckResponse {
         self.authz_client()
             .await
