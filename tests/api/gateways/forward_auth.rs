@@ -193,3 +193,44 @@ async fn an_oversized_request_head_is_refused_and_the_listener_keeps_serving() {
     let elsewhere = get(address, "/console/", &secret, &[]).await;
     assert_eq!(elsewhere.status, 404);
 }
+
+#[tokio::test]
+async fn a_forward_auth_request_in_flight_at_shutdown_is_answered_and_new_connections_are_refused()
+{
+    use crate::helpers::pausing_store::Read;
+
+    let (mut app, store) =
+        crate::helpers::spawn_app_pausing(crate::helpers::Backend::Sqlite, |settings| {
+            settings.http_listen = Some("127.0.0.1:0".parse().expect("address"));
+            settings.envoy_unmatched = tessera::config::EnvoyUnmatched::Authenticate;
+            settings.drain_timeout_ms = 10_000;
+        })
+        .await;
+    let address = http_addr(&app);
+    let (_, secret) = orders_token(&app, "alice", 1000).await;
+    let mut held = store.hold_next(Read::Credential);
+    let in_flight = tokio::spawn(async move {
+        get(
+            address,
+            "/forward-auth?tenant=acme",
+            &secret,
+            &[("x-forwarded-uri", "/x")],
+        )
+        .await
+    });
+    held.answered().await;
+
+    let stopping = tokio::spawn(async move {
+        app.stop().await;
+    });
+    let refused = crate::helpers::ops::eventually(std::time::Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(address).await.is_err()
+    })
+    .await;
+    assert!(refused, "the listener still accepts after shutdown began");
+    held.release();
+
+    let answer = in_flight.await.expect("request task");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    stopping.await.expect("stopped");
+}
