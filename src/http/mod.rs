@@ -210,7 +210,8 @@ async fn accept_loop<I: Connection>(
     let graceful = GracefulShutdown::new();
     // Held here so that connections still open past the drain deadline end with this task.
     let mut connections = tokio::task::JoinSet::new();
-    let mut incoming = std::pin::pin!(incoming);
+    // Boxed so that it can be dropped (closing the listener) before the drain.
+    let mut incoming = Box::pin(incoming);
     loop {
         let accepted = tokio::select! {
             accepted = incoming.next() => accepted,
@@ -243,6 +244,8 @@ async fn accept_loop<I: Connection>(
             }
         });
     }
+    // No new connections while the ones open finish: a load balancer retries elsewhere.
+    drop(incoming);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
