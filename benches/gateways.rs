@@ -125,7 +125,7 @@ fn nginx(
     let config = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n\
          error_log {prefix}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
-         access_log off;\nclient_body_temp_path {prefix}/body;\nproxy_temp_path {prefix}/proxy;\n\
+         access_log off;\nkeepalive_requests 1000000;\nclient_body_temp_path {prefix}/body;\nproxy_temp_path {prefix}/proxy;\n\
          fastcgi_temp_path {prefix}/fastcgi;\nuwsgi_temp_path {prefix}/uwsgi;\n\
          scgi_temp_path {prefix}/scgi;\n{example}\n\
          server {{ listen {plain}; location / {{ proxy_pass http://api; }} }}\n}}\n"
@@ -293,6 +293,7 @@ async fn main() {
         }
     }
     let _ = nginx.kill();
+    let _ = nginx.wait();
 
     println!("{rounds} rounds x {per_round} requests per mode, concurrency 1, interleaved");
     println!(
