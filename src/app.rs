@@ -44,6 +44,7 @@ use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::{AdminAuth, KeyCache};
 use crate::grpc::authorization::AuthorizationApi;
 use crate::grpc::envoy;
+use crate::http::forward_auth::ForwardAuth;
 use crate::proto::authorization_service_server::AuthorizationServiceServer;
 use crate::proto::token_admin_service_server::TokenAdminServiceServer;
 use crate::store::invalidation::{InvalidationSink, Sinks};
@@ -160,6 +161,7 @@ struct Addresses {
     grpc: SocketAddr,
     health: Option<SocketAddr>,
     metrics: SocketAddr,
+    http: Option<SocketAddr>,
 }
 
 /// The background tasks of a started server; dropping it stops them all.
@@ -170,6 +172,8 @@ struct Running {
     cut_off: watch::Sender<bool>,
     grpc: Task<Result<(), tonic::transport::Error>>,
     health_only: Option<Task<Result<(), tonic::transport::Error>>>,
+    /// The HTTP listener (`TESSERA_HTTP_LISTEN`); it drains on `stop` by itself.
+    http: Option<Task<()>>,
     _metrics: Task<()>,
     _tls_watch: Option<Task<()>>,
 }
@@ -245,6 +249,10 @@ impl App {
             Some(address) => Some(bind("TESSERA_HEALTH_LISTEN", address).await?),
             None => None,
         };
+        let http_listener = match config.listeners.http {
+            Some(address) => Some(bind("TESSERA_HTTP_LISTEN", address).await?),
+            None => None,
+        };
         let addresses = Addresses {
             grpc: local_addr("TESSERA_LISTEN", &grpc_listener)?,
             health: match &health_listener {
@@ -252,6 +260,10 @@ impl App {
                 None => None,
             },
             metrics: local_addr("TESSERA_METRICS_LISTEN", &metrics_listener)?,
+            http: match &http_listener {
+                Some(listener) => Some(local_addr("TESSERA_HTTP_LISTEN", listener)?),
+                None => None,
+            },
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -330,6 +342,18 @@ impl App {
             ))
         });
         let authorizer_slot: Arc<OnceLock<Arc<Authorizer>>> = Arc::new(OnceLock::new());
+        // Answers 503 until `connect` fills the slot, like the gated gRPC services.
+        let http = http_listener.map(|listener| {
+            let forward_auth = ForwardAuth::new(authorizer_slot.clone(), config.envoy.clone());
+            let router = crate::http::router(forward_auth, &config.http);
+            Task::new(crate::http::serve(
+                listener,
+                tls.clone(),
+                router,
+                &config.http,
+                stopped.clone(),
+            ))
+        });
         let metrics = crate::metrics::serve(
             metrics_listener,
             cache_size_sampler(authorizer_slot.clone()),
@@ -340,6 +364,7 @@ impl App {
             tls = tls.is_some(),
             metrics = %addresses.metrics,
             health = ?addresses.health,
+            http = ?addresses.http,
             "serving grpc"
         );
         Ok(Starting {
@@ -353,6 +378,7 @@ impl App {
                 cut_off,
                 grpc: Task::new(grpc),
                 health_only,
+                http,
                 _metrics: Task::new(metrics),
                 _tls_watch: tls.map(|tls| Task::new(tls.watch())),
             },
@@ -372,6 +398,11 @@ impl App {
     /// The bound plaintext health address, when configured.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.addresses.health
+    }
+
+    /// The bound HTTP (forward-auth) address, when configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.addresses.http
     }
 
     /// Where this start wrote a new bootstrap admin key, if it created one.
@@ -420,6 +451,7 @@ impl App {
             cut_off,
             grpc,
             health_only,
+            http,
             _metrics,
             _tls_watch,
         } = self.running;
@@ -433,6 +465,11 @@ impl App {
         }
         if let Some(mut health_only) = health_only {
             health_only.join_within(CUT_OFF_GRACE).await;
+        }
+        // It drains from `stop` on by the same deadline, and ends by itself then.
+        if let Some(mut http) = http {
+            http.join_within(self.serving.drain_timeout + CUT_OFF_GRACE)
+                .await;
         }
         // No Check can record any more: write what is buffered, once.
         self.usage.shutdown().await;
@@ -474,6 +511,7 @@ impl Starting {
             grpc: self.addresses.grpc,
             metrics: self.addresses.metrics,
             health: self.addresses.health,
+            http: self.addresses.http,
         }
     }
 

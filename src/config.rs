@@ -157,6 +157,13 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// HTTP address serving Prometheus `/metrics`.
     pub metrics_listen: SocketAddr,
+    /// HTTP address of Tessera's HTTP surface (forward-auth for nginx, Caddy, Traefik at
+    /// `/forward-auth`); HTTP/1.1 and h2c, TLS with the gRPC listener's certificate. Unset: off.
+    pub http_listen: Option<SocketAddr>,
+    /// Largest request body the HTTP listener reads (413 beyond).
+    pub http_max_body_bytes: usize,
+    /// Largest request head the HTTP listener reads (431 beyond); at least 8192.
+    pub http_max_header_bytes: usize,
     /// A second, plaintext gRPC address serving only `grpc.health.v1`, for probes that cannot
     /// speak TLS (the kubelet's); unset: health is served on `listen` only.
     pub health_listen: Option<SocketAddr>,
@@ -249,6 +256,9 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             health_listen: None,
+            http_listen: None,
+            http_max_body_bytes: 64 * 1024,
+            http_max_header_bytes: 16 * 1024,
             otlp_endpoint: None,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 10_000,

@@ -1,6 +1,10 @@
 //! Tessera: API-token authorization on every request.
 //!
 //! Layers, each depending only on those below it (docs/architecture.md):
+//! - [`gateway`]: the mapping every gateway shares (Envoy's ext_authz, HTTP forward-auth):
+//!   request → `CheckRequest`, decision → HTTP answer; [`http`]: the HTTP listener
+//!   (`TESSERA_HTTP_LISTEN`, an axum router with its limits, drain and TLS) and forward-auth for
+//!   nginx, Caddy, Traefik. Same layer as `grpc`.
 //! - [`grpc`]: tonic services — `authorization` (AuthorizationService), `admin`
 //!   (TokenAdminService), `envoy` (ext_authz v3) —, `auth` (admin-key authentication and the
 //!   right each RPC needs, with the keys a replica holds), `convert` (proto ↔
@@ -34,7 +38,9 @@ pub mod authz;
 pub mod config;
 pub mod domain;
 pub mod fleet;
+pub mod gateway;
 pub mod grpc;
+pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;

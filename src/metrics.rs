@@ -15,6 +15,9 @@
 //!   `{service="tessera.v1.AuthorizationService",method="Check"}`, admin calls are
 //!   `{service="tessera.v1.TokenAdminService"}`), `tessera_grpc_requests_in_flight`: the gate in
 //!   front of every service.
+//! - `tessera_http_requests_total{route,status}`, `tessera_http_request_duration_seconds{route}`,
+//!   `tessera_http_requests_in_flight`: the HTTP listener (src/http/mod.rs), by its closed set
+//!   of routes.
 //! - `tessera_cache_entries`: sampled at each scrape; `tessera_cache_fills_overtaken_total`:
 //!   store reads not cached because an invalidation of their key came while they ran.
 //! - `tessera_invalidations_received_total`, `tessera_invalidation_feed_losses_total`,
@@ -138,6 +141,19 @@ fn describe() {
         "Time to answer a gRPC call, by service and method"
     );
     describe_gauge!("tessera_grpc_requests_in_flight", "gRPC calls being served");
+    describe_counter!(
+        "tessera_http_requests_total",
+        "HTTP listener requests answered, by route and status"
+    );
+    describe_histogram!(
+        "tessera_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP listener request, by route"
+    );
+    describe_gauge!(
+        "tessera_http_requests_in_flight",
+        "HTTP listener requests being served"
+    );
     describe_counter!(
         "tessera_invalidations_received_total",
         "Cache invalidations received from other replicas"

@@ -1,4 +1,4 @@
-//! TLS for the gRPC listener, with rustls: the certificate and key come from PEM files and are
+//! TLS for the gRPC and HTTP listeners, with rustls: the certificate and key come from PEM files and are
 //! reloaded, without dropping connections, when the files change or on SIGHUP (Kubernetes
 //! rotates a mounted Secret by swapping the files). With a client CA, presented client
 //! certificates are verified (mTLS); TokenAdminService then requires one (see the app's gate).
@@ -277,7 +277,9 @@ fn server_config(settings: &TlsSettings, files: &Files) -> Result<ServerConfig, 
         )
     })?;
     // gRPC runs over HTTP/2; clients such as grpc-go refuse a server that does not say so.
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 is for the HTTP listener (src/http/), which shares this configuration; h2 comes
+    // first, so a gRPC client offering both still gets it.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

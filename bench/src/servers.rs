@@ -496,6 +496,7 @@ mod tests {
             grpc: "127.0.0.1:41234".parse().expect("address"),
             metrics: "127.0.0.1:41235".parse().expect("address"),
             health: None,
+            http: None,
         };
         let waiting = tokio::spawn({
             let path = path.clone();

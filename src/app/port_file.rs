@@ -26,6 +26,8 @@ pub struct PortFile {
     pub metrics: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<SocketAddr>,
 }
 
 impl PortFile {
@@ -61,6 +63,7 @@ mod tests {
             grpc: SocketAddr::from(([127, 0, 0, 1], 41234)),
             metrics: SocketAddr::from(([127, 0, 0, 1], 41235)),
             health: None,
+            http: None,
         };
         without_health.write(&path).expect("written");
         assert_eq!(

@@ -21,6 +21,7 @@ use crate::domain::token::{SecretHash, TokenPrefix};
 use crate::domain::usage::EndpointBound;
 use crate::fleet::{FleetSettings, RedisEndpoint};
 use crate::grpc::envoy::EnvoySettings;
+use crate::http::HttpSettings;
 use crate::store::{self, PoolOptions, Store, StoreError};
 use crate::telemetry::TelemetrySettings;
 use crate::tls::TlsSettings;
@@ -45,6 +46,8 @@ pub struct Config {
     pub authz: AuthzSettings,
     pub admin: AdminSettings,
     pub envoy: EnvoySettings,
+    /// The HTTP listener's limits (it runs when `listeners.http` is set).
+    pub http: HttpSettings,
     /// Usage recording and ReportUsage; the GeoIP database is already open.
     pub usage: UsageSettings,
     pub telemetry: TelemetrySettings,
@@ -69,6 +72,8 @@ pub struct Listeners {
     pub metrics: SocketAddr,
     /// The plaintext health-only listener (`TESSERA_HEALTH_LISTEN`).
     pub health: Option<SocketAddr>,
+    /// The HTTP surface, forward-auth (`TESSERA_HTTP_LISTEN`).
+    pub http: Option<SocketAddr>,
 }
 
 /// The gRPC server's limits and shutdown deadlines.
@@ -190,6 +195,7 @@ impl Config {
         let otlp_endpoint = otlp_endpoint(settings.otlp_endpoint.as_deref())?;
         let signing = signing(&settings)?;
         let envoy = envoy(&settings)?;
+        let http = http(&settings, &serving)?;
         let reports = reports(&settings)?;
         let database = Database::parse(&settings.database_url)?;
         let shared_state = shared_state(&settings)?;
@@ -299,6 +305,7 @@ impl Config {
             },
             admin,
             envoy,
+            http,
             usage: UsageSettings {
                 enabled: settings.usage_enabled,
                 flush_interval,
@@ -417,10 +424,12 @@ fn serving(settings: &Settings) -> Result<(Listeners, ServingSettings), ConfigEr
         grpc: settings.listen,
         metrics: settings.metrics_listen,
         health: settings.health_listen,
+        http: settings.http_listen,
     };
     for (setting, address) in [
         ("TESSERA_METRICS_LISTEN", Some(listeners.metrics)),
         ("TESSERA_HEALTH_LISTEN", listeners.health),
+        ("TESSERA_HTTP_LISTEN", listeners.http),
     ] {
         if listeners.grpc.port() != 0 && Some(listeners.grpc) == address {
             return Err(ConfigError::Invalid {
@@ -451,7 +460,35 @@ fn serving(settings: &Settings) -> Result<(Listeners, ServingSettings), ConfigEr
             settings.max_concurrent_requests,
         )?,
     };
+    if let Some(http) = listeners.http
+        && http.port() != 0
+        && (http == listeners.metrics || Some(http) == listeners.health)
+    {
+        return Err(ConfigError::Invalid {
+            setting: "TESSERA_HTTP_LISTEN",
+            reason: "must differ from TESSERA_METRICS_LISTEN and TESSERA_HEALTH_LISTEN".to_owned(),
+        });
+    }
     Ok((listeners, serving))
+}
+
+/// The HTTP listener's limits: its own sizes, the gRPC listener's timeout, concurrency and drain.
+fn http(settings: &Settings, serving: &ServingSettings) -> Result<HttpSettings, ConfigError> {
+    // hyper's smallest read buffer; a request head must fit in it.
+    const MIN_HEADER_BYTES: usize = 8192;
+    if settings.http_max_header_bytes < MIN_HEADER_BYTES {
+        return Err(ConfigError::Invalid {
+            setting: "TESSERA_HTTP_MAX_HEADER_BYTES",
+            reason: format!("must be at least {MIN_HEADER_BYTES}"),
+        });
+    }
+    Ok(HttpSettings {
+        max_body_bytes: at_least_one("TESSERA_HTTP_MAX_BODY_BYTES", settings.http_max_body_bytes)?,
+        max_header_bytes: settings.http_max_header_bytes,
+        request_timeout: serving.request_timeout,
+        max_concurrent_requests: serving.max_concurrent_requests,
+        drain_timeout: serving.drain_timeout,
+    })
 }
 
 /// TLS for the gRPC listener, when a certificate is configured. The files are read by
@@ -1032,6 +1069,33 @@ mod tests {
             ..Settings::default()
         });
         assert!(error.contains("TESSERA_ENVOY_TENANT_HEADER"), "{error}");
+    }
+
+    #[test]
+    fn the_http_listener_is_off_by_default_and_its_limits_are_typed() {
+        let config = parse(Settings::default());
+        assert_eq!(config.listeners.http, None);
+        let config = parse(Settings {
+            http_listen: Some("127.0.0.1:7080".parse().expect("address")),
+            http_max_body_bytes: 1024,
+            ..Settings::default()
+        });
+        assert_eq!(config.listeners.http.map(|a| a.port()), Some(7080));
+        assert_eq!(config.http.max_body_bytes, 1024);
+        assert_eq!(config.http.request_timeout, config.serving.request_timeout);
+        let small_heads = refusal(Settings {
+            http_max_header_bytes: 4096,
+            ..Settings::default()
+        });
+        assert!(
+            small_heads.contains("TESSERA_HTTP_MAX_HEADER_BYTES"),
+            "{small_heads}"
+        );
+        let shared = refusal(Settings {
+            http_listen: Some(Settings::default().metrics_listen),
+            ..Settings::default()
+        });
+        assert!(shared.contains("TESSERA_HTTP_LISTEN"), "{shared}");
     }
 
     #[test]

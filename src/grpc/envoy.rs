@@ -1,32 +1,19 @@
 //! `envoy.service.auth.v3.Authorization/Check`: Envoy's external authorization (ext_authz v3),
 //! mapped onto the same Check as `tessera.v1.AuthorizationService`.
 //!
-//! An Envoy request becomes a `tessera.v1.CheckRequest`, which then takes exactly the path of
-//! Tessera's own Check ([`authorization::decide`]):
-//! - token: the configured header (default `authorization`), without a `Bearer ` prefix;
-//! - tenant: the route's `context_extensions["tenant"]` (set by the operator, so clients cannot
-//!   forge it), else the configured tenant header, else the default tenant;
-//! - path: `:path` parsed once into a [`RequestTarget`] (query split off, percent-encoding and
-//!   dot segments resolved, repeated slashes merged); a path that cannot be resolved
-//!   unambiguously is denied first, as `path_invalid` with HTTP 400, logged and counted in
-//!   `tessera_gateway_path_refused_total{reason}`;
-//! - permission: `context_extensions["permission"]` (empty: authenticate only), else the first
-//!   rule matching the method and the normalized path, else the configured default (deny, or
-//!   authenticate only);
-//! - client IP: the connection's source address, or the `x-forwarded-for` entry as many hops
-//!   from the right as proxies are trusted (never the leftmost unless that is the one);
-//! - usage label: `context_extensions["endpoint"]`, else the method (a standard one or `OTHER`)
-//!   and the matched rule's pattern, never the raw path;
-//! - signature: the configured signature and timestamp headers, over
-//!   [`canonical_http_payload`] (method, path with query as the client sent them, the body's
-//!   SHA-256 when bodies are signed).
+//! An Envoy request becomes a `tessera.v1.CheckRequest` by the mapping every gateway shares
+//! (src/gateway/mod.rs: path, permission, tenant, token, client IP, usage label, signature),
+//! which then takes exactly the path of Tessera's own Check ([`authorization::decide`]). Envoy's
+//! route values are its `context_extensions` (`tenant`, `permission`, `endpoint`).
 //!
 //! Allowed: upstream headers `x-tessera-token-id`, `x-tessera-owner-id`, `x-tessera-tenant` (and
 //! every other incoming `x-tessera-*` header removed, so a client cannot forge identity), and
 //! `x-ratelimit-*` response headers to the client. Denied: the HTTP status of the reason (401 with
 //! `www-authenticate`, 403, 429 with `retry-after`, 503) and a small JSON body.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -39,66 +26,15 @@ use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use tonic::{Request, Response, Status};
 
-use crate::authz::{Authorizer, Decision};
-use crate::domain::decision::DenyReason;
-use crate::domain::fields::Tenant;
-use crate::domain::http::{HttpMethod, PathError, RequestTarget};
-use crate::domain::network::forwarded_client;
-use crate::domain::route::{PermissionRules, Unmatched};
-use crate::domain::signature::canonical_http_payload;
-use crate::grpc::authorization::{self, MAX_ENDPOINT_LEN, MAX_USER_AGENT_LEN};
+use crate::authz::Authorizer;
+use crate::gateway::{self, Answer, Denial, GatewayRequest, to_check_request};
+use crate::grpc::authorization;
 use crate::proto;
 
-/// Headers set upstream on an allowed request; any incoming copy is replaced.
-const TOKEN_ID_HEADER: &str = "x-tessera-token-id";
-const OWNER_ID_HEADER: &str = "x-tessera-owner-id";
-const TENANT_HEADER: &str = "x-tessera-tenant";
-/// Every incoming header with this prefix is removed before the request goes upstream.
-const RESERVED_PREFIX: &str = "x-tessera-";
-/// How much of a refused path a log line shows: enough to recognise the trick, bounded however
-/// long the client made it.
-const LOGGED_PATH_LEN: usize = 64;
-
-/// The header carrying the token unless `TESSERA_ENVOY_TOKEN_HEADER` names another.
-pub const DEFAULT_TOKEN_HEADER: &str = "authorization";
-/// The header carrying a request's signature unless `TESSERA_ENVOY_SIGNATURE_HEADER` says.
-pub const DEFAULT_SIGNATURE_HEADER: &str = "x-tessera-signature";
-/// The header carrying the signature's timestamp unless `TESSERA_ENVOY_TIMESTAMP_HEADER` says.
-pub const DEFAULT_TIMESTAMP_HEADER: &str = "x-tessera-timestamp";
-
-/// How Envoy requests map onto Check: parsed once from the settings (`TESSERA_ENVOY_*`).
-#[derive(Debug, Clone)]
-pub struct EnvoySettings {
-    /// Lowercase header carrying the token; a `Bearer ` prefix is stripped.
-    pub token_header: String,
-    /// Lowercase header naming the tenant when the route sets no `tenant` extension.
-    pub tenant_header: Option<String>,
-    /// How many rightmost `x-forwarded-for` entries were written by trusted proxies; 0 ignores
-    /// the header and uses the connection's source address.
-    pub trusted_hops: usize,
-    pub rules: PermissionRules,
-    /// Lowercase header carrying the base64 signature.
-    pub signature_header: String,
-    /// Lowercase header carrying the signature's unix timestamp.
-    pub timestamp_header: String,
-    /// Whether the body's hash is part of the signed payload (Envoy must send the body:
-    /// `with_request_body`); otherwise the hash of an empty body stands in.
-    pub sign_body: bool,
-}
-
-impl Default for EnvoySettings {
-    fn default() -> Self {
-        Self {
-            token_header: DEFAULT_TOKEN_HEADER.to_owned(),
-            tenant_header: None,
-            trusted_hops: 0,
-            rules: PermissionRules::default(),
-            signature_header: DEFAULT_SIGNATURE_HEADER.to_owned(),
-            timestamp_header: DEFAULT_TIMESTAMP_HEADER.to_owned(),
-            sign_body: false,
-        }
-    }
-}
+pub use crate::gateway::{
+    DEFAULT_SIGNATURE_HEADER, DEFAULT_TIMESTAMP_HEADER, DEFAULT_TOKEN_HEADER, EarlyDeny,
+    GatewaySettings as EnvoySettings,
+};
 
 pub struct EnvoyAuthorizationApi {
     authorizer: Arc<Authorizer>,
@@ -131,25 +67,24 @@ impl Authorization for EnvoyAuthorizationApi {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let request = request.into_inner();
-        let check = match map_check_request(&self.settings, &request) {
+        let envoy_request = EnvoyRequest::of(&request);
+        let check = match to_check_request(&self.settings, &envoy_request) {
             Ok(check) => check,
-            Err(EarlyDeny {
-                reason,
-                message,
-                refused_path,
-            }) => {
-                if let Some(error) = refused_path {
-                    log_refused_path(error, EnvoyRequest::of(&request).path());
-                }
-                metrics::counter!("tessera_checks_total", "reason" => reason.as_str()).increment(1);
-                return Ok(Response::new(denied(reason, message, None)));
+            Err(deny) => {
+                deny.record(envoy_request.path());
+                let denial = Denial::new(deny.reason, deny.message, Vec::new());
+                return Ok(Response::new(denied(&denial)));
             }
         };
         let decision = authorization::decide(&self.authorizer, check).await?;
-        Ok(Response::new(response(
-            &decision,
-            &EnvoyRequest::of(&request),
-        )))
+        let answer = match gateway::answer(&decision) {
+            Answer::Allow {
+                identity,
+                rate_limit,
+            } => allowed(&identity, rate_limit, &envoy_request),
+            Answer::Deny(denial) => denied(&denial),
+        };
+        Ok(Response::new(answer))
     }
 }
 
@@ -181,29 +116,6 @@ impl<'a> EnvoyRequest<'a> {
         }
     }
 
-    /// A header's value by lowercase name, from `headers` or, when Envoy sends raw headers,
-    /// from `header_map` (repeated headers joined with `,` as Envoy does).
-    fn header(&self, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-        let http = self.http?;
-        if let Some(value) = http.headers.get(name) {
-            return Some(std::borrow::Cow::Borrowed(value.as_str()));
-        }
-        let map = http.header_map.as_ref()?;
-        let values: Vec<String> = map
-            .headers
-            .iter()
-            .filter(|header| header.key.eq_ignore_ascii_case(name))
-            .map(|header| {
-                if header.raw_value.is_empty() {
-                    header.value.clone()
-                } else {
-                    String::from_utf8_lossy(&header.raw_value).into_owned()
-                }
-            })
-            .collect();
-        (!values.is_empty()).then(|| std::borrow::Cow::Owned(values.join(",")))
-    }
-
     /// The incoming header names (as sent; Envoy sends them lowercase) that `reserved` picks,
     /// allocating only for those.
     fn header_names_where(&self, reserved: impl Fn(&str) -> bool) -> Vec<String> {
@@ -222,50 +134,56 @@ impl<'a> EnvoyRequest<'a> {
             .map(str::to_ascii_lowercase)
             .collect()
     }
+}
 
-    fn context_extension(&self, key: &str) -> Option<&'a str> {
-        self.context_extensions?.get(key).map(String::as_str)
-    }
-
-    fn method(&self) -> &'a str {
+impl GatewayRequest for EnvoyRequest<'_> {
+    fn method(&self) -> &str {
         self.http.map_or("", |http| http.method.as_str())
     }
 
-    fn path(&self) -> &'a str {
+    fn path(&self) -> &str {
         self.http.map_or("", |http| http.path.as_str())
     }
 
-    fn body(&self) -> &'a [u8] {
+    /// From `headers` or, when Envoy sends raw headers, from `header_map` (repeated headers
+    /// joined with `,` as Envoy does).
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        let http = self.http?;
+        if let Some(value) = http.headers.get(name) {
+            return Some(Cow::Borrowed(value.as_str()));
+        }
+        let map = http.header_map.as_ref()?;
+        let values: Vec<String> = map
+            .headers
+            .iter()
+            .filter(|header| header.key.eq_ignore_ascii_case(name))
+            .map(|header| {
+                if header.raw_value.is_empty() {
+                    header.value.clone()
+                } else {
+                    String::from_utf8_lossy(&header.raw_value).into_owned()
+                }
+            })
+            .collect();
+        (!values.is_empty()).then(|| Cow::Owned(values.join(",")))
+    }
+
+    fn route_value(&self, key: &str) -> Option<&str> {
+        self.context_extensions?.get(key).map(String::as_str)
+    }
+
+    fn source_ip(&self) -> Option<IpAddr> {
+        self.source_address
+            .and_then(|address| address.parse::<IpAddr>().ok())
+    }
+
+    fn body(&self) -> &[u8] {
         match self.http {
             Some(http) if !http.raw_body.is_empty() => &http.raw_body,
             Some(http) => http.body.as_bytes(),
             None => &[],
         }
     }
-}
-
-/// A deny decided from the request alone, before any token lookup.
-#[derive(Debug, PartialEq, Eq)]
-pub struct EarlyDeny {
-    pub reason: DenyReason,
-    pub message: &'static str,
-    /// Why the path was refused, when that is the reason (`path_invalid`).
-    pub refused_path: Option<PathError>,
-}
-
-/// A refused path, logged without its query (which may carry secrets) and cut short, and
-/// counted by refusal.
-fn log_refused_path(error: PathError, raw_path: &str) {
-    let path_only = raw_path.split('?').next().unwrap_or_default();
-    // Debug formatting escapes the control bytes a refused path may hold (no forged log lines).
-    tracing::info!(
-        reason = error.as_str(),
-        path = ?truncate(path_only, LOGGED_PATH_LEN),
-        path_len = raw_path.len(),
-        "gateway request path refused"
-    );
-    metrics::counter!("tessera_gateway_path_refused_total", "reason" => error.as_str())
-        .increment(1);
 }
 
 /// What the service runs on every Envoy request before any lookup: Envoy's request as Tessera's
@@ -275,122 +193,6 @@ pub fn map_check_request(
     request: &CheckRequest,
 ) -> Result<proto::CheckRequest, EarlyDeny> {
     to_check_request(settings, &EnvoyRequest::of(request))
-}
-
-/// Envoy's request as Tessera's own CheckRequest, or the deny that needs no token lookup.
-fn to_check_request(
-    settings: &EnvoySettings,
-    request: &EnvoyRequest<'_>,
-) -> Result<proto::CheckRequest, EarlyDeny> {
-    let method = request.method();
-    let path = request.path();
-    // Before anything else: whatever the route or the token, the upstream would resolve this
-    // path to a resource no rule can be sure of.
-    let target = RequestTarget::parse(path).map_err(|error| EarlyDeny {
-        reason: DenyReason::PathInvalid,
-        message: DenyReason::PathInvalid.message(),
-        refused_path: Some(error),
-    })?;
-    let matched_rule = settings.rules.find(method, &target);
-
-    let permission = match (request.context_extension("permission"), matched_rule) {
-        (Some(permission), _) => permission.to_owned(),
-        (None, Some(rule)) => rule
-            .permission()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        (None, None) => match settings.rules.unmatched() {
-            Unmatched::Authenticate => String::new(),
-            // Not exposed through any rule: denied whatever the token.
-            Unmatched::Deny => {
-                return Err(EarlyDeny {
-                    reason: DenyReason::PermissionDenied,
-                    message: "no permission rule covers this request",
-                    refused_path: None,
-                });
-            }
-        },
-    };
-
-    let tenant = match request.context_extension("tenant") {
-        Some(tenant) => tenant.to_owned(),
-        None => {
-            let from_header = settings
-                .tenant_header
-                .as_deref()
-                .and_then(|name| request.header(name));
-            match from_header {
-                // A name no tenant can have is the client's doing, not a malformed call.
-                Some(tenant) if Tenant::parse(&tenant).is_err() => {
-                    return Err(EarlyDeny {
-                        reason: DenyReason::TenantMismatch,
-                        message: DenyReason::TenantMismatch.message(),
-                        refused_path: None,
-                    });
-                }
-                Some(tenant) => tenant.into_owned(),
-                None => String::new(),
-            }
-        }
-    };
-
-    let token = request
-        .header(&settings.token_header)
-        .map(|value| strip_bearer(&value).to_owned())
-        .unwrap_or_default();
-
-    let client_ip = if settings.trusted_hops > 0 {
-        request
-            .header("x-forwarded-for")
-            .and_then(|header| forwarded_client(&header, settings.trusted_hops))
-    } else {
-        request
-            .source_address
-            .and_then(|address| address.parse::<std::net::IpAddr>().ok())
-    };
-
-    let endpoint = match (request.context_extension("endpoint"), matched_rule) {
-        (Some(endpoint), _) => endpoint.to_owned(),
-        (None, Some(rule)) => rule.label(method),
-        (None, None) => format!("{} *", HttpMethod::of(method).as_str()),
-    };
-
-    let signature = request
-        .header(&settings.signature_header)
-        .filter(|signature| !signature.is_empty())
-        .map(|signature| {
-            let timestamp = request
-                .header(&settings.timestamp_header)
-                .and_then(|timestamp| timestamp.trim().parse::<i64>().ok())
-                // A missing or garbled timestamp signs nothing the client could have meant.
-                .unwrap_or(0);
-            let body: &[u8] = if settings.sign_body {
-                request.body()
-            } else {
-                &[]
-            };
-            proto::Signature {
-                timestamp,
-                signature: signature.into_owned(),
-                payload: canonical_http_payload(method, path, body),
-            }
-        });
-
-    Ok(proto::CheckRequest {
-        token,
-        tenant,
-        permission,
-        client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        user_agent: truncate(
-            request.header("user-agent").as_deref().unwrap_or_default(),
-            MAX_USER_AGENT_LEN,
-        ),
-        endpoint: truncate(&endpoint, MAX_ENDPOINT_LEN),
-        signature,
-        // A rule names one permission (or none).
-        all_permissions: Vec::new(),
-        any_permissions: Vec::new(),
-    })
 }
 
 /// The `google.rpc.Status` Envoy reads to tell allow (OK) from deny, built directly rather than
@@ -403,57 +205,20 @@ fn rpc_status(code: tonic::Code, message: &str) -> envoy_types::pb::google::rpc:
     }
 }
 
-/// `Bearer abc` → `abc` (scheme case-insensitive); any other value as it is.
-fn strip_bearer(value: &str) -> &str {
-    let trimmed = value.trim();
-    match trimmed.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => trimmed[7..].trim_start(),
-        _ => trimmed,
-    }
-}
-
-/// At most `max` bytes, cut on a character boundary.
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-fn response(decision: &Decision, request: &EnvoyRequest<'_>) -> CheckResponse {
-    let rate_limit_headers = decision.rate_limit.map(|status| {
-        [
-            ("x-ratelimit-limit", status.limit.to_string()),
-            ("x-ratelimit-remaining", status.remaining.to_string()),
-            ("x-ratelimit-reset", status.reset_seconds.to_string()),
-        ]
-    });
-    let (Ok(()), Some(credential)) = (decision.outcome, decision.credential.as_deref()) else {
-        let reason = decision.outcome.err().unwrap_or(DenyReason::TokenUnknown);
-        return denied(reason, &decision.message, rate_limit_headers);
-    };
-
+fn allowed(
+    identity: &[(&'static str, String); 3],
+    rate_limit: Vec<(&'static str, String)>,
+    request: &EnvoyRequest<'_>,
+) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    let identity = [
-        (TOKEN_ID_HEADER, credential.token_id.as_str()),
-        (OWNER_ID_HEADER, credential.owner_id.as_str()),
-        (TENANT_HEADER, credential.tenant.as_str()),
-    ];
     for (name, value) in identity {
-        ok.add_header(name, value, overwrite, false);
+        ok.add_header(*name, value.as_str(), overwrite, false);
     }
     // Envoy removes after it sets, so the identity headers just set must not be named here;
     // setting them with overwrite already replaces any forged copy.
     let forgeable = request.header_names_where(|name| {
-        let reserved = name
-            .get(..RESERVED_PREFIX.len())
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX));
-        reserved
+        gateway::is_reserved(name)
             && !identity
                 .iter()
                 .any(|(set, _)| set.eq_ignore_ascii_case(name))
@@ -463,7 +228,7 @@ fn response(decision: &Decision, request: &EnvoyRequest<'_>) -> CheckResponse {
     }
     // To the client only: they are about its budget. (Upstream headers would also push the
     // answer past 256 bytes, where h2 writes it in two syscalls instead of one.)
-    for (name, value) in rate_limit_headers.into_iter().flatten() {
+    for (name, value) in rate_limit {
         ok.add_response_header(name, value, overwrite, false);
     }
     let mut response = CheckResponse {
@@ -474,44 +239,18 @@ fn response(decision: &Decision, request: &EnvoyRequest<'_>) -> CheckResponse {
     response
 }
 
-fn denied(
-    reason: DenyReason,
-    message: &str,
-    rate_limit_headers: Option<[(&str, String); 3]>,
-) -> CheckResponse {
-    let http_status = reason.http_status();
+fn denied(denial: &Denial) -> CheckResponse {
     let mut denied = DeniedHttpResponseBuilder::new();
     denied.set_http_status(
-        HttpStatusCode::try_from(i32::from(http_status)).unwrap_or(HttpStatusCode::Forbidden),
+        HttpStatusCode::try_from(i32::from(denial.status)).unwrap_or(HttpStatusCode::Forbidden),
     );
     let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
-    denied.add_header("content-type", "application/json", overwrite, false);
-    match http_status {
-        401 => {
-            let challenge = if reason == DenyReason::TokenMissing {
-                "Bearer"
-            } else {
-                "Bearer error=\"invalid_token\""
-            };
-            denied.add_header("www-authenticate", challenge, overwrite, false);
-        }
-        429 => {
-            let retry_after = rate_limit_headers
-                .as_ref()
-                .and_then(|headers| headers[2].1.parse::<u32>().ok())
-                .unwrap_or(1)
-                .max(1);
-            denied.add_header("retry-after", retry_after.to_string(), overwrite, false);
-        }
-        _ => {}
+    for (name, value) in &denial.headers {
+        denied.add_header(*name, value.as_str(), overwrite, false);
     }
-    for (name, value) in rate_limit_headers.into_iter().flatten() {
-        denied.add_header(name, value, overwrite, false);
-    }
-    let body = serde_json::json!({ "error": reason.as_str(), "message": message });
-    denied.set_body(body.to_string());
+    denied.set_body(denial.body.clone());
 
-    let code = match http_status {
+    let code = match denial.status {
         400 => tonic::Code::InvalidArgument,
         401 => tonic::Code::Unauthenticated,
         429 => tonic::Code::ResourceExhausted,
@@ -519,7 +258,7 @@ fn denied(
         _ => tonic::Code::PermissionDenied,
     };
     let mut response = CheckResponse {
-        status: Some(rpc_status(code, reason.as_str())),
+        status: Some(rpc_status(code, denial.reason.as_str())),
         ..CheckResponse::default()
     };
     response.set_http_response(denied);
@@ -535,7 +274,11 @@ mod tests {
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{Peer, Request};
 
     use super::*;
-    use crate::domain::route::PermissionRule;
+    use crate::domain::decision::DenyReason;
+    use crate::domain::http::PathError;
+    use crate::domain::route::{PermissionRule, PermissionRules, Unmatched};
+    use crate::domain::signature::canonical_http_payload;
+    use crate::grpc::authorization::MAX_USER_AGENT_LEN;
 
     /// An Envoy CheckRequest for `method path` from `source`, with lowercase headers.
     fn envoy_request(
@@ -826,21 +569,5 @@ mod tests {
                 .len(),
             MAX_USER_AGENT_LEN
         );
-    }
-
-    #[test]
-    fn the_bearer_scheme_is_stripped_case_insensitively_and_other_values_kept() {
-        assert_eq!(strip_bearer("Bearer tsk_abc"), "tsk_abc");
-        assert_eq!(strip_bearer("bearer   tsk_abc "), "tsk_abc");
-        assert_eq!(strip_bearer("tsk_abc"), "tsk_abc");
-        assert_eq!(strip_bearer("Basic dXNlcg=="), "Basic dXNlcg==");
-        assert_eq!(strip_bearer("Bearer"), "Bearer");
-    }
-
-    #[test]
-    fn truncation_never_splits_a_character() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("ééé", 3), "é");
-        assert_eq!(truncate("abcdef", 4), "abcd");
     }
 }

@@ -338,15 +338,7 @@ async fn an_exhausted_rate_limit_is_429_with_retry_after() {
 async fn an_offline_api_is_503_with_the_operator_message() {
     let app = app_with(|_| {}).await;
     let (_, secret) = token(&app, &["orders:read"]).await;
-    app.admin_client()
-        .await
-        .set_api_status(app.admin(proto::SetApiStatusRequest {
-            tenant: TENANT.to_owned(),
-            online: false,
-            message: "back at noon".to_owned(),
-        }))
-        .await
-        .expect("offline");
+    app.take_offline(TENANT, "back at noon").await;
 
     let response = call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await;
 

@@ -573,15 +573,7 @@ async fn checks_naming_made_up_tenants_cost_no_status_lookups_or_entries_of_thei
     assert_eq!(store.api_status_reads(), reads);
 
     // A real tenant switched off is still seen at once.
-    app.admin_client()
-        .await
-        .set_api_status(app.admin(proto::SetApiStatusRequest {
-            tenant: TENANT.to_owned(),
-            online: false,
-            message: "maintenance".to_owned(),
-        }))
-        .await
-        .expect("status");
+    app.take_offline(TENANT, "maintenance").await;
     let offline = app.check(request(&secret, "orders:read")).await;
     assert_eq!(offline.reason(), DenyReason::ApiOffline);
     assert_eq!(offline.message, "maintenance");

@@ -9,6 +9,7 @@ mod cli;
 mod envoy;
 mod faults;
 mod fleet;
+mod gateways;
 mod hostile_input;
 mod hot_path;
 mod key_separation;

@@ -2,10 +2,12 @@
 
 pub mod database;
 pub mod fault_proxy;
+pub mod http;
 pub mod keys;
 pub mod ops;
 pub mod pausing_store;
 pub mod process;
+pub mod proxies;
 pub mod race;
 /// Private `redis-server` processes, shared with the fleet's own tests.
 #[path = "../../../src/fleet/tests/server.rs"]
@@ -48,6 +50,8 @@ pub struct TestApp {
     pub grpc_url: String,
     /// Where this server serves Prometheus `/metrics`.
     pub metrics_addr: std::net::SocketAddr,
+    /// Where this server serves HTTP (forward-auth), when `http_listen` is set.
+    pub http_addr: Option<std::net::SocketAddr>,
     /// The key the server's bootstrap wrote to its key file on first start.
     pub admin_key: String,
     pub store: Arc<dyn Store>,
@@ -145,6 +149,7 @@ async fn start(
     };
     let address = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let http_addr = app.http_addr();
     let store = app.store();
     let authorizer = app.authorizer();
     let admin_key = match (admin_key, app.bootstrap_key_path()) {
@@ -166,6 +171,7 @@ async fn start(
     TestApp {
         grpc_url: format!("http://{address}"),
         metrics_addr,
+        http_addr,
         admin_key,
         store,
         authorizer,
@@ -304,6 +310,19 @@ impl TestApp {
             .expect("token created")
             .into_inner();
         (created.token.expect("token"), created.secret)
+    }
+
+    /// Switches `tenant`'s API off, with the message Check answers.
+    pub async fn take_offline(&self, tenant: &str, message: &str) {
+        self.admin_client()
+            .await
+            .set_api_status(self.admin(proto::SetApiStatusRequest {
+                tenant: tenant.to_owned(),
+                online: false,
+                message: message.to_owned(),
+            }))
+            .await
+            .expect("api status set");
     }
 
     pub async fn check(&self, request: proto::CheckRequest) -> proto::CheckResponse {

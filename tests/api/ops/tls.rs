@@ -267,3 +267,54 @@ async fn sighup_makes_the_server_reload_its_certificate_at_once() {
     let (status, log) = server.terminate().await;
     assert_eq!(status.code(), Some(0), "{log:#?}");
 }
+
+#[tokio::test]
+async fn the_http_listener_answers_forward_auth_over_tls_with_the_same_certificate() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let ca = Authority::new("server ca");
+    let files = TlsFiles::new(&ca.server(), None);
+    let (cert, key) = (files.cert(), files.key());
+    let app = spawn_app_with(Backend::Sqlite, move |settings| {
+        settings.tls_cert_file = Some(cert);
+        settings.tls_key_file = Some(key);
+        settings.http_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    let address = app.http_addr.expect("http listener");
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("ca pem"))
+        .expect("root");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // What an HTTPS gateway offers: HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connects");
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls handshake with the gRPC listener's certificate");
+
+    tls.write_all(b"GET /forward-auth HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-forwarded-uri: /x\r\n\r\n")
+        .await
+        .expect("sends");
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.expect("reads");
+
+    let answer = String::from_utf8_lossy(&answer);
+    // No rule covers /x and the default denies it: an answer from forward-auth itself.
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("permission_denied"), "{answer}");
+}
