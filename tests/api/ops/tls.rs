@@ -10,7 +10,7 @@ use crate::helpers::ops::{ServingStatus, eventually, health_of};
 use crate::helpers::process::ServeProcess;
 use crate::helpers::requests::assert_reason;
 use crate::helpers::tls::{Authority, Pair, TlsFiles, replace, tls_app};
-use crate::helpers::{TestApp, with_key};
+use crate::helpers::{Backend, TestApp, spawn_app_with, with_key};
 
 /// A TLS channel to `app` trusting `server_ca`, presenting `identity` if any.
 async fn channel(
