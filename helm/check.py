@@ -2,12 +2,14 @@
 """CI check of helm/tessera with Helm's own Go library (PyPI helm-python-sdk; no helm binary).
 
 1. `helm lint --strict` (warnings are errors), with the default and with the full values.
-2. Render with the default values and with ci/full-values.yaml (every option on).
+2. Render with the default values, with http.enabled alone, and with ci/full-values.yaml (every
+   option on).
 3. `kubernetes-validate --strict` on every rendered manifest (unknown fields are errors).
 4. What the chart promises, asserted on the rendered objects: non-root, read-only root
    filesystem, no privilege escalation, native gRPC probes, secret references, the generated
-   operator admin key, the gRPC and metrics ports, and each optional object appearing exactly
-   when enabled.
+   operator admin key, the gRPC and metrics ports, the HTTP listener's port (container, Service,
+   NetworkPolicy, TESSERA_HTTP_LISTEN) exactly when `http.enabled`, and each optional object
+   appearing exactly when enabled.
 
 Exits non-zero on the first failure; run by .ci/run.
 """
@@ -96,7 +98,39 @@ def expect(condition: bool, message: str) -> None:
         fail(message)
 
 
-def check_promises(objects: list[dict], full: bool) -> None:
+def check_http_listener(kinds: dict[str, list[dict]], values: dict) -> None:
+    """The HTTP listener (forward-auth) is served, exposed and allowed exactly when enabled."""
+    http = values.get("http", {})
+    enabled = http.get("enabled", False)
+    port = http.get("port", 8080)
+    container = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    service_ports = {p["name"]: p for p in kinds["Service"][0]["spec"]["ports"]}
+    if not enabled:
+        expect("TESSERA_HTTP_LISTEN" not in env, "no TESSERA_HTTP_LISTEN while http.enabled is off")
+        expect("http" not in container_ports, "no container port http while http.enabled is off")
+        expect("http" not in service_ports, "no Service port http while http.enabled is off")
+        for policy in kinds.get("NetworkPolicy", []):
+            allowed = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+            expect("http" not in allowed, "the NetworkPolicy allows no http while it is off")
+        return
+    expect(env.get("TESSERA_HTTP_LISTEN") == f"0.0.0.0:{port}", f"TESSERA_HTTP_LISTEN on port {port}")
+    expect(container_ports.get("http") == port, f"container port http is {port}")
+    expect(
+        "http" in service_ports and service_ports["http"]["port"] == port and service_ports["http"]["targetPort"] == "http",
+        f"Service port http is {port}, to the container's http",
+    )
+    tls = values.get("tls", {}).get("enabled", False)
+    expect(service_ports["http"].get("appProtocol") == ("https" if tls else "http"), "the http port's appProtocol follows tls.enabled")
+    for policy in kinds.get("NetworkPolicy", []):
+        rules = [rule for rule in policy["spec"]["ingress"] if any(p["port"] == "http" for p in rule["ports"])]
+        expect(len(rules) == 1, "the NetworkPolicy allows the http port")
+        want = values.get("networkPolicy", {}).get("httpFrom") or [{"podSelector": {}}]
+        expect(rules[0]["from"] == want, "the NetworkPolicy's http peers are networkPolicy.httpFrom")
+
+
+def check_promises(objects: list[dict], full: bool, values: dict) -> None:
     kinds = by_kind(objects)
     for kind in ["Deployment", "Service", "ConfigMap", "ServiceAccount", "HorizontalPodAutoscaler", "PodDisruptionBudget"]:
         expect(len(kinds.get(kind, [])) == 1, f"exactly one {kind}")
@@ -142,6 +176,7 @@ def check_promises(objects: list[dict], full: bool) -> None:
 
     service_ports = {port["name"]: port for port in kinds["Service"][0]["spec"]["ports"]}
     expect({"grpc", "metrics"} <= set(service_ports), "Service exposes gRPC and metrics")
+    check_http_listener(kinds, values)
 
     toml_text = kinds["ConfigMap"][0]["data"]["tessera.toml"]
     try:
@@ -156,11 +191,17 @@ def check_promises(objects: list[dict], full: bool) -> None:
 
 def main() -> None:
     full_values = helm_python.values_from_yaml(FULL_VALUES.read_text())
-    for label, values, full in [("default values", {}, False), ("full values", full_values, True)]:
+    # The HTTP listener alone: its default port, plaintext, no NetworkPolicy.
+    http_only = {"http": {"enabled": True}}
+    for label, values, full in [
+        ("default values", {}, False),
+        ("http listener", http_only, False),
+        ("full values", full_values, True),
+    ]:
         lint(values, label)
         objects = render(values, label)
         validate(objects, label)
-        check_promises(objects, full)
+        check_promises(objects, full, values)
     print("helm check: ok")
 
 
