@@ -173,13 +173,24 @@ impl Service<Request<Body>> for Gate {
 
 /// The methods of the services this server serves, by service: the only names that become
 /// metric labels and span fields.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct KnownMethods {
     /// Each served method's entry, shared by all its calls.
     methods: HashMap<&'static str, HashMap<String, Rpc>>,
     /// What calls to anything else share (one for the always-on prefixes, one for the rest).
     unknown: Rpc,
     unknown_always_on: Rpc,
+}
+
+impl Default for KnownMethods {
+    /// No served methods: every call is `unknown` (health and reflection still always on).
+    fn default() -> Self {
+        Self {
+            methods: HashMap::new(),
+            unknown: Rpc::unknown(UNKNOWN, false),
+            unknown_always_on: Rpc::unknown(UNKNOWN, true),
+        }
+    }
 }
 
 impl KnownMethods {
@@ -211,8 +222,7 @@ impl KnownMethods {
         }
         Ok(Self {
             methods,
-            unknown: Rpc::unknown(UNKNOWN, false),
-            unknown_always_on: Rpc::unknown(UNKNOWN, true),
+            ..Self::default()
         })
     }
 

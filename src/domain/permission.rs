@@ -289,6 +289,15 @@ impl PermissionQuery {
         })
     }
 
+    /// The query's text when it is one permission or none (`""`), as most Checks are; None when
+    /// it lists several (then it displays as `a & (b | c)`).
+    pub fn as_single(&self) -> Option<&str> {
+        if !self.all.is_empty() || !self.any.is_empty() {
+            return None;
+        }
+        Some(self.primary.as_ref().map_or("", Permission::as_str))
+    }
+
     /// True when the Check only authenticates.
     pub fn is_empty(&self) -> bool {
         self.primary.is_none() && self.all.is_empty() && self.any.is_empty()
@@ -600,6 +609,14 @@ mod tests {
         let q = query(Some("a:b"), &["a:b", "c:d", "c:d"], &["e:f", "g:h"]);
         assert_eq!(q.to_string(), "a:b & c:d & (e:f | g:h)");
         assert_eq!(query(Some("a:b"), &[], &[]).to_string(), "a:b");
+    }
+
+    #[test]
+    fn a_single_permission_is_its_own_text_and_a_list_is_not_single() {
+        assert_eq!(query(Some("a:b"), &[], &[]).as_single(), Some("a:b"));
+        assert_eq!(PermissionQuery::default().as_single(), Some(""));
+        assert_eq!(query(Some("a:b"), &["c:d"], &[]).as_single(), None);
+        assert_eq!(query(None, &[], &["c:d"]).as_single(), None);
     }
 
     #[test]

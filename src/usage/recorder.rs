@@ -393,9 +393,19 @@ impl TokenCalls {
         slot.client_ip = input.client_ip;
         slot.endpoint.clear();
         slot.endpoint.push_str(&input.endpoint);
-        slot.permission.clear();
-        // A String's fmt::Write cannot fail.
-        let _ = write!(slot.permission, "{}", input.permissions);
+        match input.permissions.as_single() {
+            // The slot of 20 calls ago usually held the same permission: no copy then.
+            Some(permission) if slot.permission == permission => {}
+            Some(permission) => {
+                slot.permission.clear();
+                slot.permission.push_str(permission);
+            }
+            None => {
+                slot.permission.clear();
+                // A String's fmt::Write cannot fail.
+                let _ = write!(slot.permission, "{}", input.permissions);
+            }
+        }
         slot.user_agent.clear();
         super::user_agent::push_stored(&mut slot.user_agent, &input.user_agent);
     }
