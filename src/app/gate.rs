@@ -302,22 +302,19 @@ impl std::ops::Deref for Rpc {
 
 impl Rpc {
     fn known(service: &'static str, method: &str) -> Self {
-        Self::new(format!("/{service}/{method}"), service, method.to_owned())
+        let path = format!("/{service}/{method}");
+        Self::new(path, service, method.to_owned(), is_always_on(service))
     }
 
     fn unknown(service: &'static str, always_on: bool) -> Self {
-        let mut rpc = Self::new(UNKNOWN.to_owned(), service, UNKNOWN.to_owned());
-        if let Some(method) = Arc::get_mut(&mut rpc.0) {
-            method.always_on = always_on;
-        }
-        rpc
+        Self::new(UNKNOWN.to_owned(), service, UNKNOWN.to_owned(), always_on)
     }
 
-    fn new(path: String, service: &'static str, method: String) -> Self {
+    fn new(path: String, service: &'static str, method: String, always_on: bool) -> Self {
         Self(Arc::new(Method {
             path,
             service,
-            always_on: is_always_on(service),
+            always_on,
             method,
             requests: std::array::from_fn(|_| OnceLock::new()),
             duration: OnceLock::new(),

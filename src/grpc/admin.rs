@@ -410,10 +410,7 @@ impl TokenAdminService for TokenAdminApi {
         let page = self.admin.list_tokens(query).await?;
         Ok(Response::new(proto::ListTokensResponse {
             tokens: page.items.iter().map(|token| self.token(token)).collect(),
-            next_page_token: page
-                .next
-                .map(|id| convert::encode_page_token(id.as_str()))
-                .unwrap_or_default(),
+            next_page_token: convert::next_page_token(page.next),
         }))
     }
 
@@ -642,10 +639,7 @@ impl TokenAdminService for TokenAdminApi {
             .await?;
         Ok(Response::new(proto::ListAuditEventsResponse {
             events: page.items.iter().map(convert::audit_event).collect(),
-            next_page_token: page
-                .next
-                .map(|id| convert::encode_page_token(&id.to_string()))
-                .unwrap_or_default(),
+            next_page_token: convert::next_page_token(page.next),
         }))
     }
 
@@ -678,10 +672,7 @@ impl TokenAdminService for TokenAdminApi {
             .await?;
         Ok(Response::new(proto::ListAdminKeysResponse {
             admin_keys: page.items.iter().map(convert::admin_key).collect(),
-            next_page_token: page
-                .next
-                .map(|id| convert::encode_page_token(id.as_str()))
-                .unwrap_or_default(),
+            next_page_token: convert::next_page_token(page.next),
         }))
     }
 
@@ -751,10 +742,7 @@ impl TokenAdminService for TokenAdminApi {
             .await?;
         Ok(Response::new(proto::ListPrincipalsResponse {
             principals: page.items.iter().map(convert::principal).collect(),
-            next_page_token: page
-                .next
-                .map(|id| convert::encode_page_token(id.as_str()))
-                .unwrap_or_default(),
+            next_page_token: convert::next_page_token(page.next),
         }))
     }
 

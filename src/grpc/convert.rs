@@ -210,8 +210,14 @@ pub const MAX_ROLES: usize = 64;
 /// this is no address, and is refused without being quoted back.
 pub const MAX_NETWORK_LEN: usize = 64;
 
-pub fn encode_page_token(key: &str) -> String {
+fn encode_page_token(key: &str) -> String {
     URL_SAFE_NO_PAD.encode(key)
+}
+
+/// A page's `next_page_token`: its last key made opaque, or empty at the end (AIP-158).
+pub fn next_page_token(next: Option<impl std::fmt::Display>) -> String {
+    next.map(|key| encode_page_token(&key.to_string()))
+        .unwrap_or_default()
 }
 
 /// Parses an id field that is required.
