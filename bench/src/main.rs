@@ -8,9 +8,14 @@
 //! - [`probe`]: one call, its request encoded once and its answer checked.
 //! - [`load`]: the closed loop and the open loop.
 //! - [`report`]: medians over interleaved rounds, ratios to the floor, table and JSON.
+//! - [`flood`]: `tessera-bench flood`, distinct unknown tokens under load beside valid traffic.
+//! - [`h2load`]: `tessera-bench h2load`, Check against health driven by h2load, the ratio table
+//!   and CI's smoke check.
 //! - [`soak`]: `tessera-bench soak`, a long run at a fraction of saturation with a mix of tokens
 //!   and admin writes, judged on its answers, memory and p99.
 
+mod flood;
+mod h2load;
 mod load;
 mod probe;
 mod report;
@@ -139,6 +144,14 @@ enum BenchCommand {
     /// writes; judge the answers, the server's RSS and the p99 per window; exit 1 on a failed
     /// verdict. Prints markdown for BENCHMARKS.md.
     Soak(soak::SoakFlags),
+    /// Drive one server with h2load (nghttp2-client): cached Check against the health RPC,
+    /// saturated and at one stream, in interleaved rounds; prints the ratio table. With
+    /// --fail-below, exit 1 when the saturated ratio is below it (CI's smoke check).
+    H2load(h2load::H2loadFlags),
+    /// Present distinct unknown well-formed tokens (default 100,000, each twice) beside valid
+    /// traffic: exit 1 when the flood costs the store more than one lookup per token or raises
+    /// the valid Checks' p99 beyond --max-p99-ratio of their p99 alone.
+    Flood(flood::FloodFlags),
 }
 
 #[tokio::main]
@@ -153,8 +166,15 @@ async fn run(cli: Cli) -> ExitCode {
         flags,
         command,
     } = cli;
-    if let Some(BenchCommand::Soak(soak_flags)) = command {
-        return soak::run(soak_flags, server_binary).await;
+    match command {
+        Some(BenchCommand::Soak(soak_flags)) => return soak::run(soak_flags, server_binary).await,
+        Some(BenchCommand::H2load(h2load_flags)) => {
+            return h2load::run(h2load_flags, server_binary).await;
+        }
+        Some(BenchCommand::Flood(flood_flags)) => {
+            return flood::run(flood_flags, server_binary).await;
+        }
+        None => {}
     }
     let report = match bench(&flags, server_binary).await {
         Ok(report) => report,

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tessera::app::PortFile;
 use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
 use tessera::proto::{CreateTokenRequest, UpsertPrincipalRequest};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 use tonic::Status;
@@ -197,6 +197,8 @@ pub struct Server {
     pub label: &'static str,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// The metrics listener (`GET /metrics`).
+    pub metrics: std::net::SocketAddr,
     child: Child,
     /// The task relaying the server's log; it ends when the server's stderr closes.
     log_relay: JoinHandle<()>,
@@ -285,6 +287,7 @@ impl Server {
         let server = Self {
             label,
             url: format!("http://{}", ports.grpc),
+            metrics: ports.metrics,
             child,
             log_relay,
             log_errors,
@@ -310,6 +313,21 @@ impl Server {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         (self.log_errors.count.load(Ordering::Relaxed), first)
+    }
+
+    /// The sum of counter `name` on the server's metrics listener, over the series whose labels
+    /// contain `label` (e.g. `reason="allowed"`; empty: all series). A plain HTTP/1.0 GET: the
+    /// bench needs nothing more of HTTP.
+    pub async fn counter(&self, name: &str, label: &str) -> anyhow::Result<u64> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics)
+            .await
+            .context("cannot reach the metrics listener")?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: tessera\r\n\r\n")
+            .await?;
+        let mut exposition = String::new();
+        stream.read_to_string(&mut exposition).await?;
+        Ok(counter_in(&exposition, name, label))
     }
 
     /// Kills the server and waits for it, and for the last of its log, to be gone.
@@ -367,6 +385,20 @@ async fn relay_log(label: &'static str, stderr: ChildStderr, errors: Arc<LogErro
     if not_shown > 0 {
         eprintln!("[{label} server] {not_shown} more log lines not shown");
     }
+}
+
+/// A counter's series in a Prometheus text exposition, summed.
+fn counter_in(exposition: &str, name: &str, label: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && line.contains(label)
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|count| count as u64)
+        .sum()
 }
 
 /// A plain search, not a parse: under overload a server may log on every call.
@@ -486,6 +518,26 @@ mod tests {
             r#"{"level":"INFO","fields":{"message":"store ready, migrations applied"}}"#
         ));
         assert!(!is_error("error: cannot bind"));
+    }
+
+    #[test]
+    fn a_counter_is_summed_over_the_series_with_the_label() {
+        let exposition = "\
+# TYPE tessera_checks_total counter
+tessera_checks_total{reason=\"allowed\"} 1200
+tessera_checks_total{reason=\"token_unknown\"} 7
+tessera_checks_total_other 5
+tessera_store_credential_lookups_total 3
+";
+        assert_eq!(
+            counter_in(exposition, "tessera_checks_total", r#"reason="allowed""#),
+            1200
+        );
+        assert_eq!(counter_in(exposition, "tessera_checks_total", ""), 1207);
+        assert_eq!(
+            counter_in(exposition, "tessera_store_credential_lookups_total", ""),
+            3
+        );
     }
 
     #[tokio::test]
