@@ -30,6 +30,8 @@ fn main() -> BuildResult<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Buffers sized for Tessera's messages rather than tonic's 8 KiB (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ProstCodec")
         .compile_fds(descriptors)?;
 
     let envoy_set = envoy_types_descriptor_set()?;
