@@ -102,6 +102,10 @@ pub fn credential_weight(credential: &Credential) -> u32 {
     } else {
         0
     };
+    let policy = credential
+        .policy_hold
+        .as_ref()
+        .map_or(0, |hold| hold.weight());
     let bytes = ENTRY_OVERHEAD_BYTES
         + size_of::<SecretHash>()
         + size_of::<Credential>()
@@ -109,7 +113,8 @@ pub fn credential_weight(credential: &Credential) -> u32 {
         + roles
         + grants
         + networks
-        + verifier;
+        + verifier
+        + policy;
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -261,6 +266,10 @@ impl CredentialCache {
                 self.invalidate_where(move |credential| {
                     credential.tenant == tenant && credential.roles.contains(&name)
                 });
+            }
+            Invalidation::TenantPolicy(tenant) => {
+                let tenant = tenant.clone();
+                self.invalidate_where(move |credential| credential.tenant == tenant);
             }
             Invalidation::ApiStatus(_) => caches
                 .offline_api_fills

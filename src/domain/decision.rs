@@ -1,7 +1,8 @@
 //! The Check decision as one pure function over a credential and a request.
 //!
 //! Order (docs/api.md, "The Check decision"): API offline → token missing/malformed/unknown/
-//! revoked (or rotated out)/expired, tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
+//! revoked (or rotated out)/expired, tenant mismatch, owner disabled → tenant policy (when
+//! enforced) → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
 //! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
 //! replay guard is state too, but its place is inside the order (after the signature's tag and
@@ -20,6 +21,7 @@ use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
 use super::permission::{self, Grant, PermissionQuery};
+use super::policy::PolicyHold;
 use super::signature::{
     self, FreshSignature, PresentedSignature, ReplayGuard, SignatureRejection, Verifier,
 };
@@ -45,11 +47,13 @@ pub enum DenyReason {
     /// A gateway request whose path cannot be resolved to one path unambiguously
     /// ([`super::http::PathError`]); decided before any token lookup.
     PathInvalid,
+    /// The token breaks its tenant's token policy, which is enforced on existing tokens.
+    PolicyViolation,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order (`reason as usize` is its position).
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         Self::TokenMissing,
         Self::TokenMalformed,
         Self::TokenUnknown,
@@ -67,6 +71,7 @@ impl DenyReason {
         Self::ApiOffline,
         Self::StoreUnavailable,
         Self::PathInvalid,
+        Self::PolicyViolation,
     ];
 
     /// What an HTTP API in front of Tessera should answer.
@@ -83,7 +88,7 @@ impl DenyReason {
             | Self::SignatureInvalid
             | Self::TimestampOutOfWindow
             | Self::Replayed => 401,
-            Self::IpNotAllowed | Self::PermissionDenied => 403,
+            Self::IpNotAllowed | Self::PermissionDenied | Self::PolicyViolation => 403,
             Self::RateLimited => 429,
             Self::ApiOffline | Self::StoreUnavailable => 503,
             Self::PathInvalid => 400,
@@ -110,6 +115,7 @@ impl DenyReason {
             Self::ApiOffline => "the API is offline",
             Self::StoreUnavailable => "authorization is temporarily unavailable",
             Self::PathInvalid => "the request path cannot be resolved unambiguously",
+            Self::PolicyViolation => "the API token breaks its tenant's token policy",
         }
     }
 
@@ -133,6 +139,7 @@ impl DenyReason {
             Self::ApiOffline => "api_offline",
             Self::StoreUnavailable => "store_unavailable",
             Self::PathInvalid => "path_invalid",
+            Self::PolicyViolation => "policy_violation",
         }
     }
 }
@@ -186,6 +193,9 @@ pub struct Credential {
     pub effective: Arc<[Grant]>,
     pub rate_limit_per_minute: u32,
     pub owner_rate_limit_per_minute: Option<u32>,
+    /// What an enforced tenant policy that the token breaks (or may break) asks of Check; None
+    /// for nearly every token (no policy, not enforced, or none of its rules can be broken).
+    pub policy_hold: Option<Box<PolicyHold>>,
 }
 
 impl Credential {
@@ -222,6 +232,10 @@ impl Credential {
                 .owner
                 .as_ref()
                 .and_then(|o| o.rate_limit_per_minute),
+            policy_hold: record
+                .policy
+                .as_ref()
+                .and_then(|policy| policy.hold(token)),
         }
     }
 
@@ -272,6 +286,13 @@ pub fn check_credential(
     }
     if !credential.owner_enabled {
         return Err(DenyReason::OwnerDisabled);
+    }
+    if credential
+        .policy_hold
+        .as_ref()
+        .is_some_and(|hold| hold.denies(input.now))
+    {
+        return Err(DenyReason::PolicyViolation);
     }
     if !credential.allowed_ips.allows(input.client_ip) {
         return Err(DenyReason::IpNotAllowed);
@@ -581,7 +602,6 @@ mod tests {
 
     #[test]
     fn the_effective_permissions_are_capped_by_the_owner_when_the_record_is_read() {
-        use crate::domain::fields::{Description, TokenName};
         use crate::domain::model::{CredentialRecord, Principal, Token};
         let now = Utc::now();
         let owner = Principal {
@@ -594,24 +614,11 @@ mod tests {
             updated_at: now,
         };
         let token = Token {
-            id: TokenId::generate(),
             tenant: Tenant::default(),
             owner_id: owner.id.clone(),
-            name: TokenName::parse("t").expect("name"),
-            description: Description::parse("").expect("description"),
             permissions: grants(&["orders:*"]),
-            roles: Vec::new(),
-            allowed_ips: IpAllowlist::default(),
-            rate_limit_per_minute: 0,
-            require_signature: false,
-            secret_hint: String::new(),
-            created_at: now,
-            updated_at: now,
             expires_at: now,
-            rotated_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            version: 1,
+            ..fixtures::token()
         };
         let record = CredentialRecord {
             token,
@@ -619,6 +626,7 @@ mod tests {
             owner: Some(owner),
             roles: Vec::new(),
             signing_key: None,
+            policy: None,
         };
         assert_eq!(
             Credential::from_record(&record)

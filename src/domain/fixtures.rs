@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::decision::Credential;
-use super::fields::{PrincipalId, Tenant, TokenId};
-use super::model::SecretMatch;
+use super::fields::{Description, PrincipalId, Tenant, TokenId, TokenName};
+use super::model::{SecretMatch, Token};
 use super::network::IpAllowlist;
 
 /// A live credential of `alice` in `acme`, presented with its current secret and expiring in a
@@ -30,5 +30,34 @@ pub(crate) fn credential() -> Credential {
         effective: Arc::from([]),
         rate_limit_per_minute: 0,
         owner_rate_limit_per_minute: None,
+        policy_hold: None,
+    }
+}
+
+/// A live token of `alice` in `acme`, created now and expiring in a day, with nothing of its own
+/// (grants, roles, network rule, rate limit). Set the fields a test is about with struct update
+/// syntax.
+pub(crate) fn token() -> Token {
+    let now = Utc::now();
+    Token {
+        id: TokenId::generate(),
+        tenant: Tenant::parse("acme").expect("tenant"),
+        owner_id: PrincipalId::parse("alice").expect("owner"),
+        name: TokenName::parse("fixture").expect("name"),
+        description: Description::parse("").expect("description"),
+        permissions: Vec::new(),
+        roles: Vec::new(),
+        allowed_ips: IpAllowlist::default(),
+        rate_limit_per_minute: 0,
+        require_signature: false,
+        secret_hint: "tsk_…0000".to_owned(),
+        created_at: now,
+        updated_at: now,
+        expires_at: now + Duration::days(1),
+        rotated_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        version: 1,
+        imported: false,
     }
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod model;
 pub mod network;
 pub mod permission;
+pub mod policy;
 pub mod report_handle;
 pub mod route;
 pub mod signature;

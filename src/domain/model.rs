@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
 use super::network::IpAllowlist;
 use super::permission::Grant;
+use super::policy::TenantPolicy;
 use super::signature::SealedSigningKey;
 use super::token::SecretHash;
 
@@ -32,6 +33,9 @@ pub struct Token {
     /// Bumped by the store on every admin write of the token (1 at creation); shown as its
     /// etag, so an update can ask to apply only to the version it read.
     pub version: u64,
+    /// Whether the current secret was imported by its hash (ImportTokens) rather than generated
+    /// by Tessera; a rotation gives the token a Tessera secret and clears it.
+    pub imported: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,4 +150,6 @@ pub struct CredentialRecord {
     pub roles: Vec<Role>,
     /// The signing key that goes with this secret (a retired secret keeps the key it had).
     pub signing_key: Option<SealedSigningKey>,
+    /// The token's tenant's policy, when one is set.
+    pub policy: Option<TenantPolicy>,
 }

@@ -44,6 +44,8 @@ pub enum Invalidation {
     /// An admin key was revoked: every replica forgets the admin keys it holds in memory
     /// (`grpc::auth`), so the next call with it is looked up and refused.
     AdminKey(AdminKeyId),
+    /// Every entry of tokens of this tenant: its token policy changed (SetTenantPolicy).
+    TenantPolicy(Tenant),
     /// Everything, e.g. after a replica may have missed events.
     Everything,
 }
@@ -77,6 +79,9 @@ enum Wire {
     AdminKey {
         id: String,
     },
+    TenantPolicy {
+        tenant: String,
+    },
     Everything,
 }
 
@@ -100,6 +105,7 @@ impl Invalidation {
             Self::Role { .. } => "role",
             Self::ApiStatus(_) => "api_status",
             Self::AdminKey(_) => "admin_key",
+            Self::TenantPolicy(_) => "tenant_policy",
             Self::Everything => "everything",
         }
     }
@@ -146,6 +152,9 @@ impl Invalidation {
                 scope: scope.to_string(),
             },
             Self::AdminKey(id) => Wire::AdminKey { id: id.to_string() },
+            Self::TenantPolicy(tenant) => Wire::TenantPolicy {
+                tenant: tenant.to_string(),
+            },
             Self::Everything => Wire::Everything,
         };
         // Serialising these plain structs cannot fail; an empty payload would mean "everything".
@@ -174,6 +183,7 @@ impl Invalidation {
                 .map(|(tenant, name)| Self::Role { tenant, name }),
             Wire::ApiStatus { scope } => ApiScope::parse(&scope).ok().map(Self::ApiStatus),
             Wire::AdminKey { id } => AdminKeyId::parse(&id).ok().map(Self::AdminKey),
+            Wire::TenantPolicy { tenant } => Tenant::parse(&tenant).ok().map(Self::TenantPolicy),
             Wire::Everything => Some(Self::Everything),
         };
         parsed.unwrap_or(Self::Everything)
@@ -245,6 +255,7 @@ mod tests {
             },
             Invalidation::ApiStatus(ApiScope::all()),
             Invalidation::AdminKey(AdminKeyId::generate()),
+            Invalidation::TenantPolicy(Tenant::parse("acme").expect("tenant")),
             Invalidation::Everything,
         ];
         for event in events {
