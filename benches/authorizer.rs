@@ -44,6 +44,7 @@ fn settings(capacity: u64) -> AuthzSettings {
         },
         default_rate_limit_per_minute: NonZeroU32::new(60).expect("non-zero"),
         signing: Default::default(),
+        accept_imported_tokens: false,
     }
 }
 

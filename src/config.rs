@@ -140,6 +140,10 @@ pub struct Settings {
     /// ReportUsage also accepts a bare `token_id` without Check's `report_handle` (the old
     /// protocol: anyone reaching the port can report for any token). Off by default.
     pub usage_accept_bare_token_ids: bool,
+    /// Check also looks up secrets that are not in Tessera's own format (`<prefix>_…`), by their
+    /// SHA-256: for tokens imported with ImportTokens. Off by default, so a foreign secret costs
+    /// no lookup where nothing was imported.
+    pub accept_imported_tokens: bool,
     /// How long after its Check a report handle is accepted, in seconds; at most the usage
     /// retention.
     pub usage_report_handle_ttl_seconds: u64,
@@ -249,6 +253,7 @@ impl Default for Settings {
             usage_buffer_size: 65_536,
             usage_endpoints_per_token_per_day: EndpointBound::DEFAULT.get(),
             usage_accept_bare_token_ids: false,
+            accept_imported_tokens: false,
             usage_report_handle_ttl_seconds: DEFAULT_HANDLE_LIFETIME.num_seconds().unsigned_abs(),
             report_handle_key: None,
             geoip_database: None,

@@ -16,6 +16,7 @@ use crate::domain::fields::{
 use crate::domain::model::{ApiStatus, AuditEvent, NewToken, Principal, Role, Token, TokenState};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant};
+use crate::domain::policy::{PolicyBreach, PolicyRule, RequestedExpiry, TenantPolicy};
 use crate::domain::signature::{MasterKey, SealedSigningKey, SigningKey};
 use crate::domain::token::{self, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
@@ -59,10 +60,17 @@ pub enum AdminError {
     #[error("the token changed since it was read; read it again and retry")]
     EtagMismatch,
     #[error("permissions beyond the owner's: {}", grants.join(", "))]
-    BeyondOwner {
-        field: &'static str,
-        grants: Vec<String>,
+    BeyondOwner { field: String, grants: Vec<String> },
+    /// The write breaks the tenant's token policy: the rule, and the request field it concerns.
+    #[error("{field}: {description} (policy rule {rule})")]
+    PolicyViolation {
+        rule: PolicyRule,
+        field: String,
+        description: String,
     },
+    /// A secret (by its hash) that Tessera already holds, or that the batch holds twice.
+    #[error("{field}: {description}")]
+    SecretExists { field: String, description: String },
     /// Signing keys are stored encrypted under the master key; without one, no token may ask
     /// for signatures (rather than be accepted and never verified).
     #[error(
@@ -346,7 +354,14 @@ impl Admin {
     ) -> Result<IssuedToken, AdminError> {
         self.ensure_signing_available(request.require_signature)?;
         let now = Utc::now();
-        let expires_at = resolve_expiry(request.expiry, now)?;
+        let policy = self.store.get_tenant_policy(&request.tenant).await?;
+        let expires_at = policy_expiry(&policy, request.expiry, now)?;
+        policy
+            .check_permissions(&request.permissions)
+            .map_err(breach("permissions"))?;
+        policy
+            .check_allowlist(request.allowed_ips.is_empty())
+            .map_err(breach("allowed_ips"))?;
         let owner = self
             .store
             .get_principal(&request.tenant, &request.owner_id)
@@ -382,6 +397,7 @@ impl Admin {
             last_used_at: None,
             // The store starts every token at version 1.
             version: 1,
+            imported: false,
         };
         let audit = audit(actor, "token.create", &token.tenant, now)
             .on_token(&token)
@@ -399,7 +415,11 @@ impl Admin {
         };
         let stored = self
             .store
-            .create_token(&new, self.max_tokens_per_owner, &audit)
+            .create_token(
+                &new,
+                policy.max_live_per_owner(self.max_tokens_per_owner),
+                &audit,
+            )
             .await?;
         tracing::info!(token_id = %stored.id, owner_id = %stored.owner_id, tenant = %stored.tenant, "token created");
         Ok(IssuedToken {
@@ -465,6 +485,7 @@ impl Admin {
             return Err(AdminError::EtagMismatch);
         }
         let mut expected_version = etag;
+        let policy = self.store.get_tenant_policy(&token.tenant).await?;
         // Field names of what changed, for the audit log.
         let mut changed: Vec<&str> = Vec::new();
         // Turning signing on issues a key (shown once); turning it off drops the key. Which of
@@ -493,6 +514,9 @@ impl Admin {
                 .get_principal(&token.tenant, &token.owner_id)
                 .await?;
             ensure_within_owner(permissions, &owner)?;
+            policy
+                .check_permissions(permissions)
+                .map_err(breach("permissions"))?;
             changed.push("permissions");
         }
         if let Some(roles) = &changes.roles {
@@ -500,7 +524,7 @@ impl Admin {
             changed.push("roles");
         }
         if let Some(expires_at) = changes.expires_at {
-            changes.expires_at = Some(resolve_expiry(Expiry::At(expires_at), now)?);
+            changes.expires_at = Some(policy_expiry(&policy, Expiry::At(expires_at), now)?);
             changed.push("expires_at");
         }
         if changes.name.is_some() {
@@ -509,7 +533,10 @@ impl Admin {
         if changes.description.is_some() {
             changed.push("description");
         }
-        if changes.allowed_ips.is_some() {
+        if let Some(allowed_ips) = &changes.allowed_ips {
+            policy
+                .check_allowlist(allowed_ips.is_empty())
+                .map_err(breach("allowed_ips"))?;
             changed.push("allowed_ips");
         }
         if changes.rate_limit_per_minute.is_some() {
@@ -525,7 +552,7 @@ impl Admin {
             signing_key: signing_key_update,
             updated_at: now,
             expected_version,
-            max_live_per_owner: self.max_tokens_per_owner,
+            max_live_per_owner: policy.max_live_per_owner(self.max_tokens_per_owner),
         };
         let updated = self.store.update_token(&update, &audit).await?;
         self.announce_token(&updated.id).await;
@@ -553,6 +580,16 @@ impl Admin {
         if token.state(now) == TokenState::Revoked {
             return Err(AdminError::TokenRevoked);
         }
+        // A new secret for a token its tenant's policy no longer allows would extend its life:
+        // its grants or allowlist must be brought within the policy first (UpdateToken). A
+        // lifetime beyond the policy is shortened below instead.
+        let policy = self.store.get_tenant_policy(&token.tenant).await?;
+        policy
+            .check_permissions(&token.permissions)
+            .map_err(breach("permissions"))?;
+        policy
+            .check_allowlist(token.allowed_ips.is_empty())
+            .map_err(breach("allowed_ips"))?;
         // A signing token gets a new signing key too; the old one stays with the old secret.
         let signing_key = if token.require_signature {
             Some(self.issue_signing_key(&token.id)?)
@@ -566,6 +603,7 @@ impl Admin {
         } else {
             DEFAULT_LIFETIME
         };
+        let window = policy.rotation_window(window);
         let generated = token::generate(&self.prefix);
         let rotation = Rotation {
             id: token.id.clone(),
@@ -575,7 +613,7 @@ impl Admin {
             new_expires_at: now + window,
             old_secret_grace_until: now + grace_period,
             new_signing_key: signing_key.as_ref().map(|(_, sealed)| sealed.clone()),
-            max_live_per_owner: self.max_tokens_per_owner,
+            max_live_per_owner: policy.max_live_per_owner(self.max_tokens_per_owner),
             forget_retired_before: now - RETIRED_SECRET_LEAK_WINDOW,
         };
         let audit = audit(actor, "token.rotate", &token.tenant, now)
@@ -928,14 +966,49 @@ fn out_of_range(field: &str) -> AdminError {
 }
 
 fn ensure_within_owner(permissions: &[Grant], owner: &Principal) -> Result<(), AdminError> {
+    ensure_within_owner_as("permissions", permissions, owner)
+}
+
+fn ensure_within_owner_as(
+    field: &str,
+    permissions: &[Grant],
+    owner: &Principal,
+) -> Result<(), AdminError> {
     let beyond = permission::beyond_ceiling(permissions, &owner.permissions);
     if beyond.is_empty() {
         return Ok(());
     }
     Err(AdminError::BeyondOwner {
-        field: "permissions",
+        field: field.to_owned(),
         grants: beyond.iter().map(ToString::to_string).collect(),
     })
+}
+
+/// A policy's refusal of a write, naming the request field it concerns.
+fn breach(field: impl Into<String>) -> impl FnOnce(PolicyBreach) -> AdminError {
+    let field = field.into();
+    move |breach| AdminError::PolicyViolation {
+        rule: breach.rule,
+        field,
+        description: breach.description,
+    }
+}
+
+/// The expiry of a token written at `now` with `expiry`: within the server's bounds
+/// ([`resolve_expiry`]) and then the tenant's `policy`.
+pub fn policy_expiry(
+    policy: &TenantPolicy,
+    expiry: Expiry,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, AdminError> {
+    let (field, requested) = match expiry {
+        Expiry::Default => ("expires_at", RequestedExpiry::Default),
+        Expiry::At(_) => ("expires_at", RequestedExpiry::At(resolve_expiry(expiry, now)?)),
+        Expiry::Ttl(_) => ("ttl", RequestedExpiry::At(resolve_expiry(expiry, now)?)),
+    };
+    policy
+        .expiry(requested, now, DEFAULT_LIFETIME)
+        .map_err(breach(field))
 }
 
 fn audit(actor: &Actor, action: &str, tenant: impl AsRef<str>, time: DateTime<Utc>) -> AuditEvent {

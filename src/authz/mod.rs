@@ -36,7 +36,7 @@ use crate::domain::fields::{ApiScope, Tenant, TokenId};
 use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
 use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Verifier};
-use crate::domain::token::{self, SecretHash, TokenPrefix};
+use crate::domain::token::{self, MalformedToken, SecretHash, TokenPrefix};
 use crate::fleet::{Fleet, FleetStatus, ReplayVerdict};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{Store, StoreError};
@@ -105,6 +105,9 @@ pub struct AuthzSettings {
     /// The limit of tokens whose `rate_limit_per_minute` is 0.
     pub default_rate_limit_per_minute: NonZeroU32,
     pub signing: SigningSettings,
+    /// Look up secrets that are not in Tessera's format, for imported tokens
+    /// (`TESSERA_ACCEPT_IMPORTED_TOKENS`); without it they are TOKEN_MALFORMED, with no lookup.
+    pub accept_imported_tokens: bool,
 }
 
 /// Request signing: the key that opens stored signing keys, and the replay guard's bounds.
@@ -164,6 +167,8 @@ pub struct Authorizer {
     store_warnings: LogThrottle,
     /// What a Check naming no tenant is for (`TESSERA_DEFAULT_TENANT`).
     default_tenant: Tenant,
+    /// Secrets in another format than Tessera's are looked up (imported tokens).
+    accept_imported_tokens: bool,
 }
 
 /// The fleet's replay guard and what to do when it cannot answer.
@@ -231,6 +236,7 @@ impl Authorizer {
             usage: UsageHook::default(),
             store_warnings: LogThrottle::default(),
             default_tenant: Tenant::default(),
+            accept_imported_tokens: settings.accept_imported_tokens,
         }
     }
 
@@ -277,8 +283,16 @@ impl Authorizer {
         if presented.is_empty() {
             return Decision::deny(DenyReason::TokenMissing);
         }
-        if token::parse(presented, &self.prefix).is_err() {
-            return Decision::deny(DenyReason::TokenMalformed);
+        match token::parse(presented, &self.prefix) {
+            Ok(_) => {}
+            // Not Tessera's format at all: perhaps an imported token's original secret, looked
+            // up by its hash (and negatively cached like any other) only where tokens were
+            // imported, and only when short enough to be one.
+            Err(MalformedToken::WrongPrefix)
+                if self.accept_imported_tokens
+                    && presented.len() <= token::MAX_IMPORTED_SECRET_LEN => {}
+            // Tessera's format with a bad length, alphabet or checksum: no lookup.
+            Err(_) => return Decision::deny(DenyReason::TokenMalformed),
         }
         let hash = SecretHash::of(presented);
         let credential = match self
@@ -316,6 +330,16 @@ impl Authorizer {
             rate_limit,
             missing_permissions: Vec::new(),
         };
+        if outcome == Err(DenyReason::PolicyViolation)
+            && let Some(hold) = &credential.policy_hold
+        {
+            let broken: Vec<&str> = hold
+                .broken_at(input.now)
+                .into_iter()
+                .map(|rule| rule.as_str())
+                .collect();
+            decision.message = Cow::Owned(format!("{}: {}", decision.message, broken.join(", ")));
+        }
         if outcome == Err(DenyReason::PermissionDenied) {
             // Off the allowed path: a deny names what was missing.
             let missing = input.permissions.missing(&credential.effective);

@@ -302,6 +302,7 @@ impl Config {
                 },
                 default_rate_limit_per_minute,
                 signing,
+                accept_imported_tokens: settings.accept_imported_tokens,
             },
             admin,
             envoy,

@@ -16,6 +16,10 @@ const CHECKSUM_LEN: usize = 6;
 const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// The longest secret of another format than Tessera's that Check hashes and looks up (for
+/// imported tokens); a longer one is TOKEN_MALFORMED with no work beyond its length.
+pub const MAX_IMPORTED_SECRET_LEN: usize = 512;
+
 /// The prefix before `_`: lowercase letters and digits, starting with a letter, at most 16 long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPrefix(String);

@@ -16,6 +16,7 @@ use crate::domain::fields::{self, InvalidField};
 use crate::domain::model::{self, TokenState};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant, Permission};
+use crate::domain::policy::TenantPolicy;
 use crate::domain::usage::CallRecord;
 use crate::grpc::status;
 use crate::proto;
@@ -277,6 +278,37 @@ pub fn token(token: &model::Token, default_rate_limit: u32) -> proto::Token {
             0 => default_rate_limit,
             own => own,
         },
+        policy_violations: Vec::new(),
+        imported: token.imported,
+    }
+}
+
+/// A token as the API shows it, with the rules of its tenant's `policy` it breaks now.
+pub fn token_under(
+    token: &model::Token,
+    default_rate_limit: u32,
+    policy: &TenantPolicy,
+) -> proto::Token {
+    let mut shown = self::token(token, default_rate_limit);
+    shown.policy_violations = policy
+        .violations(token, Utc::now())
+        .into_iter()
+        .map(|rule| rule.as_str().to_owned())
+        .collect();
+    shown
+}
+
+pub fn tenant_policy(policy: &TenantPolicy) -> proto::TenantPolicy {
+    proto::TenantPolicy {
+        tenant: policy.tenant.to_string(),
+        max_lifetime: policy.max_lifetime.map(whole_seconds),
+        default_lifetime: policy.default_lifetime.map(whole_seconds),
+        require_expiry: policy.require_expiry,
+        max_tokens_per_owner: policy.max_tokens_per_owner.unwrap_or(0),
+        allowed_permissions: grant_strings(&policy.allowed_permissions),
+        require_ip_allowlist: policy.require_ip_allowlist,
+        enforce_on_existing: policy.enforce_on_existing,
+        updated_at: optional_timestamp(policy.updated_at),
     }
 }
 
@@ -399,6 +431,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
         DenyReason::ApiOffline => proto::DenyReason::ApiOffline,
         DenyReason::StoreUnavailable => proto::DenyReason::StoreUnavailable,
         DenyReason::PathInvalid => proto::DenyReason::PathInvalid,
+        DenyReason::PolicyViolation => proto::DenyReason::PolicyViolation,
     }
 }
 
@@ -444,6 +477,14 @@ fn duration(span: std::time::Duration) -> prost_types::Duration {
         seconds: i64::try_from(span.as_secs()).unwrap_or(i64::MAX),
         // Always below 1e9.
         nanos: i32::try_from(span.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A policy's duration, stored in whole seconds.
+fn whole_seconds(span: chrono::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: span.num_seconds(),
+        nanos: 0,
     }
 }
 

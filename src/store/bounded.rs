@@ -35,6 +35,7 @@ use super::{
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use crate::domain::policy::TenantPolicy;
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
@@ -393,6 +394,38 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<Role, StoreError> {
         self.call("delete_role", self.inner.delete_role(tenant, name, audit))
             .await
+    }
+
+    async fn get_tenant_policy(&self, tenant: &Tenant) -> Result<TenantPolicy, StoreError> {
+        self.call("get_tenant_policy", self.inner.get_tenant_policy(tenant))
+            .await
+    }
+
+    async fn set_tenant_policy(
+        &self,
+        policy: &TenantPolicy,
+        audit: &AuditEvent,
+    ) -> Result<TenantPolicy, StoreError> {
+        let call = self.inner.set_tenant_policy(policy, audit);
+        self.call("set_tenant_policy", call).await
+    }
+
+    async fn known_secret_hashes(
+        &self,
+        hashes: &[SecretHash],
+    ) -> Result<Vec<SecretHash>, StoreError> {
+        let call = self.inner.known_secret_hashes(hashes);
+        self.call("known_secret_hashes", call).await
+    }
+
+    async fn import_tokens(
+        &self,
+        tokens: &[NewToken],
+        max_live_per_owner: u32,
+        audits: &[AuditEvent],
+    ) -> Result<Vec<Token>, StoreError> {
+        let call = self.inner.import_tokens(tokens, max_live_per_owner, audits);
+        self.call("import_tokens", call).await
     }
 
     async fn checkpoint(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ use crate::domain::model::{
 };
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
+use crate::domain::policy::TenantPolicy;
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::usage::{self, CallRecord, DailyCount, LastUse};
 
@@ -125,6 +126,7 @@ pub(super) struct TokenRow {
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
     version: i64,
+    imported: bool,
 }
 
 /// What a rotation reads from the token row it locks.
@@ -171,6 +173,7 @@ impl TokenRow {
             revoked_at: optional_instant(self.revoked_at)?,
             last_used_at: optional_instant(self.last_used_at)?,
             version: u64::try_from(self.version).map_err(|_| corrupt("tokens.version"))?,
+            imported: self.imported,
         })
     }
 }
@@ -189,6 +192,9 @@ pub(super) struct CredentialRow {
     owner_rate_limit_per_minute: Option<i64>,
     owner_created_at: Option<i64>,
     owner_updated_at: Option<i64>,
+    /// The tenant's policy (every column NULL when it has none).
+    #[sqlx(flatten)]
+    policy: PolicyRow,
 }
 
 impl CredentialRow {
@@ -229,7 +235,81 @@ impl CredentialRow {
             owner,
             roles: Vec::new(),
             signing_key: self.signing_key.map(SealedSigningKey::from_bytes),
+            policy: self.policy.into_policy()?,
         })
+    }
+}
+
+/// The columns of `tenant_policies`, as `sql::policy_columns!` names them: all NULL (None) when a
+/// LEFT JOIN found no policy.
+#[derive(sqlx::FromRow)]
+pub(super) struct PolicyRow {
+    policy_tenant: Option<String>,
+    policy_max_lifetime_seconds: Option<i64>,
+    policy_default_lifetime_seconds: Option<i64>,
+    policy_require_expiry: Option<bool>,
+    policy_max_tokens_per_owner: Option<i64>,
+    policy_allowed_permissions: Option<String>,
+    policy_require_ip_allowlist: Option<bool>,
+    policy_enforce_on_existing: Option<bool>,
+    policy_updated_at: Option<i64>,
+}
+
+/// A policy's values in their stored form, ready to bind.
+pub(super) struct PolicyParams {
+    pub(super) max_lifetime_seconds: Option<i64>,
+    pub(super) default_lifetime_seconds: Option<i64>,
+    pub(super) max_tokens_per_owner: Option<i64>,
+    pub(super) allowed_permissions: String,
+    pub(super) updated_at: i64,
+}
+
+impl PolicyParams {
+    pub(super) fn of(policy: &TenantPolicy) -> Self {
+        Self {
+            max_lifetime_seconds: policy.max_lifetime.map(|max| max.num_seconds()),
+            default_lifetime_seconds: policy.default_lifetime.map(|lifetime| lifetime.num_seconds()),
+            max_tokens_per_owner: policy.max_tokens_per_owner.map(i64::from),
+            allowed_permissions: grants_json(&policy.allowed_permissions),
+            updated_at: micros(policy.updated_at.unwrap_or_else(Utc::now)),
+        }
+    }
+}
+
+fn seconds(raw: Option<i64>, column: &str) -> Result<Option<chrono::Duration>, StoreError> {
+    raw.map(|seconds| chrono::Duration::try_seconds(seconds).ok_or_else(|| corrupt(column)))
+        .transpose()
+}
+
+impl PolicyRow {
+    /// The policy, or None when the row holds none.
+    pub(super) fn into_policy(self) -> Result<Option<TenantPolicy>, StoreError> {
+        let Some(tenant) = self.policy_tenant else {
+            return Ok(None);
+        };
+        Ok(Some(TenantPolicy {
+            tenant: parse_field(&tenant, Tenant::parse, "tenant_policies.tenant")?,
+            max_lifetime: seconds(
+                self.policy_max_lifetime_seconds,
+                "tenant_policies.max_lifetime_seconds",
+            )?,
+            default_lifetime: seconds(
+                self.policy_default_lifetime_seconds,
+                "tenant_policies.default_lifetime_seconds",
+            )?,
+            require_expiry: self.policy_require_expiry.unwrap_or(false),
+            max_tokens_per_owner: self
+                .policy_max_tokens_per_owner
+                .map(|limit| rate_limit(limit, "tenant_policies.max_tokens_per_owner"))
+                .transpose()?,
+            allowed_permissions: parse_grants(
+                self.policy_allowed_permissions.as_deref().unwrap_or("[]"),
+                "tenant_policies.allowed_permissions",
+            )?,
+            require_ip_allowlist: self.policy_require_ip_allowlist.unwrap_or(false),
+            enforce_on_existing: self.policy_enforce_on_existing.unwrap_or(false),
+            updated_at: optional_instant(self.policy_updated_at)?,
+        }))
     }
 }
 
@@ -509,6 +589,7 @@ mod tests {
             revoked_at: None,
             last_used_at: Some(at(1_700_000_000_000_004)),
             version: 7,
+            imported: true,
         }
     }
 
@@ -534,6 +615,7 @@ mod tests {
             revoked_at: params.revoked_at,
             last_used_at: params.last_used_at,
             version: i64::try_from(token.version).expect("version"),
+            imported: token.imported,
         }
     }
 
@@ -623,7 +705,46 @@ mod tests {
             owner_rate_limit_per_minute: Some(30),
             owner_created_at: Some(1_600_000_000_000_000),
             owner_updated_at: Some(1_600_000_000_000_001),
+            policy: stored_policy(None),
         }
+    }
+
+    /// The columns a LEFT JOIN on `tenant_policies` hands back for `policy` (all NULL for none).
+    fn stored_policy(policy: Option<&TenantPolicy>) -> PolicyRow {
+        let params = policy.map(PolicyParams::of);
+        PolicyRow {
+            policy_tenant: policy.map(|policy| policy.tenant.to_string()),
+            policy_max_lifetime_seconds: params.as_ref().and_then(|p| p.max_lifetime_seconds),
+            policy_default_lifetime_seconds: params
+                .as_ref()
+                .and_then(|p| p.default_lifetime_seconds),
+            policy_require_expiry: policy.map(|policy| policy.require_expiry),
+            policy_max_tokens_per_owner: params.as_ref().and_then(|p| p.max_tokens_per_owner),
+            policy_allowed_permissions: params.as_ref().map(|p| p.allowed_permissions.clone()),
+            policy_require_ip_allowlist: policy.map(|policy| policy.require_ip_allowlist),
+            policy_enforce_on_existing: policy.map(|policy| policy.enforce_on_existing),
+            policy_updated_at: params.as_ref().map(|p| p.updated_at),
+        }
+    }
+
+    #[test]
+    fn a_tenant_policy_decodes_from_its_stored_form_unchanged_and_no_row_is_no_policy() {
+        let policy = TenantPolicy {
+            tenant: Tenant::parse("acme").expect("tenant"),
+            max_lifetime: Some(chrono::Duration::days(90)),
+            default_lifetime: Some(chrono::Duration::days(30)),
+            require_expiry: false,
+            max_tokens_per_owner: Some(5),
+            allowed_permissions: grants(&["orders:*", "fn:Report"]),
+            require_ip_allowlist: true,
+            enforce_on_existing: true,
+            updated_at: Some(at(1_700_000_000_000_009)),
+        };
+        assert_eq!(
+            stored_policy(Some(&policy)).into_policy().expect("decodes"),
+            Some(policy)
+        );
+        assert_eq!(stored_policy(None).into_policy().expect("decodes"), None);
     }
 
     #[test]

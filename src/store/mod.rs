@@ -20,6 +20,7 @@ use crate::domain::model::{
 };
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
+use crate::domain::policy::TenantPolicy;
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
@@ -486,6 +487,35 @@ pub trait Store: Send + Sync + 'static {
         name: &RoleName,
         audit: &AuditEvent,
     ) -> Result<Role, StoreError>;
+
+    // Tenant token policies and imports (issue 16).
+
+    /// The tenant's policy, or `TenantPolicy::none` when none was set.
+    async fn get_tenant_policy(&self, tenant: &Tenant) -> Result<TenantPolicy, StoreError>;
+
+    /// Creates or replaces the tenant's policy, with its audit event.
+    async fn set_tenant_policy(
+        &self,
+        policy: &TenantPolicy,
+        audit: &AuditEvent,
+    ) -> Result<TenantPolicy, StoreError>;
+
+    /// Which of `hashes` are already a secret (current or retired) of some token.
+    async fn known_secret_hashes(
+        &self,
+        hashes: &[SecretHash],
+    ) -> Result<Vec<SecretHash>, StoreError>;
+
+    /// Inserts every token of `tokens`, with every event of `audits`, in one transaction, or
+    /// nothing: each owner must exist (`NotFound("principal")`) and hold, with the batch's live
+    /// tokens, at most `max_live_per_owner` live tokens (`OwnerTokenLimit`), counted under a
+    /// lock on the owner's row as `create_token` does; a secret hash already stored is `Conflict`.
+    async fn import_tokens(
+        &self,
+        tokens: &[NewToken],
+        max_live_per_owner: u32,
+        audits: &[AuditEvent],
+    ) -> Result<Vec<Token>, StoreError>;
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that

@@ -40,11 +40,32 @@ macro_rules! token_columns {
             $prefix, "rotated_at, ",
             $prefix, "revoked_at, ",
             $prefix, "last_used_at, ",
-            $prefix, "version"
+            $prefix, "version, ",
+            $prefix, "imported"
         )
     };
 }
 pub(super) use token_columns;
+
+/// The columns of `tenant_policies`, each prefixed with `$prefix` (a table alias) and named as
+/// `codec::PolicyRow` decodes them.
+#[rustfmt::skip]
+macro_rules! policy_columns {
+    ($prefix:literal) => {
+        concat!(
+            $prefix, "tenant AS policy_tenant, ",
+            $prefix, "max_lifetime_seconds AS policy_max_lifetime_seconds, ",
+            $prefix, "default_lifetime_seconds AS policy_default_lifetime_seconds, ",
+            $prefix, "require_expiry AS policy_require_expiry, ",
+            $prefix, "max_tokens_per_owner AS policy_max_tokens_per_owner, ",
+            $prefix, "allowed_permissions AS policy_allowed_permissions, ",
+            $prefix, "require_ip_allowlist AS policy_require_ip_allowlist, ",
+            $prefix, "enforce_on_existing AS policy_enforce_on_existing, ",
+            $prefix, "updated_at AS policy_updated_at"
+        )
+    };
+}
+pub(super) use policy_columns;
 
 /// The columns of `admin_keys` that `codec::AdminKeyRow` decodes, in its order.
 macro_rules! admin_key_columns {
@@ -89,18 +110,20 @@ macro_rules! impl_store {
             use $crate::domain::model::{
                 ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
             };
+            use $crate::domain::policy::TenantPolicy;
             use $crate::domain::signature::SealedSigningKey;
             use $crate::domain::token::SecretHash;
             use $crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
             use $crate::domain::admin_key::{AdminKey, AdminKeyId};
             use $crate::store::codec::{
-                AdminKeyRow, ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PrincipalRow, RoleRow,
-                TokenParams, TokenRow, corrupt, grants_json, micros, strings_json,
+                AdminKeyRow, ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PolicyParams,
+                PolicyRow, PrincipalRow, RoleRow, TokenParams, TokenRow, corrupt, grants_json, micros,
+                strings_json,
             };
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
-            use $crate::store::sql::{admin_key_columns, token_columns};
+            use $crate::store::sql::{admin_key_columns, policy_columns, token_columns};
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
                 Bootstrapped, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
@@ -205,6 +228,47 @@ macro_rules! impl_store {
                     rows.into_iter().map(RoleRow::into_role).collect()
                 }
 
+                /// Inserts `new` as it is (version 1), returning the stored row.
+                async fn insert_token_row(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    new: &NewToken,
+                ) -> Result<TokenRow, StoreError> {
+                    let token = &new.token;
+                    let params = TokenParams::of(token);
+                    sqlx::query_as(concat!(
+                        "INSERT INTO tokens (",
+                        token_columns!(""),
+                        ", secret_hash, signing_key) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19, $20) \
+                         RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(token.id.as_str())
+                    .bind(token.tenant.as_str())
+                    .bind(token.owner_id.as_str())
+                    .bind(token.name.as_str())
+                    .bind(token.description.as_str())
+                    .bind(params.permissions)
+                    .bind(params.roles)
+                    .bind(params.allowed_ips)
+                    .bind(params.rate_limit_per_minute)
+                    .bind(token.require_signature)
+                    .bind(&token.secret_hint)
+                    .bind(params.created_at)
+                    .bind(params.updated_at)
+                    .bind(params.expires_at)
+                    .bind(params.rotated_at)
+                    .bind(params.revoked_at)
+                    .bind(params.last_used_at)
+                    .bind(token.imported)
+                    .bind(new.secret_hash.0.as_slice())
+                    .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(map_error)
+                }
+
                 /// Refuses to make an expired token of `owner_id` live again when the owner already
                 /// holds `limit` live tokens at `now`. Locks the owner's row before counting, as
                 /// `create_token` does, so concurrent creates, rotations and updates of one owner's
@@ -269,7 +333,7 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                 ) -> Result<Token, StoreError> {
                     let token = &new.token;
-                    let params = TokenParams::of(token);
+                    let created_at = micros(token.created_at);
                     let mut transaction = self.pool.begin().await.map_err(map_error)?;
 
                     // Serialises concurrent creates for one owner, so the count below cannot race.
@@ -294,7 +358,7 @@ macro_rules! impl_store {
                     )
                     .bind(token.tenant.as_str())
                     .bind(token.owner_id.as_str())
-                    .bind(params.created_at)
+                    .bind(created_at)
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
@@ -304,38 +368,7 @@ macro_rules! impl_store {
                         });
                     }
 
-                    let row: TokenRow = sqlx::query_as(concat!(
-                        "INSERT INTO tokens (",
-                        token_columns!(""),
-                        ", secret_hash, signing_key) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                         $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19) \
-                         RETURNING ",
-                        token_columns!("")
-                    ))
-                    .bind(token.id.as_str())
-                    .bind(token.tenant.as_str())
-                    .bind(token.owner_id.as_str())
-                    .bind(token.name.as_str())
-                    .bind(token.description.as_str())
-                    .bind(params.permissions)
-                    .bind(params.roles)
-                    .bind(params.allowed_ips)
-                    .bind(params.rate_limit_per_minute)
-                    .bind(token.require_signature)
-                    .bind(&token.secret_hint)
-                    .bind(params.created_at)
-                    .bind(params.updated_at)
-                    .bind(params.expires_at)
-                    .bind(params.rotated_at)
-                    .bind(params.revoked_at)
-                    .bind(params.last_used_at)
-                    .bind(new.secret_hash.0.as_slice())
-                    .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-
+                    let row = Self::insert_token_row(&mut transaction, new).await?;
                     Self::commit_with_audit(transaction, audit).await?;
                     row.into_token()
                 }
@@ -600,7 +633,7 @@ macro_rules! impl_store {
                     let row: TokenRow = sqlx::query_as(concat!(
                         "UPDATE tokens SET secret_hash = $2, secret_hint = $3, rotated_at = $4, \
                          updated_at = $4, expires_at = $5, last_used_at = NULL, \
-                         version = version + 1 \
+                         version = version + 1, imported = FALSE \
                          WHERE id = $1 RETURNING ",
                         token_columns!("")
                     ))
@@ -661,8 +694,9 @@ macro_rules! impl_store {
                          matched.signing_key AS signing_key, \
                          p.permissions AS owner_permissions, p.disabled AS owner_disabled, \
                          p.rate_limit_per_minute AS owner_rate_limit_per_minute, \
-                         p.created_at AS owner_created_at, p.updated_at AS owner_updated_at \
-                         FROM (\
+                         p.created_at AS owner_created_at, p.updated_at AS owner_updated_at, ",
+                        policy_columns!("tp."),
+                        " FROM (\
                              SELECT id AS token_id, NULL AS grace_until, signing_key \
                              FROM tokens WHERE secret_hash = $1 \
                              UNION ALL \
@@ -671,6 +705,7 @@ macro_rules! impl_store {
                          ) AS matched \
                          JOIN tokens AS t ON t.id = matched.token_id \
                          LEFT JOIN principals AS p ON p.tenant = t.tenant AND p.id = t.owner_id \
+                         LEFT JOIN tenant_policies AS tp ON tp.tenant = t.tenant \
                          LIMIT 1"
                     ))
                     .bind(hash.0.as_slice())
@@ -1273,6 +1308,158 @@ macro_rules! impl_store {
                         .map_err(map_error)?;
                     Self::commit_with_audit(transaction, audit).await?;
                     role.into_role()
+                }
+
+                // Tenant token policies and imports (issue 16).
+
+                async fn get_tenant_policy(
+                    &self,
+                    tenant: &Tenant,
+                ) -> Result<TenantPolicy, StoreError> {
+                    let row: Option<PolicyRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        policy_columns!(""),
+                        " FROM tenant_policies WHERE tenant = $1"
+                    ))
+                    .bind(tenant.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    match row {
+                        Some(row) => Ok(row
+                            .into_policy()?
+                            .unwrap_or_else(|| TenantPolicy::none(tenant.clone()))),
+                        None => Ok(TenantPolicy::none(tenant.clone())),
+                    }
+                }
+
+                async fn set_tenant_policy(
+                    &self,
+                    policy: &TenantPolicy,
+                    audit: &AuditEvent,
+                ) -> Result<TenantPolicy, StoreError> {
+                    let params = PolicyParams::of(policy);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: PolicyRow = sqlx::query_as(concat!(
+                        "INSERT INTO tenant_policies (tenant, max_lifetime_seconds, \
+                         default_lifetime_seconds, require_expiry, max_tokens_per_owner, \
+                         allowed_permissions, require_ip_allowlist, enforce_on_existing, \
+                         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         ON CONFLICT (tenant) DO UPDATE SET \
+                         max_lifetime_seconds = excluded.max_lifetime_seconds, \
+                         default_lifetime_seconds = excluded.default_lifetime_seconds, \
+                         require_expiry = excluded.require_expiry, \
+                         max_tokens_per_owner = excluded.max_tokens_per_owner, \
+                         allowed_permissions = excluded.allowed_permissions, \
+                         require_ip_allowlist = excluded.require_ip_allowlist, \
+                         enforce_on_existing = excluded.enforce_on_existing, \
+                         updated_at = excluded.updated_at \
+                         RETURNING ",
+                        policy_columns!("")
+                    ))
+                    .bind(policy.tenant.as_str())
+                    .bind(params.max_lifetime_seconds)
+                    .bind(params.default_lifetime_seconds)
+                    .bind(policy.require_expiry)
+                    .bind(params.max_tokens_per_owner)
+                    .bind(params.allowed_permissions)
+                    .bind(policy.require_ip_allowlist)
+                    .bind(policy.enforce_on_existing)
+                    .bind(params.updated_at)
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_policy()?
+                        .ok_or_else(|| corrupt("tenant_policies: upsert returned no row"))
+                }
+
+                async fn known_secret_hashes(
+                    &self,
+                    hashes: &[SecretHash],
+                ) -> Result<Vec<SecretHash>, StoreError> {
+                    let mut known = Vec::new();
+                    // One statement per hash keeps the SQL one text for both dialects; an import
+                    // is at most `admin::MAX_IMPORT_BATCH` of them, on one connection.
+                    let mut connection = self.pool.acquire().await.map_err(map_error)?;
+                    for hash in hashes {
+                        let found: Option<i64> = sqlx::query_scalar(
+                            "SELECT 1 FROM tokens WHERE secret_hash = $1 \
+                             UNION ALL SELECT 1 FROM retired_secrets WHERE secret_hash = $1 \
+                             LIMIT 1",
+                        )
+                        .bind(hash.0.as_slice())
+                        .fetch_optional(&mut *connection)
+                        .await
+                        .map_err(map_error)?;
+                        if found.is_some() {
+                            known.push(*hash);
+                        }
+                    }
+                    Ok(known)
+                }
+
+                async fn import_tokens(
+                    &self,
+                    tokens: &[NewToken],
+                    max_live_per_owner: u32,
+                    audits: &[AuditEvent],
+                ) -> Result<Vec<Token>, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Each owner's row is locked (in id order, so two imports cannot wait on each
+                    // other in a cycle) before its live tokens are counted, as create_token does.
+                    let mut owners: std::collections::BTreeMap<(&str, &str), (i64, i64)> =
+                        std::collections::BTreeMap::new();
+                    for new in tokens {
+                        let token = &new.token;
+                        let entry = owners
+                            .entry((token.tenant.as_str(), token.owner_id.as_str()))
+                            .or_insert((micros(token.created_at), 0));
+                        if token.revoked_at.is_none() && token.expires_at > token.updated_at {
+                            entry.1 += 1;
+                        }
+                        entry.0 = entry.0.max(micros(token.updated_at));
+                    }
+                    for ((tenant, owner_id), (now, adding)) in &owners {
+                        let owner = sqlx::query(
+                            "UPDATE principals SET updated_at = updated_at \
+                             WHERE tenant = $1 AND id = $2 RETURNING id",
+                        )
+                        .bind(*tenant)
+                        .bind(*owner_id)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                        if owner.is_none() {
+                            return Err(StoreError::NotFound("principal"));
+                        }
+                        let live_tokens: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM tokens \
+                             WHERE tenant = $1 AND owner_id = $2 \
+                             AND revoked_at IS NULL AND expires_at > $3",
+                        )
+                        .bind(*tenant)
+                        .bind(*owner_id)
+                        .bind(*now)
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                        if live_tokens + adding > i64::from(max_live_per_owner) {
+                            return Err(StoreError::OwnerTokenLimit {
+                                limit: max_live_per_owner,
+                            });
+                        }
+                    }
+                    let mut stored = Vec::with_capacity(tokens.len());
+                    for new in tokens {
+                        let row = Self::insert_token_row(&mut transaction, new).await?;
+                        stored.push(row.into_token()?);
+                    }
+                    for audit in audits {
+                        Self::insert_audit_row(&mut transaction, audit).await?;
+                    }
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(stored)
                 }
             }
         }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tessera::domain::admin_key::{AdminKey, AdminKeyId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use tessera::domain::policy::TenantPolicy;
 use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
@@ -372,5 +373,35 @@ impl Store for PausingStore {
         audit: &AuditEvent,
     ) -> Result<Role, StoreError> {
         self.inner.delete_role(tenant, name, audit).await
+    }
+
+    async fn get_tenant_policy(&self, tenant: &Tenant) -> Result<TenantPolicy, StoreError> {
+        self.inner.get_tenant_policy(tenant).await
+    }
+
+    async fn set_tenant_policy(
+        &self,
+        policy: &TenantPolicy,
+        audit: &AuditEvent,
+    ) -> Result<TenantPolicy, StoreError> {
+        self.inner.set_tenant_policy(policy, audit).await
+    }
+
+    async fn known_secret_hashes(
+        &self,
+        hashes: &[SecretHash],
+    ) -> Result<Vec<SecretHash>, StoreError> {
+        self.inner.known_secret_hashes(hashes).await
+    }
+
+    async fn import_tokens(
+        &self,
+        tokens: &[NewToken],
+        max_live_per_owner: u32,
+        audits: &[AuditEvent],
+    ) -> Result<Vec<Token>, StoreError> {
+        self.inner
+            .import_tokens(tokens, max_live_per_owner, audits)
+            .await
     }
 }
