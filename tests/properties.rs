@@ -112,6 +112,7 @@ fn record(
         revoked_at: None,
         last_used_at: None,
         version: 1,
+        imported: false,
     };
     let principal = Principal {
         tenant,
@@ -128,6 +129,7 @@ fn record(
         owner: (owner != OwnerState::Gone).then_some(principal),
         roles,
         signing_key: None,
+        policy: None,
     }
 }
 

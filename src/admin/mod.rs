@@ -18,7 +18,7 @@ use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant};
 use crate::domain::policy::{PolicyBreach, PolicyRule, RequestedExpiry, TenantPolicy};
 use crate::domain::signature::{MasterKey, SealedSigningKey, SigningKey};
-use crate::domain::token::{self, TokenPrefix};
+use crate::domain::token::{self, SecretHash, TokenPrefix};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
 use crate::store::{
     RETIRED_SECRET_LEAK_WINDOW, Rotation, SigningKeyUpdate, Store, StoreError, TokenQuery,
@@ -219,9 +219,43 @@ pub struct ListTokens {
     pub include_revoked: bool,
     pub expiring_within: Option<Duration>,
     pub unused_for: Option<Duration>,
+    /// Only tokens that break the tenant's policy.
+    pub policy_violations_only: bool,
     pub page_size: u32,
     pub after: Option<TokenId>,
 }
+
+/// One existing token to import, parsed at the edge; `index` is its place in the request, for
+/// naming its fields (`tokens[3].owner_id`).
+#[derive(Debug, Clone)]
+pub struct ImportToken {
+    pub owner_id: PrincipalId,
+    pub name: TokenName,
+    pub description: Description,
+    pub secret_hash: SecretHash,
+    pub permissions: Vec<Grant>,
+    pub roles: Vec<RoleName>,
+    pub allowed_ips: IpAllowlist,
+    pub rate_limit_per_minute: u32,
+    /// None: the default lifetime (the tenant policy's, else one year) from now.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// None: now.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// At most this many tokens per ImportTokens call.
+pub const MAX_IMPORT_BATCH: usize = 1000;
+
+/// Tokens a ListTokens with `policy_violations_only` reads from the store at most before it
+/// answers a page (shorter, with a page token to go on): the filter is applied in the admin
+/// layer, so this bounds the work of one call.
+pub const MAX_POLICY_SCAN: u32 = 10_000;
+
+/// Imported tokens show this instead of a part of their secret, which Tessera never saw.
+pub const IMPORTED_SECRET_HINT: &str = "(imported)";
+
+/// Hashes per `Invalidation::Secrets` an import publishes: well under the notification limit.
+const HASHES_PER_INVALIDATION: usize = 64;
 
 /// A page of results and the key to continue after, if there is more.
 #[derive(Debug)]
@@ -459,10 +493,237 @@ impl Admin {
             limit: page_size + 1,
             now,
         };
-        let tokens = self.store.list_tokens(&query).await?;
-        Ok(Page::of_one_more(tokens, page_size as usize, |token| {
-            token.id.clone()
-        }))
+        if !request.policy_violations_only {
+            let tokens = self.store.list_tokens(&query).await?;
+            return Ok(Page::of_one_more(tokens, page_size as usize, |token| {
+                token.id.clone()
+            }));
+        }
+        self.list_policy_violations(query, page_size).await
+    }
+
+    /// The tokens of `query` that break their tenant's policy, a page of at most `page_size`,
+    /// reading at most [`MAX_POLICY_SCAN`] tokens: past that the page ends early, with the last
+    /// token read as the key to go on after.
+    async fn list_policy_violations(
+        &self,
+        mut query: TokenQuery,
+        page_size: u32,
+    ) -> Result<Page<Token, TokenId>, AdminError> {
+        let policy = self.store.get_tenant_policy(&query.tenant).await?;
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        query.limit = MAX_PAGE_SIZE;
+        loop {
+            let batch = self.store.list_tokens(&query).await?;
+            let exhausted = batch.len() < query.limit as usize;
+            let last = batch.last().map(|token| token.id.clone());
+            for token in batch {
+                scanned += 1;
+                if !policy.violations(&token, query.now).is_empty() {
+                    found.push(token);
+                    if found.len() > page_size as usize {
+                        return Ok(Page::of_one_more(found, page_size as usize, |token| {
+                            token.id.clone()
+                        }));
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items: found,
+                    next: None,
+                });
+            }
+            if scanned >= MAX_POLICY_SCAN {
+                return Ok(Page {
+                    items: found,
+                    next: last,
+                });
+            }
+            query.after = last;
+        }
+    }
+
+    /// The tenant's token policy (every rule off when none was set).
+    pub async fn tenant_policy(&self, tenant: &Tenant) -> Result<TenantPolicy, AdminError> {
+        Ok(self.store.get_tenant_policy(tenant).await?)
+    }
+
+    /// Replaces the tenant's policy; every replica drops its cached tokens of the tenant, so an
+    /// enforced policy holds from the next Check on.
+    pub async fn set_tenant_policy(
+        &self,
+        actor: &Actor,
+        mut policy: TenantPolicy,
+    ) -> Result<TenantPolicy, AdminError> {
+        let now = Utc::now();
+        validate_policy(&policy)?;
+        policy.updated_at = Some(now);
+        let audit = audit(actor, "tenant_policy.set", &policy.tenant, now)
+            .summary(format!("set token policy: {}", describe_policy(&policy)));
+        let stored = self.store.set_tenant_policy(&policy, &audit).await?;
+        self.announce(Invalidation::TenantPolicy(stored.tenant.clone()))
+            .await;
+        tracing::info!(tenant = %stored.tenant, enforce = stored.enforce_on_existing, "tenant policy set");
+        Ok(stored)
+    }
+
+    /// Imports existing tokens by the hashes of their secrets, all or none: every entry is held
+    /// to the same rules as CreateToken (owner, ceiling, roles, expiry bounds, the tenant's
+    /// policy and live-token limit), and no secret may already be known.
+    pub async fn import_tokens(
+        &self,
+        actor: &Actor,
+        tenant: &Tenant,
+        entries: Vec<ImportToken>,
+    ) -> Result<Vec<Token>, AdminError> {
+        if entries.is_empty() || entries.len() > MAX_IMPORT_BATCH {
+            return Err(AdminError::InvalidField {
+                field: "tokens".to_owned(),
+                description: format!("give 1 to {MAX_IMPORT_BATCH} tokens"),
+            });
+        }
+        let now = Utc::now();
+        let policy = self.store.get_tenant_policy(tenant).await?;
+        let mut owners: std::collections::HashMap<PrincipalId, Principal> =
+            std::collections::HashMap::new();
+        let mut role_names: Vec<RoleName> = entries
+            .iter()
+            .flat_map(|entry| entry.roles.iter().cloned())
+            .collect();
+        role_names.sort();
+        role_names.dedup();
+        let existing_roles = if role_names.is_empty() {
+            Vec::new()
+        } else {
+            self.store.get_roles(tenant, &role_names).await?
+        };
+        let mut news = Vec::with_capacity(entries.len());
+        let mut audits = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
+            let field = |name: &str| format!("tokens[{index}].{name}");
+            if !owners.contains_key(&entry.owner_id) {
+                let owner = match self.store.get_principal(tenant, &entry.owner_id).await {
+                    Ok(owner) => owner,
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(AdminError::InvalidField {
+                            field: field("owner_id"),
+                            description: format!(
+                                "principal {} does not exist in tenant {tenant}",
+                                entry.owner_id
+                            ),
+                        });
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                owners.insert(entry.owner_id.clone(), owner);
+            }
+            if let Some(owner) = owners.get(&entry.owner_id) {
+                ensure_within_owner_as(&field("permissions"), &entry.permissions, owner)?;
+            }
+            if let Some(missing) = entry
+                .roles
+                .iter()
+                .find(|name| !existing_roles.iter().any(|role| &role.name == *name))
+            {
+                return Err(AdminError::InvalidField {
+                    field: field("roles"),
+                    description: format!("role {missing} does not exist in tenant {tenant}"),
+                });
+            }
+            let expiry = entry.expires_at.map_or(Expiry::Default, Expiry::At);
+            let expires_at = policy_expiry(&policy, expiry, now).map_err(|error| match error {
+                AdminError::InvalidField { description, .. } => AdminError::InvalidField {
+                    field: field("expires_at"),
+                    description,
+                },
+                AdminError::PolicyViolation {
+                    rule, description, ..
+                } => AdminError::PolicyViolation {
+                    rule,
+                    field: field("expires_at"),
+                    description,
+                },
+                other => other,
+            })?;
+            policy
+                .check_permissions(&entry.permissions)
+                .map_err(breach(field("permissions")))?;
+            policy
+                .check_allowlist(entry.allowed_ips.is_empty())
+                .map_err(breach(field("allowed_ips")))?;
+            let created_at = entry.created_at.unwrap_or(now);
+            if created_at > now {
+                return Err(AdminError::InvalidField {
+                    field: field("created_at"),
+                    description: "must not be in the future".to_owned(),
+                });
+            }
+            let token = Token {
+                id: TokenId::generate(),
+                tenant: tenant.clone(),
+                owner_id: entry.owner_id,
+                name: entry.name,
+                description: entry.description,
+                permissions: entry.permissions,
+                roles: entry.roles,
+                allowed_ips: entry.allowed_ips,
+                rate_limit_per_minute: entry.rate_limit_per_minute,
+                require_signature: false,
+                secret_hint: IMPORTED_SECRET_HINT.to_owned(),
+                created_at,
+                updated_at: now,
+                expires_at,
+                rotated_at: None,
+                revoked_at: None,
+                last_used_at: None,
+                version: 1,
+                imported: true,
+            };
+            audits.push(
+                audit(actor, "token.import", tenant, now)
+                    .on_token(&token)
+                    .summary(format!(
+                        "imported token \"{}\" for owner {}, expires {}",
+                        token.name,
+                        token.owner_id,
+                        token.expires_at.to_rfc3339()
+                    )),
+            );
+            news.push(NewToken {
+                token,
+                secret_hash: entry.secret_hash,
+                signing_key: None,
+            });
+        }
+        let hashes: Vec<SecretHash> = news.iter().map(|new| new.secret_hash).collect();
+        let known = self.store.known_secret_hashes(&hashes).await?;
+        if let Some(index) = hashes.iter().position(|hash| known.contains(hash)) {
+            return Err(AdminError::SecretExists {
+                field: format!("tokens[{index}].secret_sha256"),
+                description: "a token with this secret already exists".to_owned(),
+            });
+        }
+        let max_live = policy.max_live_per_owner(self.max_tokens_per_owner);
+        let stored = match self.store.import_tokens(&news, max_live, &audits).await {
+            Ok(stored) => stored,
+            // Stored by a concurrent call since the check above.
+            Err(StoreError::Conflict(_)) => {
+                return Err(AdminError::SecretExists {
+                    field: "tokens".to_owned(),
+                    description: "a token with one of these secrets was stored meanwhile"
+                        .to_owned(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // A replica may hold one of the new secrets as unknown (presented before the import).
+        for chunk in hashes.chunks(HASHES_PER_INVALIDATION) {
+            self.announce(Invalidation::Secrets(chunk.to_vec())).await;
+        }
+        tracing::info!(tenant = %tenant, tokens = stored.len(), "tokens imported");
+        Ok(stored)
     }
 
     /// Applies the fields `changes` sets, and only those, so that concurrent updates of
@@ -922,6 +1183,78 @@ impl Admin {
     }
 }
 
+/// What a policy may not say: lifetimes beyond the server's bounds, a default beyond the
+/// maximum, a default that `require_expiry` would never use.
+fn validate_policy(policy: &TenantPolicy) -> Result<(), AdminError> {
+    let invalid = |field: &str, description: &str| AdminError::InvalidField {
+        field: format!("policy.{field}"),
+        description: description.to_owned(),
+    };
+    for (field, lifetime) in [
+        ("max_lifetime", policy.max_lifetime),
+        ("default_lifetime", policy.default_lifetime),
+    ] {
+        if let Some(lifetime) = lifetime
+            && (lifetime < Duration::seconds(1) || lifetime > MAX_LIFETIME)
+        {
+            return Err(invalid(field, "must be from 1 second to 5 years"));
+        }
+    }
+    if let (Some(default), Some(max)) = (policy.default_lifetime, policy.max_lifetime)
+        && default > max
+    {
+        return Err(invalid("default_lifetime", "must be at most max_lifetime"));
+    }
+    if policy.require_expiry && policy.default_lifetime.is_some() {
+        return Err(invalid(
+            "default_lifetime",
+            "is never used while require_expiry is set; set one of them",
+        ));
+    }
+    Ok(())
+}
+
+/// A policy in one line, for its audit event.
+fn describe_policy(policy: &TenantPolicy) -> String {
+    let mut rules = Vec::new();
+    if let Some(max) = policy.max_lifetime {
+        rules.push(format!(
+            "max_lifetime {}",
+            crate::domain::policy::describe(max)
+        ));
+    }
+    if let Some(default) = policy.default_lifetime {
+        rules.push(format!(
+            "default_lifetime {}",
+            crate::domain::policy::describe(default)
+        ));
+    }
+    if policy.require_expiry {
+        rules.push("require_expiry".to_owned());
+    }
+    if let Some(limit) = policy.max_tokens_per_owner {
+        rules.push(format!("max_tokens_per_owner {limit}"));
+    }
+    if !policy.allowed_permissions.is_empty() {
+        let allowed: Vec<String> = policy
+            .allowed_permissions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        rules.push(format!("allowed_permissions [{}]", allowed.join(", ")));
+    }
+    if policy.require_ip_allowlist {
+        rules.push("require_ip_allowlist".to_owned());
+    }
+    if rules.is_empty() {
+        rules.push("no rules".to_owned());
+    }
+    if policy.enforce_on_existing {
+        rules.push("enforced on existing tokens".to_owned());
+    }
+    rules.join(", ")
+}
+
 /// The instant a token given `expiry` at `now` expires, or the field that is out of bounds.
 pub fn resolve_expiry(expiry: Expiry, now: DateTime<Utc>) -> Result<DateTime<Utc>, AdminError> {
     let (field, expires_at) = match expiry {
@@ -1003,7 +1336,10 @@ pub fn policy_expiry(
 ) -> Result<DateTime<Utc>, AdminError> {
     let (field, requested) = match expiry {
         Expiry::Default => ("expires_at", RequestedExpiry::Default),
-        Expiry::At(_) => ("expires_at", RequestedExpiry::At(resolve_expiry(expiry, now)?)),
+        Expiry::At(_) => (
+            "expires_at",
+            RequestedExpiry::At(resolve_expiry(expiry, now)?),
+        ),
         Expiry::Ttl(_) => ("ttl", RequestedExpiry::At(resolve_expiry(expiry, now)?)),
     };
     policy

@@ -24,6 +24,8 @@ pub enum Right {
     ReadAdminKeys,
     /// Create and revoke admin keys.
     WriteAdminKeys,
+    /// Set a tenant's token policy.
+    WriteTenantPolicy,
 }
 
 impl Right {
@@ -37,6 +39,7 @@ impl Right {
             Self::WriteApiStatus => "api_status.write",
             Self::ReadAdminKeys => "admin_keys.read",
             Self::WriteAdminKeys => "admin_keys.write",
+            Self::WriteTenantPolicy => "tenant_policy.write",
         }
     }
 
@@ -45,7 +48,11 @@ impl Right {
         match self {
             Self::Read => AdminRole::Viewer,
             Self::WriteTokens | Self::WritePrincipals | Self::WriteRoles => AdminRole::TokenManager,
-            Self::WriteApiStatus | Self::ReadAdminKeys | Self::WriteAdminKeys => AdminRole::Owner,
+            // The policy bounds what token managers may create, so they cannot loosen it.
+            Self::WriteApiStatus
+            | Self::ReadAdminKeys
+            | Self::WriteAdminKeys
+            | Self::WriteTenantPolicy => AdminRole::Owner,
         }
     }
 
@@ -78,6 +85,9 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("ListPrincipals", Right::Read),
     ("GetRole", Right::Read),
     ("DeleteRole", Right::WriteRoles),
+    ("SetTenantPolicy", Right::WriteTenantPolicy),
+    ("GetTenantPolicy", Right::Read),
+    ("ImportTokens", Right::WriteTokens),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).
@@ -134,6 +144,7 @@ mod tests {
         assert!(Right::WriteRoles.held_by(TokenManager));
         assert!(!Right::WriteApiStatus.held_by(TokenManager));
         assert!(!Right::ReadAdminKeys.held_by(TokenManager));
+        assert!(!Right::WriteTenantPolicy.held_by(TokenManager));
         for (_, right) in RIGHTS {
             assert!(right.held_by(Owner), "{right:?}");
         }

@@ -36,6 +36,7 @@ mod connect;
 mod error;
 mod page;
 mod parse;
+mod policy;
 mod principal;
 mod record;
 mod role;
@@ -156,6 +157,10 @@ pub enum Command {
     /// Ask the server whether a token may do something (exit 0 allowed, 1 denied).
     // Boxed: its many flags would make every Command as large.
     Check(Box<check::CheckArgs>),
+    /// Show or replace a tenant's token policy (lifetimes, owner limit, allowed permissions,
+    /// allowlists).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -169,6 +174,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::Audit(args) => audit::run(&client, args).await,
         Command::AdminKey(command) => admin_key::run(&client, command).await,
         Command::Check(args) => check::run(&client, *args).await,
+        Command::Policy(command) => policy::run(&client, command).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,

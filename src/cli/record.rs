@@ -266,6 +266,19 @@ record_from! {
         last_used_at: Field::time,
         etag: Field::text,
         effective_rate_limit_per_minute: Field::number,
+        policy_violations: Field::list,
+        imported: Field::flag,
+    }
+    proto::TenantPolicy {
+        tenant: Field::text,
+        max_lifetime: Field::span,
+        default_lifetime: Field::span,
+        require_expiry: Field::flag,
+        max_tokens_per_owner: Field::number,
+        allowed_permissions: Field::list,
+        require_ip_allowlist: Field::flag,
+        enforce_on_existing: Field::flag,
+        updated_at: Field::time,
     }
     proto::Principal {
         tenant: Field::text,

@@ -12,6 +12,8 @@ use super::page::{self, Page, PageArgs};
 use super::record::{Field, Record};
 use super::{ClientArgs, Report, parse, table};
 
+mod import;
+
 /// Columns of `token list`.
 const LIST_COLUMNS: &[&str] = &[
     "id",
@@ -51,6 +53,20 @@ pub enum TokenCommand {
     Revoke {
         /// The token id (`tok_…`).
         id: String,
+    },
+    /// Import existing tokens from a JSON Lines file, by the SHA-256 of their secrets.
+    ///
+    /// One object per line with ImportedToken's fields (`owner_id`, `name`, `secret_sha256`,
+    /// `permissions`, `roles`, `allowed_ips`, `rate_limit_per_minute`, `expires_at` and
+    /// `created_at` as RFC 3339, `description`). The whole file is read and checked first; it is
+    /// then sent in batches of 1000, each imported whole or not at all: on an error, the
+    /// batches before it stay imported and the message says which lines failed.
+    Import {
+        /// The JSON Lines file (`-` for stdin).
+        file: std::path::PathBuf,
+        /// Tenant [default: the server's default tenant].
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -130,6 +146,10 @@ pub struct ListArgs {
     /// Only tokens unused (or never used) for at least this long, e.g. 90d.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     unused_for: Option<Duration>,
+
+    /// Only tokens that break the tenant's token policy (see `policy_violations`).
+    #[arg(long)]
+    policy_violations: bool,
 
     #[command(flatten)]
     page: PageArgs,
@@ -245,6 +265,33 @@ pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Repo
             let token = answer("RevokeToken", client.revoke_token(request).await)?.token;
             Ok(token_report(token.as_ref(), "revoked", []))
         }
+        TokenCommand::Import { file, tenant } => {
+            let entries = import::read(&file)?;
+            let mut client = admin_client(args).await?;
+            let mut imported = Vec::with_capacity(entries.len());
+            for (batch, tokens) in entries.chunks(import::BATCH).enumerate() {
+                let request = proto::ImportTokensRequest {
+                    tenant: tenant.clone().unwrap_or_default(),
+                    tokens: tokens.to_vec(),
+                };
+                match client.import_tokens(request).await {
+                    Ok(response) => imported.extend(response.into_inner().tokens),
+                    Err(status) => {
+                        return Err(import::failed(status, batch, imported.len()));
+                    }
+                }
+            }
+            let records: Vec<Record> = imported.iter().map(Record::from).collect();
+            let human = format!(
+                "imported {} tokens\n\n{}",
+                records.len(),
+                table::list(&records, LIST_COLUMNS)
+            );
+            let json = Record::default()
+                .with("tokens", Field::Messages(records))
+                .to_json();
+            Ok(Report::new(json, human))
+        }
     }
 }
 
@@ -340,6 +387,7 @@ fn list_request(args: &ListArgs, page_token: String) -> proto::ListTokensRequest
         page_token,
         expiring_within: args.expiring_within,
         unused_for: args.unused_for,
+        policy_violations_only: args.policy_violations,
     }
 }
 

@@ -232,10 +232,7 @@ impl Credential {
                 .owner
                 .as_ref()
                 .and_then(|o| o.rate_limit_per_minute),
-            policy_hold: record
-                .policy
-                .as_ref()
-                .and_then(|policy| policy.hold(token)),
+            policy_hold: record.policy.as_ref().and_then(|policy| policy.hold(token)),
         }
     }
 

@@ -384,7 +384,9 @@ mod tests {
 
         let good = token(now + Duration::days(10), &["orders:read"], &["10.0.0.0/8"]);
         assert!(strict.violations(&good, now).is_empty());
-        let hold = strict.hold(&good).expect("may break max_lifetime later? no: kept");
+        let hold = strict
+            .hold(&good)
+            .expect("may break max_lifetime later? no: kept");
         assert!(!hold.denies(now));
     }
 

@@ -11,6 +11,8 @@ use crate::domain::admin_key::{AdminKeyId, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::policy::TenantPolicy;
+use crate::domain::token::SecretHash;
 use crate::domain::usage::UsageScope;
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::convert::{self, Violations};
@@ -44,9 +46,146 @@ impl TokenAdminApi {
         }
     }
 
-    fn token(&self, token: &crate::domain::model::Token) -> proto::Token {
-        convert::token(token, self.default_rate_limit)
+    /// A token as the API shows it, with the rules of its tenant's policy it breaks.
+    async fn token(&self, token: &crate::domain::model::Token) -> Result<proto::Token, Status> {
+        let policy = self.admin.tenant_policy(&token.tenant).await?;
+        Ok(convert::token_under(
+            token,
+            self.default_rate_limit,
+            &policy,
+        ))
     }
+
+    /// Tokens of one tenant as the API shows them, under its `policy`.
+    fn tokens_under(
+        &self,
+        tokens: &[crate::domain::model::Token],
+        policy: &TenantPolicy,
+    ) -> Vec<proto::Token> {
+        tokens
+            .iter()
+            .map(|token| convert::token_under(token, self.default_rate_limit, policy))
+            .collect()
+    }
+}
+
+/// A SetTenantPolicyRequest's policy, or INVALID_ARGUMENT naming every bad field
+/// (`policy.max_lifetime`…); an empty tenant is `default_tenant`.
+pub fn parse_tenant_policy(
+    request: proto::SetTenantPolicyRequest,
+    default_tenant: &Tenant,
+) -> Result<TenantPolicy, Status> {
+    let mut violations = Violations::default();
+    let Some(raw) = request.policy else {
+        violations.add("policy", "is required");
+        return violations.finish(None);
+    };
+    let tenant = violations.check(
+        "policy.tenant",
+        Tenant::parse_or(&raw.tenant, default_tenant),
+    );
+    let max_lifetime = violations.duration("policy.max_lifetime", raw.max_lifetime);
+    let default_lifetime = violations.duration("policy.default_lifetime", raw.default_lifetime);
+    let allowed = violations.grants("policy.allowed_permissions", &raw.allowed_permissions);
+    let parsed = (|| {
+        Some(TenantPolicy {
+            tenant: tenant?,
+            max_lifetime: max_lifetime?,
+            default_lifetime: default_lifetime?,
+            require_expiry: raw.require_expiry,
+            max_tokens_per_owner: Some(raw.max_tokens_per_owner).filter(|limit| *limit > 0),
+            allowed_permissions: allowed?,
+            require_ip_allowlist: raw.require_ip_allowlist,
+            enforce_on_existing: raw.enforce_on_existing,
+            updated_at: None,
+        })
+    })();
+    violations.finish(parsed)
+}
+
+/// Most field violations one ImportTokens answer lists; a batch with more says so in a last one.
+const MAX_IMPORT_VIOLATIONS: usize = 100;
+
+/// An ImportTokensRequest's tenant and tokens, or INVALID_ARGUMENT naming every bad field with
+/// its entry's index (`tokens[3].secret_sha256`), duplicates within the batch included.
+pub fn parse_import(
+    request: proto::ImportTokensRequest,
+    default_tenant: &Tenant,
+) -> Result<(Tenant, Vec<admin::ImportToken>), Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse_or(&request.tenant, default_tenant));
+    if request.tokens.is_empty() || request.tokens.len() > admin::MAX_IMPORT_BATCH {
+        violations.add(
+            "tokens",
+            format!("give 1 to {} tokens", admin::MAX_IMPORT_BATCH),
+        );
+        return violations.finish(None);
+    }
+    let mut tokens = Vec::with_capacity(request.tokens.len());
+    let mut seen: std::collections::HashMap<SecretHash, usize> = std::collections::HashMap::new();
+    for (index, entry) in request.tokens.into_iter().enumerate() {
+        if violations.len() >= MAX_IMPORT_VIOLATIONS {
+            violations.add(
+                "tokens",
+                format!("more entries are invalid; the first {MAX_IMPORT_VIOLATIONS} are listed"),
+            );
+            break;
+        }
+        let field = |name: &str| format!("tokens[{index}].{name}");
+        let owner_id = violations.check(&field("owner_id"), PrincipalId::parse(&entry.owner_id));
+        let name = violations.check(&field("name"), TokenName::parse(&entry.name));
+        let description = violations.check(
+            &field("description"),
+            Description::parse(&entry.description),
+        );
+        let secret_hash =
+            violations.check(&field("secret_sha256"), parse_sha256(&entry.secret_sha256));
+        if let Some(hash) = secret_hash {
+            if let Some(first) = seen.get(&hash) {
+                violations.add(
+                    field("secret_sha256"),
+                    format!("the same secret as tokens[{first}]"),
+                );
+            } else {
+                seen.insert(hash, index);
+            }
+        }
+        let permissions = violations.grants(&field("permissions"), &entry.permissions);
+        let roles = violations.roles(&field("roles"), &entry.roles);
+        let allowed_ips = violations.allowlist(&field("allowed_ips"), &entry.allowed_ips);
+        let expires_at = violations.timestamp(&field("expires_at"), entry.expires_at);
+        let created_at = violations.timestamp(&field("created_at"), entry.created_at);
+        let parsed = (|| {
+            Some(admin::ImportToken {
+                owner_id: owner_id?,
+                name: name?,
+                description: description?,
+                secret_hash: secret_hash?,
+                permissions: permissions?,
+                roles: roles?,
+                allowed_ips: allowed_ips?,
+                rate_limit_per_minute: entry.rate_limit_per_minute,
+                expires_at: expires_at?,
+                created_at: created_at?,
+            })
+        })();
+        if let Some(parsed) = parsed {
+            tokens.push(parsed);
+        }
+    }
+    violations.finish(tenant.map(|tenant| (tenant, tokens)))
+}
+
+/// The hex of a SHA-256 (64 digits, either case).
+fn parse_sha256(raw: &str) -> Result<SecretHash, &'static str> {
+    const MESSAGE: &str = "must be the SHA-256 of the secret as 64 hex digits";
+    if raw.len() != 64 {
+        return Err(MESSAGE);
+    }
+    hex::decode(raw)
+        .ok()
+        .and_then(|bytes| SecretHash::from_slice(&bytes))
+        .ok_or(MESSAGE)
 }
 
 /// The paths UpdateToken accepts in its field mask.
@@ -356,7 +495,7 @@ impl TokenAdminService for TokenAdminApi {
         actor.require_tenant(&command.tenant)?;
         let issued = self.admin.create_token(&actor, command).await?;
         Ok(Response::new(proto::CreateTokenResponse {
-            token: Some(self.token(&issued.token)),
+            token: Some(self.token(&issued.token).await?),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
             signing_key: shown_once(issued.signing_key.as_ref()),
         }))
@@ -370,7 +509,7 @@ impl TokenAdminService for TokenAdminApi {
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.get_token(&actor, &id).await?;
         Ok(Response::new(proto::GetTokenResponse {
-            token: Some(self.token(&token)),
+            token: Some(self.token(&token).await?),
         }))
     }
 
@@ -401,15 +540,17 @@ impl TokenAdminService for TokenAdminApi {
                 include_revoked: request.include_revoked,
                 expiring_within: expiring_within?,
                 unused_for: unused_for?,
+                policy_violations_only: request.policy_violations_only,
                 page_size: page_size?,
                 after: after?,
             })
         })();
         let query = violations.finish(parsed)?;
         actor.require_tenant(&query.tenant)?;
+        let policy = self.admin.tenant_policy(&query.tenant).await?;
         let page = self.admin.list_tokens(query).await?;
         Ok(Response::new(proto::ListTokensResponse {
-            tokens: page.items.iter().map(|token| self.token(token)).collect(),
+            tokens: self.tokens_under(&page.items, &policy),
             next_page_token: convert::next_page_token(page.next),
         }))
     }
@@ -422,7 +563,7 @@ impl TokenAdminService for TokenAdminApi {
         let (id, changes, etag) = parse_update(request.into_inner())?;
         let updated = self.admin.update_token(&actor, &id, changes, etag).await?;
         Ok(Response::new(proto::UpdateTokenResponse {
-            token: Some(self.token(&updated.token)),
+            token: Some(self.token(&updated.token).await?),
             signing_key: shown_once(updated.signing_key.as_ref()),
         }))
     }
@@ -442,7 +583,7 @@ impl TokenAdminService for TokenAdminApi {
             .rotate_token(&actor, &id, grace.unwrap_or_else(chrono::Duration::zero))
             .await?;
         Ok(Response::new(proto::RotateTokenResponse {
-            token: Some(self.token(&issued.token)),
+            token: Some(self.token(&issued.token).await?),
             secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
             signing_key: shown_once(issued.signing_key.as_ref()),
         }))
@@ -456,7 +597,7 @@ impl TokenAdminService for TokenAdminApi {
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.revoke_token(&actor, &id).await?;
         Ok(Response::new(proto::RevokeTokenResponse {
-            token: Some(self.token(&token)),
+            token: Some(self.token(&token).await?),
         }))
     }
 
@@ -777,6 +918,47 @@ impl TokenAdminService for TokenAdminApi {
         let role = self.admin.delete_role(&actor, &tenant, &name).await?;
         Ok(Response::new(proto::DeleteRoleResponse {
             role: Some(convert::role(&role)),
+        }))
+    }
+
+    async fn set_tenant_policy(
+        &self,
+        request: Request<proto::SetTenantPolicyRequest>,
+    ) -> Result<Response<proto::SetTenantPolicyResponse>, Status> {
+        let actor = self.auth.authorize(&request, "SetTenantPolicy").await?;
+        let policy = parse_tenant_policy(request.into_inner(), self.admin.default_tenant())?;
+        actor.require_tenant(&policy.tenant)?;
+        let stored = self.admin.set_tenant_policy(&actor, policy).await?;
+        Ok(Response::new(proto::SetTenantPolicyResponse {
+            policy: Some(convert::tenant_policy(&stored)),
+        }))
+    }
+
+    async fn get_tenant_policy(
+        &self,
+        request: Request<proto::GetTenantPolicyRequest>,
+    ) -> Result<Response<proto::GetTenantPolicyResponse>, Status> {
+        let actor = self.auth.authorize(&request, "GetTenantPolicy").await?;
+        let tenant = Tenant::parse_or(&request.get_ref().tenant, self.admin.default_tenant())
+            .map_err(|error| convert::invalid_field("tenant", error))?;
+        actor.require_tenant(&tenant)?;
+        let policy = self.admin.tenant_policy(&tenant).await?;
+        Ok(Response::new(proto::GetTenantPolicyResponse {
+            policy: Some(convert::tenant_policy(&policy)),
+        }))
+    }
+
+    async fn import_tokens(
+        &self,
+        request: Request<proto::ImportTokensRequest>,
+    ) -> Result<Response<proto::ImportTokensResponse>, Status> {
+        let actor = self.auth.authorize(&request, "ImportTokens").await?;
+        let (tenant, tokens) = parse_import(request.into_inner(), self.admin.default_tenant())?;
+        actor.require_tenant(&tenant)?;
+        let imported = self.admin.import_tokens(&actor, &tenant, tokens).await?;
+        let policy = self.admin.tenant_policy(&tenant).await?;
+        Ok(Response::new(proto::ImportTokensResponse {
+            tokens: self.tokens_under(&imported, &policy),
         }))
     }
 }

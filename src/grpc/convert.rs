@@ -54,6 +54,15 @@ impl Violations {
             .ok()
     }
 
+    /// How many violations were gathered so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn require<T>(&mut self, field: &str, value: Option<T>) -> Option<T> {
         if value.is_none() {
             self.add(field, "is required");

@@ -5,7 +5,7 @@
 //! here and never sent.
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 use crate::admin::AdminError;
 use crate::usage::UsageError;
@@ -184,6 +184,33 @@ impl From<AdminError> for Status {
                 details.set_error_info("BEYOND_OWNER", ERROR_DOMAIN, []);
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
+            AdminError::PolicyViolation {
+                rule,
+                field,
+                description,
+            } => {
+                let message = format!("{field}: {description} (policy rule {rule})");
+                let mut details =
+                    ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                        "TENANT_POLICY",
+                        rule.as_str(),
+                        &description,
+                    )]);
+                details.set_bad_request(vec![FieldViolation::new(field, description)]);
+                details.set_error_info(
+                    "POLICY_VIOLATION",
+                    ERROR_DOMAIN,
+                    [("rule".to_owned(), rule.as_str().to_owned())],
+                );
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            AdminError::SecretExists { field, description } => {
+                let message = format!("{field}: {description}");
+                let mut details =
+                    ErrorDetails::with_bad_request(vec![FieldViolation::new(field, description)]);
+                details.set_error_info("SECRET_EXISTS", ERROR_DOMAIN, []);
+                Status::with_error_details(Code::AlreadyExists, message, details)
+            }
             AdminError::SigningUnavailable => {
                 let message = "require_signature: request signing needs the server's master key; \
                                set TESSERA_MASTER_KEY (base64 of 32 random bytes) on the server"
@@ -349,6 +376,28 @@ mod scope_tests {
             Some("tokens.write")
         );
         assert!(status.message().contains("tokens.write"), "{status:?}");
+    }
+
+    #[test]
+    fn a_policy_violation_is_failed_precondition_naming_the_rule_and_the_field() {
+        let status = Status::from(AdminError::PolicyViolation {
+            rule: crate::domain::policy::PolicyRule::MaxLifetime,
+            field: "ttl".to_owned(),
+            description: "at most 30 days".to_owned(),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "POLICY_VIOLATION");
+        assert_eq!(
+            info.metadata.get("rule").map(String::as_str),
+            Some("max_lifetime")
+        );
+        let failure = status
+            .get_details_precondition_failure()
+            .expect("precondition failure");
+        assert_eq!(failure.violations[0].subject, "max_lifetime");
+        let bad_request = status.get_details_bad_request().expect("bad request");
+        assert_eq!(bad_request.field_violations[0].field, "ttl");
     }
 
     #[test]

@@ -35,10 +35,10 @@ use super::{
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
-use crate::domain::policy::TenantPolicy;
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
+use crate::domain::policy::TenantPolicy;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 

@@ -268,7 +268,9 @@ impl PolicyParams {
     pub(super) fn of(policy: &TenantPolicy) -> Self {
         Self {
             max_lifetime_seconds: policy.max_lifetime.map(|max| max.num_seconds()),
-            default_lifetime_seconds: policy.default_lifetime.map(|lifetime| lifetime.num_seconds()),
+            default_lifetime_seconds: policy
+                .default_lifetime
+                .map(|lifetime| lifetime.num_seconds()),
             max_tokens_per_owner: policy.max_tokens_per_owner.map(i64::from),
             allowed_permissions: grants_json(&policy.allowed_permissions),
             updated_at: micros(policy.updated_at.unwrap_or_else(Utc::now)),

@@ -9,10 +9,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tessera::domain::admin_key::{AdminKey, AdminKeyId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
-use tessera::domain::policy::TenantPolicy;
 use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
 };
+use tessera::domain::policy::TenantPolicy;
 use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
