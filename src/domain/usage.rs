@@ -290,25 +290,7 @@ fn share(part: u64, whole: u64) -> f64 {
 }
 
 /// Every deny reason, to read stored reason names back.
-const DENY_REASONS: [DenyReason; 17] = [
-    DenyReason::TokenMissing,
-    DenyReason::TokenMalformed,
-    DenyReason::TokenUnknown,
-    DenyReason::TokenExpired,
-    DenyReason::TokenRevoked,
-    DenyReason::TenantMismatch,
-    DenyReason::OwnerDisabled,
-    DenyReason::IpNotAllowed,
-    DenyReason::SignatureRequired,
-    DenyReason::SignatureInvalid,
-    DenyReason::TimestampOutOfWindow,
-    DenyReason::Replayed,
-    DenyReason::PermissionDenied,
-    DenyReason::RateLimited,
-    DenyReason::ApiOffline,
-    DenyReason::StoreUnavailable,
-    DenyReason::PathInvalid,
-];
+const DENY_REASONS: [DenyReason; DenyReason::ALL.len()] = DenyReason::ALL;
 
 const ALLOWED: &str = "allowed";
 

@@ -1383,9 +1383,10 @@ macro_rules! impl_store {
                     // is at most `admin::MAX_IMPORT_BATCH` of them, on one connection.
                     let mut connection = self.pool.acquire().await.map_err(map_error)?;
                     for hash in hashes {
-                        let found: Option<i64> = sqlx::query_scalar(
-                            "SELECT 1 FROM tokens WHERE secret_hash = $1 \
-                             UNION ALL SELECT 1 FROM retired_secrets WHERE secret_hash = $1 \
+                        let found: Option<Vec<u8>> = sqlx::query_scalar(
+                            "SELECT secret_hash FROM tokens WHERE secret_hash = $1 \
+                             UNION ALL \
+                             SELECT secret_hash FROM retired_secrets WHERE secret_hash = $1 \
                              LIMIT 1",
                         )
                         .bind(hash.0.as_slice())

@@ -75,6 +75,9 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "ListPrincipals" => (Viewer, "read", NamesTenant),
         "GetRole" => (Viewer, "read", NamesTenant),
         "DeleteRole" => (TokenManager, "roles.write", NamesTenant),
+        "SetTenantPolicy" => (Owner, "tenant_policy.write", NamesTenant),
+        "GetTenantPolicy" => (Viewer, "read", NamesTenant),
+        "ImportTokens" => (TokenManager, "tokens.write", NamesTenant),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -342,6 +345,41 @@ async fn call(
             let name = fresh_role(app, &tenant).await;
             client
                 .delete_role(with_key(proto::DeleteRoleRequest { tenant, name }, key))
+                .await
+                .map(drop)
+        }
+        // A policy without rules, so the calls after it are unaffected.
+        "SetTenantPolicy" => client
+            .set_tenant_policy(with_key(
+                proto::SetTenantPolicyRequest {
+                    policy: Some(proto::TenantPolicy {
+                        tenant,
+                        ..Default::default()
+                    }),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "GetTenantPolicy" => client
+            .get_tenant_policy(with_key(proto::GetTenantPolicyRequest { tenant }, key))
+            .await
+            .map(drop),
+        "ImportTokens" => {
+            let secret = format!("legacy-{}", ulid::Ulid::new());
+            client
+                .import_tokens(with_key(
+                    proto::ImportTokensRequest {
+                        tenant,
+                        tokens: vec![proto::ImportedToken {
+                            owner_id: "alice".to_owned(),
+                            name: "imported".to_owned(),
+                            secret_sha256: tessera::domain::token::SecretHash::of(&secret).to_hex(),
+                            ..Default::default()
+                        }],
+                    },
+                    key,
+                ))
                 .await
                 .map(drop)
         }
