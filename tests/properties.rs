@@ -681,3 +681,72 @@ proptest! {
         }
     }
 }
+
+/// A lifetime of whole seconds from one second to five years, or none.
+fn optional_lifetime() -> impl Strategy<Value = Option<Duration>> {
+    proptest::option::of((1_i64..=5 * 365 * 86_400).prop_map(Duration::seconds))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Tenant policies (issue 16): whatever the policy and the request, an expiry the policy
+    /// gives is never beyond `max_lifetime`, a given one is kept exactly when it is within it,
+    /// the default is the policy's (else the server's, clamped), and a token written with the
+    /// result keeps the lifetime rule — at Check too, when enforced.
+    #[test]
+    fn a_policys_expiry_is_never_beyond_its_max_lifetime_and_keeps_what_it_allows(
+        max_lifetime in optional_lifetime(),
+        default_lifetime in optional_lifetime(),
+        requested in proptest::option::of(1_i64..=5 * 365 * 86_400),
+        server_default in (1_i64..=5 * 365).prop_map(Duration::days),
+    ) {
+        use tessera::domain::policy::{PolicyRule, RequestedExpiry, TenantPolicy};
+        // SetTenantPolicy refuses a default beyond the maximum.
+        let default_lifetime = match (default_lifetime, max_lifetime) {
+            (Some(default), Some(max)) => Some(default.min(max)),
+            (default, _) => default,
+        };
+        let policy = TenantPolicy {
+            max_lifetime,
+            default_lifetime,
+            enforce_on_existing: true,
+            ..TenantPolicy::none(Tenant::parse("acme").expect("tenant"))
+        };
+        let now = Utc::now();
+        let request = match requested {
+            Some(seconds) => RequestedExpiry::At(now + Duration::seconds(seconds)),
+            None => RequestedExpiry::Default,
+        };
+        match policy.expiry(request, now, server_default) {
+            Ok(expires_at) => {
+                if let Some(max) = max_lifetime {
+                    prop_assert!(expires_at - now <= max);
+                }
+                match (request, default_lifetime) {
+                    (RequestedExpiry::At(at), _) => prop_assert_eq!(expires_at, at),
+                    (RequestedExpiry::Default, Some(default)) => {
+                        prop_assert_eq!(expires_at, now + default)
+                    }
+                    (RequestedExpiry::Default, None) => prop_assert_eq!(
+                        expires_at,
+                        now + max_lifetime.map_or(server_default, |max| server_default.min(max))
+                    ),
+                }
+                let token = Token {
+                    expires_at,
+                    ..record(&[], &[], &[], OwnerState::Enabled).token
+                };
+                prop_assert!(policy.violations(&token, now).is_empty());
+                prop_assert!(policy.hold(&token).is_none_or(|hold| !hold.denies(now)));
+            }
+            Err(breach) => {
+                prop_assert_eq!(breach.rule, PolicyRule::MaxLifetime);
+                let (Some(max), RequestedExpiry::At(at)) = (max_lifetime, request) else {
+                    return Err(TestCaseError::fail("only a given expiry beyond the maximum is refused"));
+                };
+                prop_assert!(at - now > max);
+            }
+        }
+    }
+}

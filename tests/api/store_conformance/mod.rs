@@ -22,6 +22,7 @@ use crate::helpers::database::TestDatabase;
 
 mod admin_keys;
 mod database;
+mod policies_imports;
 mod principals_roles;
 mod tokens;
 mod usage;
@@ -81,6 +82,11 @@ macro_rules! store_suite {
                 principals_roles::principals_are_listed_by_id_one_page_at_a_time_per_tenant,
                 principals_roles::a_role_named_by_a_token_that_is_not_revoked_cannot_be_deleted,
                 principals_roles::a_role_named_only_by_revoked_tokens_is_deleted,
+                policies_imports::a_tenant_policy_round_trips_per_tenant_and_replacing_it_audits_each_write,
+                policies_imports::a_credential_carries_its_tenants_policy_and_none_without_one,
+                policies_imports::an_import_writes_every_token_and_its_audit_events_or_nothing,
+                policies_imports::an_import_counts_the_batch_against_each_owners_live_token_limit,
+                policies_imports::known_secret_hashes_are_the_current_and_retired_ones_and_a_rotation_clears_imported,
             );
             store_suite!(@database_tests $backend;
                 database::connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
