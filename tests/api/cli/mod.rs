@@ -10,6 +10,7 @@ use crate::helpers::{TestApp, spawn_app};
 
 mod backup;
 mod papercuts;
+mod policy;
 mod tls;
 
 const TENANT: &str = "acme";
