@@ -283,13 +283,31 @@ macro_rules! impl_store {
                     limit: u32,
                 ) -> Result<(), StoreError> {
                     // A token whose owner row is gone is still counted (Check denies it anyway).
-                    sqlx::query(
+                    let (_, live_tokens) =
+                        Self::lock_owner_counting_live(connection, tenant, owner_id, now).await?;
+                    if live_tokens >= i64::from(limit) {
+                        return Err(StoreError::OwnerTokenLimit { limit });
+                    }
+                    Ok(())
+                }
+
+                /// Locks the owner's row (a no-op update) and then counts its live tokens at
+                /// `now`: whether the row exists, and the count. Every writer that adds a live
+                /// token of the owner (create, import, revival) takes this lock first, so their
+                /// counts follow one another.
+                async fn lock_owner_counting_live(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    tenant: &str,
+                    owner_id: &str,
+                    now: i64,
+                ) -> Result<(bool, i64), StoreError> {
+                    let owner = sqlx::query(
                         "UPDATE principals SET updated_at = updated_at \
-                         WHERE tenant = $1 AND id = $2",
+                         WHERE tenant = $1 AND id = $2 RETURNING id",
                     )
                     .bind(tenant)
                     .bind(owner_id)
-                    .execute(&mut *connection)
+                    .fetch_optional(&mut *connection)
                     .await
                     .map_err(map_error)?;
                     let live_tokens: i64 = sqlx::query_scalar(
@@ -303,13 +321,10 @@ macro_rules! impl_store {
                     .fetch_one(&mut *connection)
                     .await
                     .map_err(map_error)?;
-                    if live_tokens >= i64::from(limit) {
-                        return Err(StoreError::OwnerTokenLimit { limit });
-                    }
-                    Ok(())
+                    Ok((owner.is_some(), live_tokens))
                 }
 
-                usage_methods!(database: $database);
+                                usage_methods!(database: $database);
             }
 
             #[async_trait::async_trait]
@@ -336,32 +351,18 @@ macro_rules! impl_store {
                     let created_at = micros(token.created_at);
                     let mut transaction = self.pool.begin().await.map_err(map_error)?;
 
-                    // Serialises concurrent creates for one owner, so the count below cannot race.
-                    let owner = sqlx::query(
-                        "UPDATE principals SET updated_at = updated_at \
-                         WHERE tenant = $1 AND id = $2 RETURNING id",
+                    // Serialises concurrent creates for one owner, so the count cannot race. The
+                    // token's creation instant is "now" for what counts as live.
+                    let (owner_exists, live_tokens) = Self::lock_owner_counting_live(
+                        &mut transaction,
+                        token.tenant.as_str(),
+                        token.owner_id.as_str(),
+                        created_at,
                     )
-                    .bind(token.tenant.as_str())
-                    .bind(token.owner_id.as_str())
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
-                    if owner.is_none() {
+                    .await?;
+                    if !owner_exists {
                         return Err(StoreError::NotFound("principal"));
                     }
-
-                    // The token's creation instant is "now" for what counts as live.
-                    let live_tokens: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM tokens \
-                         WHERE tenant = $1 AND owner_id = $2 \
-                         AND revoked_at IS NULL AND expires_at > $3",
-                    )
-                    .bind(token.tenant.as_str())
-                    .bind(token.owner_id.as_str())
-                    .bind(created_at)
-                    .fetch_one(&mut *transaction)
-                    .await
-                    .map_err(map_error)?;
                     if live_tokens >= i64::from(max_live_per_owner) {
                         return Err(StoreError::OwnerTokenLimit {
                             limit: max_live_per_owner,
@@ -1422,29 +1423,12 @@ macro_rules! impl_store {
                         entry.0 = entry.0.max(micros(token.updated_at));
                     }
                     for ((tenant, owner_id), (now, adding)) in &owners {
-                        let owner = sqlx::query(
-                            "UPDATE principals SET updated_at = updated_at \
-                             WHERE tenant = $1 AND id = $2 RETURNING id",
-                        )
-                        .bind(*tenant)
-                        .bind(*owner_id)
-                        .fetch_optional(&mut *transaction)
-                        .await
-                        .map_err(map_error)?;
-                        if owner.is_none() {
+                        let (owner_exists, live_tokens) =
+                            Self::lock_owner_counting_live(&mut transaction, tenant, owner_id, *now)
+                                .await?;
+                        if !owner_exists {
                             return Err(StoreError::NotFound("principal"));
                         }
-                        let live_tokens: i64 = sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM tokens \
-                             WHERE tenant = $1 AND owner_id = $2 \
-                             AND revoked_at IS NULL AND expires_at > $3",
-                        )
-                        .bind(*tenant)
-                        .bind(*owner_id)
-                        .bind(*now)
-                        .fetch_one(&mut *transaction)
-                        .await
-                        .map_err(map_error)?;
                         if live_tokens + adding > i64::from(max_live_per_owner) {
                             return Err(StoreError::OwnerTokenLimit {
                                 limit: max_live_per_owner,
