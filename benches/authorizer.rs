@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::ExposeSecret;
-use tessera::admin::{Actor, Admin, CreateToken, Expiry, UpsertPrincipal};
+use tessera::admin::{Actor, Admin, CreateToken, Expiry, ImportToken, UpsertPrincipal};
 use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::network::IpAllowlist;
 use tessera::domain::permission::{Grant, Permission, PermissionQuery};
-use tessera::domain::token::{self, TokenPrefix};
+use tessera::domain::policy::TenantPolicy;
+use tessera::domain::token::{self, SecretHash, TokenPrefix};
 use tessera::store::{self, PoolOptions, Store};
 
 struct Fixture {
@@ -31,6 +32,12 @@ struct Secrets {
     rate_limited: String,
     disabled_owner: String,
     unknown: String,
+    /// Tokens of `initech`, whose policy is enforced on existing tokens: one keeps it, one
+    /// (created before the policy) breaks `max_lifetime`.
+    kept_policy: String,
+    broke_policy: String,
+    /// The original secret of a token imported by its hash (another system's format).
+    imported: String,
 }
 
 fn settings(capacity: u64) -> AuthzSettings {
@@ -44,7 +51,7 @@ fn settings(capacity: u64) -> AuthzSettings {
         },
         default_rate_limit_per_minute: NonZeroU32::new(60).expect("non-zero"),
         signing: Default::default(),
-        accept_imported_tokens: false,
+        accept_imported_tokens: true,
     }
 }
 
@@ -55,8 +62,12 @@ fn grants(raw: &[&str]) -> Vec<Grant> {
 }
 
 fn create(owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
+    create_in("acme", owner, allowed_ips, rate_limit)
+}
+
+fn create_in(tenant: &str, owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
     CreateToken {
-        tenant: Tenant::parse("acme").expect("tenant"),
+        tenant: Tenant::parse(tenant).expect("tenant"),
         owner_id: PrincipalId::parse(owner).expect("owner"),
         name: TokenName::parse("bench").expect("name"),
         description: Description::parse("").expect("description"),
@@ -86,12 +97,16 @@ async fn fixture(capacity: u64) -> Fixture {
     let authorizer = Arc::new(Authorizer::new(store.clone(), settings(capacity)));
     let admin = Admin::new(store, TokenPrefix::default(), 64, authorizer.clone());
     let actor = Actor::named("bench");
-    for (owner, disabled) in [("alice", false), ("mallory", true)] {
+    for (tenant, owner, disabled) in [
+        ("acme", "alice", false),
+        ("acme", "mallory", true),
+        ("initech", "peter", false),
+    ] {
         admin
             .upsert_principal(
                 &actor,
                 UpsertPrincipal {
-                    tenant: Tenant::parse("acme").expect("tenant"),
+                    tenant: Tenant::parse(tenant).expect("tenant"),
                     id: PrincipalId::parse(owner).expect("id"),
                     permissions: grants(&["orders:*", "products:*"]),
                     disabled,
@@ -143,6 +158,51 @@ async fn fixture(capacity: u64) -> Fixture {
         .secret
         .expose_secret()
         .to_owned();
+    // Created with a year's lifetime, before the policy allows only 200 days.
+    let broke_policy = secret(
+        admin
+            .create_token(&actor, create_in("initech", "peter", &[], unlimited))
+            .await
+            .expect("token"),
+    );
+    let initech = Tenant::parse("initech").expect("tenant");
+    admin
+        .set_tenant_policy(
+            &actor,
+            TenantPolicy {
+                max_lifetime: Some(chrono::Duration::days(200)),
+                enforce_on_existing: true,
+                ..TenantPolicy::none(initech.clone())
+            },
+        )
+        .await
+        .expect("policy");
+    let kept_policy = secret(
+        admin
+            .create_token(&actor, create_in("initech", "peter", &[], unlimited))
+            .await
+            .expect("token"),
+    );
+    let imported = "ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_owned();
+    admin
+        .import_tokens(
+            &actor,
+            &Tenant::parse("acme").expect("tenant"),
+            vec![ImportToken {
+                owner_id: PrincipalId::parse("alice").expect("owner"),
+                name: TokenName::parse("imported").expect("name"),
+                description: Description::parse("").expect("description"),
+                secret_hash: SecretHash::of(&imported),
+                permissions: grants(&["orders:*"]),
+                roles: Vec::new(),
+                allowed_ips: IpAllowlist::default(),
+                rate_limit_per_minute: unlimited,
+                expires_at: None,
+                created_at: None,
+            }],
+        )
+        .await
+        .expect("import");
     let _ = ApiScope::all();
     Fixture {
         authorizer,
@@ -153,6 +213,9 @@ async fn fixture(capacity: u64) -> Fixture {
             rate_limited,
             disabled_owner,
             unknown,
+            kept_policy,
+            broke_policy,
+            imported,
         },
         _dir: dir,
     }
@@ -219,6 +282,21 @@ fn bench_check(c: &mut Criterion) {
             input("acme", "orders:read"),
         ),
         ("token_malformed", malformed, input("acme", "orders:read")),
+        (
+            "allowed_under_enforced_policy",
+            &secrets.kept_policy,
+            input("initech", "orders:read"),
+        ),
+        (
+            "policy_violation",
+            &secrets.broke_policy,
+            input("initech", "orders:read"),
+        ),
+        (
+            "allowed_imported_secret",
+            &secrets.imported,
+            input("acme", "orders:read"),
+        ),
     ];
     let mut group = c.benchmark_group("check_cached");
     for (name, secret, check) in &cases {

@@ -203,6 +203,34 @@ async fn every_admin_method_with(
             name: "everything".to_owned()
         }
     );
+    call!(
+        "SetTenantPolicy",
+        set_tenant_policy,
+        proto::SetTenantPolicyRequest {
+            policy: Some(proto::TenantPolicy {
+                tenant: tenant(),
+                ..Default::default()
+            })
+        }
+    );
+    call!(
+        "GetTenantPolicy",
+        get_tenant_policy,
+        proto::GetTenantPolicyRequest { tenant: tenant() }
+    );
+    call!(
+        "ImportTokens",
+        import_tokens,
+        proto::ImportTokensRequest {
+            tenant: tenant(),
+            tokens: vec![proto::ImportedToken {
+                owner_id: "alice".to_owned(),
+                name: "imported".to_owned(),
+                secret_sha256: "00".repeat(32),
+                ..Default::default()
+            }]
+        }
+    );
     refused
 }
 
