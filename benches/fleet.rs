@@ -52,6 +52,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         expires_at: chrono::Utc::now() + chrono::Duration::days(1),
         rotated_at: None,
         revoked: false,
+        suspended: false,
         secret_match: SecretMatch::Current,
         allowed_ips: IpAllowlist::default().into(),
         require_signature: false,
@@ -61,6 +62,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         effective: Vec::new().into(),
         rate_limit_per_minute,
         owner_rate_limit_per_minute: None,
+        metadata: None,
     }
 }
 

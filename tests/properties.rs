@@ -112,6 +112,8 @@ fn record(
         revoked_at: None,
         last_used_at: None,
         version: 1,
+        metadata: Default::default(),
+        suspension: None,
     };
     let principal = Principal {
         tenant,

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::domain::metadata::Metadata;
 use crate::domain::decision::{
     CheckInput, Credential, DenyReason, check_credential, check_permission,
 };
@@ -86,6 +87,14 @@ impl Decision {
         match self.outcome {
             Ok(()) => 200,
             Err(reason) => reason.http_status(),
+        }
+    }
+
+    /// The token's metadata, when allowed and it has any.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        match (&self.outcome, &self.credential) {
+            (Ok(()), Some(credential)) => credential.metadata.as_deref(),
+            _ => None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The Check decision as one pure function over a credential and a request.
 //!
 //! Order (docs/api.md, "The Check decision"): API offline → token missing/malformed/unknown/
-//! revoked (or rotated out)/expired, tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
+//! revoked (or rotated out)/suspended/expired, tenant mismatch, owner disabled → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
 //! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
 //! replay guard is state too, but its place is inside the order (after the signature's tag and
@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
+use super::metadata::Metadata;
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
 use super::permission::{self, Grant, PermissionQuery};
@@ -45,11 +46,13 @@ pub enum DenyReason {
     /// A gateway request whose path cannot be resolved to one path unambiguously
     /// ([`super::http::PathError`]); decided before any token lookup.
     PathInvalid,
+    /// The token is suspended until it is resumed; checked after revocation, before expiry.
+    TokenSuspended,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order (`reason as usize` is its position).
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         Self::TokenMissing,
         Self::TokenMalformed,
         Self::TokenUnknown,
@@ -67,6 +70,7 @@ impl DenyReason {
         Self::ApiOffline,
         Self::StoreUnavailable,
         Self::PathInvalid,
+        Self::TokenSuspended,
     ];
 
     /// What an HTTP API in front of Tessera should answer.
@@ -77,6 +81,7 @@ impl DenyReason {
             | Self::TokenUnknown
             | Self::TokenExpired
             | Self::TokenRevoked
+            | Self::TokenSuspended
             | Self::TenantMismatch
             | Self::OwnerDisabled
             | Self::SignatureRequired
@@ -110,6 +115,7 @@ impl DenyReason {
             Self::ApiOffline => "the API is offline",
             Self::StoreUnavailable => "authorization is temporarily unavailable",
             Self::PathInvalid => "the request path cannot be resolved unambiguously",
+            Self::TokenSuspended => "the API token is suspended",
         }
     }
 
@@ -133,6 +139,7 @@ impl DenyReason {
             Self::ApiOffline => "api_offline",
             Self::StoreUnavailable => "store_unavailable",
             Self::PathInvalid => "path_invalid",
+            Self::TokenSuspended => "token_suspended",
         }
     }
 }
@@ -166,6 +173,8 @@ pub struct Credential {
     /// because rotation clears a token's usage history.
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// Suspended until resumed: every Check is denied, as for a revoked token, but reversibly.
+    pub suspended: bool,
     pub secret_match: SecretMatch,
     /// Shared with every cached token of the same allowlist (`authz::intern`).
     pub allowed_ips: Arc<IpAllowlist>,
@@ -186,6 +195,9 @@ pub struct Credential {
     pub effective: Arc<[Grant]>,
     pub rate_limit_per_minute: u32,
     pub owner_rate_limit_per_minute: Option<u32>,
+    /// The token's metadata, returned by an allowed Check; None when it has none, so a token
+    /// without metadata pays one word for it. Shared like `allowed_ips`.
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 impl Credential {
@@ -210,6 +222,7 @@ impl Credential {
             expires_at: token.expires_at,
             rotated_at: token.rotated_at,
             revoked: token.revoked_at.is_some(),
+            suspended: token.suspension.is_some(),
             secret_match: record.secret_match,
             allowed_ips: Arc::new(token.allowed_ips.clone()),
             require_signature: token.require_signature,
@@ -222,6 +235,7 @@ impl Credential {
                 .owner
                 .as_ref()
                 .and_then(|o| o.rate_limit_per_minute),
+            metadata: (!token.metadata.is_empty()).then(|| Arc::new(token.metadata.clone())),
         }
     }
 
@@ -263,6 +277,9 @@ pub fn check_credential(
 ) -> Result<Option<FreshSignature>, DenyReason> {
     if credential.revoked || credential.is_retired_secret(input.now) {
         return Err(DenyReason::TokenRevoked);
+    }
+    if credential.suspended {
+        return Err(DenyReason::TokenSuspended);
     }
     if credential.expires_at <= input.now {
         return Err(DenyReason::TokenExpired);
@@ -612,6 +629,8 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             version: 1,
+            metadata: Default::default(),
+            suspension: None,
         };
         let record = CredentialRecord {
             token,

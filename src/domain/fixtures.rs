@@ -21,6 +21,7 @@ pub(crate) fn credential() -> Credential {
         expires_at: Utc::now() + Duration::days(1),
         rotated_at: None,
         revoked: false,
+        suspended: false,
         secret_match: SecretMatch::Current,
         allowed_ips: Arc::new(IpAllowlist::default()),
         require_signature: false,
@@ -30,5 +31,6 @@ pub(crate) fn credential() -> Credential {
         effective: Arc::from([]),
         rate_limit_per_minute: 0,
         owner_rate_limit_per_minute: None,
+        metadata: None,
     }
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::metadata::Metadata;
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
 use super::network::IpAllowlist;
 use super::permission::Grant;
@@ -32,6 +33,17 @@ pub struct Token {
     /// Bumped by the store on every admin write of the token (1 at creation); shown as its
     /// etag, so an update can ask to apply only to the version it read.
     pub version: u64,
+    /// The caller's key-value pairs, returned by an allowed Check.
+    pub metadata: Metadata,
+    /// The suspension, while the token is suspended (SuspendToken until ResumeToken).
+    pub suspension: Option<Suspension>,
+}
+
+/// Why and since when a token is suspended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspension {
+    pub at: DateTime<Utc>,
+    pub reason: Description,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +51,15 @@ pub enum TokenState {
     Active,
     Expired,
     Revoked,
+    Suspended,
 }
 
 impl Token {
     pub fn state(&self, now: DateTime<Utc>) -> TokenState {
         if self.revoked_at.is_some() {
             TokenState::Revoked
+        } else if self.suspension.is_some() {
+            TokenState::Suspended
         } else if self.expires_at <= now {
             TokenState::Expired
         } else {

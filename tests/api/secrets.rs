@@ -1373,6 +1373,8 @@ fn sample_token(id: tessera::domain::fields::TokenId, hint: &str) -> tessera::do
         revoked_at: None,
         last_used_at: None,
         version: 1,
+        metadata: Default::default(),
+        suspension: None,
     }
 }
 

@@ -381,6 +381,8 @@ fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
             revoked_at: None,
             last_used_at: None,
             version: 1,
+            metadata: Default::default(),
+            suspension: None,
         },
         secret_hash: secret.hash,
         signing_key: None,
