@@ -71,6 +71,7 @@ fn create(owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
         rate_limit_per_minute: rate_limit,
         expiry: Expiry::Default,
         require_signature: false,
+        metadata: Default::default(),
     }
 }
 
