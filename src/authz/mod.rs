@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::domain::metadata::Metadata;
 use crate::domain::decision::{
     CheckInput, Credential, DenyReason, check_credential, check_permission,
 };
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
+use crate::domain::metadata::Metadata;
 use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
 use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Verifier};

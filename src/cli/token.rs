@@ -602,8 +602,14 @@ mod tests {
             mask(&request),
             ["metadata.plan", "metadata.note", "metadata.region"]
         );
-        assert_eq!(request.metadata.get("plan").map(String::as_str), Some("pro"));
-        assert_eq!(request.metadata.get("note").map(String::as_str), Some("a=b"));
+        assert_eq!(
+            request.metadata.get("plan").map(String::as_str),
+            Some("pro")
+        );
+        assert_eq!(
+            request.metadata.get("note").map(String::as_str),
+            Some("a=b")
+        );
         assert!(!request.metadata.contains_key("region"));
     }
 

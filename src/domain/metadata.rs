@@ -86,7 +86,10 @@ impl Metadata {
         if map.len() > MAX_ENTRIES {
             return Err(InvalidMetadata::TooManyEntries);
         }
-        let total: usize = map.iter().map(|(key, value)| key.0.len() + value.len()).sum();
+        let total: usize = map
+            .iter()
+            .map(|(key, value)| key.0.len() + value.len())
+            .sum();
         if total > MAX_TOTAL_BYTES {
             return Err(InvalidMetadata::TooLarge);
         }
@@ -158,8 +161,8 @@ mod tests {
     #[test]
     fn keys_of_the_allowed_alphabet_up_to_64_characters_are_accepted() {
         let longest = "k".repeat(MAX_KEY_LEN);
-        let parsed = metadata(&[("plan", "pro"), ("a.b-c_9", ""), (&longest, "x")])
-            .expect("valid metadata");
+        let parsed =
+            metadata(&[("plan", "pro"), ("a.b-c_9", ""), (&longest, "x")]).expect("valid metadata");
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed.get("plan"), Some("pro"));
     }
@@ -202,7 +205,10 @@ mod tests {
     fn more_than_8_kib_in_all_is_refused_though_each_value_fits() {
         let keys: Vec<String> = (0..17).map(|i| format!("k{i:02}")).collect();
         let value = "v".repeat(MAX_VALUE_BYTES - 3);
-        let pairs: Vec<(&str, &str)> = keys.iter().map(|key| (key.as_str(), value.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|key| (key.as_str(), value.as_str()))
+            .collect();
         // 16 entries of 3 + 509 bytes are exactly 8 KiB.
         assert!(metadata(&pairs[..16]).is_ok());
         assert_eq!(metadata(&pairs), Err(InvalidMetadata::TooLarge));
@@ -228,7 +234,10 @@ mod tests {
         let keys: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("k{i}")).collect();
         let pairs: Vec<(&str, &str)> = keys.iter().map(|key| (key.as_str(), "v")).collect();
         let full = metadata(&pairs).expect("full metadata");
-        let one_more = [(MetadataKey::parse("extra").expect("key"), Some(String::new()))];
+        let one_more = [(
+            MetadataKey::parse("extra").expect("key"),
+            Some(String::new()),
+        )];
         assert_eq!(
             full.with_changes(&one_more),
             Err(InvalidMetadata::TooManyEntries)

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::metadata::Metadata;
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
+use super::metadata::Metadata;
 use super::network::IpAllowlist;
 use super::permission::Grant;
 use super::signature::SealedSigningKey;

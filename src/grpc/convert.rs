@@ -120,7 +120,10 @@ impl Violations {
     ) -> Option<Metadata> {
         self.check(
             field,
-            Metadata::parse(raw.iter().map(|(key, value)| (key.as_str(), value.as_str()))),
+            Metadata::parse(
+                raw.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            ),
         )
     }
 

@@ -128,8 +128,12 @@ pub(super) fn metadata_json(metadata: &Metadata) -> String {
 fn parse_metadata(raw: &str) -> Result<Metadata, StoreError> {
     let object: std::collections::BTreeMap<String, String> =
         serde_json::from_str(raw).map_err(|_| corrupt("tokens.metadata"))?;
-    Metadata::parse(object.iter().map(|(key, value)| (key.as_str(), value.as_str())))
-        .map_err(|_| corrupt("tokens.metadata"))
+    Metadata::parse(
+        object
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+    .map_err(|_| corrupt("tokens.metadata"))
 }
 
 #[derive(sqlx::FromRow)]

@@ -15,10 +15,10 @@ use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::metadata::{Metadata, MetadataChange};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
-use crate::domain::metadata::{Metadata, MetadataChange};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
 use crate::domain::signature::SealedSigningKey;

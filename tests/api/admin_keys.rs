@@ -75,6 +75,8 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "ListPrincipals" => (Viewer, "read", NamesTenant),
         "GetRole" => (Viewer, "read", NamesTenant),
         "DeleteRole" => (TokenManager, "roles.write", NamesTenant),
+        "SuspendToken" => (TokenManager, "tokens.write", ById),
+        "ResumeToken" => (TokenManager, "tokens.write", ById),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -345,6 +347,25 @@ async fn call(
                 .await
                 .map(drop)
         }
+        "SuspendToken" => client
+            .suspend_token(with_key(
+                proto::SuspendTokenRequest {
+                    id: target.token_id.clone(),
+                    reason: "audit".to_owned(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "ResumeToken" => client
+            .resume_token(with_key(
+                proto::ResumeTokenRequest {
+                    id: target.token_id.clone(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
         other => panic!("no call for TokenAdminService/{other}: add one"),
     }
 }

@@ -13,6 +13,7 @@ mod gateways;
 mod hostile_input;
 mod hot_path;
 mod key_separation;
+mod metadata_suspension;
 mod ops;
 mod secrets;
 mod signing;

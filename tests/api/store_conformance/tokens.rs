@@ -99,7 +99,11 @@ pub(super) async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn
     new.token.allowed_ips = allowlist(&["10.0.0.0/8", "2001:db8::1"]);
     new.token.rate_limit_per_minute = 120;
     new.token.require_signature = true;
-    new.token.metadata = metadata(&[("plan", "pro"), ("region", "eu-west-1"), ("note", "ünïcode")]);
+    new.token.metadata = metadata(&[
+        ("plan", "pro"),
+        ("region", "eu-west-1"),
+        ("note", "ünïcode"),
+    ]);
 
     let created = store
         .create_token(&new, 5, &audit("token.create", "acme"))
@@ -494,7 +498,12 @@ pub(super) async fn a_suspension_is_stored_read_back_and_lifted_with_its_own_ver
     };
 
     let suspended = store
-        .set_suspension(&created.id, Some(&suspension), at, &audit("token.suspend", "acme"))
+        .set_suspension(
+            &created.id,
+            Some(&suspension),
+            at,
+            &audit("token.suspend", "acme"),
+        )
         .await
         .expect("suspended");
     let record = store
@@ -503,7 +512,12 @@ pub(super) async fn a_suspension_is_stored_read_back_and_lifted_with_its_own_ver
         .expect("lookup")
         .expect("found");
     let resumed = store
-        .set_suspension(&created.id, None, at + Duration::seconds(1), &audit("token.resume", "acme"))
+        .set_suspension(
+            &created.id,
+            None,
+            at + Duration::seconds(1),
+            &audit("token.resume", "acme"),
+        )
         .await
         .expect("resumed");
 
@@ -533,14 +547,30 @@ pub(super) async fn a_revoked_token_cannot_be_suspended(store: Arc<dyn Store>) {
     };
 
     let result = store
-        .set_suspension(&created.id, Some(&suspension), now(), &audit("token.suspend", "acme"))
+        .set_suspension(
+            &created.id,
+            Some(&suspension),
+            now(),
+            &audit("token.suspend", "acme"),
+        )
         .await;
     let unknown = store
-        .set_suspension(&TokenId::generate(), None, now(), &audit("token.resume", "acme"))
+        .set_suspension(
+            &TokenId::generate(),
+            None,
+            now(),
+            &audit("token.resume", "acme"),
+        )
         .await;
 
-    assert!(matches!(result, Err(StoreError::TokenRevoked)), "{result:?}");
-    assert!(matches!(unknown, Err(StoreError::NotFound("token"))), "{unknown:?}");
+    assert!(
+        matches!(result, Err(StoreError::TokenRevoked)),
+        "{result:?}"
+    );
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound("token"))),
+        "{unknown:?}"
+    );
     assert_eq!(
         store.get_token(&created.id).await.expect("token read"),
         revoked
