@@ -124,6 +124,10 @@ pub struct Settings {
     /// Envoy ext_authz: the signed payload includes the body's SHA-256 (the filter must send the
     /// body: `with_request_body`); otherwise that of an empty body.
     pub envoy_sign_body: bool,
+    /// Every gateway (Envoy ext_authz, forward-auth): the metadata keys of an allowed token
+    /// forwarded upstream as `x-tessera-meta-KEY` headers, comma-separated; none by default.
+    #[serde(deserialize_with = "comma_separated_strings")]
+    pub gateway_metadata_headers: Vec<String>,
     /// Record usage statistics of every Check (write-behind: Check never waits for them).
     pub usage_enabled: bool,
     /// How often recorded usage is written to the database, in one transaction.
@@ -243,6 +247,7 @@ impl Default for Settings {
             envoy_signature_header: envoy::DEFAULT_SIGNATURE_HEADER.to_owned(),
             envoy_timestamp_header: envoy::DEFAULT_TIMESTAMP_HEADER.to_owned(),
             envoy_sign_body: false,
+            gateway_metadata_headers: Vec::new(),
             usage_enabled: true,
             usage_flush_interval_ms: 1_000,
             usage_retention_days: 7,
@@ -315,6 +320,17 @@ fn millis(duration: std::time::Duration) -> u64 {
 fn comma_separated<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<SecretString>, D::Error> {
+    Ok(comma_separated_strings(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
+}
+
+/// A list given as one comma-separated string (an environment variable) or as a list (a
+/// file); items trimmed, empty ones dropped.
+fn comma_separated_strings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -329,7 +345,6 @@ fn comma_separated<'de, D: Deserializer<'de>>(
         .into_iter()
         .map(|key| key.trim().to_owned())
         .filter(|key| !key.is_empty())
-        .map(SecretString::from)
         .collect())
 }
 

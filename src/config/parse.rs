@@ -3,6 +3,8 @@
 //! Each part is valid by construction; the app passes the parts down and nothing past this file
 //! reads a raw setting again. Every error names the setting at fault (README lists them).
 
+use crate::domain::metadata::MetadataKey;
+use crate::gateway::MetadataHeader;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -641,6 +643,18 @@ fn envoy(settings: &Settings) -> Result<EnvoySettings, ConfigError> {
             &settings.envoy_timestamp_header,
         )?,
         sign_body: settings.envoy_sign_body,
+        metadata_headers: settings
+            .gateway_metadata_headers
+            .iter()
+            .map(|key| {
+                MetadataKey::parse(key)
+                    .map(MetadataHeader::new)
+                    .map_err(|error| ConfigError::Invalid {
+                        setting: "TESSERA_GATEWAY_METADATA_HEADERS",
+                        reason: format!("{key:.64}: {error}"),
+                    })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -32,6 +32,7 @@ use crate::authz::Decision;
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::Tenant;
 use crate::domain::http::{HttpMethod, PathError, RequestTarget};
+use crate::domain::metadata::MetadataKey;
 use crate::domain::network::forwarded_client;
 use crate::domain::route::{PermissionRules, Unmatched};
 use crate::domain::signature::canonical_http_payload;
@@ -44,6 +45,8 @@ pub const OWNER_ID_HEADER: &str = "x-tessera-owner-id";
 pub const TENANT_HEADER: &str = "x-tessera-tenant";
 /// Every incoming header with this prefix is the gateway's to set, never the client's.
 pub const RESERVED_PREFIX: &str = "x-tessera-";
+/// The prefix of the headers carrying an allowed token's metadata upstream.
+pub const METADATA_HEADER_PREFIX: &str = "x-tessera-meta-";
 /// How much of a refused path a log line shows: enough to recognise the trick, bounded however
 /// long the client made it.
 const LOGGED_PATH_LEN: usize = 64;
@@ -74,6 +77,28 @@ pub struct GatewaySettings {
     /// Whether the body's hash is part of the signed payload (the gateway must send the body);
     /// otherwise the hash of an empty body stands in.
     pub sign_body: bool,
+    /// The metadata keys forwarded upstream (`TESSERA_GATEWAY_METADATA_HEADERS`), none by
+    /// default.
+    pub metadata_headers: Vec<MetadataHeader>,
+}
+
+/// A metadata key the gateways forward, with its header name, built once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataHeader {
+    key: MetadataKey,
+    /// `x-tessera-meta-KEY`: the key's alphabet is a header name's, so it needs no escaping.
+    header: String,
+}
+
+impl MetadataHeader {
+    pub fn new(key: MetadataKey) -> Self {
+        let header = format!("{METADATA_HEADER_PREFIX}{key}");
+        Self { key, header }
+    }
+
+    pub fn header(&self) -> &str {
+        &self.header
+    }
 }
 
 impl Default for GatewaySettings {
@@ -86,6 +111,7 @@ impl Default for GatewaySettings {
             signature_header: DEFAULT_SIGNATURE_HEADER.to_owned(),
             timestamp_header: DEFAULT_TIMESTAMP_HEADER.to_owned(),
             sign_body: false,
+            metadata_headers: Vec::new(),
         }
     }
 }
@@ -263,6 +289,10 @@ pub enum Answer {
     Allow {
         identity: [(&'static str, String); 3],
         rate_limit: Vec<(&'static str, String)>,
+        /// `x-tessera-meta-KEY` and the token's value for each forwarded key, empty when it has
+        /// none: always sent, so a gateway that copies the header replaces a client's copy even
+        /// then (Caddy 2.6 would copy a missing one as its literal placeholder).
+        metadata: Vec<(String, String)>,
     },
     Deny(Denial),
 }
@@ -314,8 +344,9 @@ impl Denial {
 
 const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
 
-/// The answer to a decision taken by the Check path.
-pub fn answer(decision: &Decision) -> Answer {
+/// The answer to a decision taken by the Check path; an allowed one carries the token's
+/// values of the `forwarded` metadata keys.
+pub fn answer(decision: &Decision, forwarded: &[MetadataHeader]) -> Answer {
     let rate_limit = decision
         .rate_limit
         .map(|status| {
@@ -337,6 +368,17 @@ pub fn answer(decision: &Decision) -> Answer {
             (TENANT_HEADER, credential.tenant.as_str().to_owned()),
         ],
         rate_limit,
+        metadata: forwarded
+            .iter()
+            .map(|wanted| {
+                let value = credential
+                    .metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.get(wanted.key.as_str()))
+                    .unwrap_or_default();
+                (wanted.header.clone(), value.to_owned())
+            })
+            .collect(),
     }
 }
 
