@@ -446,8 +446,10 @@ mod tests {
             jail.set_env("TESSERA_ENVOY_UNMATCHED", "authenticate");
             jail.set_env("TESSERA_ENVOY_TOKEN_HEADER", "X-Api-Key");
             jail.set_env("TESSERA_ENVOY_TRUSTED_HOPS", "2");
+            jail.set_env("TESSERA_GATEWAY_METADATA_HEADERS", "plan, region");
             jail.set_env("TESSERA_DATABASE_URL", "sqlite://tessera.db");
             let envoy = Config::load(None).expect("loads").envoy;
+            assert_eq!(envoy.metadata_headers.len(), 2);
             assert_eq!(envoy.token_header, "x-api-key");
             assert_eq!(envoy.trusted_hops, 2);
             assert_eq!(envoy.rules.unmatched(), Unmatched::Authenticate);

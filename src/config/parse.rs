@@ -1086,6 +1086,33 @@ mod tests {
     }
 
     #[test]
+    fn gateway_metadata_headers_are_none_by_default_and_a_bad_key_names_the_setting() {
+        assert!(parse(Settings::default()).envoy.metadata_headers.is_empty());
+        let chosen = parse(Settings {
+            gateway_metadata_headers: vec!["plan".to_owned(), "customer.id".to_owned()],
+            ..Settings::default()
+        });
+        let headers: Vec<&str> = chosen
+            .envoy
+            .metadata_headers
+            .iter()
+            .map(crate::gateway::MetadataHeader::header)
+            .collect();
+        assert_eq!(
+            headers,
+            ["x-tessera-meta-plan", "x-tessera-meta-customer.id"]
+        );
+        let error = refusal(Settings {
+            gateway_metadata_headers: vec!["Plan".to_owned()],
+            ..Settings::default()
+        });
+        assert!(
+            error.contains("TESSERA_GATEWAY_METADATA_HEADERS"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_http_listener_is_off_by_default_and_its_limits_are_typed() {
         let config = parse(Settings::default());
         assert_eq!(config.listeners.http, None);

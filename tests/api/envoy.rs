@@ -390,6 +390,48 @@ async fn incoming_tessera_headers_are_removed_or_overwritten_so_identity_cannot_
 }
 
 #[tokio::test]
+async fn chosen_metadata_keys_are_set_upstream_and_a_clients_copies_of_any_are_removed() {
+    let app = app_with(|settings| {
+        settings.gateway_metadata_headers = vec!["plan".to_owned(), "region".to_owned()];
+    })
+    .await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.metadata = [("plan", "pro"), ("internal", "x")]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    let (_, secret) = app.token(request).await;
+
+    let forged = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .header("x-tessera-meta-plan", "enterprise")
+        .header("x-tessera-meta-internal", "forged");
+    let response = call(&app, forged).await;
+
+    let ok = allowed(&response);
+    assert_eq!(header(&ok.headers, "x-tessera-meta-plan"), Some("pro"));
+    // Chosen but absent from the token: set empty, so no client copy survives either.
+    assert_eq!(header(&ok.headers, "x-tessera-meta-region"), Some(""));
+    assert_eq!(header(&ok.headers, "x-tessera-meta-internal"), None);
+    assert_eq!(ok.headers_to_remove, vec!["x-tessera-meta-internal"]);
+    let plan = ok
+        .headers
+        .iter()
+        .find(|option| {
+            option
+                .header
+                .as_ref()
+                .is_some_and(|h| h.key == "x-tessera-meta-plan")
+        })
+        .expect("plan header");
+    assert_eq!(
+        plan.append_action,
+        envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        "a forged copy must be replaced, not appended to"
+    );
+}
+
+#[tokio::test]
 async fn forwarded_for_is_ignored_unless_hops_are_trusted() {
     let app = app_with(|_| {}).await;
     let mut request = new_token(TENANT, "alice", &["orders:read"]);
