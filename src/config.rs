@@ -350,7 +350,7 @@ fn comma_separated_strings<'de, D: Deserializer<'de>>(
 
 /// One Envoy permission rule as written in the settings:
 /// `{ method = "GET", prefix = "/api/v1/orders/", permission = "orders:read" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct EnvoyRule {
     /// An HTTP method; empty or `*` for any.
     #[serde(default)]
@@ -362,9 +362,15 @@ pub struct EnvoyRule {
     /// Path prefix, written normalized like `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// What a match needs; empty: authentication only.
+    /// What a match needs; empty: authentication only (unless the lists below say more).
     #[serde(default)]
     pub permission: String,
+    /// Every one of these is needed too, as Check's `all_permissions` (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all_permissions: Vec<String>,
+    /// At least one of these is needed, as Check's `any_permissions` (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any_permissions: Vec<String>,
 }
 
 /// What an Envoy request that no rule matches needs.

@@ -615,6 +615,7 @@ fn envoy(settings: &Settings) -> Result<EnvoySettings, ConfigError> {
             rule.prefix.as_deref(),
             &rule.permission,
         )
+        .and_then(|parsed| parsed.needing(&rule.all_permissions, &rule.any_permissions))
         .map_err(|error| ConfigError::Invalid {
             setting: "TESSERA_ENVOY_RULES",
             reason: format!("rule {index}: {error}"),
@@ -1069,6 +1070,7 @@ mod tests {
                 path: Some("orders".to_owned()),
                 prefix: None,
                 permission: String::new(),
+                ..Default::default()
             }],
             ..Settings::default()
         });

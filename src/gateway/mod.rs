@@ -8,8 +8,9 @@
 //!   segments resolved, repeated slashes merged); a path that cannot be resolved unambiguously is
 //!   denied first, as `path_invalid` with HTTP 400, logged and counted in
 //!   `tessera_gateway_path_refused_total{reason}`;
-//! - permission: the route's `permission` value (empty: authenticate only), else the first rule
-//!   matching the method and the normalized path, else the configured default (deny, or
+//! - permission: the route's `permission` value (empty: authenticate only), else what the first
+//!   rule matching the method and the normalized path needs (its `permission`, and all of its
+//!   `all_permissions` and one of its `any_permissions`), else the configured default (deny, or
 //!   authenticate only);
 //! - tenant: the route's `tenant` value (set by the operator, so clients cannot forge it), else
 //!   the configured tenant header, else the default tenant;
@@ -183,12 +184,19 @@ pub fn to_check_request(
     })?;
     let matched_rule = settings.rules.find(method, &target);
 
+    // A rule may need several permissions (all of some, any of others); a route's own
+    // `permission` value names one and replaces the rule.
+    let (mut all_permissions, mut any_permissions) = (Vec::new(), Vec::new());
     let permission = match (request.route_value("permission"), matched_rule) {
         (Some(permission), _) => permission.to_owned(),
-        (None, Some(rule)) => rule
-            .permission()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        (None, Some(rule)) => {
+            let (all, any) = rule.also_needed();
+            all_permissions = all.iter().map(ToString::to_string).collect();
+            any_permissions = any.iter().map(ToString::to_string).collect();
+            rule.permission()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        }
         (None, None) => match settings.rules.unmatched() {
             Unmatched::Authenticate => String::new(),
             // Not exposed through any rule: denied whatever the token.
@@ -275,9 +283,8 @@ pub fn to_check_request(
         ),
         endpoint: truncate(&endpoint, MAX_ENDPOINT_LEN),
         signature,
-        // A rule names one permission (or none).
-        all_permissions: Vec::new(),
-        any_permissions: Vec::new(),
+        all_permissions,
+        any_permissions,
     })
 }
 

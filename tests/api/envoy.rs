@@ -225,6 +225,7 @@ fn rule(method: &str, path: Option<&str>, prefix: Option<&str>, permission: &str
         path: path.map(str::to_owned),
         prefix: prefix.map(str::to_owned),
         permission: permission.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -386,6 +387,61 @@ async fn incoming_tessera_headers_are_removed_or_overwritten_so_identity_cannot_
     assert_eq!(
         header(&ok.headers, "x-tessera-token-id"),
         Some(token.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_rule_may_need_all_of_several_permissions_or_any_of_several() {
+    let app = app_with(|settings| {
+        let all = EnvoyRule {
+            method: "DELETE".to_owned(),
+            prefix: Some("/api/v1/orders/".to_owned()),
+            all_permissions: vec!["orders:write".to_owned(), "orders:delete".to_owned()],
+            ..Default::default()
+        };
+        let any = EnvoyRule {
+            method: "GET".to_owned(),
+            prefix: Some("/api/v1/reports/".to_owned()),
+            any_permissions: vec!["orders:read".to_owned(), "catalog:read".to_owned()],
+            ..Default::default()
+        };
+        settings.envoy_rules.insert(0, all);
+        settings.envoy_rules.insert(1, any);
+    })
+    .await;
+    let (_, writer) = token(&app, &["orders:write"]).await;
+    let (_, deleter) = token(&app, &["orders:write", "orders:delete"]).await;
+    let (_, cataloguer) = token(&app, &["catalog:read"]).await;
+    let delete = |secret: &str| {
+        EnvoyCall::get("/api/v1/orders/7")
+            .method("DELETE")
+            .bearer(secret)
+    };
+    let report = |secret: &str| EnvoyCall::get("/api/v1/reports/daily").bearer(secret);
+
+    let one_of_two = call(&app, delete(&writer)).await;
+    let both = call(&app, delete(&deleter)).await;
+    let either = call(&app, report(&cataloguer)).await;
+    let neither = call(&app, report(&deleter)).await;
+
+    let denied_one = denied(
+        &one_of_two,
+        403,
+        Code::PermissionDenied,
+        "permission_denied",
+    );
+    assert!(
+        denied_one.body.contains("orders:delete") && !denied_one.body.contains("orders:write"),
+        "the deny names only what is missing: {}",
+        denied_one.body
+    );
+    allowed(&both);
+    allowed(&either);
+    let denied_neither = denied(&neither, 403, Code::PermissionDenied, "permission_denied");
+    assert!(
+        denied_neither.body.contains("orders:read") && denied_neither.body.contains("catalog:read"),
+        "{}",
+        denied_neither.body
     );
 }
 

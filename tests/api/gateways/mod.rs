@@ -28,6 +28,7 @@ async fn tessera() -> TestApp {
             path: None,
             prefix: Some(prefix.to_owned()),
             permission: permission.to_owned(),
+            ..Default::default()
         };
         settings.gateway_metadata_headers = vec!["plan".to_owned()];
         settings.envoy_rules = vec![
