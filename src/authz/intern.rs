@@ -140,6 +140,30 @@ mod tests {
     }
 
     #[test]
+    fn equal_metadata_of_two_credentials_is_held_once_and_none_costs_one_word() {
+        let with_metadata = || {
+            let metadata =
+                crate::domain::metadata::Metadata::parse([("plan", "pro")]).expect("metadata");
+            Credential {
+                metadata: Some(Arc::new(metadata)),
+                ..fixtures::credential()
+            }
+        };
+        let interner = Interner::new();
+        let first = interner.share(with_metadata());
+        let second = interner.share(with_metadata());
+        let (Some(first), Some(second)) = (&first.metadata, &second.metadata) else {
+            panic!("metadata kept");
+        };
+        assert!(Arc::ptr_eq(first, second));
+        assert!(interner.share(fixtures::credential()).metadata.is_none());
+        assert_eq!(
+            size_of::<Option<Arc<crate::domain::metadata::Metadata>>>(),
+            size_of::<usize>()
+        );
+    }
+
+    #[test]
     fn a_full_pool_forgets_what_no_credential_uses_and_stays_bounded() {
         let interner = Interner::new();
         let kept = interner.share(credential_with(&["kept:read"]));
