@@ -1,5 +1,7 @@
 //! In-process cost of `Authorizer::check` on a cached token, for the allowed path and each deny
-//! path, with a cache-off run (every Check reads SQLite) as the naive baseline.
+//! path, with a cache-off run (every Check reads SQLite) as the naive baseline; and an allowed
+//! Check with its gRPC answer built (`check_with_answer`), for a token without metadata and one
+//! with 8 entries, in the same run.
 //!
 //! cargo bench --bench authorizer
 
@@ -13,6 +15,7 @@ use tessera::admin::{Actor, Admin, CreateToken, Expiry, ImportToken, UpsertPrinc
 use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
+use tessera::domain::metadata::Metadata;
 use tessera::domain::network::IpAllowlist;
 use tessera::domain::permission::{Grant, Permission, PermissionQuery};
 use tessera::domain::policy::TenantPolicy;
@@ -27,6 +30,8 @@ struct Fixture {
 
 struct Secrets {
     allowed: String,
+    /// Like `allowed`, with 8 metadata entries.
+    with_metadata: String,
     fenced: String,
     revoked: String,
     rate_limited: String,
@@ -83,6 +88,7 @@ fn create_in(tenant: &str, owner: &str, allowed_ips: &[&str], rate_limit: u32) -
         rate_limit_per_minute: rate_limit,
         expiry: Expiry::Default,
         require_signature: false,
+        metadata: Default::default(),
     }
 }
 
@@ -121,6 +127,27 @@ async fn fixture(capacity: u64) -> Fixture {
     let allowed = secret(
         admin
             .create_token(&actor, create("alice", &[], unlimited))
+            .await
+            .expect("token"),
+    );
+    let mut with_metadata = create("alice", &[], unlimited);
+    let pairs: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("key.{i}"),
+                format!("value of entry {i}, about 32 bytes"),
+            )
+        })
+        .collect();
+    with_metadata.metadata = Metadata::parse(
+        pairs
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+    .expect("metadata");
+    let with_metadata = secret(
+        admin
+            .create_token(&actor, with_metadata)
             .await
             .expect("token"),
     );
@@ -199,6 +226,7 @@ async fn fixture(capacity: u64) -> Fixture {
                 rate_limit_per_minute: unlimited,
                 expires_at: None,
                 created_at: None,
+                metadata: Default::default(),
             }],
         )
         .await
@@ -208,6 +236,7 @@ async fn fixture(capacity: u64) -> Fixture {
         authorizer,
         secrets: Secrets {
             allowed,
+            with_metadata,
             fenced,
             revoked,
             rate_limited,
@@ -308,6 +337,27 @@ fn bench_check(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The gRPC answer is where metadata is copied out of the cache: measured with it.
+    let mut answered = c.benchmark_group("check_with_answer");
+    let allowed = input("acme", "orders:read");
+    for (name, secret) in [
+        ("plain", &secrets.allowed),
+        ("metadata_8", &secrets.with_metadata),
+    ] {
+        let decision = runtime.block_on(cached.authorizer.check(secret, &allowed));
+        assert_eq!(
+            decision.metadata().map_or(0, |m| m.len()),
+            if name == "plain" { 0 } else { 8 }
+        );
+        answered.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let decision = cached.authorizer.check(secret, &allowed).await;
+                tessera::grpc::convert::check_response(&decision)
+            });
+        });
+    }
+    answered.finish();
 
     let mut baseline = c.benchmark_group("check_cache_off");
     let allowed = input("acme", "orders:read");

@@ -56,6 +56,7 @@ fn credential(index: u64) -> Credential {
         expires_at: Utc::now(),
         rotated_at: None,
         revoked: false,
+        suspended: false,
         secret_match: SecretMatch::Current,
         allowed_ips: IpAllowlist::parse(&["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()])
             .expect("ips")
@@ -68,6 +69,7 @@ fn credential(index: u64) -> Credential {
         rate_limit_per_minute: 600,
         owner_rate_limit_per_minute: None,
         policy_hold: None,
+        metadata: None,
     }
 }
 

@@ -75,6 +75,7 @@ async fn fixture() -> Fixture {
             path: None,
             prefix: Some("/api/v1/orders/".to_owned()),
             permission: "orders:read".to_owned(),
+            ..Default::default()
         }],
         ..Settings::default()
     };

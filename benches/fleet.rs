@@ -52,6 +52,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         expires_at: chrono::Utc::now() + chrono::Duration::days(1),
         rotated_at: None,
         revoked: false,
+        suspended: false,
         secret_match: SecretMatch::Current,
         allowed_ips: IpAllowlist::default().into(),
         require_signature: false,
@@ -62,6 +63,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         rate_limit_per_minute,
         owner_rate_limit_per_minute: None,
         policy_hold: None,
+        metadata: None,
     }
 }
 

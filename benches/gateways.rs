@@ -180,6 +180,7 @@ async fn main() {
             path: None,
             prefix: Some("/api/v1/orders/".to_owned()),
             permission: "orders:read".to_owned(),
+            ..Default::default()
         }],
         ..Settings::default()
     };

@@ -103,6 +103,7 @@ async fn run() {
                     rate_limit_per_minute: u32::MAX,
                     expiry: Expiry::Default,
                     require_signature: false,
+                    metadata: Default::default(),
                 },
             )
             .await

@@ -106,6 +106,7 @@ async fn fixture() -> Fixture {
                 rate_limit_per_minute: u32::MAX,
                 expiry: Expiry::Default,
                 require_signature: false,
+                metadata: Default::default(),
             },
         )
         .await

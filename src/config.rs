@@ -124,6 +124,10 @@ pub struct Settings {
     /// Envoy ext_authz: the signed payload includes the body's SHA-256 (the filter must send the
     /// body: `with_request_body`); otherwise that of an empty body.
     pub envoy_sign_body: bool,
+    /// Every gateway (Envoy ext_authz, forward-auth): the metadata keys of an allowed token
+    /// forwarded upstream as `x-tessera-meta-KEY` headers, comma-separated; none by default.
+    #[serde(deserialize_with = "comma_separated_strings")]
+    pub gateway_metadata_headers: Vec<String>,
     /// Record usage statistics of every Check (write-behind: Check never waits for them).
     pub usage_enabled: bool,
     /// How often recorded usage is written to the database, in one transaction.
@@ -247,6 +251,7 @@ impl Default for Settings {
             envoy_signature_header: envoy::DEFAULT_SIGNATURE_HEADER.to_owned(),
             envoy_timestamp_header: envoy::DEFAULT_TIMESTAMP_HEADER.to_owned(),
             envoy_sign_body: false,
+            gateway_metadata_headers: Vec::new(),
             usage_enabled: true,
             usage_flush_interval_ms: 1_000,
             usage_retention_days: 7,
@@ -320,6 +325,17 @@ fn millis(duration: std::time::Duration) -> u64 {
 fn comma_separated<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<SecretString>, D::Error> {
+    Ok(comma_separated_strings(deserializer)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
+}
+
+/// A list given as one comma-separated string (an environment variable) or as a list (a
+/// file); items trimmed, empty ones dropped.
+fn comma_separated_strings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
@@ -334,13 +350,12 @@ fn comma_separated<'de, D: Deserializer<'de>>(
         .into_iter()
         .map(|key| key.trim().to_owned())
         .filter(|key| !key.is_empty())
-        .map(SecretString::from)
         .collect())
 }
 
 /// One Envoy permission rule as written in the settings:
 /// `{ method = "GET", prefix = "/api/v1/orders/", permission = "orders:read" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct EnvoyRule {
     /// An HTTP method; empty or `*` for any.
     #[serde(default)]
@@ -352,9 +367,15 @@ pub struct EnvoyRule {
     /// Path prefix, written normalized like `path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// What a match needs; empty: authentication only.
+    /// What a match needs; empty: authentication only (unless the lists below say more).
     #[serde(default)]
     pub permission: String,
+    /// Every one of these is needed too, as Check's `all_permissions` (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub all_permissions: Vec<String>,
+    /// At least one of these is needed, as Check's `any_permissions` (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any_permissions: Vec<String>,
 }
 
 /// What an Envoy request that no rule matches needs.
@@ -436,8 +457,10 @@ mod tests {
             jail.set_env("TESSERA_ENVOY_UNMATCHED", "authenticate");
             jail.set_env("TESSERA_ENVOY_TOKEN_HEADER", "X-Api-Key");
             jail.set_env("TESSERA_ENVOY_TRUSTED_HOPS", "2");
+            jail.set_env("TESSERA_GATEWAY_METADATA_HEADERS", "plan, region");
             jail.set_env("TESSERA_DATABASE_URL", "sqlite://tessera.db");
             let envoy = Config::load(None).expect("loads").envoy;
+            assert_eq!(envoy.metadata_headers.len(), 2);
             assert_eq!(envoy.token_header, "x-api-key");
             assert_eq!(envoy.trusted_hops, 2);
             assert_eq!(envoy.rules.unmatched(), Unmatched::Authenticate);

@@ -113,6 +113,8 @@ fn record(
         last_used_at: None,
         version: 1,
         imported: false,
+        metadata: Default::default(),
+        suspension: None,
     };
     let principal = Principal {
         tenant,

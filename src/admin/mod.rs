@@ -13,7 +13,10 @@ use crate::domain::admin_key::{AdminRole, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
-use crate::domain::model::{ApiStatus, AuditEvent, NewToken, Principal, Role, Token, TokenState};
+use crate::domain::metadata::Metadata;
+use crate::domain::model::{
+    ApiStatus, AuditEvent, NewToken, Principal, Role, Suspension, Token, TokenState,
+};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant};
 use crate::domain::policy::{PolicyBreach, PolicyRule, RequestedExpiry, TenantPolicy};
@@ -194,6 +197,7 @@ pub struct CreateToken {
     pub rate_limit_per_minute: u32,
     pub expiry: Expiry,
     pub require_signature: bool,
+    pub metadata: Metadata,
 }
 
 /// A token with its secret, which exists only in this value and the response built from it.
@@ -241,6 +245,7 @@ pub struct ImportToken {
     pub expires_at: Option<DateTime<Utc>>,
     /// None: now.
     pub created_at: Option<DateTime<Utc>>,
+    pub metadata: Metadata,
 }
 
 /// At most this many tokens per ImportTokens call.
@@ -432,6 +437,8 @@ impl Admin {
             // The store starts every token at version 1.
             version: 1,
             imported: false,
+            metadata: request.metadata,
+            suspension: None,
         };
         let audit = audit(actor, "token.create", &token.tenant, now)
             .on_token(&token)
@@ -680,6 +687,8 @@ impl Admin {
                 last_used_at: None,
                 version: 1,
                 imported: true,
+                metadata: entry.metadata,
+                suspension: None,
             };
             audits.push(
                 audit(actor, "token.import", tenant, now)
@@ -803,6 +812,22 @@ impl Admin {
         if changes.rate_limit_per_minute.is_some() {
             changed.push("rate_limit_per_minute");
         }
+        if !changes.metadata_entries.is_empty() {
+            // Applied to the map as read, so the update applies only to that version: a
+            // concurrent change of the metadata makes it ABORTED rather than lost.
+            expected_version.get_or_insert(token.version);
+            let base = changes.metadata.as_ref().unwrap_or(&token.metadata);
+            let merged = base
+                .with_changes(&changes.metadata_entries)
+                .map_err(|error| AdminError::InvalidField {
+                    field: "metadata".to_owned(),
+                    description: error.to_string(),
+                })?;
+            changes.metadata = Some(merged);
+        }
+        if changes.metadata.is_some() {
+            changed.push("metadata");
+        }
         let name = changes.name.as_ref().unwrap_or(&token.name);
         let audit = audit(actor, "token.update", &token.tenant, now)
             .on_token(&token)
@@ -919,6 +944,61 @@ impl Admin {
         self.announce_token(&revoked.id).await;
         tracing::info!(token_id = %revoked.id, "token revoked");
         Ok(revoked)
+    }
+
+    /// Suspends a token on every replica, until `resume_token`. A revoked token is
+    /// `TokenRevoked`; a suspended one is answered unchanged (nothing written or audited), so a
+    /// retried suspension succeeds and keeps its first reason.
+    pub async fn suspend_token(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        reason: Description,
+    ) -> Result<Token, AdminError> {
+        let now = Utc::now();
+        let token = self.get_token(actor, id).await?;
+        if token.revoked_at.is_some() {
+            return Err(AdminError::TokenRevoked);
+        }
+        if token.suspension.is_some() {
+            return Ok(token);
+        }
+        let audit = audit(actor, "token.suspend", &token.tenant, now)
+            .on_token(&token)
+            .summary(format!(
+                "suspended token \"{}\" ({}): {:.200}",
+                token.name,
+                token.secret_hint,
+                reason.as_str()
+            ));
+        let suspension = Suspension { at: now, reason };
+        let suspended = self
+            .store
+            .set_suspension(id, Some(&suspension), now, &audit)
+            .await?;
+        self.announce_token(&suspended.id).await;
+        tracing::info!(token_id = %suspended.id, "token suspended");
+        Ok(suspended)
+    }
+
+    /// Lifts a token's suspension on every replica. A token that is not suspended is answered
+    /// unchanged (a revoked one included: it stays revoked).
+    pub async fn resume_token(&self, actor: &Actor, id: &TokenId) -> Result<Token, AdminError> {
+        let now = Utc::now();
+        let token = self.get_token(actor, id).await?;
+        if token.suspension.is_none() || token.revoked_at.is_some() {
+            return Ok(token);
+        }
+        let audit = audit(actor, "token.resume", &token.tenant, now)
+            .on_token(&token)
+            .summary(format!(
+                "resumed token \"{}\" ({})",
+                token.name, token.secret_hint
+            ));
+        let resumed = self.store.set_suspension(id, None, now, &audit).await?;
+        self.announce_token(&resumed.id).await;
+        tracing::info!(token_id = %resumed.id, "token resumed");
+        Ok(resumed)
     }
 
     pub async fn upsert_principal(

@@ -12,7 +12,7 @@ use crate::domain::admin_key::AdminRole;
 pub enum Right {
     /// Get and list tokens, principals, roles, API status; usage; the audit log.
     Read,
-    /// Create, update, rotate and revoke tokens.
+    /// Create, update, rotate, suspend, resume and revoke tokens.
     WriteTokens,
     /// Create and change principals.
     WritePrincipals,
@@ -88,6 +88,8 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("SetTenantPolicy", Right::WriteTenantPolicy),
     ("GetTenantPolicy", Right::Read),
     ("ImportTokens", Right::WriteTokens),
+    ("SuspendToken", Right::WriteTokens),
+    ("ResumeToken", Right::WriteTokens),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

@@ -97,6 +97,11 @@ pub fn credential_weight(credential: &Credential) -> u32 {
         .map(|grant| size_of::<Grant>() + grant.as_str().len())
         .sum();
     let networks = credential.allowed_ips.len() * size_of::<ipnet::IpNet>();
+    // Keys and values, and a B-tree slot (two Strings) per entry; held once when shared, but
+    // weighed per token, so a token is never weighed lighter than what it may hold alone.
+    let metadata = credential.metadata.as_ref().map_or(0, |metadata| {
+        metadata.bytes() + metadata.len() * 2 * size_of::<String>()
+    });
     let verifier = if credential.verifier.is_some() {
         size_of::<Verifier>()
     } else {
@@ -113,6 +118,7 @@ pub fn credential_weight(credential: &Credential) -> u32 {
         + roles
         + grants
         + networks
+        + metadata
         + verifier
         + policy;
     u32::try_from(bytes).unwrap_or(u32::MAX)

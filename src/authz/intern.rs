@@ -1,5 +1,5 @@
 //! The parts of a credential that many tokens share — their effective permissions, their role
-//! names, their IP allowlist — held once per distinct value rather than once per cached token.
+//! names, their IP allowlist, their metadata — held once per distinct value rather than once per cached token.
 //!
 //! Platforms issue tokens from a handful of templates (the same scopes, the same office
 //! networks), so of a million cached tokens most share these parts with thousands of others;
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::domain::decision::Credential;
 use crate::domain::fields::RoleName;
+use crate::domain::metadata::Metadata;
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
 
@@ -68,6 +69,7 @@ pub struct Interner {
     grants: Pool<[Grant]>,
     roles: Pool<[RoleName]>,
     networks: Pool<IpAllowlist>,
+    metadata: Pool<Metadata>,
 }
 
 impl Default for Interner {
@@ -82,6 +84,7 @@ impl Interner {
             grants: Pool::new(),
             roles: Pool::new(),
             networks: Pool::new(),
+            metadata: Pool::new(),
         }
     }
 
@@ -91,6 +94,9 @@ impl Interner {
         credential.effective = self.grants.share(credential.effective);
         credential.roles = self.roles.share(credential.roles);
         credential.allowed_ips = self.networks.share(credential.allowed_ips);
+        credential.metadata = credential
+            .metadata
+            .map(|metadata| self.metadata.share(metadata));
         credential
     }
 
@@ -131,6 +137,30 @@ mod tests {
             &*credential_with(&["orders:read"]).effective
         );
         assert_eq!(interner.sizes(), (2, 1, 1));
+    }
+
+    #[test]
+    fn equal_metadata_of_two_credentials_is_held_once_and_none_costs_one_word() {
+        let with_metadata = || {
+            let metadata =
+                crate::domain::metadata::Metadata::parse([("plan", "pro")]).expect("metadata");
+            Credential {
+                metadata: Some(Arc::new(metadata)),
+                ..fixtures::credential()
+            }
+        };
+        let interner = Interner::new();
+        let first = interner.share(with_metadata());
+        let second = interner.share(with_metadata());
+        let (Some(first), Some(second)) = (&first.metadata, &second.metadata) else {
+            panic!("metadata kept");
+        };
+        assert!(Arc::ptr_eq(first, second));
+        assert!(interner.share(fixtures::credential()).metadata.is_none());
+        assert_eq!(
+            size_of::<Option<Arc<crate::domain::metadata::Metadata>>>(),
+            size_of::<usize>()
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::domain::decision::{
     CheckInput, Credential, DenyReason, check_credential, check_permission,
 };
 use crate::domain::fields::{ApiScope, Tenant, TokenId};
+use crate::domain::metadata::Metadata;
 use crate::domain::model::{ApiStatus, AuditEvent, CredentialRecord};
 use crate::domain::permission::Grant;
 use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Verifier};
@@ -86,6 +87,14 @@ impl Decision {
         match self.outcome {
             Ok(()) => 200,
             Err(reason) => reason.http_status(),
+        }
+    }
+
+    /// The token's metadata, when allowed and it has any.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        match (&self.outcome, &self.credential) {
+            (Ok(()), Some(credential)) => credential.metadata.as_deref(),
+            _ => None,
         }
     }
 

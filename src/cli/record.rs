@@ -19,6 +19,8 @@ pub(super) enum Field {
     Text(String),
     /// A repeated string.
     List(Vec<String>),
+    /// A `map<string, string>`, in key order.
+    Map(Vec<(String, String)>),
     Flag(bool),
     /// A number; `None` for an unset optional one.
     Number(Option<i64>),
@@ -88,6 +90,15 @@ impl Field {
 
     fn list(values: &[String]) -> Self {
         Self::List(values.to_vec())
+    }
+
+    fn map(map: &std::collections::HashMap<String, String>) -> Self {
+        let mut pairs: Vec<(String, String)> = map
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        pairs.sort();
+        Self::Map(pairs)
     }
 
     fn flag(flag: &bool) -> Self {
@@ -170,6 +181,12 @@ impl Field {
         match self {
             Self::Text(text) => Value::from(text.as_str()),
             Self::List(values) => Value::from(values.clone()),
+            Self::Map(pairs) => Value::Object(
+                pairs
+                    .iter()
+                    .map(|(key, value)| (key.clone(), Value::from(value.as_str())))
+                    .collect(),
+            ),
             Self::Flag(flag) => Value::from(*flag),
             Self::Number(number) => number.map_or(Value::Null, Value::from),
             // NaN and infinities have no JSON form; they become null.
@@ -268,6 +285,9 @@ record_from! {
         effective_rate_limit_per_minute: Field::number,
         policy_violations: Field::list,
         imported: Field::flag,
+        metadata: Field::map,
+        suspended_at: Field::time,
+        suspend_reason: Field::text,
     }
     proto::TenantPolicy {
         tenant: Field::text,

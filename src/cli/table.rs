@@ -72,6 +72,11 @@ fn cell(field: &Field) -> String {
     let text = match field {
         Field::Text(text) => text.clone(),
         Field::List(values) => values.join(", "),
+        Field::Map(pairs) => pairs
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         Field::Flag(flag) => if *flag { "yes" } else { "no" }.to_owned(),
         Field::Number(number) => number.map(|number| number.to_string()).unwrap_or_default(),
         Field::Share(share) => format!("{:.1}%", share * 100.0),

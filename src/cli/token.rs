@@ -1,4 +1,4 @@
-//! `tessera token create|list|get|update|rotate|revoke`.
+//! `tessera token create|list|get|update|rotate|suspend|resume|revoke`.
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -58,7 +58,7 @@ pub enum TokenCommand {
     ///
     /// One object per line with ImportedToken's fields (`owner_id`, `name`, `secret_sha256`,
     /// `permissions`, `roles`, `allowed_ips`, `rate_limit_per_minute`, `expires_at` and
-    /// `created_at` as RFC 3339, `description`). The whole file is read and checked first; it is
+    /// `created_at` as RFC 3339, `description`, `metadata` as an object of strings). The whole file is read and checked first; it is
     /// then sent in batches of 1000, each imported whole or not at all: on an error, the
     /// batches before it stay imported and the message says which lines failed.
     Import {
@@ -67,6 +67,19 @@ pub enum TokenCommand {
         /// Tenant [default: the server's default tenant].
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Suspend a token on every replica until `token resume`: Check denies it meanwhile.
+    Suspend {
+        /// The token id (`tok_…`).
+        id: String,
+        /// Why, for the audit log and the token's `suspend_reason`; at most 1024 characters.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a token's suspension on every replica.
+    Resume {
+        /// The token id (`tok_…`).
+        id: String,
     },
 }
 
@@ -107,6 +120,17 @@ pub struct CreateArgs {
     /// Require signed requests; the signing key is printed once.
     #[arg(long)]
     require_signature: bool,
+
+    /// A metadata entry `KEY=VALUE`, repeatable: returned by an allowed Check.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    metadata: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` (the value may be empty or contain `=`); the server judges key and value.
+fn parse_meta(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{raw:.64}: expected KEY=VALUE"))
 }
 
 /// What a token may do and from where: shared by `create` and `update`.
@@ -198,6 +222,18 @@ pub struct UpdateArgs {
     /// Turn request signing on or off.
     #[arg(long, value_name = "true|false")]
     require_signature: Option<bool>,
+
+    /// Set one metadata entry `KEY=VALUE`, repeatable; other entries stay.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    metadata: Vec<(String, String)>,
+
+    /// Delete one metadata entry, repeatable.
+    #[arg(long = "unset-meta", value_name = "KEY")]
+    unset_metadata: Vec<String>,
+
+    /// Remove all metadata first (then `--meta` entries are the whole map).
+    #[arg(long)]
+    clear_metadata: bool,
 
     /// Apply only if the token is still at this etag (as `token get --json` shows it); a
     /// token changed since is refused and nothing is written.
@@ -292,6 +328,18 @@ pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Repo
                 .to_json();
             Ok(Report::new(json, human))
         }
+        TokenCommand::Suspend { id, reason } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::SuspendTokenRequest { id, reason };
+            let token = answer("SuspendToken", client.suspend_token(request).await)?.token;
+            Ok(token_report(token.as_ref(), "suspended", []))
+        }
+        TokenCommand::Resume { id } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::ResumeTokenRequest { id };
+            let token = answer("ResumeToken", client.resume_token(request).await)?.token;
+            Ok(token_report(token.as_ref(), "resumed", []))
+        }
     }
 }
 
@@ -375,6 +423,7 @@ fn create_request(args: CreateArgs) -> proto::CreateTokenRequest {
         expires_at: args.expires_at,
         ttl: args.ttl,
         require_signature: args.require_signature,
+        metadata: args.metadata.into_iter().collect(),
     }
 }
 
@@ -449,11 +498,26 @@ fn update_request(
         args.require_signature,
         &mut request.require_signature,
     );
+    if args.clear_metadata {
+        // The whole map: cleared, then the --meta entries.
+        mask.paths.push("metadata".to_owned());
+        request.metadata = args.metadata.into_iter().collect();
+    } else {
+        for (key, value) in args.metadata {
+            mask.paths.push(format!("metadata.{key}"));
+            request.metadata.insert(key, value);
+        }
+        for key in args.unset_metadata {
+            mask.paths.push(format!("metadata.{key}"));
+            request.metadata.remove(&key);
+        }
+    }
     if mask.paths.is_empty() {
         return Err(CliError::Usage(
             "nothing to update: pass at least one of --name, --description, --permission, \
              --clear-permissions, --role, --clear-roles, --allow-ip, --clear-allowed-ips, \
-             --rate-limit, --expires-at, --ttl, --require-signature"
+             --rate-limit, --expires-at, --ttl, --require-signature, --meta, --unset-meta, \
+             --clear-metadata"
                 .to_owned(),
         ));
     }
@@ -569,6 +633,46 @@ mod tests {
         assert!(
             matches!(outcome, Err(CliError::Usage(message)) if message.starts_with("nothing to update"))
         );
+    }
+
+    #[test]
+    fn meta_flags_set_and_unset_single_entries_by_their_own_mask_paths() {
+        let update = parse_update(&[
+            "--meta",
+            "plan=pro",
+            "--meta",
+            "note=a=b",
+            "--unset-meta",
+            "region",
+        ]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(
+            mask(&request),
+            ["metadata.plan", "metadata.note", "metadata.region"]
+        );
+        assert_eq!(
+            request.metadata.get("plan").map(String::as_str),
+            Some("pro")
+        );
+        assert_eq!(
+            request.metadata.get("note").map(String::as_str),
+            Some("a=b")
+        );
+        assert!(!request.metadata.contains_key("region"));
+    }
+
+    #[test]
+    fn clearing_metadata_replaces_the_whole_map_with_the_meta_entries() {
+        let update = parse_update(&["--clear-metadata", "--meta", "plan=pro"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["metadata"]);
+        assert_eq!(request.metadata.len(), 1);
+    }
+
+    #[test]
+    fn a_meta_flag_without_an_equals_sign_is_refused() {
+        let outcome = Cli::try_parse_from(["tessera", "update", "tok_1", "--meta", "plan"]);
+        assert!(outcome.is_err());
     }
 
     #[test]

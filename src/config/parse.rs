@@ -3,6 +3,8 @@
 //! Each part is valid by construction; the app passes the parts down and nothing past this file
 //! reads a raw setting again. Every error names the setting at fault (README lists them).
 
+use crate::domain::metadata::MetadataKey;
+use crate::gateway::MetadataHeader;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -614,6 +616,7 @@ fn envoy(settings: &Settings) -> Result<EnvoySettings, ConfigError> {
             rule.prefix.as_deref(),
             &rule.permission,
         )
+        .and_then(|parsed| parsed.needing(&rule.all_permissions, &rule.any_permissions))
         .map_err(|error| ConfigError::Invalid {
             setting: "TESSERA_ENVOY_RULES",
             reason: format!("rule {index}: {error}"),
@@ -642,6 +645,18 @@ fn envoy(settings: &Settings) -> Result<EnvoySettings, ConfigError> {
             &settings.envoy_timestamp_header,
         )?,
         sign_body: settings.envoy_sign_body,
+        metadata_headers: settings
+            .gateway_metadata_headers
+            .iter()
+            .map(|key| {
+                MetadataKey::parse(key)
+                    .map(MetadataHeader::new)
+                    .map_err(|error| ConfigError::Invalid {
+                        setting: "TESSERA_GATEWAY_METADATA_HEADERS",
+                        reason: format!("{key:.64}: {error}"),
+                    })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -1056,6 +1071,7 @@ mod tests {
                 path: Some("orders".to_owned()),
                 prefix: None,
                 permission: String::new(),
+                ..Default::default()
             }],
             ..Settings::default()
         });
@@ -1070,6 +1086,33 @@ mod tests {
             ..Settings::default()
         });
         assert!(error.contains("TESSERA_ENVOY_TENANT_HEADER"), "{error}");
+    }
+
+    #[test]
+    fn gateway_metadata_headers_are_none_by_default_and_a_bad_key_names_the_setting() {
+        assert!(parse(Settings::default()).envoy.metadata_headers.is_empty());
+        let chosen = parse(Settings {
+            gateway_metadata_headers: vec!["plan".to_owned(), "customer.id".to_owned()],
+            ..Settings::default()
+        });
+        let headers: Vec<&str> = chosen
+            .envoy
+            .metadata_headers
+            .iter()
+            .map(crate::gateway::MetadataHeader::header)
+            .collect();
+        assert_eq!(
+            headers,
+            ["x-tessera-meta-plan", "x-tessera-meta-customer.id"]
+        );
+        let error = refusal(Settings {
+            gateway_metadata_headers: vec!["Plan".to_owned()],
+            ..Settings::default()
+        });
+        assert!(
+            error.contains("TESSERA_GATEWAY_METADATA_HEADERS"),
+            "{error}"
+        );
     }
 
     #[test]

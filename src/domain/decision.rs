@@ -1,8 +1,8 @@
 //! The Check decision as one pure function over a credential and a request.
 //!
 //! Order (docs/api.md, "The Check decision"): API offline → token missing/malformed/unknown/
-//! revoked (or rotated out)/expired, tenant mismatch, owner disabled → tenant policy (when
-//! enforced) → IP allowlist → signature and timestamp → permission →
+//! revoked (or rotated out)/suspended/expired, tenant mismatch, owner disabled → tenant policy
+//! (when enforced) → IP allowlist → signature and timestamp → permission →
 //! rate limit → allowed. The first three token checks and the API status are decided before a
 //! credential exists (by the authorizer); rate limiting is stateful and follows `evaluate`. The
 //! replay guard is state too, but its place is inside the order (after the signature's tag and
@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::fields::{PrincipalId, RoleName, Tenant, TokenId};
+use super::metadata::Metadata;
 use super::model::{CredentialRecord, SecretMatch};
 use super::network::IpAllowlist;
 use super::permission::{self, Grant, PermissionQuery};
@@ -49,11 +50,13 @@ pub enum DenyReason {
     PathInvalid,
     /// The token breaks its tenant's token policy, which is enforced on existing tokens.
     PolicyViolation,
+    /// The token is suspended until it is resumed; checked after revocation, before expiry.
+    TokenSuspended,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order (`reason as usize` is its position).
-    pub const ALL: [DenyReason; 18] = [
+    pub const ALL: [DenyReason; 19] = [
         Self::TokenMissing,
         Self::TokenMalformed,
         Self::TokenUnknown,
@@ -72,6 +75,7 @@ impl DenyReason {
         Self::StoreUnavailable,
         Self::PathInvalid,
         Self::PolicyViolation,
+        Self::TokenSuspended,
     ];
 
     /// What an HTTP API in front of Tessera should answer.
@@ -82,6 +86,7 @@ impl DenyReason {
             | Self::TokenUnknown
             | Self::TokenExpired
             | Self::TokenRevoked
+            | Self::TokenSuspended
             | Self::TenantMismatch
             | Self::OwnerDisabled
             | Self::SignatureRequired
@@ -116,6 +121,7 @@ impl DenyReason {
             Self::StoreUnavailable => "authorization is temporarily unavailable",
             Self::PathInvalid => "the request path cannot be resolved unambiguously",
             Self::PolicyViolation => "the API token breaks its tenant's token policy",
+            Self::TokenSuspended => "the API token is suspended",
         }
     }
 
@@ -140,6 +146,7 @@ impl DenyReason {
             Self::StoreUnavailable => "store_unavailable",
             Self::PathInvalid => "path_invalid",
             Self::PolicyViolation => "policy_violation",
+            Self::TokenSuspended => "token_suspended",
         }
     }
 }
@@ -173,6 +180,8 @@ pub struct Credential {
     /// because rotation clears a token's usage history.
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// Suspended until resumed: every Check is denied, as for a revoked token, but reversibly.
+    pub suspended: bool,
     pub secret_match: SecretMatch,
     /// Shared with every cached token of the same allowlist (`authz::intern`).
     pub allowed_ips: Arc<IpAllowlist>,
@@ -196,6 +205,9 @@ pub struct Credential {
     /// What an enforced tenant policy that the token breaks (or may break) asks of Check; None
     /// for nearly every token (no policy, not enforced, or none of its rules can be broken).
     pub policy_hold: Option<Box<PolicyHold>>,
+    /// The token's metadata, returned by an allowed Check; None when it has none, so a token
+    /// without metadata pays one word for it. Shared like `allowed_ips`.
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 impl Credential {
@@ -220,6 +232,7 @@ impl Credential {
             expires_at: token.expires_at,
             rotated_at: token.rotated_at,
             revoked: token.revoked_at.is_some(),
+            suspended: token.suspension.is_some(),
             secret_match: record.secret_match,
             allowed_ips: Arc::new(token.allowed_ips.clone()),
             require_signature: token.require_signature,
@@ -233,6 +246,7 @@ impl Credential {
                 .as_ref()
                 .and_then(|o| o.rate_limit_per_minute),
             policy_hold: record.policy.as_ref().and_then(|policy| policy.hold(token)),
+            metadata: (!token.metadata.is_empty()).then(|| Arc::new(token.metadata.clone())),
         }
     }
 
@@ -274,6 +288,9 @@ pub fn check_credential(
 ) -> Result<Option<FreshSignature>, DenyReason> {
     if credential.revoked || credential.is_retired_secret(input.now) {
         return Err(DenyReason::TokenRevoked);
+    }
+    if credential.suspended {
+        return Err(DenyReason::TokenSuspended);
     }
     if credential.expires_at <= input.now {
         return Err(DenyReason::TokenExpired);

@@ -21,6 +21,7 @@ pub(crate) fn credential() -> Credential {
         expires_at: Utc::now() + Duration::days(1),
         rotated_at: None,
         revoked: false,
+        suspended: false,
         secret_match: SecretMatch::Current,
         allowed_ips: Arc::new(IpAllowlist::default()),
         require_signature: false,
@@ -31,6 +32,7 @@ pub(crate) fn credential() -> Credential {
         rate_limit_per_minute: 0,
         owner_rate_limit_per_minute: None,
         policy_hold: None,
+        metadata: None,
     }
 }
 
@@ -59,5 +61,7 @@ pub(crate) fn token() -> Token {
         last_used_at: None,
         version: 1,
         imported: false,
+        metadata: Default::default(),
+        suspension: None,
     }
 }

@@ -6,6 +6,7 @@ pub mod fields;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod http;
+pub mod metadata;
 pub mod model;
 pub mod network;
 pub mod permission;

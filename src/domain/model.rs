@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
+use super::metadata::Metadata;
 use super::network::IpAllowlist;
 use super::permission::Grant;
 use super::policy::TenantPolicy;
@@ -36,6 +37,17 @@ pub struct Token {
     /// Whether the current secret was imported by its hash (ImportTokens) rather than generated
     /// by Tessera; a rotation gives the token a Tessera secret and clears it.
     pub imported: bool,
+    /// The caller's key-value pairs, returned by an allowed Check.
+    pub metadata: Metadata,
+    /// The suspension, while the token is suspended (SuspendToken until ResumeToken).
+    pub suspension: Option<Suspension>,
+}
+
+/// Why and since when a token is suspended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suspension {
+    pub at: DateTime<Utc>,
+    pub reason: Description,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +55,15 @@ pub enum TokenState {
     Active,
     Expired,
     Revoked,
+    Suspended,
 }
 
 impl Token {
     pub fn state(&self, now: DateTime<Utc>) -> TokenState {
         if self.revoked_at.is_some() {
             TokenState::Revoked
+        } else if self.suspension.is_some() {
+            TokenState::Suspended
         } else if self.expires_at <= now {
             TokenState::Expired
         } else {

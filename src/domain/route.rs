@@ -11,7 +11,7 @@
 use std::fmt;
 
 use super::http::{HttpMethod, RequestTarget};
-use super::permission::{InvalidPermission, Permission};
+use super::permission::{InvalidPermission, MAX_QUERY_PERMISSIONS, Permission};
 
 /// What a request's normalized path is compared with; the query string is never part of the
 /// match.
@@ -54,6 +54,8 @@ pub enum InvalidRule {
     BadMethod,
     #[error("permission: {0}")]
     Permission(#[from] InvalidPermission),
+    #[error("all_permissions and any_permissions: at most {MAX_QUERY_PERMISSIONS} each")]
+    TooManyPermissions,
 }
 
 /// One rule: an optional method (None: any), a path pattern, and what a match needs.
@@ -61,8 +63,12 @@ pub enum InvalidRule {
 pub struct PermissionRule {
     method: Option<String>,
     path: PathPattern,
-    /// None: the request only has to be authenticated.
+    /// None: the request only has to be authenticated (unless `all` or `any` say more).
     permission: Option<Permission>,
+    /// Every one of these is needed too (Check's `all_permissions`).
+    all: Vec<Permission>,
+    /// At least one of these is needed, when not empty (Check's `any_permissions`).
+    any: Vec<Permission>,
 }
 
 impl PermissionRule {
@@ -106,7 +112,31 @@ impl PermissionRule {
             method,
             path,
             permission,
+            all: Vec::new(),
+            any: Vec::new(),
         })
+    }
+
+    /// The rule, needing also every permission of `all` and at least one of `any` (when not
+    /// empty), as a Check's `all_permissions` and `any_permissions` do; each list bounded as
+    /// theirs.
+    pub fn needing(mut self, all: &[String], any: &[String]) -> Result<Self, InvalidRule> {
+        if all.len() > MAX_QUERY_PERMISSIONS || any.len() > MAX_QUERY_PERMISSIONS {
+            return Err(InvalidRule::TooManyPermissions);
+        }
+        let parse = |raw: &[String]| -> Result<Vec<Permission>, InvalidRule> {
+            raw.iter()
+                .map(|permission| Ok(Permission::parse(permission)?))
+                .collect()
+        };
+        self.all = parse(all)?;
+        self.any = parse(any)?;
+        Ok(self)
+    }
+
+    /// What a match needs beside `permission`: (all of, any of).
+    pub fn also_needed(&self) -> (&[Permission], &[Permission]) {
+        (&self.all, &self.any)
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
@@ -207,6 +237,31 @@ mod tests {
                 .map(ToString::to_string)
                 .unwrap_or_default()
         })
+    }
+
+    #[test]
+    fn a_rule_needing_several_permissions_keeps_both_lists_and_bounds_them() {
+        let strings = |raw: &[&str]| raw.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let rule = PermissionRule::parse("DELETE", None, Some("/orders/"), "")
+            .and_then(|rule| {
+                rule.needing(
+                    &strings(&["orders:write", "orders:delete"]),
+                    &strings(&["a:b"]),
+                )
+            })
+            .expect("valid rule");
+        let (all, any) = rule.also_needed();
+        assert_eq!(all.len(), 2);
+        assert_eq!(any.len(), 1);
+        assert_eq!(rule.permission(), None);
+
+        let seventeen: Vec<String> = (0..17).map(|i| format!("r{i}:read")).collect();
+        let too_many = PermissionRule::parse("GET", None, Some("/"), "")
+            .and_then(|rule| rule.needing(&seventeen, &[]));
+        assert_eq!(too_many, Err(InvalidRule::TooManyPermissions));
+        let bad = PermissionRule::parse("GET", None, Some("/"), "")
+            .and_then(|rule| rule.needing(&[], &strings(&["orders"])));
+        assert!(matches!(bad, Err(InvalidRule::Permission(_))), "{bad:?}");
     }
 
     #[test]

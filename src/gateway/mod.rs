@@ -8,8 +8,9 @@
 //!   segments resolved, repeated slashes merged); a path that cannot be resolved unambiguously is
 //!   denied first, as `path_invalid` with HTTP 400, logged and counted in
 //!   `tessera_gateway_path_refused_total{reason}`;
-//! - permission: the route's `permission` value (empty: authenticate only), else the first rule
-//!   matching the method and the normalized path, else the configured default (deny, or
+//! - permission: the route's `permission` value (empty: authenticate only), else what the first
+//!   rule matching the method and the normalized path needs (its `permission`, and all of its
+//!   `all_permissions` and one of its `any_permissions`), else the configured default (deny, or
 //!   authenticate only);
 //! - tenant: the route's `tenant` value (set by the operator, so clients cannot forge it), else
 //!   the configured tenant header, else the default tenant;
@@ -32,6 +33,7 @@ use crate::authz::Decision;
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::Tenant;
 use crate::domain::http::{HttpMethod, PathError, RequestTarget};
+use crate::domain::metadata::MetadataKey;
 use crate::domain::network::forwarded_client;
 use crate::domain::route::{PermissionRules, Unmatched};
 use crate::domain::signature::canonical_http_payload;
@@ -44,6 +46,8 @@ pub const OWNER_ID_HEADER: &str = "x-tessera-owner-id";
 pub const TENANT_HEADER: &str = "x-tessera-tenant";
 /// Every incoming header with this prefix is the gateway's to set, never the client's.
 pub const RESERVED_PREFIX: &str = "x-tessera-";
+/// The prefix of the headers carrying an allowed token's metadata upstream.
+pub const METADATA_HEADER_PREFIX: &str = "x-tessera-meta-";
 /// How much of a refused path a log line shows: enough to recognise the trick, bounded however
 /// long the client made it.
 const LOGGED_PATH_LEN: usize = 64;
@@ -74,6 +78,28 @@ pub struct GatewaySettings {
     /// Whether the body's hash is part of the signed payload (the gateway must send the body);
     /// otherwise the hash of an empty body stands in.
     pub sign_body: bool,
+    /// The metadata keys forwarded upstream (`TESSERA_GATEWAY_METADATA_HEADERS`), none by
+    /// default.
+    pub metadata_headers: Vec<MetadataHeader>,
+}
+
+/// A metadata key the gateways forward, with its header name, built once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataHeader {
+    key: MetadataKey,
+    /// `x-tessera-meta-KEY`: the key's alphabet is a header name's, so it needs no escaping.
+    header: String,
+}
+
+impl MetadataHeader {
+    pub fn new(key: MetadataKey) -> Self {
+        let header = format!("{METADATA_HEADER_PREFIX}{key}");
+        Self { key, header }
+    }
+
+    pub fn header(&self) -> &str {
+        &self.header
+    }
 }
 
 impl Default for GatewaySettings {
@@ -86,6 +112,7 @@ impl Default for GatewaySettings {
             signature_header: DEFAULT_SIGNATURE_HEADER.to_owned(),
             timestamp_header: DEFAULT_TIMESTAMP_HEADER.to_owned(),
             sign_body: false,
+            metadata_headers: Vec::new(),
         }
     }
 }
@@ -157,12 +184,19 @@ pub fn to_check_request(
     })?;
     let matched_rule = settings.rules.find(method, &target);
 
+    // A rule may need several permissions (all of some, any of others); a route's own
+    // `permission` value names one and replaces the rule.
+    let (mut all_permissions, mut any_permissions) = (Vec::new(), Vec::new());
     let permission = match (request.route_value("permission"), matched_rule) {
         (Some(permission), _) => permission.to_owned(),
-        (None, Some(rule)) => rule
-            .permission()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        (None, Some(rule)) => {
+            let (all, any) = rule.also_needed();
+            all_permissions = all.iter().map(ToString::to_string).collect();
+            any_permissions = any.iter().map(ToString::to_string).collect();
+            rule.permission()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        }
         (None, None) => match settings.rules.unmatched() {
             Unmatched::Authenticate => String::new(),
             // Not exposed through any rule: denied whatever the token.
@@ -249,9 +283,8 @@ pub fn to_check_request(
         ),
         endpoint: truncate(&endpoint, MAX_ENDPOINT_LEN),
         signature,
-        // A rule names one permission (or none).
-        all_permissions: Vec::new(),
-        any_permissions: Vec::new(),
+        all_permissions,
+        any_permissions,
     })
 }
 
@@ -263,6 +296,10 @@ pub enum Answer {
     Allow {
         identity: [(&'static str, String); 3],
         rate_limit: Vec<(&'static str, String)>,
+        /// `x-tessera-meta-KEY` and the token's value for each forwarded key, empty when it has
+        /// none: always sent, so a gateway that copies the header replaces a client's copy even
+        /// then (Caddy 2.6 would copy a missing one as its literal placeholder).
+        metadata: Vec<(String, String)>,
     },
     Deny(Denial),
 }
@@ -314,8 +351,9 @@ impl Denial {
 
 const RATE_LIMIT_RESET: &str = "x-ratelimit-reset";
 
-/// The answer to a decision taken by the Check path.
-pub fn answer(decision: &Decision) -> Answer {
+/// The answer to a decision taken by the Check path; an allowed one carries the token's
+/// values of the `forwarded` metadata keys.
+pub fn answer(decision: &Decision, forwarded: &[MetadataHeader]) -> Answer {
     let rate_limit = decision
         .rate_limit
         .map(|status| {
@@ -337,6 +375,17 @@ pub fn answer(decision: &Decision) -> Answer {
             (TENANT_HEADER, credential.tenant.as_str().to_owned()),
         ],
         rate_limit,
+        metadata: forwarded
+            .iter()
+            .map(|wanted| {
+                let value = credential
+                    .metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.get(wanted.key.as_str()))
+                    .unwrap_or_default();
+                (wanted.header.clone(), value.to_owned())
+            })
+            .collect(),
     }
 }
 

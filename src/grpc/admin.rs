@@ -11,6 +11,7 @@ use crate::domain::admin_key::{AdminKeyId, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::metadata;
 use crate::domain::policy::TenantPolicy;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::UsageScope;
@@ -155,6 +156,7 @@ pub fn parse_import(
         let allowed_ips = violations.allowlist(&field("allowed_ips"), &entry.allowed_ips);
         let expires_at = violations.timestamp(&field("expires_at"), entry.expires_at);
         let created_at = violations.timestamp(&field("created_at"), entry.created_at);
+        let metadata = violations.metadata(&field("metadata"), &entry.metadata);
         let parsed = (|| {
             Some(admin::ImportToken {
                 owner_id: owner_id?,
@@ -167,6 +169,7 @@ pub fn parse_import(
                 rate_limit_per_minute: entry.rate_limit_per_minute,
                 expires_at: expires_at?,
                 created_at: created_at?,
+                metadata: metadata?,
             })
         })();
         if let Some(parsed) = parsed {
@@ -198,7 +201,11 @@ const UPDATABLE_PATHS: &[&str] = &[
     "rate_limit_per_minute",
     "expires_at",
     "require_signature",
+    "metadata",
 ];
+
+/// The prefix of an UpdateToken mask path naming one metadata entry, `metadata.KEY`.
+const METADATA_ENTRY_PATH: &str = "metadata.";
 
 /// The paths UpdatePrincipal accepts in its field mask.
 const PRINCIPAL_UPDATABLE_PATHS: &[&str] = &["permissions", "disabled", "rate_limit_per_minute"];
@@ -280,6 +287,7 @@ pub fn parse_create(
     let permissions = violations.grants("permissions", &request.permissions);
     let roles = violations.roles("roles", &request.roles);
     let allowed_ips = violations.allowlist("allowed_ips", &request.allowed_ips);
+    let metadata = violations.metadata("metadata", &request.metadata);
     let expiry = given_expiry(&mut violations, request.expires_at, request.ttl)
         .map(|given| given.unwrap_or(Expiry::Default));
     let parsed = (|| {
@@ -294,6 +302,7 @@ pub fn parse_create(
             rate_limit_per_minute: request.rate_limit_per_minute,
             expiry: expiry?,
             require_signature: request.require_signature,
+            metadata: metadata?,
         })
     })();
     violations.finish(parsed)
@@ -377,12 +386,12 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, 
         violations.add("update_mask", "name at least one field to update");
     }
     // Each unknown path is a violation quoting it: a flood of them would make the error huge.
-    if paths.len() > UPDATABLE_PATHS.len() {
+    let max_paths = UPDATABLE_PATHS.len() + metadata::MAX_ENTRIES;
+    if paths.len() > max_paths {
         violations.add(
             "update_mask",
             format!(
-                "at most {} paths; updatable: {}",
-                UPDATABLE_PATHS.len(),
+                "at most {max_paths} paths; updatable: {}, metadata.KEY",
                 UPDATABLE_PATHS.join(", ")
             ),
         );
@@ -413,10 +422,25 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, 
                 changes.expires_at = violations.require("expires_at", expires_at);
             }
             "require_signature" => changes.require_signature = Some(request.require_signature),
+            "metadata" => changes.metadata = violations.metadata("metadata", &request.metadata),
+            entry if entry.starts_with(METADATA_ENTRY_PATH) => {
+                let raw_key = &entry[METADATA_ENTRY_PATH.len()..];
+                let change = metadata::MetadataKey::parse(raw_key).and_then(|key| {
+                    let value = request
+                        .metadata
+                        .get(raw_key)
+                        .map(|value| metadata::parse_value(&key, value))
+                        .transpose()?;
+                    Ok((key, value))
+                });
+                if let Some(change) = violations.check("update_mask", change) {
+                    changes.metadata_entries.push(change);
+                }
+            }
             unknown => violations.add(
                 "update_mask",
                 format!(
-                    "unknown path {unknown:.64}; updatable: {}",
+                    "unknown path {unknown:.64}; updatable: {}, metadata.KEY",
                     UPDATABLE_PATHS.join(", ")
                 ),
             ),
@@ -597,6 +621,34 @@ impl TokenAdminService for TokenAdminApi {
         let id = parse_token_id(&request.get_ref().id)?;
         let token = self.admin.revoke_token(&actor, &id).await?;
         Ok(Response::new(proto::RevokeTokenResponse {
+            token: Some(self.token(&token).await?),
+        }))
+    }
+
+    async fn suspend_token(
+        &self,
+        request: Request<proto::SuspendTokenRequest>,
+    ) -> Result<Response<proto::SuspendTokenResponse>, Status> {
+        let actor = self.auth.authorize(&request, "SuspendToken").await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = convert::token_id(&mut violations, "id", &request.id);
+        let reason = violations.check("reason", Description::parse(&request.reason));
+        let (id, reason) = violations.finish(id.zip(reason))?;
+        let token = self.admin.suspend_token(&actor, &id, reason).await?;
+        Ok(Response::new(proto::SuspendTokenResponse {
+            token: Some(self.token(&token).await?),
+        }))
+    }
+
+    async fn resume_token(
+        &self,
+        request: Request<proto::ResumeTokenRequest>,
+    ) -> Result<Response<proto::ResumeTokenResponse>, Status> {
+        let actor = self.auth.authorize(&request, "ResumeToken").await?;
+        let id = parse_token_id(&request.get_ref().id)?;
+        let token = self.admin.resume_token(&actor, &id).await?;
+        Ok(Response::new(proto::ResumeTokenResponse {
             token: Some(self.token(&token).await?),
         }))
     }

@@ -13,6 +13,7 @@ use crate::authz::{Decision, RateLimitStatus};
 use crate::domain::admin_key::{AdminKey, AdminRole};
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::{self, InvalidField};
+use crate::domain::metadata::Metadata;
 use crate::domain::model::{self, TokenState};
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant, Permission};
@@ -119,6 +120,21 @@ impl Violations {
             return None;
         }
         self.check_list(field, IpAllowlist::parse(raw))
+    }
+
+    /// A request's metadata map, bounded as `domain::metadata` says.
+    pub fn metadata(
+        &mut self,
+        field: &str,
+        raw: &std::collections::HashMap<String, String>,
+    ) -> Option<Metadata> {
+        self.check(
+            field,
+            Metadata::parse(
+                raw.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            ),
+        )
     }
 
     fn limit_len(&mut self, field: &str, len: usize, max: usize) {
@@ -262,6 +278,7 @@ pub fn token(token: &model::Token, default_rate_limit: u32) -> proto::Token {
         TokenState::Active => proto::TokenState::Active,
         TokenState::Expired => proto::TokenState::Expired,
         TokenState::Revoked => proto::TokenState::Revoked,
+        TokenState::Suspended => proto::TokenState::Suspended,
     };
     proto::Token {
         id: token.id.to_string(),
@@ -289,6 +306,13 @@ pub fn token(token: &model::Token, default_rate_limit: u32) -> proto::Token {
         },
         policy_violations: Vec::new(),
         imported: token.imported,
+        metadata: metadata_map(&token.metadata),
+        suspended_at: optional_timestamp(token.suspension.as_ref().map(|s| s.at)),
+        suspend_reason: token
+            .suspension
+            .as_ref()
+            .map(|s| s.reason.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -319,6 +343,13 @@ pub fn tenant_policy(policy: &TenantPolicy) -> proto::TenantPolicy {
         enforce_on_existing: policy.enforce_on_existing,
         updated_at: optional_timestamp(policy.updated_at),
     }
+}
+
+fn metadata_map(metadata: &Metadata) -> std::collections::HashMap<String, String> {
+    metadata
+        .iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
 /// A token's version as its etag, opaque to clients (AIP-154).
@@ -441,6 +472,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
         DenyReason::StoreUnavailable => proto::DenyReason::StoreUnavailable,
         DenyReason::PathInvalid => proto::DenyReason::PathInvalid,
         DenyReason::PolicyViolation => proto::DenyReason::PolicyViolation,
+        DenyReason::TokenSuspended => proto::DenyReason::TokenSuspended,
     }
 }
 
@@ -478,6 +510,7 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         // Minted by the AuthorizationService, which holds the key (src/grpc/authorization.rs).
         report_handle: Vec::new(),
         missing_permissions: decision.missing_permissions.clone(),
+        metadata: decision.metadata().map(metadata_map).unwrap_or_default(),
     }
 }
 

@@ -77,11 +77,12 @@ impl Authorization for EnvoyAuthorizationApi {
             }
         };
         let decision = authorization::decide(&self.authorizer, check).await?;
-        let answer = match gateway::answer(&decision) {
+        let answer = match gateway::answer(&decision, &self.settings.metadata_headers) {
             Answer::Allow {
                 identity,
                 rate_limit,
-            } => allowed(&identity, rate_limit, &envoy_request),
+                metadata,
+            } => allowed(&identity, &metadata, rate_limit, &envoy_request),
             Answer::Deny(denial) => denied(&denial),
         };
         Ok(Response::new(answer))
@@ -207,6 +208,7 @@ fn rpc_status(code: tonic::Code, message: &str) -> envoy_types::pb::google::rpc:
 
 fn allowed(
     identity: &[(&'static str, String); 3],
+    metadata: &[(String, String)],
     rate_limit: Vec<(&'static str, String)>,
     request: &EnvoyRequest<'_>,
 ) -> CheckResponse {
@@ -215,11 +217,17 @@ fn allowed(
     for (name, value) in identity {
         ok.add_header(*name, value.as_str(), overwrite, false);
     }
-    // Envoy removes after it sets, so the identity headers just set must not be named here;
-    // setting them with overwrite already replaces any forged copy.
+    for (name, value) in metadata {
+        ok.add_header(name.as_str(), value.as_str(), overwrite, false);
+    }
+    // Envoy removes after it sets, so the headers just set must not be named here; setting
+    // them with overwrite already replaces any forged copy.
     let forgeable = request.header_names_where(|name| {
         gateway::is_reserved(name)
             && !identity
+                .iter()
+                .any(|(set, _)| set.eq_ignore_ascii_case(name))
+            && !metadata
                 .iter()
                 .any(|(set, _)| set.eq_ignore_ascii_case(name))
     });

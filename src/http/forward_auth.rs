@@ -95,11 +95,16 @@ async fn handle(state: &ForwardAuth, request: Request, max_body_bytes: usize) ->
         }
     };
     match authorization::decide(authorizer, check).await {
-        Ok(decision) => match gateway::answer(&decision) {
+        Ok(decision) => match gateway::answer(&decision, &state.settings.metadata_headers) {
             Answer::Allow {
                 identity,
                 rate_limit,
-            } => allowed(identity.into_iter().chain(rate_limit)),
+                metadata,
+            } => {
+                let mut response = allowed(identity.into_iter().chain(rate_limit));
+                add_metadata_headers(response.headers_mut(), metadata);
+                response
+            }
             Answer::Deny(denial) => denied(&denial),
         },
         // Fields no request can carry, such as a route value no tenant or permission can be:
@@ -135,6 +140,17 @@ fn add_headers(map: &mut HeaderMap, headers: impl Iterator<Item = (&'static str,
         // Names are constants; values are ids and numbers Tessera made, always valid.
         if let Ok(value) = HeaderValue::try_from(value) {
             map.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// The forwarded metadata as `x-tessera-meta-KEY` headers. Names are built from keys of the
+/// header alphabet; a value that is no valid header value (none passes the edge's parse) is
+/// left out rather than sent broken.
+fn add_metadata_headers(map: &mut HeaderMap, metadata: Vec<(String, String)>) {
+    for (name, value) in metadata {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            map.insert(name, value);
         }
     }
 }

@@ -36,7 +36,7 @@ use super::{
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use crate::domain::model::{
-    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
 use crate::domain::policy::TenantPolicy;
 use crate::domain::token::SecretHash;
@@ -171,6 +171,17 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<Token, StoreError> {
         self.call("revoke_token", self.inner.revoke_token(id, at, audit))
             .await
+    }
+
+    async fn set_suspension(
+        &self,
+        id: &TokenId,
+        suspension: Option<&Suspension>,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        let call = self.inner.set_suspension(id, suspension, at, audit);
+        self.call("set_suspension", call).await
     }
 
     async fn find_credential(

@@ -16,8 +16,9 @@ use crate::domain::admin_key::{AdminKey, AdminKeyId, AdminRole, TenantScope};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::metadata::Metadata;
 use crate::domain::model::{
-    ApiStatus, AuditEvent, CredentialRecord, Principal, Role, SecretMatch, Token,
+    ApiStatus, AuditEvent, CredentialRecord, Principal, Role, SecretMatch, Suspension, Token,
 };
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
@@ -86,6 +87,9 @@ pub(super) struct TokenParams {
     pub(super) rotated_at: Option<i64>,
     pub(super) revoked_at: Option<i64>,
     pub(super) last_used_at: Option<i64>,
+    pub(super) metadata: String,
+    pub(super) suspended_at: Option<i64>,
+    pub(super) suspend_reason: String,
 }
 
 impl TokenParams {
@@ -102,8 +106,35 @@ impl TokenParams {
             rotated_at: token.rotated_at.map(micros),
             revoked_at: token.revoked_at.map(micros),
             last_used_at: token.last_used_at.map(micros),
+            metadata: metadata_json(&token.metadata),
+            suspended_at: token.suspension.as_ref().map(|s| micros(s.at)),
+            suspend_reason: token
+                .suspension
+                .as_ref()
+                .map(|s| s.reason.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// Metadata as a JSON text object of strings.
+pub(super) fn metadata_json(metadata: &Metadata) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(key, value)| (key.to_owned(), serde_json::Value::from(value)))
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+fn parse_metadata(raw: &str) -> Result<Metadata, StoreError> {
+    let object: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(raw).map_err(|_| corrupt("tokens.metadata"))?;
+    Metadata::parse(
+        object
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+    .map_err(|_| corrupt("tokens.metadata"))
 }
 
 #[derive(sqlx::FromRow)]
@@ -127,6 +158,9 @@ pub(super) struct TokenRow {
     last_used_at: Option<i64>,
     version: i64,
     imported: bool,
+    metadata: String,
+    suspended_at: Option<i64>,
+    suspend_reason: String,
 }
 
 /// What a rotation reads from the token row it locks.
@@ -174,6 +208,20 @@ impl TokenRow {
             last_used_at: optional_instant(self.last_used_at)?,
             version: u64::try_from(self.version).map_err(|_| corrupt("tokens.version"))?,
             imported: self.imported,
+            metadata: parse_metadata(&self.metadata)?,
+            suspension: self
+                .suspended_at
+                .map(|at| {
+                    Ok::<_, StoreError>(Suspension {
+                        at: instant(at)?,
+                        reason: parse_field(
+                            &self.suspend_reason,
+                            Description::parse,
+                            "tokens.suspend_reason",
+                        )?,
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -592,6 +640,11 @@ mod tests {
             last_used_at: Some(at(1_700_000_000_000_004)),
             version: 7,
             imported: true,
+            metadata: Metadata::parse([("plan", "pro"), ("region", "eu-west")]).expect("metadata"),
+            suspension: Some(Suspension {
+                at: at(1_700_000_000_000_005),
+                reason: Description::parse("chargeback").expect("reason"),
+            }),
         }
     }
 
@@ -618,6 +671,9 @@ mod tests {
             last_used_at: params.last_used_at,
             version: i64::try_from(token.version).expect("version"),
             imported: token.imported,
+            metadata: params.metadata,
+            suspended_at: params.suspended_at,
+            suspend_reason: params.suspend_reason,
         }
     }
 
@@ -642,6 +698,8 @@ mod tests {
         // A single host is stored as its address, as the allowlist prints it.
         assert_eq!(params.allowed_ips, r#"["10.0.0.0/8","::1"]"#);
         assert_eq!(grants_json(&[]), "[]");
+        assert_eq!(params.metadata, r#"{"plan":"pro","region":"eu-west"}"#);
+        assert_eq!(metadata_json(&Metadata::default()), "{}");
     }
 
     #[test]
@@ -672,6 +730,13 @@ mod tests {
         assert_eq!(
             corrupt_column(row.into_token()),
             "corrupt row: tokens.tenant"
+        );
+
+        let mut row = stored(&token());
+        row.metadata = r#"{"Plan":"pro"}"#.to_owned();
+        assert_eq!(
+            corrupt_column(row.into_token()),
+            "corrupt row: tokens.metadata"
         );
 
         let mut row = stored(&token());

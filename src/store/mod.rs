@@ -15,8 +15,9 @@ use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::metadata::{Metadata, MetadataChange};
 use crate::domain::model::{
-    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
@@ -130,6 +131,11 @@ pub struct TokenChanges {
     pub rate_limit_per_minute: Option<u32>,
     pub expires_at: Option<DateTime<Utc>>,
     pub require_signature: Option<bool>,
+    /// The whole new map (mask path `metadata`).
+    pub metadata: Option<Metadata>,
+    /// `metadata.KEY` paths, in mask order: the admin layer applies them to `metadata`, or to
+    /// the map it read, and hands the store the result in `metadata`; the store ignores these.
+    pub metadata_entries: Vec<MetadataChange>,
 }
 
 /// The fields an UpdatePrincipal's mask names; `None` leaves a field as it is, and the store
@@ -300,6 +306,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(
         &self,
         id: &TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
+
+    /// Suspends (`Some`) or resumes (`None`) a token that is not revoked, as one admin write
+    /// with its audit event: `TokenRevoked` for a revoked token.
+    async fn set_suspension(
+        &self,
+        id: &TokenId,
+        suspension: Option<&Suspension>,
         at: DateTime<Utc>,
         audit: &AuditEvent,
     ) -> Result<Token, StoreError>;

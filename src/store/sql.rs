@@ -41,7 +41,10 @@ macro_rules! token_columns {
             $prefix, "revoked_at, ",
             $prefix, "last_used_at, ",
             $prefix, "version, ",
-            $prefix, "imported"
+            $prefix, "imported, ",
+            $prefix, "metadata, ",
+            $prefix, "suspended_at, ",
+            $prefix, "suspend_reason"
         )
     };
 }
@@ -108,7 +111,8 @@ macro_rules! impl_store {
             use super::$store;
             use $crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
             use $crate::domain::model::{
-                ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+                ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension,
+                Token,
             };
             use $crate::domain::policy::TenantPolicy;
             use $crate::domain::signature::SealedSigningKey;
@@ -240,8 +244,8 @@ macro_rules! impl_store {
                         token_columns!(""),
                         ", secret_hash, signing_key) VALUES \
                          ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                         $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19, $20) \
-                         RETURNING ",
+                         $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19, $20, $21, \
+                         $22, $23) RETURNING ",
                         token_columns!("")
                     ))
                     .bind(token.id.as_str())
@@ -262,6 +266,9 @@ macro_rules! impl_store {
                     .bind(params.revoked_at)
                     .bind(params.last_used_at)
                     .bind(token.imported)
+                    .bind(params.metadata)
+                    .bind(params.suspended_at)
+                    .bind(params.suspend_reason)
                     .bind(new.secret_hash.0.as_slice())
                     .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
                     .fetch_one(&mut *connection)
@@ -370,6 +377,7 @@ macro_rules! impl_store {
                     }
 
                     let row = Self::insert_token_row(&mut transaction, new).await?;
+
                     Self::commit_with_audit(transaction, audit).await?;
                     row.into_token()
                 }
@@ -519,6 +527,11 @@ macro_rules! impl_store {
                         builder
                             .push(", require_signature = ")
                             .push_bind(require_signature);
+                    }
+                    if let Some(metadata) = &changes.metadata {
+                        builder
+                            .push(", metadata = ")
+                            .push_bind($crate::store::codec::metadata_json(metadata));
                     }
                     match update.signing_key {
                         SigningKeyUpdate::Keep => {}
@@ -671,6 +684,34 @@ macro_rules! impl_store {
                         token_columns!("")
                     ))
                     .bind(id.as_str())
+                    .bind(micros(at))
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(row) = row else {
+                        return Err(Self::missing_or_revoked(&mut transaction, id).await);
+                    };
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
+                }
+
+                async fn set_suspension(
+                    &self,
+                    id: &TokenId,
+                    suspension: Option<&Suspension>,
+                    at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "UPDATE tokens SET suspended_at = $2, suspend_reason = $3, updated_at = $4, \
+                         version = version + 1 \
+                         WHERE id = $1 AND revoked_at IS NULL RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(id.as_str())
+                    .bind(suspension.map(|suspension| micros(suspension.at)))
+                    .bind(suspension.map_or("", |suspension| suspension.reason.as_str()))
                     .bind(micros(at))
                     .fetch_optional(&mut *transaction)
                     .await

@@ -78,6 +78,8 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "SetTenantPolicy" => (Owner, "tenant_policy.write", NamesTenant),
         "GetTenantPolicy" => (Viewer, "read", NamesTenant),
         "ImportTokens" => (TokenManager, "tokens.write", NamesTenant),
+        "SuspendToken" => (TokenManager, "tokens.write", ById),
+        "ResumeToken" => (TokenManager, "tokens.write", ById),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -361,6 +363,16 @@ async fn call(
             ))
             .await
             .map(drop),
+        "SuspendToken" => client
+            .suspend_token(with_key(
+                proto::SuspendTokenRequest {
+                    id: target.token_id.clone(),
+                    reason: "audit".to_owned(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
         "GetTenantPolicy" => client
             .get_tenant_policy(with_key(proto::GetTenantPolicyRequest { tenant }, key))
             .await
@@ -383,6 +395,15 @@ async fn call(
                 .await
                 .map(drop)
         }
+        "ResumeToken" => client
+            .resume_token(with_key(
+                proto::ResumeTokenRequest {
+                    id: target.token_id.clone(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
         other => panic!("no call for TokenAdminService/{other}: add one"),
     }
 }

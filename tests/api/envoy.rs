@@ -225,6 +225,7 @@ fn rule(method: &str, path: Option<&str>, prefix: Option<&str>, permission: &str
         path: path.map(str::to_owned),
         prefix: prefix.map(str::to_owned),
         permission: permission.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -386,6 +387,103 @@ async fn incoming_tessera_headers_are_removed_or_overwritten_so_identity_cannot_
     assert_eq!(
         header(&ok.headers, "x-tessera-token-id"),
         Some(token.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_rule_may_need_all_of_several_permissions_or_any_of_several() {
+    let app = app_with(|settings| {
+        let all = EnvoyRule {
+            method: "DELETE".to_owned(),
+            prefix: Some("/api/v1/orders/".to_owned()),
+            all_permissions: vec!["orders:write".to_owned(), "orders:delete".to_owned()],
+            ..Default::default()
+        };
+        let any = EnvoyRule {
+            method: "GET".to_owned(),
+            prefix: Some("/api/v1/reports/".to_owned()),
+            any_permissions: vec!["orders:read".to_owned(), "catalog:read".to_owned()],
+            ..Default::default()
+        };
+        settings.envoy_rules.insert(0, all);
+        settings.envoy_rules.insert(1, any);
+    })
+    .await;
+    let (_, writer) = token(&app, &["orders:write"]).await;
+    let (_, deleter) = token(&app, &["orders:write", "orders:delete"]).await;
+    let (_, cataloguer) = token(&app, &["catalog:read"]).await;
+    let delete = |secret: &str| {
+        EnvoyCall::get("/api/v1/orders/7")
+            .method("DELETE")
+            .bearer(secret)
+    };
+    let report = |secret: &str| EnvoyCall::get("/api/v1/reports/daily").bearer(secret);
+
+    let one_of_two = call(&app, delete(&writer)).await;
+    let both = call(&app, delete(&deleter)).await;
+    let either = call(&app, report(&cataloguer)).await;
+    let neither = call(&app, report(&deleter)).await;
+
+    let denied_one = denied(
+        &one_of_two,
+        403,
+        Code::PermissionDenied,
+        "permission_denied",
+    );
+    assert!(
+        denied_one.body.contains("orders:delete") && !denied_one.body.contains("orders:write"),
+        "the deny names only what is missing: {}",
+        denied_one.body
+    );
+    allowed(&both);
+    allowed(&either);
+    let denied_neither = denied(&neither, 403, Code::PermissionDenied, "permission_denied");
+    assert!(
+        denied_neither.body.contains("orders:read") && denied_neither.body.contains("catalog:read"),
+        "{}",
+        denied_neither.body
+    );
+}
+
+#[tokio::test]
+async fn chosen_metadata_keys_are_set_upstream_and_a_clients_copies_of_any_are_removed() {
+    let app = app_with(|settings| {
+        settings.gateway_metadata_headers = vec!["plan".to_owned(), "region".to_owned()];
+    })
+    .await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.metadata = [("plan", "pro"), ("internal", "x")]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    let (_, secret) = app.token(request).await;
+
+    let forged = EnvoyCall::get("/api/v1/orders/1")
+        .bearer(&secret)
+        .header("x-tessera-meta-plan", "enterprise")
+        .header("x-tessera-meta-internal", "forged");
+    let response = call(&app, forged).await;
+
+    let ok = allowed(&response);
+    assert_eq!(header(&ok.headers, "x-tessera-meta-plan"), Some("pro"));
+    // Chosen but absent from the token: set empty, so no client copy survives either.
+    assert_eq!(header(&ok.headers, "x-tessera-meta-region"), Some(""));
+    assert_eq!(header(&ok.headers, "x-tessera-meta-internal"), None);
+    assert_eq!(ok.headers_to_remove, vec!["x-tessera-meta-internal"]);
+    let plan = ok
+        .headers
+        .iter()
+        .find(|option| {
+            option
+                .header
+                .as_ref()
+                .is_some_and(|h| h.key == "x-tessera-meta-plan")
+        })
+        .expect("plan header");
+    assert_eq!(
+        plan.append_action,
+        envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        "a forged copy must be replaced, not appended to"
     );
 }
 

@@ -181,10 +181,10 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
     assert_eq!(unchanged.name, token.name);
     assert_eq!(unchanged.permissions, token.permissions);
 
-    // The mask's bound is exact: every updatable path once (8) is accepted, one more is not,
-    // with every field valid so that the count is the only reason.
+    // The mask's bound is exact: every updatable path once (9) and 32 `metadata.KEY` paths are
+    // accepted, one more is not, with every field valid so that the count is the only reason.
     let every_path = || {
-        strings(&[
+        let mut paths = strings(&[
             "name",
             "description",
             "permissions",
@@ -193,7 +193,10 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
             "rate_limit_per_minute",
             "expires_at",
             "require_signature",
-        ])
+            "metadata",
+        ]);
+        paths.extend((0..32).map(|i| format!("metadata.k{i}")));
+        paths
     };
     let valid_update = |paths: Vec<String>| proto::UpdateTokenRequest {
         id: token.id.clone(),
@@ -218,7 +221,7 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
     let updated = client
         .update_token(app.admin(valid_update(every_path())))
         .await
-        .expect("eight paths, each once")
+        .expect("41 paths, each once")
         .into_inner()
         .token
         .expect("token");

@@ -86,6 +86,7 @@ async fn an_imported_token_is_accepted_by_its_original_secret_and_a_rotation_giv
         &app,
         vec![proto::ImportedToken {
             description: "from the old gateway".to_owned(),
+            metadata: [("plan".to_owned(), "pro".to_owned())].into(),
             allowed_ips: strings(&["127.0.0.1"]),
             rate_limit_per_minute: 120,
             created_at: Some(Timestamp {
@@ -114,6 +115,7 @@ async fn an_imported_token_is_accepted_by_its_original_secret_and_a_rotation_giv
     );
     assert_eq!(token.rate_limit_per_minute, 120);
     assert_eq!(token.description, "from the old gateway");
+    assert_eq!(token.metadata.get("plan").map(String::as_str), Some("pro"));
     assert_eq!(token.state(), proto::TokenState::Active);
     assert!(!format!("{token:?}").contains(&secret));
     assert_eq!(audit_events(&app).await, before + 1);
@@ -126,6 +128,10 @@ async fn an_imported_token_is_accepted_by_its_original_secret_and_a_rotation_giv
     let allowed = app.check(check(&secret)).await;
     assert!(allowed.allowed, "{allowed:?}");
     assert_eq!(allowed.token_id, token.id);
+    assert_eq!(
+        allowed.metadata, token.metadata,
+        "the imported metadata comes with Check"
+    );
     assert_eq!(
         app.check(check_for(&secret, "orders:write")).await.reason(),
         DenyReason::PermissionDenied

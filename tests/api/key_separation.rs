@@ -231,6 +231,19 @@ async fn every_admin_method_with(
             }]
         }
     );
+    call!(
+        "SuspendToken",
+        suspend_token,
+        proto::SuspendTokenRequest {
+            id: id(),
+            reason: "taken over".to_owned(),
+        }
+    );
+    call!(
+        "ResumeToken",
+        resume_token,
+        proto::ResumeTokenRequest { id: id() }
+    );
     refused
 }
 

@@ -14,6 +14,7 @@ mod hostile_input;
 mod hot_path;
 mod import;
 mod key_separation;
+mod metadata_suspension;
 mod ops;
 mod policy;
 mod secrets;

@@ -1374,6 +1374,8 @@ fn sample_token(id: tessera::domain::fields::TokenId, hint: &str) -> tessera::do
         last_used_at: None,
         version: 1,
         imported: false,
+        metadata: Default::default(),
+        suspension: None,
     }
 }
 

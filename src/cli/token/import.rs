@@ -32,6 +32,8 @@ struct Line {
     rate_limit_per_minute: u32,
     expires_at: Option<String>,
     created_at: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 /// Every token of the file (`-`: stdin), or the first line that is not one, by number.
@@ -79,6 +81,7 @@ fn parse_lines(text: &str) -> Result<Vec<proto::ImportedToken>, (usize, String)>
             expires_at: time("expires_at", line.expires_at)?,
             created_at: time("created_at", line.created_at)?,
             description: line.description,
+            metadata: line.metadata,
         });
     }
     if tokens.is_empty() {

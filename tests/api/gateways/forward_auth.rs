@@ -79,6 +79,9 @@ async fn a_request_forwarded_as_traefik_documents_is_decided_by_its_original_met
     assert_eq!(allowed.header("x-tessera-owner-id"), Some("alice"));
     assert_eq!(allowed.header("x-tessera-tenant"), Some(TENANT));
     assert_eq!(allowed.header("x-ratelimit-limit"), Some("1000"));
+    // The forwarded metadata key, for Traefik's authResponseHeadersRegex; no other key.
+    assert_eq!(allowed.header("x-tessera-meta-plan"), Some("pro"));
+    assert_eq!(allowed.header("x-tessera-meta-internal"), None);
 
     // The original method decides, not the GET Traefik sends.
     let deleting = send(

@@ -28,7 +28,9 @@ async fn tessera() -> TestApp {
             path: None,
             prefix: Some(prefix.to_owned()),
             permission: permission.to_owned(),
+            ..Default::default()
         };
+        settings.gateway_metadata_headers = vec!["plan".to_owned()];
         settings.envoy_rules = vec![
             rule("/api/v1/orders/", "orders:read"),
             rule("/api/v1/admin/", "admin:read"),
@@ -54,7 +56,21 @@ async fn orders_token_in(
     app.principal(tenant, owner, &["orders:read"]).await;
     let mut request = new_token(tenant, owner, &["orders:read"]);
     request.rate_limit_per_minute = per_minute;
+    // The one metadata key `tessera()` forwards, and one it does not.
+    if owner == "alice" {
+        request.metadata = [("plan", "pro"), ("internal", "x")]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+    }
     app.token(request).await
+}
+
+/// Whether the upstream's last request carried `name` at all.
+fn upstream_saw(upstream: &Upstream, name: &str) -> bool {
+    let seen = upstream.seen();
+    let last = seen.last().expect("the upstream was reached");
+    last.headers.contains_key(name)
 }
 
 /// The one value the upstream saw of `name` on its last request.
@@ -85,6 +101,8 @@ async fn the_gateway_decides_as_tessera_does(
         ("x-tessera-token-id", "tok_forged"),
         ("x-tessera-owner-id", "mallory"),
         ("x-tessera-tenant", "globex"),
+        ("x-tessera-meta-plan", "enterprise"),
+        ("x-tessera-signature", "c2ln"),
     ];
     let allowed = get(front, "/api/v1/orders/7?page=2", &secret, &forged).await;
     expect_status(&allowed, 200, "an allowed request");
@@ -92,6 +110,10 @@ async fn the_gateway_decides_as_tessera_does(
     assert_eq!(only_value(upstream, "x-tessera-token-id"), token.id);
     assert_eq!(only_value(upstream, "x-tessera-owner-id"), "alice");
     assert_eq!(only_value(upstream, "x-tessera-tenant"), TENANT);
+    // The forwarded key, as Tessera holds it; the key it does not forward, not at all.
+    assert_eq!(only_value(upstream, "x-tessera-meta-plan"), "pro");
+    assert!(!upstream_saw(upstream, "x-tessera-meta-internal"));
+    assert!(!upstream_saw(upstream, "x-tessera-signature"));
 
     let missing = get(front, "/api/v1/orders/7", "", &[]).await;
     expect_status(&missing, 401, "no token");
@@ -141,10 +163,18 @@ async fn the_gateway_decides_as_tessera_does(
     );
 
     let (revoked, revoked_secret) = orders_token(app, "bob", 1000).await;
+    // A token without the forwarded key: the client's copy is removed, not passed on.
+    let forged_plan = [("x-tessera-meta-plan", "enterprise")];
     expect_status(
-        &get(front, "/api/v1/orders/7", &revoked_secret, &[]).await,
+        &get(front, "/api/v1/orders/7", &revoked_secret, &forged_plan).await,
         200,
         "the token before its revocation",
+    );
+    let last = upstream.seen().last().cloned().expect("reached");
+    let plan = last.headers.get("x-tessera-meta-plan");
+    assert!(
+        plan.is_none_or(|values| values.iter().all(String::is_empty)),
+        "a client's metadata header reached the upstream: {last:?}"
     );
     app.admin_client()
         .await

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tessera::domain::admin_key::{AdminKey, AdminKeyId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use tessera::domain::model::{
-    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Token,
+    ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
 use tessera::domain::policy::TenantPolicy;
 use tessera::domain::token::SecretHash;
@@ -171,6 +171,16 @@ impl Store for PausingStore {
         audit: &AuditEvent,
     ) -> Result<Token, StoreError> {
         self.inner.rotate_token(rotation, audit).await
+    }
+
+    async fn set_suspension(
+        &self,
+        id: &TokenId,
+        suspension: Option<&Suspension>,
+        at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner.set_suspension(id, suspension, at, audit).await
     }
 
     async fn revoke_token(

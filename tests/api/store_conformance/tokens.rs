@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, RoleName, TokenId, TokenName};
+use tessera::domain::metadata::Metadata;
 use tessera::domain::model::{
-    ApiStatus, AuditEvent, NewToken, Principal, Role, SecretMatch, Token,
+    ApiStatus, AuditEvent, NewToken, Principal, Role, SecretMatch, Suspension, Token, TokenState,
 };
 use tessera::domain::token::{SecretHash, TokenPrefix, generate};
 use tessera::store::{
@@ -73,6 +74,8 @@ fn every_field_of(token: &Token) -> TokenUpdate<'static> {
             rate_limit_per_minute: Some(token.rate_limit_per_minute),
             expires_at: Some(token.expires_at),
             require_signature: Some(token.require_signature),
+            metadata: Some(token.metadata.clone()),
+            metadata_entries: Vec::new(),
         },
         signing_key: SigningKeyUpdate::Keep,
         updated_at: token.updated_at,
@@ -96,6 +99,11 @@ pub(super) async fn a_created_token_reads_back_exactly_as_written(store: Arc<dyn
     new.token.allowed_ips = allowlist(&["10.0.0.0/8", "2001:db8::1"]);
     new.token.rate_limit_per_minute = 120;
     new.token.require_signature = true;
+    new.token.metadata = metadata(&[
+        ("plan", "pro"),
+        ("region", "eu-west-1"),
+        ("note", "ünïcode"),
+    ]);
 
     let created = store
         .create_token(&new, 5, &audit("token.create", "acme"))
@@ -433,6 +441,139 @@ pub(super) async fn revoking_twice_reports_the_token_as_already_revoked(store: A
             .expect("token read")
             .revoked_at,
         Some(at)
+    );
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> Metadata {
+    Metadata::parse(pairs.iter().copied()).expect("valid metadata")
+}
+
+pub(super) async fn an_update_of_the_metadata_replaces_it_and_check_reads_it(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let mut new = new_token(&owner, now());
+    new.token.metadata = metadata(&[("plan", "free"), ("region", "eu")]);
+    let created = store
+        .create_token(&new, 5, &audit("token.create", "acme"))
+        .await
+        .expect("token created");
+
+    let replaced = metadata(&[("plan", "pro")]);
+    let update = update_of(
+        &created,
+        TokenChanges {
+            metadata: Some(replaced.clone()),
+            ..TokenChanges::default()
+        },
+    );
+    let updated = store
+        .update_token(&update, &audit("token.update", "acme"))
+        .await
+        .expect("updated");
+
+    assert_eq!(updated.metadata, replaced);
+    assert_eq!(updated.name, created.name);
+    let record = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(record.token.metadata, replaced);
+}
+
+pub(super) async fn a_suspension_is_stored_read_back_and_lifted_with_its_own_versions(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let new = new_token(&owner, now());
+    let created = store
+        .create_token(&new, 5, &audit("token.create", "acme"))
+        .await
+        .expect("token created");
+    let at = now();
+    let suspension = Suspension {
+        at,
+        reason: Description::parse("chargeback pending").expect("reason"),
+    };
+
+    let suspended = store
+        .set_suspension(
+            &created.id,
+            Some(&suspension),
+            at,
+            &audit("token.suspend", "acme"),
+        )
+        .await
+        .expect("suspended");
+    let record = store
+        .find_credential(&new.secret_hash)
+        .await
+        .expect("lookup")
+        .expect("found");
+    let resumed = store
+        .set_suspension(
+            &created.id,
+            None,
+            at + Duration::seconds(1),
+            &audit("token.resume", "acme"),
+        )
+        .await
+        .expect("resumed");
+
+    assert_eq!(suspended.suspension, Some(suspension.clone()));
+    assert_eq!(suspended.state(at), TokenState::Suspended);
+    assert_eq!(suspended.version, created.version + 1);
+    assert_eq!(record.token.suspension, Some(suspension));
+    assert_eq!(resumed.suspension, None);
+    assert_eq!(resumed.state(at), TokenState::Active);
+    assert_eq!(resumed.version, created.version + 2);
+    assert_eq!(
+        store.get_token(&created.id).await.expect("token read"),
+        resumed
+    );
+}
+
+pub(super) async fn a_revoked_token_cannot_be_suspended(store: Arc<dyn Store>) {
+    let owner = owner(&store, "acme", "alice").await;
+    let created = create_for(&store, &owner).await;
+    let revoked = store
+        .revoke_token(&created.id, now(), &audit("token.revoke", "acme"))
+        .await
+        .expect("revoked");
+    let suspension = Suspension {
+        at: now(),
+        reason: Description::parse("").expect("reason"),
+    };
+
+    let result = store
+        .set_suspension(
+            &created.id,
+            Some(&suspension),
+            now(),
+            &audit("token.suspend", "acme"),
+        )
+        .await;
+    let unknown = store
+        .set_suspension(
+            &TokenId::generate(),
+            None,
+            now(),
+            &audit("token.resume", "acme"),
+        )
+        .await;
+
+    assert!(
+        matches!(result, Err(StoreError::TokenRevoked)),
+        "{result:?}"
+    );
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound("token"))),
+        "{unknown:?}"
+    );
+    assert_eq!(
+        store.get_token(&created.id).await.expect("token read"),
+        revoked
     );
 }
 
