@@ -78,6 +78,7 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("ListPrincipals", Right::Read),
     ("GetRole", Right::Read),
     ("DeleteRole", Right::WriteRoles),
+    ("AddCredits", Right::WriteTokens),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

@@ -102,6 +102,15 @@ impl Field {
         Self::Number(number.map(i64::from))
     }
 
+    /// A u64 count (credits, at most 10^15, so it fits).
+    fn count(count: &u64) -> Self {
+        Self::Number(i64::try_from(*count).ok())
+    }
+
+    fn optional_count(count: &Option<u64>) -> Self {
+        Self::Number(count.and_then(|count| i64::try_from(count).ok()))
+    }
+
     fn share(share: &f64) -> Self {
         Self::Share(*share)
     }
@@ -266,6 +275,13 @@ record_from! {
         last_used_at: Field::time,
         etag: Field::text,
         effective_rate_limit_per_minute: Field::number,
+        credits: Field::message,
+    }
+    proto::TokenCredits {
+        remaining: Field::count,
+        refill_amount: Field::count,
+        refill_interval: Field::span,
+        refilled_at: Field::time,
     }
     proto::Principal {
         tenant: Field::text,
@@ -316,6 +332,7 @@ record_from! {
         permissions: Field::list,
         rate_limit: Field::message,
         expires_at: Field::time,
+        credits_remaining: Field::optional_count,
     }
     proto::EndpointUsage {
         endpoint: Field::text,

@@ -1,4 +1,4 @@
-//! `tessera token create|list|get|update|rotate|revoke`.
+//! `tessera token create|list|get|update|rotate|revoke|add-credits`.
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -52,6 +52,37 @@ pub enum TokenCommand {
         /// The token id (`tok_…`).
         id: String,
     },
+    /// Add usage credits to a token that has credits (atomic: no concurrent spend is lost).
+    AddCredits {
+        /// The token id (`tok_…`).
+        id: String,
+        /// How many, 1 to 10^15.
+        amount: u64,
+    },
+}
+
+/// Usage credits: shared by `create` and `update`.
+#[derive(Debug, clap::Args)]
+struct CreditArgs {
+    /// Meter the token: it starts with this many credits, each allowed Check spends its cost
+    /// (default 1) [default: not metered].
+    #[arg(long, value_name = "N")]
+    credits: Option<u64>,
+
+    /// Top the credits up to AMOUNT every INTERVAL (at least 1s), e.g. 1000/1d or 50000/30d.
+    #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse::refill, requires = "credits")]
+    refill: Option<(u64, Duration)>,
+}
+
+impl CreditArgs {
+    fn credits(&self) -> Option<proto::TokenCredits> {
+        self.credits.map(|remaining| proto::TokenCredits {
+            remaining,
+            refill_amount: self.refill.map_or(0, |(amount, _)| amount),
+            refill_interval: self.refill.map(|(_, interval)| interval),
+            refilled_at: None,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +122,9 @@ pub struct CreateArgs {
     /// Require signed requests; the signing key is printed once.
     #[arg(long)]
     require_signature: bool,
+
+    #[command(flatten)]
+    credits: CreditArgs,
 }
 
 /// What a token may do and from where: shared by `create` and `update`.
@@ -179,6 +213,15 @@ pub struct UpdateArgs {
     #[arg(long, value_name = "true|false")]
     require_signature: Option<bool>,
 
+    /// New usage credits (with --refill, or never refilled), replacing the balance; to add to
+    /// it, use `token add-credits`.
+    #[command(flatten)]
+    credits: CreditArgs,
+
+    /// Stop metering the token: remove its credits.
+    #[arg(long, conflicts_with = "credits")]
+    no_credits: bool,
+
     /// Apply only if the token is still at this etag (as `token get --json` shows it); a
     /// token changed since is refused and nothing is written.
     #[arg(long)]
@@ -244,6 +287,12 @@ pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Repo
             let request = proto::RevokeTokenRequest { id };
             let token = answer("RevokeToken", client.revoke_token(request).await)?.token;
             Ok(token_report(token.as_ref(), "revoked", []))
+        }
+        TokenCommand::AddCredits { id, amount } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::AddCreditsRequest { id, amount };
+            let token = answer("AddCredits", client.add_credits(request).await)?.token;
+            Ok(token_report(token.as_ref(), "added credits to", []))
         }
     }
 }
@@ -328,6 +377,7 @@ fn create_request(args: CreateArgs) -> proto::CreateTokenRequest {
         expires_at: args.expires_at,
         ttl: args.ttl,
         require_signature: args.require_signature,
+        credits: args.credits.credits(),
     }
 }
 
@@ -401,11 +451,14 @@ fn update_request(
         args.require_signature,
         &mut request.require_signature,
     );
+    let credits = args.credits.credits();
+    let credits = (credits.is_some() || args.no_credits).then_some(credits);
+    set(&mut mask, "credits", credits, &mut request.credits);
     if mask.paths.is_empty() {
         return Err(CliError::Usage(
             "nothing to update: pass at least one of --name, --description, --permission, \
              --clear-permissions, --role, --clear-roles, --allow-ip, --clear-allowed-ips, \
-             --rate-limit, --expires-at, --ttl, --require-signature"
+             --rate-limit, --expires-at, --ttl, --require-signature, --credits, --no-credits"
                 .to_owned(),
         ));
     }

@@ -45,11 +45,13 @@ pub enum DenyReason {
     /// A gateway request whose path cannot be resolved to one path unambiguously
     /// ([`super::http::PathError`]); decided before any token lookup.
     PathInvalid,
+    /// Fewer credits are left than the Check costs (`super::credits`); nothing was spent.
+    CreditsExhausted,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order (`reason as usize` is its position).
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         Self::TokenMissing,
         Self::TokenMalformed,
         Self::TokenUnknown,
@@ -67,6 +69,7 @@ impl DenyReason {
         Self::ApiOffline,
         Self::StoreUnavailable,
         Self::PathInvalid,
+        Self::CreditsExhausted,
     ];
 
     /// What an HTTP API in front of Tessera should answer.
@@ -84,7 +87,7 @@ impl DenyReason {
             | Self::TimestampOutOfWindow
             | Self::Replayed => 401,
             Self::IpNotAllowed | Self::PermissionDenied => 403,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::CreditsExhausted => 429,
             Self::ApiOffline | Self::StoreUnavailable => 503,
             Self::PathInvalid => 400,
         }
@@ -110,6 +113,7 @@ impl DenyReason {
             Self::ApiOffline => "the API is offline",
             Self::StoreUnavailable => "authorization is temporarily unavailable",
             Self::PathInvalid => "the request path cannot be resolved unambiguously",
+            Self::CreditsExhausted => "the API token has too few credits left",
         }
     }
 
@@ -133,6 +137,7 @@ impl DenyReason {
             Self::ApiOffline => "api_offline",
             Self::StoreUnavailable => "store_unavailable",
             Self::PathInvalid => "path_invalid",
+            Self::CreditsExhausted => "credits_exhausted",
         }
     }
 }
@@ -152,6 +157,9 @@ pub struct CheckInput {
     pub endpoint: String,
     /// The end client's User-Agent, for usage statistics; empty when not given.
     pub user_agent: String,
+    /// Credits an allowed Check spends of a token with credits (`CheckRequest.cost`, default 1,
+    /// at most `credits::MAX_COST`); ignored for tokens without.
+    pub cost: u32,
 }
 
 /// What Check needs of a token, computed once when the record is read (and, later, cached):
@@ -186,6 +194,9 @@ pub struct Credential {
     pub effective: Arc<[Grant]>,
     pub rate_limit_per_minute: u32,
     pub owner_rate_limit_per_minute: Option<u32>,
+    /// Whether the token has credits: an allowed Check then spends its cost of them, on the
+    /// store (the balance itself is never cached).
+    pub metered: bool,
 }
 
 impl Credential {
@@ -222,6 +233,7 @@ impl Credential {
                 .owner
                 .as_ref()
                 .and_then(|o| o.rate_limit_per_minute),
+            metered: token.credits.is_some(),
         }
     }
 

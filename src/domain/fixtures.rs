@@ -30,5 +30,6 @@ pub(crate) fn credential() -> Credential {
         effective: Arc::from([]),
         rate_limit_per_minute: 0,
         owner_rate_limit_per_minute: None,
+        metered: false,
     }
 }

@@ -252,6 +252,8 @@ pub fn to_check_request(
         // A rule names one permission (or none).
         all_permissions: Vec::new(),
         any_permissions: Vec::new(),
+        // Every request through a gateway costs a token with credits one credit.
+        cost: None,
     })
 }
 

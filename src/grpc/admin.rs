@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::{self, Admin, Expiry, PrincipalChanges, TokenChanges};
 use crate::domain::admin_key::{AdminKeyId, TenantScope};
+use crate::domain::credits::CreditAmount;
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -59,6 +60,7 @@ const UPDATABLE_PATHS: &[&str] = &[
     "rate_limit_per_minute",
     "expires_at",
     "require_signature",
+    "credits",
 ];
 
 /// The paths UpdatePrincipal accepts in its field mask.
@@ -143,6 +145,10 @@ pub fn parse_create(
     let allowed_ips = violations.allowlist("allowed_ips", &request.allowed_ips);
     let expiry = given_expiry(&mut violations, request.expires_at, request.ttl)
         .map(|given| given.unwrap_or(Expiry::Default));
+    let credits = match request.credits {
+        None => Some(None),
+        Some(credits) => violations.credits("credits", credits).map(Some),
+    };
     let parsed = (|| {
         Some(admin::CreateToken {
             tenant: tenant?,
@@ -155,6 +161,7 @@ pub fn parse_create(
             rate_limit_per_minute: request.rate_limit_per_minute,
             expiry: expiry?,
             require_signature: request.require_signature,
+            credits: credits?,
         })
     })();
     violations.finish(parsed)
@@ -274,6 +281,12 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, 
                 changes.expires_at = violations.require("expires_at", expires_at);
             }
             "require_signature" => changes.require_signature = Some(request.require_signature),
+            "credits" => {
+                changes.credits = match request.credits {
+                    None => Some(None),
+                    Some(credits) => violations.credits("credits", credits).map(Some),
+                }
+            }
             unknown => violations.add(
                 "update_mask",
                 format!(
@@ -779,4 +792,26 @@ impl TokenAdminService for TokenAdminApi {
             role: Some(convert::role(&role)),
         }))
     }
+
+    async fn add_credits(
+        &self,
+        request: Request<proto::AddCreditsRequest>,
+    ) -> Result<Response<proto::AddCreditsResponse>, Status> {
+        let actor = self.auth.authorize(&request, "AddCredits").await?;
+        let (id, amount) = parse_add_credits(request.get_ref())?;
+        let token = self.admin.add_credits(&actor, &id, amount).await?;
+        Ok(Response::new(proto::AddCreditsResponse {
+            token: Some(self.token(&token)),
+        }))
+    }
+}
+
+/// An AddCreditsRequest's token id and amount, or INVALID_ARGUMENT naming each bad field.
+fn parse_add_credits(
+    request: &proto::AddCreditsRequest,
+) -> Result<(TokenId, CreditAmount), Status> {
+    let mut violations = Violations::default();
+    let id = convert::token_id(&mut violations, "id", &request.id);
+    let amount = violations.check("amount", CreditAmount::parse(request.amount));
+    violations.finish(id.zip(amount))
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use crate::domain::admin_key::{AdminKey, AdminKeyId, AdminRole, TenantScope};
+use crate::domain::credits::{Credits, Refill};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -85,6 +86,7 @@ pub(super) struct TokenParams {
     pub(super) rotated_at: Option<i64>,
     pub(super) revoked_at: Option<i64>,
     pub(super) last_used_at: Option<i64>,
+    pub(super) credits: StoredCredits,
 }
 
 impl TokenParams {
@@ -101,7 +103,60 @@ impl TokenParams {
             rotated_at: token.rotated_at.map(micros),
             revoked_at: token.revoked_at.map(micros),
             last_used_at: token.last_used_at.map(micros),
+            credits: StoredCredits::of(token.credits.as_ref()),
         }
+    }
+}
+
+/// A token's credits in their four stored columns (`credits_*`); all NULL (and amount 0)
+/// without credits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub(super) struct StoredCredits {
+    #[sqlx(rename = "credits_remaining")]
+    pub(super) remaining: Option<i64>,
+    #[sqlx(rename = "credits_refill_amount")]
+    pub(super) refill_amount: i64,
+    #[sqlx(rename = "credits_refill_interval")]
+    pub(super) refill_interval: Option<i64>,
+    #[sqlx(rename = "credits_refilled_at")]
+    pub(super) refilled_at: Option<i64>,
+}
+
+impl StoredCredits {
+    pub(super) fn of(credits: Option<&Credits>) -> Self {
+        let Some(credits) = credits else {
+            return Self::default();
+        };
+        // Within MAX_CREDITS and MAX_REFILL_INTERVAL (checked by `Credits::new`), so these fit.
+        let stored = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        Self {
+            remaining: Some(stored(credits.remaining)),
+            refill_amount: credits.refill.map_or(0, |refill| stored(refill.amount)),
+            refill_interval: credits
+                .refill
+                .and_then(|refill| refill.interval.num_microseconds()),
+            refilled_at: Some(micros(credits.refilled_at)),
+        }
+    }
+
+    pub(super) fn into_credits(self) -> Result<Option<Credits>, StoreError> {
+        let Some(remaining) = self.remaining else {
+            return Ok(None);
+        };
+        let count = |value: i64| u64::try_from(value).map_err(|_| corrupt("tokens.credits"));
+        let refill = match self.refill_interval {
+            None => None,
+            Some(interval) => Some(Refill {
+                amount: count(self.refill_amount)?,
+                interval: chrono::Duration::microseconds(interval),
+            }),
+        };
+        let refilled_at = self.refilled_at.ok_or_else(|| corrupt("tokens.credits"))?;
+        Ok(Some(Credits {
+            remaining: count(remaining)?,
+            refill,
+            refilled_at: instant(refilled_at)?,
+        }))
     }
 }
 
@@ -125,6 +180,8 @@ pub(super) struct TokenRow {
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
     version: i64,
+    #[sqlx(flatten)]
+    credits: StoredCredits,
 }
 
 /// What a rotation reads from the token row it locks.
@@ -171,6 +228,7 @@ impl TokenRow {
             revoked_at: optional_instant(self.revoked_at)?,
             last_used_at: optional_instant(self.last_used_at)?,
             version: u64::try_from(self.version).map_err(|_| corrupt("tokens.version"))?,
+            credits: self.credits.into_credits()?,
         })
     }
 }
