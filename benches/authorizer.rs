@@ -71,6 +71,7 @@ fn create(owner: &str, allowed_ips: &[&str], rate_limit: u32) -> CreateToken {
         rate_limit_per_minute: rate_limit,
         expiry: Expiry::Default,
         require_signature: false,
+        credits: None,
     }
 }
 
@@ -166,6 +167,7 @@ fn input(tenant: &str, permission: &str) -> CheckInput {
         now: chrono::Utc::now(),
         endpoint: String::new(),
         user_agent: String::new(),
+        cost: 1,
     }
 }
 

@@ -67,6 +67,7 @@ fn credential(index: u64) -> Credential {
         effective,
         rate_limit_per_minute: 600,
         owner_rate_limit_per_minute: None,
+        metered: false,
     }
 }
 

@@ -61,6 +61,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         effective: Vec::new().into(),
         rate_limit_per_minute,
         owner_rate_limit_per_minute: None,
+        metered: false,
     }
 }
 

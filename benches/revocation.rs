@@ -103,6 +103,7 @@ async fn run() {
                     rate_limit_per_minute: u32::MAX,
                     expiry: Expiry::Default,
                     require_signature: false,
+                    credits: None,
                 },
             )
             .await
@@ -116,6 +117,7 @@ async fn run() {
             now: chrono::Utc::now(),
             endpoint: String::new(),
             user_agent: String::new(),
+            cost: 1,
         };
         assert!(
             authorizer_b.check(&secret, &input()).await.is_allowed(),

@@ -106,6 +106,7 @@ async fn fixture() -> Fixture {
                 rate_limit_per_minute: u32::MAX,
                 expiry: Expiry::Default,
                 require_signature: false,
+                credits: None,
             },
         )
         .await
@@ -129,6 +130,7 @@ fn input() -> CheckInput {
         now: chrono::Utc::now(),
         endpoint: "GET /api/v1/orders".to_owned(),
         user_agent: USER_AGENT.to_owned(),
+        cost: 1,
     }
 }
 

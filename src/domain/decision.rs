@@ -370,6 +370,7 @@ mod tests {
             now: Utc::now(),
             endpoint: String::new(),
             user_agent: String::new(),
+            cost: 1,
         }
     }
 
@@ -624,6 +625,7 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             version: 1,
+            credits: None,
         };
         let record = CredentialRecord {
             token,

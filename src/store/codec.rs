@@ -567,6 +567,14 @@ mod tests {
             revoked_at: None,
             last_used_at: Some(at(1_700_000_000_000_004)),
             version: 7,
+            credits: Some(Credits {
+                remaining: 41,
+                refill: Some(Refill {
+                    amount: 100,
+                    interval: chrono::Duration::days(30),
+                }),
+                refilled_at: at(1_700_000_000_000_005),
+            }),
         }
     }
 
@@ -592,6 +600,7 @@ mod tests {
             revoked_at: params.revoked_at,
             last_used_at: params.last_used_at,
             version: i64::try_from(token.version).expect("version"),
+            credits: params.credits,
         }
     }
 

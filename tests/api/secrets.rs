@@ -1373,6 +1373,7 @@ fn sample_token(id: tessera::domain::fields::TokenId, hint: &str) -> tessera::do
         revoked_at: None,
         last_used_at: None,
         version: 1,
+        credits: None,
     }
 }
 

@@ -381,6 +381,7 @@ fn new_token(owner: &Principal, at: DateTime<Utc>) -> NewToken {
             revoked_at: None,
             last_used_at: None,
             version: 1,
+            credits: None,
         },
         secret_hash: secret.hash,
         signing_key: None,

@@ -73,6 +73,7 @@ fn every_field_of(token: &Token) -> TokenUpdate<'static> {
             rate_limit_per_minute: Some(token.rate_limit_per_minute),
             expires_at: Some(token.expires_at),
             require_signature: Some(token.require_signature),
+            credits: Some(None),
         },
         signing_key: SigningKeyUpdate::Keep,
         updated_at: token.updated_at,
