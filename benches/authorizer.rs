@@ -1,5 +1,7 @@
 //! In-process cost of `Authorizer::check` on a cached token, for the allowed path and each deny
-//! path, with a cache-off run (every Check reads SQLite) as the naive baseline.
+//! path, with a cache-off run (every Check reads SQLite) as the naive baseline, and a cached
+//! token with credits (`allowed_with_credits`, each Check spends one on the store) beside the
+//! plain `allowed`.
 //!
 //! cargo bench --bench authorizer
 
@@ -11,6 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::ExposeSecret;
 use tessera::admin::{Actor, Admin, CreateToken, Expiry, UpsertPrincipal};
 use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
+use tessera::domain::credits::{CreditGrant, MAX_CREDITS};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::network::IpAllowlist;
@@ -31,6 +34,8 @@ struct Secrets {
     rate_limited: String,
     disabled_owner: String,
     unknown: String,
+    /// A token with plenty of credits (issue 16): each allowed Check spends one.
+    metered: String,
 }
 
 fn settings(capacity: u64) -> AuthzSettings {
@@ -139,6 +144,18 @@ async fn fixture(capacity: u64) -> Fixture {
             .await
             .expect("token"),
     );
+    let metered = secret(
+        admin
+            .create_token(
+                &actor,
+                CreateToken {
+                    credits: Some(CreditGrant::parse(MAX_CREDITS, None).expect("credits")),
+                    ..create("alice", &[], unlimited)
+                },
+            )
+            .await
+            .expect("token"),
+    );
     let unknown = token::generate(&TokenPrefix::default())
         .secret
         .expose_secret()
@@ -153,6 +170,7 @@ async fn fixture(capacity: u64) -> Fixture {
             rate_limited,
             disabled_owner,
             unknown,
+            metered,
         },
         _dir: dir,
     }
@@ -184,6 +202,11 @@ fn bench_check(c: &mut Criterion) {
 
     let cases: Vec<(&str, &str, CheckInput)> = vec![
         ("allowed", &secrets.allowed, input("acme", "orders:read")),
+        (
+            "allowed_with_credits",
+            &secrets.metered,
+            input("acme", "orders:read"),
+        ),
         (
             "permission_denied",
             &secrets.allowed,
