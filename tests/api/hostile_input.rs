@@ -181,7 +181,7 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
     assert_eq!(unchanged.name, token.name);
     assert_eq!(unchanged.permissions, token.permissions);
 
-    // The mask's bound is exact: every updatable path once (8) is accepted, one more is not,
+    // The mask's bound is exact: every updatable path once (9) is accepted, one more is not,
     // with every field valid so that the count is the only reason.
     let every_path = || {
         strings(&[
@@ -193,6 +193,7 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
             "rate_limit_per_minute",
             "expires_at",
             "require_signature",
+            "credits",
         ])
     };
     let valid_update = |paths: Vec<String>| proto::UpdateTokenRequest {
@@ -206,19 +207,23 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
             seconds: chrono::Utc::now().timestamp() + 24 * 3600,
             nanos: 0,
         }),
+        credits: Some(proto::TokenCredits {
+            remaining: 10,
+            ..Default::default()
+        }),
         update_mask: Some(prost_types::FieldMask { paths }),
         ..Default::default()
     };
-    let mut nine = every_path();
-    nine.push("name".to_owned());
+    let mut ten = every_path();
+    ten.push("name".to_owned());
     assert_invalid(
-        client.update_token(app.admin(valid_update(nine))).await,
+        client.update_token(app.admin(valid_update(ten))).await,
         &["update_mask"],
     );
     let updated = client
         .update_token(app.admin(valid_update(every_path())))
         .await
-        .expect("eight paths, each once")
+        .expect("nine paths, each once")
         .into_inner()
         .token
         .expect("token");

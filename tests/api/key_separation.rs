@@ -203,6 +203,14 @@ async fn every_admin_method_with(
             name: "everything".to_owned()
         }
     );
+    call!(
+        "AddCredits",
+        add_credits,
+        proto::AddCreditsRequest {
+            id: id(),
+            amount: 1
+        }
+    );
     refused
 }
 
