@@ -536,6 +536,30 @@ mod tests {
     }
 
     #[test]
+    fn credits_flags_set_the_credits_path_and_no_credits_sends_it_unset() {
+        let update = parse_update(&["--credits", "100", "--refill", "1000/1d"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["credits"]);
+        let credits = request.credits.expect("credits");
+        assert_eq!((credits.remaining, credits.refill_amount), (100, 1000));
+        assert_eq!(
+            credits.refill_interval.map(|every| every.seconds),
+            Some(86_400)
+        );
+
+        let update = parse_update(&["--no-credits"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["credits"]);
+        assert_eq!(request.credits, None);
+
+        let arguments = ["tessera", "update", "tok_1", "--refill", "5/1h"];
+        assert!(
+            Cli::try_parse_from(arguments).is_err(),
+            "--refill needs --credits"
+        );
+    }
+
+    #[test]
     fn clearing_a_list_masks_it_with_an_empty_value() {
         let update = parse_update(&["--clear-roles", "--clear-allowed-ips"]);
         let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
