@@ -1,7 +1,8 @@
 //! In-process cost of `Authorizer::check` on a cached token, for the allowed path and each deny
 //! path, with a cache-off run (every Check reads SQLite) as the naive baseline; and an allowed
 //! Check with its gRPC answer built (`check_with_answer`), for a token without metadata and one
-//! with 8 entries, in the same run.
+//! with 8 entries, in the same run; and a cached token with credits (`allowed_with_credits`)
+//! beside the plain `allowed`.
 //!
 //! cargo bench --bench authorizer
 
@@ -13,6 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::ExposeSecret;
 use tessera::admin::{Actor, Admin, CreateToken, Expiry, ImportToken, UpsertPrincipal};
 use tessera::authz::{Authorizer, AuthzSettings, CacheSettings};
+use tessera::domain::credits::{CreditGrant, MAX_CREDITS};
 use tessera::domain::decision::CheckInput;
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, Tenant, TokenName};
 use tessera::domain::metadata::Metadata;
@@ -43,6 +45,8 @@ struct Secrets {
     broke_policy: String,
     /// The original secret of a token imported by its hash (another system's format).
     imported: String,
+    /// A token with plenty of credits (issue 16): each allowed Check spends one.
+    metered: String,
 }
 
 fn settings(capacity: u64) -> AuthzSettings {
@@ -89,6 +93,7 @@ fn create_in(tenant: &str, owner: &str, allowed_ips: &[&str], rate_limit: u32) -
         expiry: Expiry::Default,
         require_signature: false,
         metadata: Default::default(),
+        credits: None,
     }
 }
 
@@ -181,6 +186,18 @@ async fn fixture(capacity: u64) -> Fixture {
             .await
             .expect("token"),
     );
+    let metered = secret(
+        admin
+            .create_token(
+                &actor,
+                CreateToken {
+                    credits: Some(CreditGrant::parse(MAX_CREDITS, None).expect("credits")),
+                    ..create("alice", &[], unlimited)
+                },
+            )
+            .await
+            .expect("token"),
+    );
     let unknown = token::generate(&TokenPrefix::default())
         .secret
         .expose_secret()
@@ -245,6 +262,7 @@ async fn fixture(capacity: u64) -> Fixture {
             kept_policy,
             broke_policy,
             imported,
+            metered,
         },
         _dir: dir,
     }
@@ -259,6 +277,7 @@ fn input(tenant: &str, permission: &str) -> CheckInput {
         now: chrono::Utc::now(),
         endpoint: String::new(),
         user_agent: String::new(),
+        cost: 1,
     }
 }
 
@@ -275,6 +294,11 @@ fn bench_check(c: &mut Criterion) {
 
     let cases: Vec<(&str, &str, CheckInput)> = vec![
         ("allowed", &secrets.allowed, input("acme", "orders:read")),
+        (
+            "allowed_with_credits",
+            &secrets.metered,
+            input("acme", "orders:read"),
+        ),
         (
             "permission_denied",
             &secrets.allowed,

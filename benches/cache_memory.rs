@@ -70,6 +70,7 @@ fn credential(index: u64) -> Credential {
         owner_rate_limit_per_minute: None,
         policy_hold: None,
         metadata: None,
+        metered: false,
     }
 }
 

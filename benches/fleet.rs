@@ -64,6 +64,7 @@ fn credential(rate_limit_per_minute: u32) -> Credential {
         owner_rate_limit_per_minute: None,
         policy_hold: None,
         metadata: None,
+        metered: false,
     }
 }
 

@@ -104,6 +104,7 @@ async fn run() {
                     expiry: Expiry::Default,
                     require_signature: false,
                     metadata: Default::default(),
+                    credits: None,
                 },
             )
             .await
@@ -117,6 +118,7 @@ async fn run() {
             now: chrono::Utc::now(),
             endpoint: String::new(),
             user_agent: String::new(),
+            cost: 1,
         };
         assert!(
             authorizer_b.check(&secret, &input()).await.is_allowed(),

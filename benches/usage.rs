@@ -107,6 +107,7 @@ async fn fixture() -> Fixture {
                 expiry: Expiry::Default,
                 require_signature: false,
                 metadata: Default::default(),
+                credits: None,
             },
         )
         .await
@@ -130,6 +131,7 @@ fn input() -> CheckInput {
         now: chrono::Utc::now(),
         endpoint: "GET /api/v1/orders".to_owned(),
         user_agent: USER_AGENT.to_owned(),
+        cost: 1,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Properties of the pure rules every Check relies on, over generated inputs: the owner's
 //! ceiling, wildcard matching, the token checksum, IP allowlists and the gateway's request-target
-//! parser (against a reference resolver written the obvious way). The fuzz targets in `fuzz/`
+//! parser (against a reference resolver written the obvious way), and the credit arithmetic
+//! (spending, lazy refills, additions). The fuzz targets in `fuzz/`
 //! feed the same code hostile bytes; these run on every `cargo test`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use chrono::{Duration, Utc};
 use ipnet::IpNet;
 use proptest::prelude::*;
+use tessera::domain::credits::{CreditAmount, CreditGrant, Credits, Refill};
 use tessera::domain::decision::{CheckInput, Credential, DenyReason, evaluate};
 use tessera::domain::fields::{Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
 use tessera::domain::http::RequestTarget;
@@ -115,6 +117,7 @@ fn record(
         imported: false,
         metadata: Default::default(),
         suspension: None,
+        credits: None,
     };
     let principal = Principal {
         tenant,
@@ -159,6 +162,7 @@ fn check_input(permission: &Permission) -> CheckInput {
         now: Utc::now(),
         endpoint: String::new(),
         user_agent: String::new(),
+        cost: 1,
     }
 }
 
@@ -750,5 +754,142 @@ proptest! {
                 prop_assert!(at - now > max);
             }
         }
+    }
+}
+
+/// Credits with a refill of `amount` every `interval_s` seconds (or none), started at `start`.
+fn credits_at(remaining: u64, refill: Option<(u64, i64)>, start: chrono::DateTime<Utc>) -> Credits {
+    let refill = refill.map(|(amount, seconds)| Refill {
+        amount,
+        interval: Duration::seconds(seconds),
+    });
+    CreditGrant::parse(remaining, refill)
+        .expect("within bounds")
+        .starting(start)
+}
+
+fn credit_start() -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("instant")
+}
+
+/// A refill (amount, interval in seconds) or none.
+fn refill() -> impl Strategy<Value = Option<(u64, i64)>> {
+    proptest::option::of((0u64..50, 1i64..100))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn without_refills_the_allowed_costs_never_add_up_to_more_than_the_balance_and_a_denied_spend_spends_nothing(
+        remaining in 0u64..200,
+        costs in proptest::collection::vec(0u32..20, 0..64),
+    ) {
+        let start = credit_start();
+        let mut credits = credits_at(remaining, None, start);
+        let mut spent = 0u64;
+        for cost in costs {
+            match credits.spend(cost, start) {
+                Ok(after) => {
+                    prop_assert_eq!(after.remaining + u64::from(cost), credits.remaining);
+                    spent += u64::from(cost);
+                    credits = after;
+                }
+                Err(unchanged) => {
+                    prop_assert!(credits.remaining < u64::from(cost));
+                    prop_assert_eq!(unchanged, credits);
+                }
+            }
+        }
+        prop_assert_eq!(spent + credits.remaining, remaining);
+    }
+
+    #[test]
+    fn spending_one_at_a_time_gets_exactly_the_balance(remaining in 0u64..300) {
+        let start = credit_start();
+        let mut credits = credits_at(remaining, None, start);
+        let mut allowed = 0u64;
+        for _ in 0..(remaining + 10) {
+            if let Ok(after) = credits.spend(1, start) {
+                allowed += 1;
+                credits = after;
+            }
+        }
+        prop_assert_eq!(allowed, remaining);
+    }
+
+    #[test]
+    fn reading_the_balance_in_between_never_changes_what_a_later_read_sees(
+        remaining in 0u64..100,
+        refill in refill(),
+        first in 0i64..1_000,
+        later in 0i64..1_000,
+    ) {
+        let credits = credits_at(remaining, refill, credit_start());
+        let t1 = credit_start() + Duration::seconds(first.min(later));
+        let t2 = credit_start() + Duration::seconds(first.max(later));
+        prop_assert_eq!(credits.at(t1).at(t2), credits.at(t2));
+        prop_assert_eq!(credits.at(t2).at(t2), credits.at(t2));
+    }
+
+    #[test]
+    fn a_refill_tops_up_to_its_amount_on_the_interval_grid_and_never_lowers_the_balance(
+        remaining in 0u64..100,
+        refill in refill(),
+        elapsed in 0i64..1_000,
+    ) {
+        let now = credit_start() + Duration::seconds(elapsed);
+        let credits = credits_at(remaining, refill, credit_start());
+        let read = credits.at(now);
+        prop_assert!(read.remaining >= remaining);
+        prop_assert!(read.refilled_at <= now);
+        match refill {
+            Some((amount, seconds)) => {
+                let boundaries = elapsed / seconds;
+                prop_assert_eq!(read.refilled_at, credit_start() + Duration::seconds(boundaries * seconds));
+                let expected = if boundaries > 0 { remaining.max(amount) } else { remaining };
+                prop_assert_eq!(read.remaining, expected);
+                prop_assert!(now < read.next_refill().expect("refilled"));
+            }
+            None => prop_assert_eq!(read, credits),
+        }
+    }
+
+    #[test]
+    fn over_any_schedule_no_more_is_spent_than_the_grant_plus_one_refill_per_interval_passed(
+        remaining in 0u64..50,
+        refill in refill(),
+        steps in proptest::collection::vec((0u32..10, 0i64..30), 0..64),
+    ) {
+        let start = credit_start();
+        let mut credits = credits_at(remaining, refill, start);
+        let mut now = start;
+        let mut spent = 0u64;
+        for (cost, wait) in steps {
+            now += Duration::seconds(wait);
+            if let Ok(after) = credits.spend(cost, now) {
+                spent += u64::from(cost);
+                credits = after;
+            }
+        }
+        // Each refill adds at most its amount, and at most one happens per interval passed.
+        let ceiling = match refill {
+            Some((amount, seconds)) => remaining + amount * u64::try_from((now - start).num_seconds() / seconds).expect("non-negative"),
+            None => remaining,
+        };
+        prop_assert!(spent <= ceiling, "spent {spent} of at most {ceiling}");
+    }
+
+    #[test]
+    fn adding_credits_adds_exactly_the_amount_to_the_balance_as_read_then(
+        remaining in 0u64..1_000,
+        refill in refill(),
+        amount in 1u64..1_000,
+        elapsed in 0i64..500,
+    ) {
+        let now = credit_start() + Duration::seconds(elapsed);
+        let credits = credits_at(remaining, refill, credit_start());
+        let amount = CreditAmount::parse(amount).expect("amount");
+        prop_assert_eq!(credits.add(amount.get(), now).remaining, credits.at(now).remaining + amount.get());
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 
 use crate::domain::admin_key::{AdminRole, TenantScope};
+use crate::domain::credits::{CreditAmount, CreditGrant};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -54,6 +55,9 @@ pub enum AdminError {
     NotFound(&'static str),
     #[error("the token is revoked; revoked tokens cannot be changed")]
     TokenRevoked,
+    /// AddCredits on a token that has no credits.
+    #[error("the token has no credits to add to; set them with UpdateToken (path credits)")]
+    NoCredits,
     /// A role that tokens still name cannot be deleted (there is no cascade).
     #[error("role {role} is named by {tokens} tokens that are not revoked")]
     RoleInUse { role: RoleName, tokens: u64 },
@@ -101,6 +105,7 @@ impl From<StoreError> for AdminError {
         match error {
             StoreError::NotFound(entity) => Self::NotFound(entity),
             StoreError::TokenRevoked => Self::TokenRevoked,
+            StoreError::NoCredits => Self::NoCredits,
             StoreError::OwnerTokenLimit { limit } => Self::OwnerTokenLimit { limit },
             StoreError::VersionMismatch { .. } => Self::EtagMismatch,
             unavailable @ (StoreError::Unavailable(_) | StoreError::Timeout) => {
@@ -198,6 +203,8 @@ pub struct CreateToken {
     pub expiry: Expiry,
     pub require_signature: bool,
     pub metadata: Metadata,
+    /// None: the token is not metered.
+    pub credits: Option<CreditGrant>,
 }
 
 /// A token with its secret, which exists only in this value and the response built from it.
@@ -439,6 +446,7 @@ impl Admin {
             imported: false,
             metadata: request.metadata,
             suspension: None,
+            credits: request.credits.map(|grant| grant.starting(now)),
         };
         let audit = audit(actor, "token.create", &token.tenant, now)
             .on_token(&token)
@@ -689,6 +697,8 @@ impl Admin {
                 imported: true,
                 metadata: entry.metadata,
                 suspension: None,
+                // Imported tokens are not metered; UpdateToken (path `credits`) can meter them.
+                credits: None,
             };
             audits.push(
                 audit(actor, "token.import", tenant, now)
@@ -828,6 +838,9 @@ impl Admin {
         if changes.metadata.is_some() {
             changed.push("metadata");
         }
+        if changes.credits.is_some() {
+            changed.push("credits");
+        }
         let name = changes.name.as_ref().unwrap_or(&token.name);
         let audit = audit(actor, "token.update", &token.tenant, now)
             .on_token(&token)
@@ -919,6 +932,33 @@ impl Admin {
             secret: generated.secret,
             signing_key: signing_key.map(|(key, _)| key),
         })
+    }
+
+    /// Adds credits to a token that has credits, in one atomic increment on the store (no
+    /// concurrent spend is lost), and tells every replica (the new balance is not cached, but
+    /// the token's version changed).
+    pub async fn add_credits(
+        &self,
+        actor: &Actor,
+        id: &TokenId,
+        amount: CreditAmount,
+    ) -> Result<Token, AdminError> {
+        let now = Utc::now();
+        let token = self.get_token(actor, id).await?;
+        let audit = audit(actor, "token.add_credits", &token.tenant, now)
+            .on_token(&token)
+            .summary(format!(
+                "added {} credits to token \"{}\"",
+                amount.get(),
+                token.name
+            ));
+        let updated = self
+            .store
+            .add_credits(id, amount.get(), now, &audit)
+            .await?;
+        self.announce_token(&updated.id).await;
+        tracing::info!(token_id = %updated.id, amount = amount.get(), "credits added");
+        Ok(updated)
     }
 
     /// Revokes a token. Revoking a revoked token is no error: it answers the token unchanged,

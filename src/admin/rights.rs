@@ -90,6 +90,7 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("ImportTokens", Right::WriteTokens),
     ("SuspendToken", Right::WriteTokens),
     ("ResumeToken", Right::WriteTokens),
+    ("AddCredits", Right::WriteTokens),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

@@ -40,7 +40,7 @@ use crate::domain::signature::{self, FreshSignature, MasterKey, ReplayGuard, Ver
 use crate::domain::token::{self, MalformedToken, SecretHash, TokenPrefix};
 use crate::fleet::{Fleet, FleetStatus, ReplayVerdict};
 use crate::store::invalidation::{Invalidation, InvalidationSink};
-use crate::store::{Store, StoreError};
+use crate::store::{CreditSpend, Store, StoreError};
 use crate::usage::UsageHook;
 
 pub use cache::CacheSettings;
@@ -66,6 +66,8 @@ pub struct Decision {
     pub rate_limit: Option<RateLimitStatus>,
     /// When denied for a permission: what the token lacks (see `PermissionQuery::missing`).
     pub missing_permissions: Vec<String>,
+    /// A token with credits whose balance was reached: what is left after this Check.
+    pub credits_remaining: Option<u64>,
 }
 
 impl Decision {
@@ -76,6 +78,7 @@ impl Decision {
             credential: None,
             rate_limit: None,
             missing_permissions: Vec::new(),
+            credits_remaining: None,
         }
     }
 
@@ -321,7 +324,7 @@ impl Authorizer {
         if credential.is_retired_secret(input.now) {
             self.report_retired_secret(&credential);
         }
-        let (outcome, rate_limit) = match self.evaluate(&credential, input).await {
+        let (mut outcome, rate_limit) = match self.evaluate(&credential, input).await {
             Err(reason) => (Err(reason), None),
             // Only requests that pass every other check spend rate-limit budget.
             Ok(()) => match self.rate_limits.check(&credential).await {
@@ -329,6 +332,11 @@ impl Authorizer {
                 Err(status) => (Err(DenyReason::RateLimited), Some(status)),
             },
         };
+        // Credits last: only a Check allowed by everything else spends any.
+        let mut credits_remaining = None;
+        if outcome.is_ok() && credential.metered {
+            (outcome, credits_remaining) = self.spend_credits(&credential, input).await;
+        }
         let mut decision = Decision {
             message: Cow::Borrowed(match outcome {
                 Ok(()) => "allowed",
@@ -338,6 +346,7 @@ impl Authorizer {
             credential: None,
             rate_limit,
             missing_permissions: Vec::new(),
+            credits_remaining,
         };
         if outcome == Err(DenyReason::PolicyViolation)
             && let Some(hold) = &credential.policy_hold
@@ -361,6 +370,34 @@ impl Authorizer {
         }
         decision.credential = Some(credential);
         decision
+    }
+
+    /// Spends the Check's cost of a metered token's credits on the store, exactly (one
+    /// conditional statement, `Store::spend_credits`). The store unreachable: refused with
+    /// STORE_UNAVAILABLE, never allowed unpaid.
+    async fn spend_credits(
+        &self,
+        credential: &Credential,
+        input: &CheckInput,
+    ) -> (Result<(), DenyReason>, Option<u64>) {
+        match self
+            .store
+            .spend_credits(&credential.token_id, input.cost, input.now)
+            .await
+        {
+            Ok(CreditSpend::Spent { remaining }) => (Ok(()), Some(remaining)),
+            Ok(CreditSpend::Exhausted { remaining }) => {
+                (Err(DenyReason::CreditsExhausted), Some(remaining))
+            }
+            // The credits were removed since the credential was cached.
+            Ok(CreditSpend::Unmetered) => (Ok(()), None),
+            Err(error) => {
+                if self.store_warnings.allow() {
+                    tracing::warn!(error = %error, "spending credits failed");
+                }
+                (Err(DenyReason::StoreUnavailable), None)
+            }
+        }
     }
 
     /// `domain::decision::evaluate`'s order, with the replay guard between its two halves

@@ -62,6 +62,10 @@ pub struct CheckArgs {
     /// The text that was signed [default: empty].
     #[arg(long, requires = "signature")]
     payload: Option<String>,
+
+    /// Credits the request costs a token with credits, 0 (free) to 1000000 [default: 1].
+    #[arg(long)]
+    cost: Option<u32>,
 }
 
 pub(super) async fn run(args: &ClientArgs, check: CheckArgs) -> Result<Report, CliError> {
@@ -85,6 +89,7 @@ pub(super) async fn run(args: &ClientArgs, check: CheckArgs) -> Result<Report, C
         }),
         all_permissions: check.all_permissions,
         any_permissions: check.any_permissions,
+        cost: check.cost,
     };
     let decision = answer("Check", client.check(request).await)?;
     Ok(decision_report(&decision))

@@ -27,6 +27,18 @@ pub(super) fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|error| error.to_string())
 }
 
+/// `--refill 1000/30d`: an amount and the interval between refills.
+pub(super) fn refill(text: &str) -> Result<(u64, Duration), String> {
+    let (amount, interval) = text
+        .split_once('/')
+        .ok_or("expected AMOUNT/INTERVAL, e.g. 1000/1d")?;
+    let amount = amount
+        .trim()
+        .parse::<u64>()
+        .map_err(|error| format!("amount: {error}"))?;
+    Ok((amount, duration(interval.trim())?))
+}
+
 /// `--expires-at 2030-01-31T00:00:00Z`: an RFC 3339 time with an offset.
 pub(super) fn timestamp(text: &str) -> Result<Timestamp, String> {
     let parsed = DateTime::parse_from_rfc3339(text)
@@ -51,6 +63,16 @@ mod tests {
         assert_eq!(duration("90d").map(|ttl| ttl.seconds), Ok(90 * 86_400));
         assert_eq!(duration("1h 30m").map(|ttl| ttl.seconds), Ok(5_400));
         assert!(duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_refill_reads_as_an_amount_per_interval() {
+        assert_eq!(
+            refill("1000/30d").map(|(amount, every)| (amount, every.seconds)),
+            Ok((1000, 30 * 86_400))
+        );
+        assert!(refill("1000").is_err());
+        assert!(refill("lots/1d").is_err());
     }
 
     #[test]

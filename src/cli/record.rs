@@ -113,6 +113,15 @@ impl Field {
         Self::Number(number.map(i64::from))
     }
 
+    /// A u64 count (credits, at most 10^15, so it fits).
+    fn count(count: &u64) -> Self {
+        Self::Number(i64::try_from(*count).ok())
+    }
+
+    fn optional_count(count: &Option<u64>) -> Self {
+        Self::Number(count.and_then(|count| i64::try_from(count).ok()))
+    }
+
     fn share(share: &f64) -> Self {
         Self::Share(*share)
     }
@@ -288,6 +297,13 @@ record_from! {
         metadata: Field::map,
         suspended_at: Field::time,
         suspend_reason: Field::text,
+        credits: Field::message,
+    }
+    proto::TokenCredits {
+        remaining: Field::count,
+        refill_amount: Field::count,
+        refill_interval: Field::span,
+        refilled_at: Field::time,
     }
     proto::TenantPolicy {
         tenant: Field::text,
@@ -349,6 +365,7 @@ record_from! {
         permissions: Field::list,
         rate_limit: Field::message,
         expires_at: Field::time,
+        credits_remaining: Field::optional_count,
     }
     proto::EndpointUsage {
         endpoint: Field::text,

@@ -1,4 +1,4 @@
-//! `tessera token create|list|get|update|rotate|suspend|resume|revoke`.
+//! `tessera token create|list|get|update|rotate|suspend|resume|revoke|add-credits|import`.
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -81,6 +81,37 @@ pub enum TokenCommand {
         /// The token id (`tok_…`).
         id: String,
     },
+    /// Add usage credits to a token that has credits (atomic: no concurrent spend is lost).
+    AddCredits {
+        /// The token id (`tok_…`).
+        id: String,
+        /// How many, 1 to 10^15.
+        amount: u64,
+    },
+}
+
+/// Usage credits: shared by `create` and `update`.
+#[derive(Debug, clap::Args)]
+struct CreditArgs {
+    /// Meter the token: it starts with this many credits, each allowed Check spends its cost
+    /// (default 1) [default: not metered].
+    #[arg(long, value_name = "N")]
+    credits: Option<u64>,
+
+    /// Top the credits up to AMOUNT every INTERVAL (at least 1s), e.g. 1000/1d or 50000/30d.
+    #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse::refill, requires = "credits")]
+    refill: Option<(u64, Duration)>,
+}
+
+impl CreditArgs {
+    fn credits(&self) -> Option<proto::TokenCredits> {
+        self.credits.map(|remaining| proto::TokenCredits {
+            remaining,
+            refill_amount: self.refill.map_or(0, |(amount, _)| amount),
+            refill_interval: self.refill.map(|(_, interval)| interval),
+            refilled_at: None,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +152,8 @@ pub struct CreateArgs {
     #[arg(long)]
     require_signature: bool,
 
+    #[command(flatten)]
+    credits: CreditArgs,
     /// A metadata entry `KEY=VALUE`, repeatable: returned by an allowed Check.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     metadata: Vec<(String, String)>,
@@ -234,6 +267,14 @@ pub struct UpdateArgs {
     /// Remove all metadata first (then `--meta` entries are the whole map).
     #[arg(long)]
     clear_metadata: bool,
+    /// New usage credits (with --refill, or never refilled), replacing the balance; to add to
+    /// it, use `token add-credits`.
+    #[command(flatten)]
+    credits: CreditArgs,
+
+    /// Stop metering the token: remove its credits.
+    #[arg(long, conflicts_with = "credits")]
+    no_credits: bool,
 
     /// Apply only if the token is still at this etag (as `token get --json` shows it); a
     /// token changed since is refused and nothing is written.
@@ -340,6 +381,12 @@ pub(super) async fn run(args: &ClientArgs, command: TokenCommand) -> Result<Repo
             let token = answer("ResumeToken", client.resume_token(request).await)?.token;
             Ok(token_report(token.as_ref(), "resumed", []))
         }
+        TokenCommand::AddCredits { id, amount } => {
+            let mut client = admin_client(args).await?;
+            let request = proto::AddCreditsRequest { id, amount };
+            let token = answer("AddCredits", client.add_credits(request).await)?.token;
+            Ok(token_report(token.as_ref(), "added credits to", []))
+        }
     }
 }
 
@@ -424,6 +471,7 @@ fn create_request(args: CreateArgs) -> proto::CreateTokenRequest {
         ttl: args.ttl,
         require_signature: args.require_signature,
         metadata: args.metadata.into_iter().collect(),
+        credits: args.credits.credits(),
     }
 }
 
@@ -512,12 +560,15 @@ fn update_request(
             request.metadata.remove(&key);
         }
     }
+    let credits = args.credits.credits();
+    let credits = (credits.is_some() || args.no_credits).then_some(credits);
+    set(&mut mask, "credits", credits, &mut request.credits);
     if mask.paths.is_empty() {
         return Err(CliError::Usage(
             "nothing to update: pass at least one of --name, --description, --permission, \
              --clear-permissions, --role, --clear-roles, --allow-ip, --clear-allowed-ips, \
              --rate-limit, --expires-at, --ttl, --require-signature, --meta, --unset-meta, \
-             --clear-metadata"
+             --clear-metadata, --credits, --no-credits"
                 .to_owned(),
         ));
     }
@@ -592,6 +643,30 @@ mod tests {
             ["name", "permissions", "rate_limit_per_minute"]
         );
         assert_eq!(request.permissions, ["orders:read", "orders:write"]);
+    }
+
+    #[test]
+    fn credits_flags_set_the_credits_path_and_no_credits_sends_it_unset() {
+        let update = parse_update(&["--credits", "100", "--refill", "1000/1d"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["credits"]);
+        let credits = request.credits.expect("credits");
+        assert_eq!((credits.remaining, credits.refill_amount), (100, 1000));
+        assert_eq!(
+            credits.refill_interval.map(|every| every.seconds),
+            Some(86_400)
+        );
+
+        let update = parse_update(&["--no-credits"]);
+        let request = update_request(update, SystemTime::UNIX_EPOCH).expect("flags were given");
+        assert_eq!(mask(&request), ["credits"]);
+        assert_eq!(request.credits, None);
+
+        let arguments = ["tessera", "update", "tok_1", "--refill", "5/1h"];
+        assert!(
+            Cli::try_parse_from(arguments).is_err(),
+            "--refill needs --credits"
+        );
     }
 
     #[test]

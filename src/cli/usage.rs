@@ -6,7 +6,7 @@ use tessera::proto;
 
 use super::connect::admin_client;
 use super::error::{CliError, answer};
-use super::record::Record;
+use super::record::{Field, Record};
 use super::{ClientArgs, Report, table};
 
 /// Width of the longest bar of the chart, in characters.
@@ -39,8 +39,19 @@ pub(super) async fn run(args: &ClientArgs, usage: UsageArgs) -> Result<Report, C
         owner_id: usage.owner.unwrap_or_default(),
         days: usage.days.unwrap_or(0),
     };
+    let token_id = request.token_id.clone();
     let response = answer("ListUsage", client.list_usage(request).await)?;
-    let record = Record::from(&response);
+    let mut record = Record::from(&response);
+    // One token's view shows its credits too (a metered token's balance, as read now).
+    if !token_id.is_empty() {
+        let read = proto::GetTokenRequest { id: token_id };
+        let token = answer("GetToken", client.get_token(read).await)?.token;
+        let credits = token.and_then(|token| token.credits);
+        record = record.with(
+            "credits",
+            Field::Message(credits.as_ref().map(Record::from)),
+        );
+    }
     let mut human = table::document(&record.clone().without("daily"));
     human.push_str("\n\ncalls per day (UTC):\n");
     human.push_str(&chart(&response.daily));

@@ -52,11 +52,13 @@ pub enum DenyReason {
     PolicyViolation,
     /// The token is suspended until it is resumed; checked after revocation, before expiry.
     TokenSuspended,
+    /// Fewer credits are left than the Check costs (`super::credits`); nothing was spent.
+    CreditsExhausted,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order (`reason as usize` is its position).
-    pub const ALL: [DenyReason; 19] = [
+    pub const ALL: [DenyReason; 20] = [
         Self::TokenMissing,
         Self::TokenMalformed,
         Self::TokenUnknown,
@@ -76,6 +78,7 @@ impl DenyReason {
         Self::PathInvalid,
         Self::PolicyViolation,
         Self::TokenSuspended,
+        Self::CreditsExhausted,
     ];
 
     /// What an HTTP API in front of Tessera should answer.
@@ -94,7 +97,7 @@ impl DenyReason {
             | Self::TimestampOutOfWindow
             | Self::Replayed => 401,
             Self::IpNotAllowed | Self::PermissionDenied | Self::PolicyViolation => 403,
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::CreditsExhausted => 429,
             Self::ApiOffline | Self::StoreUnavailable => 503,
             Self::PathInvalid => 400,
         }
@@ -122,6 +125,7 @@ impl DenyReason {
             Self::PathInvalid => "the request path cannot be resolved unambiguously",
             Self::PolicyViolation => "the API token breaks its tenant's token policy",
             Self::TokenSuspended => "the API token is suspended",
+            Self::CreditsExhausted => "the API token has too few credits left",
         }
     }
 
@@ -147,6 +151,7 @@ impl DenyReason {
             Self::PathInvalid => "path_invalid",
             Self::PolicyViolation => "policy_violation",
             Self::TokenSuspended => "token_suspended",
+            Self::CreditsExhausted => "credits_exhausted",
         }
     }
 }
@@ -166,6 +171,9 @@ pub struct CheckInput {
     pub endpoint: String,
     /// The end client's User-Agent, for usage statistics; empty when not given.
     pub user_agent: String,
+    /// Credits an allowed Check spends of a token with credits (`CheckRequest.cost`, default 1,
+    /// at most `credits::MAX_COST`); ignored for tokens without.
+    pub cost: u32,
 }
 
 /// What Check needs of a token, computed once when the record is read (and, later, cached):
@@ -208,6 +216,9 @@ pub struct Credential {
     /// The token's metadata, returned by an allowed Check; None when it has none, so a token
     /// without metadata pays one word for it. Shared like `allowed_ips`.
     pub metadata: Option<Arc<Metadata>>,
+    /// Whether the token has credits: an allowed Check then spends its cost of them, on the
+    /// store (the balance itself is never cached).
+    pub metered: bool,
 }
 
 impl Credential {
@@ -247,6 +258,7 @@ impl Credential {
                 .and_then(|o| o.rate_limit_per_minute),
             policy_hold: record.policy.as_ref().and_then(|policy| policy.hold(token)),
             metadata: (!token.metadata.is_empty()).then(|| Arc::new(token.metadata.clone())),
+            metered: token.credits.is_some(),
         }
     }
 
@@ -393,6 +405,7 @@ mod tests {
             now: Utc::now(),
             endpoint: String::new(),
             user_agent: String::new(),
+            cost: 1,
         }
     }
 

@@ -33,6 +33,7 @@ pub(crate) fn credential() -> Credential {
         owner_rate_limit_per_minute: None,
         policy_hold: None,
         metadata: None,
+        metered: false,
     }
 }
 
@@ -63,5 +64,6 @@ pub(crate) fn token() -> Token {
         imported: false,
         metadata: Default::default(),
         suspension: None,
+        credits: None,
     }
 }

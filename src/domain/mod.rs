@@ -1,6 +1,7 @@
 //! Pure rules: no I/O, no proto, no async. Everything here is unit-tested beside its code.
 
 pub mod admin_key;
+pub mod credits;
 pub mod decision;
 pub mod fields;
 #[cfg(test)]

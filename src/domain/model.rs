@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::credits::Credits;
 use super::fields::{ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName};
 use super::metadata::Metadata;
 use super::network::IpAllowlist;
@@ -34,6 +35,9 @@ pub struct Token {
     /// Bumped by the store on every admin write of the token (1 at creation); shown as its
     /// etag, so an update can ask to apply only to the version it read.
     pub version: u64,
+    /// Usage credits, as stored (apply `Credits::at` for the balance at an instant); None: the
+    /// token is not metered.
+    pub credits: Option<Credits>,
     /// Whether the current secret was imported by its hash (ImportTokens) rather than generated
     /// by Tessera; a rotation gives the token a Tessera secret and clears it.
     pub imported: bool,

@@ -289,9 +289,6 @@ fn share(part: u64, whole: u64) -> f64 {
     part as f64 / whole as f64
 }
 
-/// Every deny reason, to read stored reason names back.
-const DENY_REASONS: [DenyReason; DenyReason::ALL.len()] = DenyReason::ALL;
-
 const ALLOWED: &str = "allowed";
 
 /// `allowed`, or the deny reason's snake_case name: how an outcome is stored.
@@ -307,7 +304,7 @@ pub fn outcome_named(name: &str) -> Option<Result<(), DenyReason>> {
     if name == ALLOWED {
         return Some(Ok(()));
     }
-    DENY_REASONS
+    DenyReason::ALL
         .iter()
         .find(|reason| reason.as_str() == name)
         .map(|reason| Err(*reason))
@@ -333,7 +330,7 @@ mod tests {
     #[test]
     fn every_outcome_survives_its_stored_name() {
         assert_eq!(outcome_named(outcome_name(Ok(()))), Some(Ok(())));
-        for reason in DENY_REASONS {
+        for reason in DenyReason::ALL {
             assert_eq!(outcome_named(outcome_name(Err(reason))), Some(Err(reason)));
         }
         assert_eq!(outcome_named("no_such_reason"), None);

@@ -285,6 +285,8 @@ pub fn to_check_request(
         signature,
         all_permissions,
         any_permissions,
+        // Every request through a gateway costs a token with credits one credit.
+        cost: None,
     })
 }
 

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::{self, Admin, Expiry, PrincipalChanges, TokenChanges};
 use crate::domain::admin_key::{AdminKeyId, TenantScope};
+use crate::domain::credits::CreditAmount;
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -202,6 +203,7 @@ const UPDATABLE_PATHS: &[&str] = &[
     "expires_at",
     "require_signature",
     "metadata",
+    "credits",
 ];
 
 /// The prefix of an UpdateToken mask path naming one metadata entry, `metadata.KEY`.
@@ -290,6 +292,10 @@ pub fn parse_create(
     let metadata = violations.metadata("metadata", &request.metadata);
     let expiry = given_expiry(&mut violations, request.expires_at, request.ttl)
         .map(|given| given.unwrap_or(Expiry::Default));
+    let credits = match request.credits {
+        None => Some(None),
+        Some(credits) => violations.credits("credits", credits).map(Some),
+    };
     let parsed = (|| {
         Some(admin::CreateToken {
             tenant: tenant?,
@@ -303,6 +309,7 @@ pub fn parse_create(
             expiry: expiry?,
             require_signature: request.require_signature,
             metadata: metadata?,
+            credits: credits?,
         })
     })();
     violations.finish(parsed)
@@ -435,6 +442,12 @@ pub fn parse_update(request: proto::UpdateTokenRequest) -> Result<ParsedUpdate, 
                 });
                 if let Some(change) = violations.check("update_mask", change) {
                     changes.metadata_entries.push(change);
+                }
+            }
+            "credits" => {
+                changes.credits = match request.credits {
+                    None => Some(None),
+                    Some(credits) => violations.credits("credits", credits).map(Some),
                 }
             }
             unknown => violations.add(
@@ -1013,4 +1026,25 @@ impl TokenAdminService for TokenAdminApi {
             tokens: self.tokens_under(&imported, &policy),
         }))
     }
+    async fn add_credits(
+        &self,
+        request: Request<proto::AddCreditsRequest>,
+    ) -> Result<Response<proto::AddCreditsResponse>, Status> {
+        let actor = self.auth.authorize(&request, "AddCredits").await?;
+        let (id, amount) = parse_add_credits(request.get_ref())?;
+        let token = self.admin.add_credits(&actor, &id, amount).await?;
+        Ok(Response::new(proto::AddCreditsResponse {
+            token: Some(self.token(&token).await?),
+        }))
+    }
+}
+
+/// An AddCreditsRequest's token id and amount, or INVALID_ARGUMENT naming each bad field.
+fn parse_add_credits(
+    request: &proto::AddCreditsRequest,
+) -> Result<(TokenId, CreditAmount), Status> {
+    let mut violations = Violations::default();
+    let id = convert::token_id(&mut violations, "id", &request.id);
+    let amount = violations.check("amount", CreditAmount::parse(request.amount));
+    violations.finish(id.zip(amount))
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Authorizer, Decision};
+use crate::domain::credits;
 use crate::domain::decision::CheckInput;
 use crate::domain::fields::Tenant;
 use crate::domain::permission::{Permission, PermissionQuery};
@@ -68,8 +69,17 @@ pub fn parse_check(
             format!("must be at most {MAX_ENDPOINT_LEN} bytes"),
         );
     }
+    let cost = match request.cost {
+        None => Some(1),
+        Some(cost) if cost <= credits::MAX_COST => Some(cost),
+        Some(_) => {
+            violations.add("cost", format!("must be at most {}", credits::MAX_COST));
+            None
+        }
+    };
     let parsed = (|| {
         Some(CheckInput {
+            cost: cost?,
             tenant: tenant?,
             // Each list was checked against its bound above.
             permissions: PermissionQuery::new(permission?, all_permissions?, any_permissions?)

@@ -11,6 +11,7 @@ use tonic_types::FieldViolation;
 
 use crate::authz::{Decision, RateLimitStatus};
 use crate::domain::admin_key::{AdminKey, AdminRole};
+use crate::domain::credits::{CreditGrant, Credits, Refill};
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::{self, InvalidField};
 use crate::domain::metadata::Metadata;
@@ -313,6 +314,45 @@ pub fn token(token: &model::Token, default_rate_limit: u32) -> proto::Token {
             .as_ref()
             .map(|s| s.reason.to_string())
             .unwrap_or_default(),
+        credits: token
+            .credits
+            .map(|credits| token_credits(credits.at(Utc::now()))),
+    }
+}
+
+/// A token's credits as the API shows them (the caller applies the refills due first).
+fn token_credits(credits: Credits) -> proto::TokenCredits {
+    proto::TokenCredits {
+        remaining: credits.remaining,
+        refill_amount: credits.refill.map_or(0, |refill| refill.amount),
+        refill_interval: credits.refill.map(|refill| prost_types::Duration {
+            seconds: refill.interval.num_seconds(),
+            nanos: refill.interval.subsec_nanos(),
+        }),
+        refilled_at: Some(timestamp(credits.refilled_at)),
+    }
+}
+
+impl Violations {
+    /// Credits an admin sets (`TokenCredits`, its output-only `refilled_at` ignored): None
+    /// after recording what is wrong, under `field.remaining`, `field.refill_amount` or
+    /// `field.refill_interval`.
+    pub fn credits(&mut self, field: &str, raw: proto::TokenCredits) -> Option<CreditGrant> {
+        let interval = self.duration(&format!("{field}.refill_interval"), raw.refill_interval)?;
+        let refill = interval.map(|interval| Refill {
+            amount: raw.refill_amount,
+            interval,
+        });
+        if refill.is_none() && raw.refill_amount != 0 {
+            self.add(
+                format!("{field}.refill_interval"),
+                "is required with refill_amount",
+            );
+            return None;
+        }
+        CreditGrant::parse(raw.remaining, refill)
+            .map_err(|error| self.add(format!("{field}.{}", error.field()), error.to_string()))
+            .ok()
     }
 }
 
@@ -473,6 +513,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
         DenyReason::PathInvalid => proto::DenyReason::PathInvalid,
         DenyReason::PolicyViolation => proto::DenyReason::PolicyViolation,
         DenyReason::TokenSuspended => proto::DenyReason::TokenSuspended,
+        DenyReason::CreditsExhausted => proto::DenyReason::CreditsExhausted,
     }
 }
 
@@ -511,6 +552,7 @@ pub fn check_response(decision: &Decision) -> proto::CheckResponse {
         report_handle: Vec::new(),
         missing_permissions: decision.missing_permissions.clone(),
         metadata: decision.metadata().map(metadata_map).unwrap_or_default(),
+        credits_remaining: decision.credits_remaining,
     }
 }
 

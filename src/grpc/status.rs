@@ -154,6 +154,11 @@ impl From<AdminError> for Status {
                 "the token is revoked; revoked tokens cannot be changed".to_owned(),
                 "TOKEN_REVOKED",
             ),
+            AdminError::NoCredits => with_reason(
+                Code::FailedPrecondition,
+                error.to_string(),
+                "TOKEN_HAS_NO_CREDITS",
+            ),
             AdminError::RoleInUse { role, tokens } => with_reason(
                 Code::FailedPrecondition,
                 format!(

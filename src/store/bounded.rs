@@ -10,7 +10,8 @@
 //! which every layer above reads as the store being unavailable (UNAVAILABLE, or Check's
 //! STORE_UNAVAILABLE) rather than the caller's own deadline passing. Two budgets, by method:
 //!
-//! - Check's cache-miss reads, `find_credential` and `offline_api_statuses`:
+//! - Check's cache-miss reads, `find_credential` and `offline_api_statuses`, and its one write,
+//!   `spend_credits`:
 //!   `PoolOptions::check_deadline` (`TESSERA_CHECK_STORE_TIMEOUT_MS`), short, because a Check is
 //!   on someone's request path and a cached answer or STORE_UNAVAILABLE beats waiting.
 //! - every other method (admin calls, admin-key lookups, usage flushes and reads, bootstrap):
@@ -30,8 +31,8 @@ use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{
-    Bootstrapped, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges, Rotation, Store,
-    StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges, Rotation,
+    Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
@@ -104,6 +105,7 @@ pub(super) fn count_failure(operation: &'static str, error: &StoreError) {
         StoreError::NotFound(_)
         | StoreError::RoleInUse { .. }
         | StoreError::TokenRevoked
+        | StoreError::NoCredits
         | StoreError::OwnerTokenLimit { .. }
         | StoreError::VersionMismatch { .. } => false,
         StoreError::Conflict(_)
@@ -441,6 +443,30 @@ impl<S: Store> Store for Bounded<S> {
 
     async fn checkpoint(&self) -> Result<(), StoreError> {
         self.call("checkpoint", self.inner.checkpoint()).await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &TokenId,
+        cost: u32,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend, StoreError> {
+        self.check_read("spend_credits", self.inner.spend_credits(id, cost, now))
+            .await
+    }
+
+    async fn add_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        now: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.call(
+            "add_credits",
+            self.inner.add_credits(id, amount, now, audit),
+        )
+        .await
     }
 }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use crate::domain::admin_key::{AdminKey, AdminKeyId, AdminRole, TenantScope};
+use crate::domain::credits::{Credits, Refill};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -90,6 +91,7 @@ pub(super) struct TokenParams {
     pub(super) metadata: String,
     pub(super) suspended_at: Option<i64>,
     pub(super) suspend_reason: String,
+    pub(super) credits: StoredCredits,
 }
 
 impl TokenParams {
@@ -113,6 +115,7 @@ impl TokenParams {
                 .as_ref()
                 .map(|s| s.reason.as_str().to_owned())
                 .unwrap_or_default(),
+            credits: StoredCredits::of(token.credits.as_ref()),
         }
     }
 }
@@ -135,6 +138,58 @@ fn parse_metadata(raw: &str) -> Result<Metadata, StoreError> {
             .map(|(key, value)| (key.as_str(), value.as_str())),
     )
     .map_err(|_| corrupt("tokens.metadata"))
+}
+
+/// A token's credits in their four stored columns (`credits_*`); all NULL (and amount 0)
+/// without credits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub(super) struct StoredCredits {
+    #[sqlx(rename = "credits_remaining")]
+    pub(super) remaining: Option<i64>,
+    #[sqlx(rename = "credits_refill_amount")]
+    pub(super) refill_amount: i64,
+    #[sqlx(rename = "credits_refill_interval")]
+    pub(super) refill_interval: Option<i64>,
+    #[sqlx(rename = "credits_refilled_at")]
+    pub(super) refilled_at: Option<i64>,
+}
+
+impl StoredCredits {
+    pub(super) fn of(credits: Option<&Credits>) -> Self {
+        let Some(credits) = credits else {
+            return Self::default();
+        };
+        // Within MAX_CREDITS and MAX_REFILL_INTERVAL (checked by `Credits::new`), so these fit.
+        let stored = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        Self {
+            remaining: Some(stored(credits.remaining)),
+            refill_amount: credits.refill.map_or(0, |refill| stored(refill.amount)),
+            refill_interval: credits
+                .refill
+                .and_then(|refill| refill.interval.num_microseconds()),
+            refilled_at: Some(micros(credits.refilled_at)),
+        }
+    }
+
+    pub(super) fn into_credits(self) -> Result<Option<Credits>, StoreError> {
+        let Some(remaining) = self.remaining else {
+            return Ok(None);
+        };
+        let count = |value: i64| u64::try_from(value).map_err(|_| corrupt("tokens.credits"));
+        let refill = match self.refill_interval {
+            None => None,
+            Some(interval) => Some(Refill {
+                amount: count(self.refill_amount)?,
+                interval: chrono::Duration::microseconds(interval),
+            }),
+        };
+        let refilled_at = self.refilled_at.ok_or_else(|| corrupt("tokens.credits"))?;
+        Ok(Some(Credits {
+            remaining: count(remaining)?,
+            refill,
+            refilled_at: instant(refilled_at)?,
+        }))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -161,6 +216,8 @@ pub(super) struct TokenRow {
     metadata: String,
     suspended_at: Option<i64>,
     suspend_reason: String,
+    #[sqlx(flatten)]
+    credits: StoredCredits,
 }
 
 /// What a rotation reads from the token row it locks.
@@ -222,6 +279,7 @@ impl TokenRow {
                     })
                 })
                 .transpose()?,
+            credits: self.credits.into_credits()?,
         })
     }
 }
@@ -645,6 +703,14 @@ mod tests {
                 at: at(1_700_000_000_000_005),
                 reason: Description::parse("chargeback").expect("reason"),
             }),
+            credits: Some(Credits {
+                remaining: 41,
+                refill: Some(Refill {
+                    amount: 100,
+                    interval: chrono::Duration::days(30),
+                }),
+                refilled_at: at(1_700_000_000_000_005),
+            }),
         }
     }
 
@@ -674,6 +740,7 @@ mod tests {
             metadata: params.metadata,
             suspended_at: params.suspended_at,
             suspend_reason: params.suspend_reason,
+            credits: params.credits,
         }
     }
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
+use crate::domain::credits::CreditGrant;
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -56,6 +57,9 @@ pub enum StoreError {
     /// The token changed since the version the caller based its write on.
     #[error("the token changed since version {expected}")]
     VersionMismatch { expected: u64 },
+    /// The token has no credits to add to (AddCredits).
+    #[error("the token has no credits")]
+    NoCredits,
     /// A uniqueness rule was violated.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -136,6 +140,20 @@ pub struct TokenChanges {
     /// `metadata.KEY` paths, in mask order: the admin layer applies them to `metadata`, or to
     /// the map it read, and hands the store the result in `metadata`; the store ignores these.
     pub metadata_entries: Vec<MetadataChange>,
+    /// `Some(None)` removes the token's credits (it is no longer metered); new credits start
+    /// at the update's `updated_at`.
+    pub credits: Option<Option<CreditGrant>>,
+}
+
+/// What spending credits found (`Store::spend_credits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditSpend {
+    /// Spent; the balance after.
+    Spent { remaining: u64 },
+    /// Fewer than the cost were left (this many, refills applied); nothing was spent.
+    Exhausted { remaining: u64 },
+    /// The token has no credits (or no longer exists): nothing to spend.
+    Unmetered,
 }
 
 /// The fields an UpdatePrincipal's mask names; `None` leaves a field as it is, and the store
@@ -532,6 +550,30 @@ pub trait Store: Send + Sync + 'static {
         max_live_per_owner: u32,
         audits: &[AuditEvent],
     ) -> Result<Vec<Token>, StoreError>;
+    // Usage credits (issue 16).
+
+    /// Spends `cost` of a token's credits at `now` in one conditional statement (applying a due
+    /// refill first, `domain::credits::Credits::spend`): concurrent spenders on every replica
+    /// serialise on the token's row, so no more is ever spent than the balance held. Through
+    /// the Check pool, within the Check deadline. Does not change the token's version.
+    async fn spend_credits(
+        &self,
+        id: &TokenId,
+        cost: u32,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend, StoreError>;
+
+    /// Adds `amount` to the credits of a token that has credits and is not revoked, atomically
+    /// with concurrent spending (refills due by `now` applied first, saturating at
+    /// `MAX_CREDITS`), with its audit event; bumps the version. `NotFound("credits")` when the
+    /// token has none, `TokenRevoked`, `NotFound("token")`.
+    async fn add_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        now: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError>;
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that

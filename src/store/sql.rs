@@ -44,7 +44,11 @@ macro_rules! token_columns {
             $prefix, "imported, ",
             $prefix, "metadata, ",
             $prefix, "suspended_at, ",
-            $prefix, "suspend_reason"
+            $prefix, "suspend_reason, ",
+            $prefix, "credits_remaining, ",
+            $prefix, "credits_refill_amount, ",
+            $prefix, "credits_refill_interval, ",
+            $prefix, "credits_refilled_at"
         )
     };
 }
@@ -69,6 +73,33 @@ macro_rules! policy_columns {
     };
 }
 pub(super) use policy_columns;
+/// A token row's credit balance at the instant bound as `$3`: `credits_remaining`, topped up to
+/// `credits_refill_amount` when a refill is due (`domain::credits::Credits::at`, the same
+/// arithmetic). Only meaningful where `credits_remaining IS NOT NULL`.
+#[rustfmt::skip]
+macro_rules! credit_balance {
+    () => {
+        "(CASE WHEN credits_refill_interval IS NOT NULL \
+               AND $3 >= credits_refilled_at + credits_refill_interval \
+               AND credits_refill_amount > credits_remaining \
+          THEN credits_refill_amount ELSE credits_remaining END)"
+    };
+}
+pub(super) use credit_balance;
+
+/// The assignment that moves `credits_refilled_at` on by the whole refill intervals passed by
+/// `$3`, beside a `credit_balance!` that applies the refill.
+#[rustfmt::skip]
+macro_rules! credit_refilled_at {
+    () => {
+        "credits_refilled_at = CASE WHEN credits_refill_interval IS NOT NULL \
+               AND $3 >= credits_refilled_at + credits_refill_interval \
+          THEN credits_refilled_at + (($3 - credits_refilled_at) / credits_refill_interval) \
+               * credits_refill_interval \
+          ELSE credits_refilled_at END"
+    };
+}
+pub(super) use credit_refilled_at;
 
 /// The columns of `admin_keys` that `codec::AdminKeyRow` decodes, in its order.
 macro_rules! admin_key_columns {
@@ -121,16 +152,19 @@ macro_rules! impl_store {
             use $crate::domain::admin_key::{AdminKey, AdminKeyId};
             use $crate::store::codec::{
                 AdminKeyRow, ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PolicyParams,
-                PolicyRow, PrincipalRow, RoleRow, TokenParams, TokenRow, corrupt, grants_json, micros,
-                strings_json,
+                PolicyRow, PrincipalRow, RoleRow, StoredCredits, TokenParams, TokenRow, corrupt,
+                grants_json, micros, strings_json,
             };
+            use $crate::domain::credits::MAX_CREDITS;
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
-            use $crate::store::sql::{admin_key_columns, policy_columns, token_columns};
+            use $crate::store::sql::{
+                admin_key_columns, credit_balance, credit_refilled_at, policy_columns, token_columns,
+            };
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
-                Bootstrapped, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
+                Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
                 Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
             };
 
@@ -245,7 +279,7 @@ macro_rules! impl_store {
                         ", secret_hash, signing_key) VALUES \
                          ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
                          $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $19, $20, $21, \
-                         $22, $23) RETURNING ",
+                         $22, $23, $24, $25, $26, $27) RETURNING ",
                         token_columns!("")
                     ))
                     .bind(token.id.as_str())
@@ -269,6 +303,10 @@ macro_rules! impl_store {
                     .bind(params.metadata)
                     .bind(params.suspended_at)
                     .bind(params.suspend_reason)
+                    .bind(params.credits.remaining)
+                    .bind(params.credits.refill_amount)
+                    .bind(params.credits.refill_interval)
+                    .bind(params.credits.refilled_at)
                     .bind(new.secret_hash.0.as_slice())
                     .bind(new.signing_key.as_ref().map(SealedSigningKey::as_bytes))
                     .fetch_one(&mut *connection)
@@ -532,6 +570,19 @@ macro_rules! impl_store {
                         builder
                             .push(", metadata = ")
                             .push_bind($crate::store::codec::metadata_json(metadata));
+                    }
+                    if let Some(credits) = &changes.credits {
+                        let credits = credits.map(|grant| grant.starting(update.updated_at));
+                        let stored = StoredCredits::of(credits.as_ref());
+                        builder
+                            .push(", credits_remaining = ")
+                            .push_bind(stored.remaining)
+                            .push(", credits_refill_amount = ")
+                            .push_bind(stored.refill_amount)
+                            .push(", credits_refill_interval = ")
+                            .push_bind(stored.refill_interval)
+                            .push(", credits_refilled_at = ")
+                            .push_bind(stored.refilled_at);
                     }
                     match update.signing_key {
                         SigningKeyUpdate::Keep => {}
@@ -1304,6 +1355,98 @@ macro_rules! impl_store {
 
                 async fn checkpoint(&self) -> Result<(), StoreError> {
                     self.checkpoint_on_close().await
+                }
+
+                async fn spend_credits(
+                    &self,
+                    id: &TokenId,
+                    cost: u32,
+                    now: DateTime<Utc>,
+                ) -> Result<CreditSpend, StoreError> {
+                    // One statement: on Postgres the row lock serialises spenders and the
+                    // condition is re-read after a concurrent spend commits; SQLite has one
+                    // writer at a time.
+                    let spent: Option<i64> = sqlx::query_scalar(concat!(
+                        "UPDATE tokens SET credits_remaining = ",
+                        credit_balance!(),
+                        " - $2, ",
+                        credit_refilled_at!(),
+                        " WHERE id = $1 AND credits_remaining IS NOT NULL AND ",
+                        credit_balance!(),
+                        " >= $2 RETURNING credits_remaining"
+                    ))
+                    .bind(id.as_str())
+                    .bind(i64::from(cost))
+                    .bind(micros(now))
+                    .fetch_optional(&self.check_pool)
+                    .await
+                    .map_err(map_error)?;
+                    if let Some(remaining) = spent {
+                        return Ok(CreditSpend::Spent {
+                            remaining: u64::try_from(remaining)
+                                .map_err(|_| corrupt("tokens.credits_remaining"))?,
+                        });
+                    }
+                    // Too few, or no credits at all: read what is there (off the allowed path).
+                    let stored: Option<StoredCredits> = sqlx::query_as(
+                        "SELECT credits_remaining, credits_refill_amount, \
+                         credits_refill_interval, credits_refilled_at FROM tokens WHERE id = $1",
+                    )
+                    .bind(id.as_str())
+                    .fetch_optional(&self.check_pool)
+                    .await
+                    .map_err(map_error)?;
+                    match stored.map(StoredCredits::into_credits).transpose()?.flatten() {
+                        Some(credits) => Ok(CreditSpend::Exhausted {
+                            remaining: credits.at(now).remaining,
+                        }),
+                        None => Ok(CreditSpend::Unmetered),
+                    }
+                }
+
+                async fn add_credits(
+                    &self,
+                    id: &TokenId,
+                    amount: u64,
+                    now: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<Token, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "UPDATE tokens SET credits_remaining = CASE WHEN ",
+                        credit_balance!(),
+                        " + $2 > $4 THEN $4 ELSE ",
+                        credit_balance!(),
+                        " + $2 END, ",
+                        credit_refilled_at!(),
+                        ", version = version + 1, updated_at = $3 \
+                         WHERE id = $1 AND credits_remaining IS NOT NULL AND revoked_at IS NULL \
+                         RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(id.as_str())
+                    .bind(i64::try_from(amount).unwrap_or(i64::MAX))
+                    .bind(micros(now))
+                    .bind(i64::try_from(MAX_CREDITS).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(row) = row else {
+                        let why: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                            "SELECT credits_remaining, revoked_at FROM tokens WHERE id = $1",
+                        )
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                        return Err(match why {
+                            None => StoreError::NotFound("token"),
+                            Some((_, Some(_))) => StoreError::TokenRevoked,
+                            Some((None, None)) | Some((Some(_), None)) => StoreError::NoCredits,
+                        });
+                    };
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_token()
                 }
 
                 async fn delete_role(

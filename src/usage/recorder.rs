@@ -550,6 +550,7 @@ mod tests {
             now,
             endpoint: endpoint.to_owned(),
             user_agent: "curl/8.5.0".to_owned(),
+            cost: 1,
         }
     }
 

@@ -80,6 +80,7 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "ImportTokens" => (TokenManager, "tokens.write", NamesTenant),
         "SuspendToken" => (TokenManager, "tokens.write", ById),
         "ResumeToken" => (TokenManager, "tokens.write", ById),
+        "AddCredits" => (TokenManager, "tokens.write", ById),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -114,9 +115,15 @@ async fn create_key(
 
 async fn target(app: &TestApp, tenant: &str) -> Target {
     app.principal(tenant, "alice", &["*"]).await;
-    let (token, _) = app
-        .token(new_token(tenant, "alice", &["orders:read"]))
-        .await;
+    // With credits, so that AddCredits has something to add to.
+    let metered = proto::CreateTokenRequest {
+        credits: Some(proto::TokenCredits {
+            remaining: 10,
+            ..Default::default()
+        }),
+        ..new_token(tenant, "alice", &["orders:read"])
+    };
+    let (token, _) = app.token(metered).await;
     let (key, _) = create_key(app, "target", &[tenant], proto::AdminRole::Viewer).await;
     Target {
         tenant: tenant.to_owned(),
@@ -399,6 +406,16 @@ async fn call(
             .resume_token(with_key(
                 proto::ResumeTokenRequest {
                     id: target.token_id.clone(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "AddCredits" => client
+            .add_credits(with_key(
+                proto::AddCreditsRequest {
+                    id: target.token_id.clone(),
+                    amount: 1,
                 },
                 key,
             ))

@@ -181,7 +181,7 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
     assert_eq!(unchanged.name, token.name);
     assert_eq!(unchanged.permissions, token.permissions);
 
-    // The mask's bound is exact: every updatable path once (9) and 32 `metadata.KEY` paths are
+    // The mask's bound is exact: every updatable path once (10) and 32 `metadata.KEY` paths are
     // accepted, one more is not, with every field valid so that the count is the only reason.
     let every_path = || {
         let mut paths = strings(&[
@@ -194,6 +194,7 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
             "expires_at",
             "require_signature",
             "metadata",
+            "credits",
         ]);
         paths.extend((0..32).map(|i| format!("metadata.k{i}")));
         paths
@@ -209,19 +210,23 @@ async fn oversized_update_fields_and_a_flood_of_mask_paths_are_refused_naming_th
             seconds: chrono::Utc::now().timestamp() + 24 * 3600,
             nanos: 0,
         }),
+        credits: Some(proto::TokenCredits {
+            remaining: 10,
+            ..Default::default()
+        }),
         update_mask: Some(prost_types::FieldMask { paths }),
         ..Default::default()
     };
-    let mut nine = every_path();
-    nine.push("name".to_owned());
+    let mut ten = every_path();
+    ten.push("name".to_owned());
     assert_invalid(
-        client.update_token(app.admin(valid_update(nine))).await,
+        client.update_token(app.admin(valid_update(ten))).await,
         &["update_mask"],
     );
     let updated = client
         .update_token(app.admin(valid_update(every_path())))
         .await
-        .expect("41 paths, each once")
+        .expect("42 paths, each once")
         .into_inner()
         .token
         .expect("token");

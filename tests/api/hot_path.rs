@@ -108,6 +108,7 @@ async fn concurrent_misses_for_one_token_make_one_store_query() {
                 now: chrono::Utc::now(),
                 endpoint: String::new(),
                 user_agent: String::new(),
+                cost: 1,
             };
             authorizer.check(&secret, &input).await.is_allowed()
         }));

@@ -244,6 +244,14 @@ async fn every_admin_method_with(
         resume_token,
         proto::ResumeTokenRequest { id: id() }
     );
+    call!(
+        "AddCredits",
+        add_credits,
+        proto::AddCreditsRequest {
+            id: id(),
+            amount: 1
+        }
+    );
     refused
 }
 

@@ -6,6 +6,7 @@ mod admin_auth;
 mod admin_keys;
 mod check;
 mod cli;
+mod credits;
 mod envoy;
 mod faults;
 mod fleet;

@@ -1376,6 +1376,7 @@ fn sample_token(id: tessera::domain::fields::TokenId, hint: &str) -> tessera::do
         imported: false,
         metadata: Default::default(),
         suspension: None,
+        credits: None,
     }
 }
 

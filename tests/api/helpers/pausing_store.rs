@@ -17,8 +17,8 @@ use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    Bootstrapped, NewAdminKey, PersistKey, PrincipalChanges, Rotation, Store, StoreError,
-    TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, Store,
+    StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use tokio::sync::oneshot;
 
@@ -413,5 +413,24 @@ impl Store for PausingStore {
         self.inner
             .import_tokens(tokens, max_live_per_owner, audits)
             .await
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &TokenId,
+        cost: u32,
+        now: DateTime<Utc>,
+    ) -> Result<CreditSpend, StoreError> {
+        self.inner.spend_credits(id, cost, now).await
+    }
+
+    async fn add_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        now: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Token, StoreError> {
+        self.inner.add_credits(id, amount, now, audit).await
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use tessera::domain::credits::{CreditGrant, MAX_CREDITS, Refill};
 use tessera::domain::fields::{ApiScope, Description, PrincipalId, RoleName, TokenId, TokenName};
 use tessera::domain::metadata::Metadata;
 use tessera::domain::model::{
@@ -11,7 +12,8 @@ use tessera::domain::model::{
 };
 use tessera::domain::token::{SecretHash, TokenPrefix, generate};
 use tessera::store::{
-    Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery, TokenUpdate,
+    CreditSpend, Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery,
+    TokenUpdate,
 };
 use tokio::task::JoinSet;
 
@@ -76,6 +78,7 @@ fn every_field_of(token: &Token) -> TokenUpdate<'static> {
             require_signature: Some(token.require_signature),
             metadata: Some(token.metadata.clone()),
             metadata_entries: Vec::new(),
+            credits: Some(None),
         },
         signing_key: SigningKeyUpdate::Keep,
         updated_at: token.updated_at,
@@ -1413,4 +1416,81 @@ pub(super) async fn concurrent_reports_of_a_retired_secret_write_one_audit_event
     assert_eq!(written, 1);
     assert!(next_minute, "a new minute is reported again");
     assert_eq!(all_audit_events(&store).await.len(), 2);
+}
+
+pub(super) async fn spending_credits_applies_refills_exactly_as_the_domain_computes_them(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let start = DateTime::from_timestamp_micros(now().timestamp_micros()).expect("instant");
+    let refill = Refill {
+        amount: 5,
+        interval: Duration::seconds(10),
+    };
+    let mut new = new_token(&owner, start);
+    let credits = CreditGrant::parse(2, Some(refill))
+        .expect("credits")
+        .starting(start);
+    new.token.credits = Some(credits);
+    let created = create(&store, &new).await;
+    assert_eq!(created.credits, Some(credits));
+
+    // Every step against the domain's arithmetic, to the microsecond.
+    let mut expected = credits;
+    for (offset_ms, cost) in [(0, 1), (25_000, 1), (29_999, 5), (30_000, 5), (30_001, 0)] {
+        let at = start + Duration::milliseconds(offset_ms);
+        let spent = store
+            .spend_credits(&created.id, cost, at)
+            .await
+            .expect("spent");
+        match expected.spend(cost, at) {
+            Ok(after) => {
+                assert_eq!(
+                    spent,
+                    CreditSpend::Spent {
+                        remaining: after.remaining
+                    },
+                    "at +{offset_ms} ms"
+                );
+                expected = after;
+            }
+            Err(left) => assert_eq!(
+                spent,
+                CreditSpend::Exhausted {
+                    remaining: left.remaining
+                },
+                "at +{offset_ms} ms"
+            ),
+        }
+        let stored = store.get_token(&created.id).await.expect("read");
+        assert_eq!(stored.credits, Some(expected), "at +{offset_ms} ms");
+    }
+    assert_eq!(expected.remaining, 0);
+    assert_eq!(expected.refilled_at, start + Duration::seconds(30));
+
+    // An addition saturates, and a token without credits spends nothing.
+    let added = store
+        .add_credits(
+            &created.id,
+            MAX_CREDITS,
+            start,
+            &audit("token.add_credits", "acme"),
+        )
+        .await
+        .expect("added");
+    assert_eq!(added.credits.map(|c| c.remaining), Some(MAX_CREDITS));
+    let plain = create(&store, &new_token(&owner, start)).await;
+    assert_eq!(
+        store
+            .spend_credits(&plain.id, 1, start)
+            .await
+            .expect("spent"),
+        CreditSpend::Unmetered
+    );
+    assert!(matches!(
+        store
+            .add_credits(&plain.id, 1, start, &audit("token.add_credits", "acme"))
+            .await,
+        Err(StoreError::NoCredits)
+    ));
 }
