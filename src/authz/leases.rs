@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -27,7 +27,7 @@ use crate::domain::fields::TokenId;
 use crate::store::{CreditSpend, Store, StoreError};
 
 /// The most credits one lease takes.
-pub const MAX_LEASE: u64 = 1_000;
+pub const MAX_LEASE: u64 = 10_000;
 /// A lease takes at most this fraction of the balance (`balance ÷ LEASE_DIVISOR`).
 pub const LEASE_DIVISOR: u64 = 16;
 /// A lease left this long without a Check is given back.
@@ -54,7 +54,8 @@ struct LeaseState {
     period: Option<DateTime<Utc>>,
     /// The stored balance as of this replica's last exchange with the store.
     stored: Option<u64>,
-    last_used: Option<Instant>,
+    /// The `now` (µs) of the last Check that spent from it or took it.
+    last_used: i64,
     /// Removed from the map (a write of the token): a Check holding it takes a fresh one.
     retired: bool,
 }
@@ -65,12 +66,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LeaseState {
     /// Spends `cost` from the lease: the balance as this replica knows it after, or None.
-    fn spend(&mut self, cost: u64) -> Option<u64> {
+    fn spend(&mut self, cost: u64, now: DateTime<Utc>) -> Option<u64> {
         if self.retired || self.available < cost || self.period.is_none() {
             return None;
         }
         self.available -= cost;
-        self.last_used = Some(Instant::now());
+        self.last_used = self.last_used.max(now.timestamp_micros());
         Some(self.stored.unwrap_or(0).saturating_add(self.available))
     }
 
@@ -105,11 +106,14 @@ impl Leases {
         now: DateTime<Utc>,
     ) -> Result<CreditSpend, StoreError> {
         let cost64 = u64::from(cost);
+        // The hot path: under the map's lock, no clone of the entry.
+        if let Some(lease) = lock(&self.tokens).get(id)
+            && let Some(remaining) = lock(&lease.state).spend(cost64, now)
+        {
+            return Ok(CreditSpend::Spent { remaining });
+        }
         loop {
             let lease = self.entry(id);
-            if let Some(remaining) = lock(&lease.state).spend(cost64) {
-                return Ok(CreditSpend::Spent { remaining });
-            }
             let _exchange = lease.exchange.lock().await;
             let (rest, stored) = {
                 let mut state = lock(&lease.state);
@@ -117,7 +121,7 @@ impl Leases {
                     continue;
                 }
                 // Another Check took a lease while this one waited.
-                if let Some(remaining) = state.spend(cost64) {
+                if let Some(remaining) = state.spend(cost64, now) {
                     return Ok(CreditSpend::Spent { remaining });
                 }
                 (state.take_rest(), state.stored)
@@ -152,7 +156,7 @@ impl Leases {
                 state.available = size - cost;
                 state.period = Some(taken.period);
                 state.stored = Some(taken.remaining);
-                state.last_used = Some(Instant::now());
+                state.last_used = state.last_used.max(now.timestamp_micros());
                 return Ok(CreditSpend::Spent {
                     remaining: taken.remaining.saturating_add(state.available),
                 });
@@ -162,7 +166,9 @@ impl Leases {
             .spend_credits(id, u32::try_from(cost).unwrap_or(u32::MAX), now)
             .await?;
         if let CreditSpend::Spent { remaining } | CreditSpend::Exhausted { remaining } = spent {
-            lock(&lease.state).stored = Some(remaining);
+            let mut state = lock(&lease.state);
+            state.stored = Some(remaining);
+            state.last_used = state.last_used.max(now.timestamp_micros());
         }
         Ok(spent)
     }
@@ -186,16 +192,14 @@ impl Leases {
 
     /// Gives back the leases idle for `LEASE_IDLE`, and forgets them.
     pub async fn return_idle(&self, store: &dyn Store) {
+        let idle_since = Utc::now().timestamp_micros()
+            - i64::try_from(LEASE_IDLE.as_micros()).unwrap_or(i64::MAX);
         let idle: Vec<_> = {
             let mut tokens = lock(&self.tokens);
             let idle: Vec<_> = tokens
                 .iter()
                 .filter(|(_, lease)| {
-                    let state = lock(&lease.state);
-                    state
-                        .last_used
-                        .is_none_or(|used| used.elapsed() >= LEASE_IDLE)
-                        && lease.exchange.try_lock().is_ok()
+                    lock(&lease.state).last_used <= idle_since && lease.exchange.try_lock().is_ok()
                 })
                 .map(|(id, lease)| (id.clone(), lease.clone()))
                 .collect();
