@@ -60,6 +60,12 @@ struct LeaseState {
     retired: bool,
 }
 
+/// The lease a Check of `cost` asks for, from the balance this replica last saw: the cost when
+/// a 16th of the balance is no more (the exact path), else that 16th, at most `MAX_LEASE`.
+fn lease_size(cost: u64, stored: Option<u64>) -> u64 {
+    MAX_LEASE.min(cost.max(stored.unwrap_or(0) / LEASE_DIVISOR))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -148,7 +154,7 @@ impl Leases {
         stored: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<CreditSpend, StoreError> {
-        let size = MAX_LEASE.min(cost.max(stored.unwrap_or(0) / LEASE_DIVISOR));
+        let size = lease_size(cost, stored);
         if size > cost {
             let min_balance = size.saturating_mul(LEASE_DIVISOR);
             if let Some(taken) = store.lease_credits(id, size, min_balance, now).await? {
@@ -240,5 +246,32 @@ impl Leases {
                 leases.return_idle(store.as_ref()).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_the_exact_cost_at_low_balances_and_at_most_a_sixteenth_of_the_balance() {
+        assert_eq!(lease_size(1, None), 1, "nothing seen yet: the exact cost");
+        assert_eq!(
+            lease_size(3, Some(47)),
+            3,
+            "47 / 16 = 2 < 3: the exact cost"
+        );
+        assert_eq!(lease_size(1, Some(15)), 1);
+        assert_eq!(lease_size(1, Some(2_000)), 125);
+        assert_eq!(lease_size(1, Some(u64::MAX)), MAX_LEASE);
+        for stored in [16, 1_000, 159_999, 160_000, 10_000_000] {
+            let size = lease_size(1, Some(stored));
+            assert!(
+                size * LEASE_DIVISOR <= stored && size <= MAX_LEASE,
+                "{stored}: {size}"
+            );
+        }
+        // A cost above the largest lease is spent exactly (the caller takes no lease then).
+        assert_eq!(lease_size(50_000, Some(u64::MAX)), MAX_LEASE);
     }
 }
