@@ -1,8 +1,8 @@
 //! In-process cost of `Authorizer::check` on a cached token, for the allowed path and each deny
 //! path, with a cache-off run (every Check reads SQLite) as the naive baseline; and an allowed
 //! Check with its gRPC answer built (`check_with_answer`), for a token without metadata and one
-//! with 8 entries, in the same run; and a cached token with credits (`allowed_with_credits`)
-//! beside the plain `allowed`.
+//! with 8 entries, in the same run; and a cached token with credits (`allowed_with_credits`, each
+//! Check spends one from a lease) beside the plain `allowed`.
 //!
 //! cargo bench --bench authorizer
 

@@ -225,6 +225,8 @@ pub struct App {
     fleet: Option<Fleet>,
     /// Reports the shared state's health under [`SHARED_STATE_SERVICE`].
     _shared_state_health: Option<Task<()>>,
+    /// Gives back credit leases left idle (`authz::leases`); stopped with the app.
+    _credit_returns: Task<()>,
 }
 
 impl App {
@@ -471,6 +473,8 @@ impl App {
             http.join_within(self.serving.drain_timeout + CUT_OFF_GRACE)
                 .await;
         }
+        // No Check can spend any more: unspent credit leases go back to the store.
+        self.authorizer.return_credit_leases().await;
         // No Check can record any more: write what is buffered, once.
         self.usage.shutdown().await;
         if let Some(fleet) = &self.fleet {
@@ -608,6 +612,7 @@ impl Starting {
         let _ = self.routes.set(routes.prepare());
         let _ = self.authorizer_slot.set(authorizer.clone());
 
+        let credit_returns = Task::new(authorizer.start_credit_returns());
         Ok(App {
             serving,
             addresses: self.addresses,
@@ -622,6 +627,7 @@ impl Starting {
             _invalidation_feed: invalidation_feed,
             fleet,
             _shared_state_health: shared_state_health,
+            _credit_returns: credit_returns,
         })
     }
 }

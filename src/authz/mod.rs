@@ -17,6 +17,7 @@
 pub mod cache;
 mod fill;
 pub mod intern;
+pub mod leases;
 pub mod rate_limit;
 pub mod replay;
 
@@ -181,6 +182,8 @@ pub struct Authorizer {
     default_tenant: Tenant,
     /// Secrets in another format than Tessera's are looked up (imported tokens).
     accept_imported_tokens: bool,
+    /// Credits leased from the store per metered token (`leases`).
+    leases: Arc<leases::Leases>,
 }
 
 /// The fleet's replay guard and what to do when it cannot answer.
@@ -249,7 +252,19 @@ impl Authorizer {
             store_warnings: LogThrottle::default(),
             default_tenant: Tenant::default(),
             accept_imported_tokens: settings.accept_imported_tokens,
+            leases: Arc::default(),
         }
+    }
+
+    /// Gives back credit leases idle for `leases::LEASE_IDLE`, in a task, for as long as this
+    /// authorizer lives.
+    pub fn start_credit_returns(&self) -> tokio::task::JoinHandle<()> {
+        leases::Leases::start_returns(Arc::downgrade(&self.leases), self.store.clone())
+    }
+
+    /// Gives back every credit lease (graceful shutdown, once no Check runs any more).
+    pub async fn return_credit_leases(&self) {
+        self.leases.return_all(self.store.as_ref()).await;
     }
 
     /// Checks naming no tenant are for `tenant` (without it: the built-in `default`).
@@ -372,17 +387,22 @@ impl Authorizer {
         decision
     }
 
-    /// Spends the Check's cost of a metered token's credits on the store, exactly (one
-    /// conditional statement, `Store::spend_credits`). The store unreachable: refused with
-    /// STORE_UNAVAILABLE, never allowed unpaid.
+    /// Spends the Check's cost of a metered token's credits: from this replica's lease, or on
+    /// the store in one conditional statement (`leases`). The store unreachable when needed:
+    /// refused with STORE_UNAVAILABLE, never allowed unpaid.
     async fn spend_credits(
         &self,
         credential: &Credential,
         input: &CheckInput,
     ) -> (Result<(), DenyReason>, Option<u64>) {
         match self
-            .store
-            .spend_credits(&credential.token_id, input.cost, input.now)
+            .leases
+            .spend(
+                self.store.as_ref(),
+                &credential.token_id,
+                input.cost,
+                input.now,
+            )
             .await
         {
             Ok(CreditSpend::Spent { remaining }) => (Ok(()), Some(remaining)),
@@ -570,5 +590,14 @@ impl Authorizer {
 impl InvalidationSink for Authorizer {
     async fn invalidate(&self, invalidation: &Invalidation) {
         self.cache.invalidate(invalidation).await;
+        // A write of a token gives its lease back (kept by the store unless the credits were
+        // replaced or refilled), so the next Check leases from the written balance.
+        match invalidation {
+            Invalidation::Token(id) | Invalidation::TokenSecrets { token_id: id, .. } => {
+                self.leases.forget(self.store.as_ref(), id).await;
+            }
+            Invalidation::Everything => self.leases.return_all(self.store.as_ref()).await,
+            _ => {}
+        }
     }
 }

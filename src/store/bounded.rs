@@ -11,7 +11,7 @@
 //! STORE_UNAVAILABLE) rather than the caller's own deadline passing. Two budgets, by method:
 //!
 //! - Check's cache-miss reads, `find_credential` and `offline_api_statuses`, and its one write,
-//!   `spend_credits`:
+//!   `spend_credits` and `lease_credits`:
 //!   `PoolOptions::check_deadline` (`TESSERA_CHECK_STORE_TIMEOUT_MS`), short, because a Check is
 //!   on someone's request path and a cached answer or STORE_UNAVAILABLE beats waiting.
 //! - every other method (admin calls, admin-key lookups, usage flushes and reads, bootstrap):
@@ -31,8 +31,8 @@ use chrono::{DateTime, Utc};
 
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{
-    Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges, Rotation,
-    Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges,
+    Rotation, Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
@@ -453,6 +453,34 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<CreditSpend, StoreError> {
         self.check_read("spend_credits", self.inner.spend_credits(id, cost, now))
             .await
+    }
+
+    async fn lease_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        min_balance: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CreditLease>, StoreError> {
+        self.check_read(
+            "lease_credits",
+            self.inner.lease_credits(id, amount, min_balance, now),
+        )
+        .await
+    }
+
+    async fn return_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        period: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call(
+            "return_credits",
+            self.inner.return_credits(id, amount, period, now),
+        )
+        .await
     }
 
     async fn add_credits(

@@ -156,6 +156,16 @@ pub enum CreditSpend {
     Unmetered,
 }
 
+/// A lease of credits taken from a token's balance (`Store::lease_credits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditLease {
+    /// The stored balance after the lease was taken.
+    pub remaining: u64,
+    /// `credits_refilled_at` after the take: the refill period (and the grant) the lease
+    /// belongs to. Its unspent credits go back only while the token is still in it.
+    pub period: DateTime<Utc>,
+}
+
 /// The fields an UpdatePrincipal's mask names; `None` leaves a field as it is, and the store
 /// writes only the columns of the fields that are set.
 #[derive(Debug, Clone, Default)]
@@ -562,6 +572,30 @@ pub trait Store: Send + Sync + 'static {
         cost: u32,
         now: DateTime<Utc>,
     ) -> Result<CreditSpend, StoreError>;
+
+    /// Takes `amount` of a token's credits at `now` (a due refill applied first), in one
+    /// conditional statement like `spend_credits`, but only when the balance is at least
+    /// `min_balance` (≥ `amount`). None: too few, or no credits. Check pool, Check deadline.
+    async fn lease_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        min_balance: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CreditLease>, StoreError>;
+
+    /// Gives `amount` unspent leased credits back (one increment, saturating at
+    /// `MAX_CREDITS`), only while the token is still in the lease's `period`: no refill since
+    /// the lease and none due at `now`, and its credits not replaced. Otherwise the credits are
+    /// dropped (false): a refill topped the balance up as if they were spent, or a new grant
+    /// replaced them. Does not change the token's version.
+    async fn return_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        period: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Adds `amount` to the credits of a token that has credits and is not revoked, atomically
     /// with concurrent spending (refills due by `now` applied first, saturating at

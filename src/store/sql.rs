@@ -101,6 +101,26 @@ macro_rules! credit_refilled_at {
 }
 pub(super) use credit_refilled_at;
 
+/// Takes `$2` credits at `$3` when the balance (`credit_balance!`) is at least `$4`, refill
+/// applied in the same statement; returns the balance after and `credits_refilled_at` (the
+/// lease's period). One statement: on Postgres the row lock serialises takers and the
+/// condition is re-read after a concurrent take commits; SQLite has one writer at a time.
+#[rustfmt::skip]
+macro_rules! credit_take {
+    () => {
+        concat!(
+            "UPDATE tokens SET credits_remaining = ",
+            credit_balance!(),
+            " - $2, ",
+            credit_refilled_at!(),
+            " WHERE id = $1 AND credits_remaining IS NOT NULL AND ",
+            credit_balance!(),
+            " >= $4 RETURNING credits_remaining, credits_refilled_at"
+        )
+    };
+}
+pub(super) use credit_take;
+
 /// The columns of `admin_keys` that `codec::AdminKeyRow` decodes, in its order.
 macro_rules! admin_key_columns {
     () => {
@@ -153,18 +173,18 @@ macro_rules! impl_store {
             use $crate::store::codec::{
                 AdminKeyRow, ApiStatusRow, AuditRow, CredentialRow, LockedForRotation, PolicyParams,
                 PolicyRow, PrincipalRow, RoleRow, StoredCredits, TokenParams, TokenRow, corrupt,
-                grants_json, micros, strings_json,
+                grants_json, instant, micros, strings_json,
             };
             use $crate::domain::credits::MAX_CREDITS;
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
             use $crate::store::sql::{
-                admin_key_columns, credit_balance, credit_refilled_at, policy_columns, token_columns,
+                admin_key_columns, credit_balance, credit_refilled_at, credit_take, policy_columns, token_columns,
             };
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
-                Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
+                Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
                 Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
             };
 
@@ -1363,25 +1383,16 @@ macro_rules! impl_store {
                     cost: u32,
                     now: DateTime<Utc>,
                 ) -> Result<CreditSpend, StoreError> {
-                    // One statement: on Postgres the row lock serialises spenders and the
-                    // condition is re-read after a concurrent spend commits; SQLite has one
-                    // writer at a time.
-                    let spent: Option<i64> = sqlx::query_scalar(concat!(
-                        "UPDATE tokens SET credits_remaining = ",
-                        credit_balance!(),
-                        " - $2, ",
-                        credit_refilled_at!(),
-                        " WHERE id = $1 AND credits_remaining IS NOT NULL AND ",
-                        credit_balance!(),
-                        " >= $2 RETURNING credits_remaining"
-                    ))
-                    .bind(id.as_str())
-                    .bind(i64::from(cost))
-                    .bind(micros(now))
-                    .fetch_optional(&self.check_pool)
-                    .await
-                    .map_err(map_error)?;
-                    if let Some(remaining) = spent {
+                    // `credit_take!` with the cost as both the amount and the balance needed.
+                    let spent: Option<(i64, i64)> = sqlx::query_as(credit_take!())
+                        .bind(id.as_str())
+                        .bind(i64::from(cost))
+                        .bind(micros(now))
+                        .bind(i64::from(cost))
+                        .fetch_optional(&self.check_pool)
+                        .await
+                        .map_err(map_error)?;
+                    if let Some((remaining, _)) = spent {
                         return Ok(CreditSpend::Spent {
                             remaining: u64::try_from(remaining)
                                 .map_err(|_| corrupt("tokens.credits_remaining"))?,
@@ -1402,6 +1413,60 @@ macro_rules! impl_store {
                         }),
                         None => Ok(CreditSpend::Unmetered),
                     }
+                }
+
+                async fn lease_credits(
+                    &self,
+                    id: &TokenId,
+                    amount: u64,
+                    min_balance: u64,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<CreditLease>, StoreError> {
+                    let bound = |n: u64| i64::try_from(n.min(MAX_CREDITS)).unwrap_or(i64::MAX);
+                    let taken: Option<(i64, i64)> = sqlx::query_as(credit_take!())
+                        .bind(id.as_str())
+                        .bind(bound(amount))
+                        .bind(micros(now))
+                        .bind(bound(min_balance.max(amount)))
+                        .fetch_optional(&self.check_pool)
+                        .await
+                        .map_err(map_error)?;
+                    taken
+                        .map(|(remaining, period)| {
+                            Ok(CreditLease {
+                                remaining: u64::try_from(remaining)
+                                    .map_err(|_| corrupt("tokens.credits_remaining"))?,
+                                period: instant(period)?,
+                            })
+                        })
+                        .transpose()
+                }
+
+                async fn return_credits(
+                    &self,
+                    id: &TokenId,
+                    amount: u64,
+                    period: DateTime<Utc>,
+                    now: DateTime<Utc>,
+                ) -> Result<bool, StoreError> {
+                    // Only within the lease's period: no refill since (`credits_refilled_at`
+                    // unchanged, which an UpdateToken of the credits also moves) and none due.
+                    let returned = sqlx::query(
+                        "UPDATE tokens SET credits_remaining = CASE \
+                         WHEN credits_remaining + $2 > $5 THEN $5 ELSE credits_remaining + $2 END \
+                         WHERE id = $1 AND credits_remaining IS NOT NULL \
+                         AND credits_refilled_at = $4 AND (credits_refill_interval IS NULL \
+                         OR $3 < credits_refilled_at + credits_refill_interval)",
+                    )
+                    .bind(id.as_str())
+                    .bind(i64::try_from(amount.min(MAX_CREDITS)).unwrap_or(i64::MAX))
+                    .bind(micros(now))
+                    .bind(micros(period))
+                    .bind(i64::try_from(MAX_CREDITS).unwrap_or(i64::MAX))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(returned.rows_affected() > 0)
                 }
 
                 async fn add_credits(

@@ -1,6 +1,9 @@
 //! Usage credits (issue 16): every allowed Check spends its cost of a metered token's balance,
-//! exactly, on the store, however many replicas serve the token (and with Redis configured too);
-//! a restart loses and repeats nothing; refills are lazy; AddCredits is an atomic increment.
+//! never more than granted however many replicas serve the token (and with Redis configured
+//! too), from leases each replica takes from the store; unspent leases come back after their
+//! idle lifetime, on a write of the token and at a graceful shutdown, so a restart loses and
+//! repeats nothing and a crash loses at most one lease; refills are lazy; AddCredits is an
+//! atomic increment.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +11,7 @@ use std::time::Duration;
 
 use prost_types::FieldMask;
 use secrecy::SecretString;
+use tessera::authz::leases::{LEASE_IDLE, MAX_LEASE};
 use tessera::proto;
 use tessera::proto::DenyReason;
 use tonic::Code;
@@ -344,7 +348,10 @@ async fn exactly_the_granted_credits_are_allowed_across(fleet: &[TestApp]) {
     let replicas: Vec<&TestApp> = fleet.iter().collect();
     let mut allowed = hammer(&replicas, &secret, 4, 3).await;
     adder.await.expect("adder");
-    // The addition may have landed after every worker had stopped: spend what it brought.
+    // The addition may have landed after every worker had stopped, and a replica's lease may
+    // have been given back after the other's workers stopped: once every lease is back (their
+    // idle lifetime), spend what is left.
+    tokio::time::sleep(LEASE_IDLE * 3).await;
     allowed += hammer(&replicas, &secret, 2, 2).await;
     assert_eq!(allowed, 400, "300 granted and 100 added");
     assert_eq!(remaining(&fleet[0], &token.id).await, Some(0));
@@ -387,4 +394,65 @@ async fn a_restart_neither_loses_nor_repeats_a_spent_credit() {
         let replicas = [&restarted];
         assert_eq!(hammer(&replicas, &secret, 1, 1).await, 2, "{backend:?}");
     }
+}
+
+/// Spends five credits of 2,000 on `app`: the first exactly, the next from a lease.
+/// The stored balance after them.
+async fn five_checks_leasing(app: &TestApp, secret: &str, id: &str) -> u64 {
+    for _ in 0..5 {
+        assert!(app.check(costing(secret, None)).await.allowed);
+    }
+    let stored = remaining(app, id).await.expect("credits");
+    let spent = 5;
+    assert!(
+        stored < 2_000 - spent && 2_000 - spent - stored < MAX_LEASE,
+        "a lease of fewer than {MAX_LEASE} is out: {stored} stored after {spent} spent"
+    );
+    stored
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_leased_by_one_replica_are_spendable_from_the_other_after_the_lease_lifetime() {
+    let fleet = two_replicas(|_| {}).await;
+    let (token, secret) = metered(&fleet[0], credits(2_000)).await;
+    five_checks_leasing(&fleet[0], &secret, &token.id).await;
+    tokio::time::sleep(LEASE_IDLE * 3).await;
+    assert_eq!(
+        remaining(&fleet[1], &token.id).await,
+        Some(1_995),
+        "the idle lease came back whole"
+    );
+    assert_eq!(hammer(&[&fleet[1]], &secret, 2, 2).await, 1_995);
+    assert_eq!(remaining(&fleet[0], &token.id).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_graceful_restart_gives_back_the_leased_credits() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let mut app = app_with_alice(backend).await;
+        let (token, secret) = metered(&app, credits(2_000)).await;
+        five_checks_leasing(&app, &secret, &token.id).await;
+        app.stop().await;
+        let restarted = app.spawn_replica().await;
+        assert_eq!(
+            remaining(&restarted, &token.id).await,
+            Some(1_995),
+            "{backend:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crash_loses_at_most_the_unspent_lease_and_never_repeats_a_spent_credit() {
+    let mut app = app_with_alice(Backend::Postgres).await;
+    let (token, secret) = metered(&app, credits(2_000)).await;
+    let stored = five_checks_leasing(&app, &secret, &token.id).await;
+    app.crash().await;
+    let restarted = app.spawn_replica().await;
+    assert_eq!(
+        remaining(&restarted, &token.id).await,
+        Some(stored),
+        "the lease is lost, fewer than {MAX_LEASE}; the spent credits stay spent"
+    );
+    assert_eq!(hammer(&[&restarted], &secret, 1, 1).await, stored);
 }

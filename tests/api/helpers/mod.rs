@@ -253,6 +253,15 @@ impl TestApp {
         }
     }
 
+    /// Ends the server as a crash would: no drain, nothing given back or flushed.
+    pub async fn crash(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.shutdown.take();
+    }
+
     /// Creates (or replaces) a principal with the given permissions.
     pub async fn principal(
         &self,

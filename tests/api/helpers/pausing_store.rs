@@ -17,8 +17,8 @@ use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
-    Bootstrapped, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, Store,
-    StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
+    Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation,
+    Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use tokio::sync::oneshot;
 
@@ -422,6 +422,26 @@ impl Store for PausingStore {
         now: DateTime<Utc>,
     ) -> Result<CreditSpend, StoreError> {
         self.inner.spend_credits(id, cost, now).await
+    }
+
+    async fn lease_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        min_balance: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CreditLease>, StoreError> {
+        self.inner.lease_credits(id, amount, min_balance, now).await
+    }
+
+    async fn return_credits(
+        &self,
+        id: &TokenId,
+        amount: u64,
+        period: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.return_credits(id, amount, period, now).await
     }
 
     async fn add_credits(

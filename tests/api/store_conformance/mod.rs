@@ -76,6 +76,7 @@ macro_rules! store_suite {
                 tokens::retired_secrets_are_forgotten_once_past_the_leak_window,
                 tokens::concurrent_reports_of_a_retired_secret_write_one_audit_event_a_minute,
                 tokens::spending_credits_applies_refills_exactly_as_the_domain_computes_them,
+                tokens::leased_credits_go_back_only_within_their_refill_period_and_grant,
                 usage::a_usage_flush_written_twice_is_counted_once,
                 usage::a_tokens_distinct_endpoints_per_day_stop_at_the_bound_and_the_rest_count_as_other,
                 usage::pruning_forgets_flush_ids_older_than_the_retention,

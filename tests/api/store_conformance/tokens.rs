@@ -12,8 +12,8 @@ use tessera::domain::model::{
 };
 use tessera::domain::token::{SecretHash, TokenPrefix, generate};
 use tessera::store::{
-    CreditSpend, Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges, TokenQuery,
-    TokenUpdate,
+    CreditLease, CreditSpend, Rotation, SigningKeyUpdate, Store, StoreError, TokenChanges,
+    TokenQuery, TokenUpdate,
 };
 use tokio::task::JoinSet;
 
@@ -1493,4 +1493,97 @@ pub(super) async fn spending_credits_applies_refills_exactly_as_the_domain_compu
             .await,
         Err(StoreError::NoCredits)
     ));
+}
+
+pub(super) async fn leased_credits_go_back_only_within_their_refill_period_and_grant(
+    store: Arc<dyn Store>,
+) {
+    let owner = owner(&store, "acme", "alice").await;
+    let start = DateTime::from_timestamp_micros(now().timestamp_micros()).expect("instant");
+    let refill = Refill {
+        amount: 100,
+        interval: Duration::seconds(10),
+    };
+    let mut new = new_token(&owner, start);
+    new.token.credits = Some(
+        CreditGrant::parse(100, Some(refill))
+            .expect("credits")
+            .starting(start),
+    );
+    let token = create(&store, &new).await;
+    let remaining = |store: Arc<dyn Store>, id: TokenId| async move {
+        let token = store.get_token(&id).await.expect("read");
+        token.credits.map(|credits| credits.remaining)
+    };
+
+    // A lease is taken only while the balance is at least the bound asked for.
+    let lease = |amount, min_balance, at| {
+        let (store, id) = (store.clone(), token.id.clone());
+        async move {
+            store
+                .lease_credits(&id, amount, min_balance, at)
+                .await
+                .expect("leased")
+        }
+    };
+    assert_eq!(lease(7, 101, start).await, None, "100 < 101: nothing taken");
+    assert_eq!(
+        lease(7, 100, start).await,
+        Some(CreditLease {
+            remaining: 93,
+            period: start
+        })
+    );
+    // Given back within the period: all of it.
+    let back = |amount, period, at| {
+        let (store, id) = (store.clone(), token.id.clone());
+        async move {
+            store
+                .return_credits(&id, amount, period, at)
+                .await
+                .expect("returned")
+        }
+    };
+    assert!(back(7, start, start + Duration::seconds(9)).await);
+    assert_eq!(remaining(store.clone(), token.id.clone()).await, Some(100));
+
+    // Leased before a refill and given back after it: dropped, the refill topped up already.
+    let taken = lease(40, 40, start + Duration::seconds(9))
+        .await
+        .expect("taken");
+    assert_eq!(taken.remaining, 60);
+    assert!(
+        !back(40, taken.period, start + Duration::seconds(10)).await,
+        "a refill was due"
+    );
+    let refilled = lease(1, 1, start + Duration::seconds(10))
+        .await
+        .expect("taken");
+    assert_eq!(refilled.remaining, 99, "topped up to 100, not 140");
+    assert_eq!(refilled.period, start + Duration::seconds(10));
+    assert!(
+        !back(40, taken.period, start + Duration::seconds(11)).await,
+        "refilled since"
+    );
+    assert!(back(1, refilled.period, start + Duration::seconds(11)).await);
+    assert_eq!(remaining(store.clone(), token.id.clone()).await, Some(100));
+
+    // Credits replaced by an update: a lease of the old ones is dropped on return.
+    let old = lease(30, 30, start + Duration::seconds(11))
+        .await
+        .expect("taken");
+    let replace = TokenChanges {
+        credits: Some(Some(CreditGrant::parse(5, None).expect("credits"))),
+        ..Default::default()
+    };
+    let current = store.get_token(&token.id).await.expect("read");
+    store
+        .update_token(
+            &update_of(&current, replace),
+            &audit("token.update", "acme"),
+        )
+        .await
+        .expect("updated");
+    assert!(!back(30, old.period, start + Duration::seconds(12)).await);
+    assert_eq!(remaining(store.clone(), token.id.clone()).await, Some(5));
 }
