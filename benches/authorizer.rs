@@ -2,7 +2,8 @@
 //! path, with a cache-off run (every Check reads SQLite) as the naive baseline; and an allowed
 //! Check with its gRPC answer built (`check_with_answer`), for a token without metadata and one
 //! with 8 entries, in the same run; and a cached token with credits (`allowed_with_credits`, each
-//! Check spends one from a lease) beside the plain `allowed`.
+//! Check spends one from a lease) beside the plain `allowed`, and Checks needing all of three
+//! permissions or any of three (`allowed_all_of_3`, `allowed_any_of_3`).
 //!
 //! cargo bench --bench authorizer
 
@@ -281,6 +282,21 @@ fn input(tenant: &str, permission: &str) -> CheckInput {
     }
 }
 
+/// A Check needing every one of `all` and one of `any` (CheckRequest.all_permissions and
+/// any_permissions).
+fn input_of_several(tenant: &str, all: &[&str], any: &[&str]) -> CheckInput {
+    let parse = |names: &[&str]| -> Vec<Permission> {
+        names
+            .iter()
+            .map(|name| Permission::parse(name).expect("permission"))
+            .collect()
+    };
+    CheckInput {
+        permissions: PermissionQuery::new(None, parse(all), parse(any)).expect("query"),
+        ..input(tenant, "orders:read")
+    }
+}
+
 fn bench_check(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -298,6 +314,16 @@ fn bench_check(c: &mut Criterion) {
             "allowed_with_credits",
             &secrets.metered,
             input("acme", "orders:read"),
+        ),
+        (
+            "allowed_all_of_3",
+            &secrets.allowed,
+            input_of_several("acme", &["orders:read", "orders:write", "orders:list"], &[]),
+        ),
+        (
+            "allowed_any_of_3",
+            &secrets.allowed,
+            input_of_several("acme", &[], &["billing:read", "admin:read", "orders:read"]),
         ),
         (
             "permission_denied",
