@@ -26,6 +26,9 @@ pub enum Right {
     WriteAdminKeys,
     /// Set a tenant's token policy.
     WriteTenantPolicy,
+    /// Create, change and delete webhooks: they send a tenant's events to a URL of the caller's
+    /// choosing.
+    WriteWebhooks,
 }
 
 impl Right {
@@ -40,6 +43,7 @@ impl Right {
             Self::ReadAdminKeys => "admin_keys.read",
             Self::WriteAdminKeys => "admin_keys.write",
             Self::WriteTenantPolicy => "tenant_policy.write",
+            Self::WriteWebhooks => "webhooks.write",
         }
     }
 
@@ -52,7 +56,9 @@ impl Right {
             Self::WriteApiStatus
             | Self::ReadAdminKeys
             | Self::WriteAdminKeys
-            | Self::WriteTenantPolicy => AdminRole::Owner,
+            | Self::WriteTenantPolicy
+            // A webhook sends the tenant's events out of the platform.
+            | Self::WriteWebhooks => AdminRole::Owner,
         }
     }
 
@@ -91,6 +97,12 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("SuspendToken", Right::WriteTokens),
     ("ResumeToken", Right::WriteTokens),
     ("AddCredits", Right::WriteTokens),
+    ("CreateWebhook", Right::WriteWebhooks),
+    ("ListWebhooks", Right::Read),
+    ("UpdateWebhook", Right::WriteWebhooks),
+    ("DeleteWebhook", Right::WriteWebhooks),
+    ("ListWebhookDeliveries", Right::Read),
+    ("WatchEvents", Right::Read),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

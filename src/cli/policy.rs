@@ -89,6 +89,7 @@ fn set_request(args: SetArgs) -> proto::SetTenantPolicyRequest {
             require_ip_allowlist: args.require_ip_allowlist,
             enforce_on_existing: args.enforce_on_existing,
             updated_at: None,
+            leak_action: proto::LeakAction::Unspecified.into(),
         }),
     }
 }

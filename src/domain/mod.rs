@@ -3,6 +3,7 @@
 pub mod admin_key;
 pub mod credits;
 pub mod decision;
+pub mod event;
 pub mod fields;
 #[cfg(test)]
 pub(crate) mod fixtures;

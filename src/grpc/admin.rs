@@ -1037,6 +1037,66 @@ impl TokenAdminService for TokenAdminApi {
             token: Some(self.token(&token).await?),
         }))
     }
+
+    // Lifecycle events and webhooks (issue 17).
+
+    async fn create_webhook(
+        &self,
+        request: Request<proto::CreateWebhookRequest>,
+    ) -> Result<Response<proto::CreateWebhookResponse>, Status> {
+        self.auth.authorize(&request, "CreateWebhook").await?;
+        Err(Status::unimplemented("CreateWebhook"))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<proto::ListWebhooksRequest>,
+    ) -> Result<Response<proto::ListWebhooksResponse>, Status> {
+        self.auth.authorize(&request, "ListWebhooks").await?;
+        Err(Status::unimplemented("ListWebhooks"))
+    }
+
+    async fn update_webhook(
+        &self,
+        request: Request<proto::UpdateWebhookRequest>,
+    ) -> Result<Response<proto::UpdateWebhookResponse>, Status> {
+        self.auth.authorize(&request, "UpdateWebhook").await?;
+        Err(Status::unimplemented("UpdateWebhook"))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<proto::DeleteWebhookRequest>,
+    ) -> Result<Response<proto::DeleteWebhookResponse>, Status> {
+        self.auth.authorize(&request, "DeleteWebhook").await?;
+        Err(Status::unimplemented("DeleteWebhook"))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<proto::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<proto::ListWebhookDeliveriesResponse>, Status> {
+        self.auth
+            .authorize(&request, "ListWebhookDeliveries")
+            .await?;
+        Err(Status::unimplemented("ListWebhookDeliveries"))
+    }
+
+    type WatchEventsStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<proto::WatchEventsResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.auth.authorize(&request, "WatchEvents").await?;
+        Err(Status::unimplemented("WatchEvents"))
+    }
 }
 
 /// An AddCreditsRequest's token id and amount, or INVALID_ARGUMENT naming each bad field.

@@ -382,6 +382,8 @@ pub fn tenant_policy(policy: &TenantPolicy) -> proto::TenantPolicy {
         require_ip_allowlist: policy.require_ip_allowlist,
         enforce_on_existing: policy.enforce_on_existing,
         updated_at: optional_timestamp(policy.updated_at),
+        // Every leak is acted on by revoking until the policy carries its own action.
+        leak_action: proto::LeakAction::Revoke.into(),
     }
 }
 

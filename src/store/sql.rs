@@ -176,6 +176,7 @@ macro_rules! impl_store {
                 grants_json, instant, micros, strings_json,
             };
             use $crate::domain::credits::MAX_CREDITS;
+            use $crate::domain::event::{EventType, NewEvent};
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
@@ -236,6 +237,59 @@ macro_rules! impl_store {
                     .await
                     .map_err(map_error)?;
                     Ok(())
+                }
+
+                /// Writes a lifecycle event into the outbox, and in the same statement's
+                /// transaction one pending delivery per enabled webhook of its tenant that
+                /// takes its type: the event and its deliveries commit with the change that
+                /// caused them, or none of them do.
+                async fn insert_event_row(
+                    connection: &mut <$database as sqlx::Database>::Connection,
+                    event: &NewEvent,
+                ) -> Result<i64, StoreError> {
+                    let seq: i64 = sqlx::query_scalar(
+                        "INSERT INTO events (id, type, tenant, time, token_id, principal_id, data) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+                    )
+                    .bind(event.id.as_str())
+                    .bind(event.event_type.as_str())
+                    .bind(&event.tenant)
+                    .bind(micros(event.time))
+                    .bind(event.token_id.as_ref().map(TokenId::as_str))
+                    .bind(event.principal_id.as_ref().map(PrincipalId::as_str))
+                    .bind(event.data.to_string())
+                    .fetch_one(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries \
+                         (webhook_id, event_seq, state, attempts, next_attempt_at, last_error, created_at) \
+                         SELECT id, $1, 'pending', 0, $2, '', $2 FROM webhooks \
+                         WHERE tenant = $3 AND NOT disabled \
+                         AND (event_types = '' OR event_types LIKE $4)",
+                    )
+                    .bind(seq)
+                    .bind(micros(event.time))
+                    .bind(&event.tenant)
+                    .bind(format!("%,{},%", event.event_type.as_str()))
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(seq)
+                }
+
+                /// Commits a mutation together with its audit event and its lifecycle events
+                /// (`insert_event_row`), or none of them.
+                async fn commit_with_audit_and_events(
+                    mut transaction: sqlx::Transaction<'static, $database>,
+                    audit: &AuditEvent,
+                    events: &[NewEvent],
+                ) -> Result<(), StoreError> {
+                    Self::insert_audit_row(&mut transaction, audit).await?;
+                    for event in events {
+                        Self::insert_event_row(&mut transaction, event).await?;
+                    }
+                    transaction.commit().await.map_err(map_error)
                 }
 
                 /// Commits a mutation together with its audit event, or neither.
@@ -434,10 +488,10 @@ macro_rules! impl_store {
                         });
                     }
 
-                    let row = Self::insert_token_row(&mut transaction, new).await?;
-
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    let created = Self::insert_token_row(&mut transaction, new).await?.into_token()?;
+                    let event = NewEvent::token(EventType::TokenCreated, &created, token.created_at);
+                    Self::commit_with_audit_and_events(transaction, audit, &[event]).await?;
+                    Ok(created)
                 }
 
                 async fn get_token(&self, id: &TokenId) -> Result<Token, StoreError> {

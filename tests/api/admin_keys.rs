@@ -81,6 +81,12 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "SuspendToken" => (TokenManager, "tokens.write", ById),
         "ResumeToken" => (TokenManager, "tokens.write", ById),
         "AddCredits" => (TokenManager, "tokens.write", ById),
+        "CreateWebhook" => (Owner, "webhooks.write", NamesTenant),
+        "ListWebhooks" => (Viewer, "read", NamesTenant),
+        "UpdateWebhook" => (Owner, "webhooks.write", ById),
+        "DeleteWebhook" => (Owner, "webhooks.write", ById),
+        "ListWebhookDeliveries" => (Viewer, "read", ById),
+        "WatchEvents" => (Viewer, "read", NamesTenant),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
