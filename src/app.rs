@@ -39,6 +39,7 @@ use tonic_health::server::HealthReporter;
 use crate::admin::Admin;
 use crate::authz::Authorizer;
 use crate::config::{Config, ServingSettings};
+use crate::events::Events;
 use crate::fleet::Fleet;
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::{AdminAuth, KeyCache};
@@ -227,6 +228,10 @@ pub struct App {
     _shared_state_health: Option<Task<()>>,
     /// Gives back credit leases left idle (`authz::leases`); stopped with the app.
     _credit_returns: Task<()>,
+    /// Lifecycle events: WatchEvents' streams, closed at shutdown.
+    events: Arc<Events>,
+    /// Expiry notices and event retention.
+    _event_upkeep: Task<()>,
 }
 
 impl App {
@@ -439,6 +444,9 @@ impl App {
         tracing::info!(services = ?self.served, "ready: health reports serving");
 
         shutdown.await;
+        // Open WatchEvents streams end now: they would hold the drain to its deadline, and
+        // their clients resume from their last event on a replica that stays.
+        self.events.close();
         set_health(&self.health, &self.served, ServingStatus::NotServing).await;
         metrics::gauge!("tessera_health_serving").set(0.0);
         tracing::info!(
@@ -538,6 +546,7 @@ impl Starting {
             envoy,
             usage,
             shared_state,
+            events,
             ..
         } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
@@ -598,8 +607,15 @@ impl Starting {
         let limit = serving.max_request_bytes;
         let auth = AdminAuth::new(admin.configured_keys, store.clone(), admin_keys);
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
-        let token_admin =
-            TokenAdminApi::new(admin_api.clone(), auth, usage.clone(), default_rate_limit);
+        let events = Events::new(store.clone(), events);
+        let event_upkeep = Task::new(events.start_upkeep());
+        let token_admin = TokenAdminApi::new(
+            admin_api.clone(),
+            auth,
+            usage.clone(),
+            events.clone(),
+            default_rate_limit,
+        );
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();
@@ -628,6 +644,8 @@ impl Starting {
             fleet,
             _shared_state_health: shared_state_health,
             _credit_returns: credit_returns,
+            events,
+            _event_upkeep: event_upkeep,
         })
     }
 }

@@ -134,6 +134,14 @@ pub struct Settings {
     pub usage_flush_interval_ms: u64,
     /// Days minute buckets and recent calls are kept; daily rollups are kept a year.
     pub usage_retention_days: u32,
+    /// Lifecycle events are kept this many days (`TESSERA_EVENT_RETENTION_DAYS`).
+    pub event_retention_days: u32,
+    /// How often each replica looks for tokens due a `token.expiring`/`token.expired` event.
+    pub event_expiry_scan_interval_ms: u64,
+    /// How often an open WatchEvents stream looks for new events.
+    pub event_watch_poll_ms: u64,
+    /// At most this many WatchEvents streams per replica.
+    pub event_max_watchers: usize,
     /// Most usage counters (token × minute × endpoint) held between two flushes; calls that
     /// would need a new one beyond that are dropped and counted.
     pub usage_buffer_size: usize,
@@ -255,6 +263,10 @@ impl Default for Settings {
             usage_enabled: true,
             usage_flush_interval_ms: 1_000,
             usage_retention_days: 7,
+            event_retention_days: 30,
+            event_expiry_scan_interval_ms: 60_000,
+            event_watch_poll_ms: 250,
+            event_max_watchers: 256,
             usage_buffer_size: 65_536,
             usage_endpoints_per_token_per_day: EndpointBound::DEFAULT.get(),
             usage_accept_bare_token_ids: false,

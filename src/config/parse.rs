@@ -52,6 +52,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Usage recording and ReportUsage; the GeoIP database is already open.
     pub usage: UsageSettings,
+    /// Lifecycle events: retention, expiry notices, WatchEvents streams.
+    pub events: crate::events::EventSettings,
     pub telemetry: TelemetrySettings,
     /// State every replica shares on Redis; None: everything is per replica.
     pub shared_state: Option<SharedStateSettings>,
@@ -244,6 +246,21 @@ impl Config {
                 reason: "must be at least 1 (the last 24 hours need a day of minutes)".to_owned(),
             });
         }
+        let events = crate::events::EventSettings {
+            retention: chrono::Duration::days(i64::from(at_least_one(
+                "TESSERA_EVENT_RETENTION_DAYS",
+                settings.event_retention_days,
+            )?)),
+            expiry_scan_interval: at_least_one_ms(
+                "TESSERA_EVENT_EXPIRY_SCAN_INTERVAL_MS",
+                settings.event_expiry_scan_interval_ms,
+            )?,
+            watch_poll_interval: at_least_one_ms(
+                "TESSERA_EVENT_WATCH_POLL_MS",
+                settings.event_watch_poll_ms,
+            )?,
+            max_watchers: at_least_one("TESSERA_EVENT_MAX_WATCHERS", settings.event_max_watchers)?,
+        };
         let buffer_size = at_least_one("TESSERA_USAGE_BUFFER_SIZE", settings.usage_buffer_size)?;
         let pool = PoolOptions {
             max_connections: at_least_one(
@@ -318,6 +335,7 @@ impl Config {
                 geoip,
                 reports,
             },
+            events,
             telemetry: TelemetrySettings {
                 log_filter: settings.log,
                 log_format: settings.log_format,

@@ -226,6 +226,58 @@ impl NewEvent {
     }
 }
 
+/// The notices of an approaching or passed expiry, each sent once per token and expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryNotice {
+    /// `token.expiring`, within 7 days (but more than 1 day) of expiry.
+    SevenDays,
+    /// `token.expiring`, within 1 day of expiry.
+    OneDay,
+    /// `token.expired`, for expiries of the last 7 days (older ones are not announced, so a
+    /// first start on an old database does not flood endpoints).
+    Expired,
+}
+
+impl ExpiryNotice {
+    pub const ALL: [Self; 3] = [Self::SevenDays, Self::OneDay, Self::Expired];
+
+    /// The notice's key in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SevenDays => "expiring_7d",
+            Self::OneDay => "expiring_1d",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// The expiries this notice is due for at `now`: after the first instant, up to and
+    /// including the second. A token whose expiry is already within a day when first seen gets
+    /// only the one-day notice.
+    pub fn window(self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let day = chrono::Duration::days(1);
+        match self {
+            Self::SevenDays => (now + day, now + day * 7),
+            Self::OneDay => (now, now + day),
+            Self::Expired => (now - day * 7, now),
+        }
+    }
+
+    /// The event of this notice for `token`, sent at `now`.
+    pub fn event(self, token: &Token, now: DateTime<Utc>) -> NewEvent {
+        let (event_type, notice) = match self {
+            Self::SevenDays => (EventType::TokenExpiring, "7d"),
+            Self::OneDay => (EventType::TokenExpiring, "1d"),
+            Self::Expired => (EventType::TokenExpired, "expired"),
+        };
+        let mut extra = Map::new();
+        extra.insert(
+            "expiry".to_owned(),
+            json!({ "notice": notice, "expires_at": rfc3339(token.expires_at) }),
+        );
+        NewEvent::token_with(event_type, token, now, extra)
+    }
+}
+
 /// An event as the outbox holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -346,6 +398,26 @@ mod tests {
         assert_eq!(EventId::parse(id.as_str()), Some(id));
         assert_eq!(EventId::parse("evt_nope"), None);
         assert_eq!(EventId::parse("01J0000000000000000000000"), None);
+    }
+
+    #[test]
+    fn the_expiry_windows_meet_without_overlap_so_each_expiry_gets_one_notice_of_each_kind() {
+        let now = fixtures::token().created_at;
+        let (seven_from, seven_until) = ExpiryNotice::SevenDays.window(now);
+        let (one_from, one_until) = ExpiryNotice::OneDay.window(now);
+        let (expired_from, expired_until) = ExpiryNotice::Expired.window(now);
+        assert_eq!(seven_from, one_until);
+        assert_eq!(one_from, expired_until);
+        assert_eq!(seven_until - now, chrono::Duration::days(7));
+        assert_eq!(now - expired_from, chrono::Duration::days(7));
+        let token = fixtures::token();
+        let event = ExpiryNotice::OneDay.event(&token, now);
+        assert_eq!(event.event_type, EventType::TokenExpiring);
+        assert_eq!(event.data["expiry"]["notice"], "1d");
+        assert_eq!(
+            ExpiryNotice::Expired.event(&token, now).event_type,
+            EventType::TokenExpired
+        );
     }
 
     #[test]

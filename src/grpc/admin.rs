@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::admin::{self, Admin, Expiry, PrincipalChanges, TokenChanges};
 use crate::domain::admin_key::{AdminKeyId, TenantScope};
 use crate::domain::credits::CreditAmount;
+use crate::domain::event::{EventId, parse_event_types};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -16,18 +17,25 @@ use crate::domain::metadata;
 use crate::domain::policy::TenantPolicy;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::UsageScope;
+use crate::events::{Events, WatchScope};
 use crate::grpc::auth::AdminAuth;
 use crate::grpc::convert::{self, Violations};
 use crate::proto;
 use crate::proto::token_admin_service_server::TokenAdminService;
 use crate::usage::{self, Usage};
+use tokio_stream::StreamExt;
 
 const MAX_MESSAGE_LEN: usize = 1024;
+/// How often an open WatchEvents stream checks its admin key again (from the key cache, which
+/// a revocation on any replica invalidates).
+const WATCH_REAUTHORIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct TokenAdminApi {
     admin: Arc<Admin>,
-    auth: AdminAuth,
+    /// Shared with open WatchEvents streams, which check their key again while they run.
+    auth: Arc<AdminAuth>,
     usage: Arc<Usage>,
+    events: Arc<Events>,
     /// `TESSERA_DEFAULT_RATE_LIMIT_PER_MINUTE`, shown as the effective limit of tokens whose
     /// own is 0.
     default_rate_limit: u32,
@@ -38,12 +46,14 @@ impl TokenAdminApi {
         admin: Arc<Admin>,
         auth: AdminAuth,
         usage: Arc<Usage>,
+        events: Arc<Events>,
         default_rate_limit: u32,
     ) -> Self {
         Self {
             admin,
-            auth,
+            auth: Arc::new(auth),
             usage,
+            events,
             default_rate_limit,
         }
     }
@@ -1094,9 +1104,86 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.auth.authorize(&request, "WatchEvents").await?;
-        Err(Status::unimplemented("WatchEvents"))
+        let actor = self.auth.authorize(&request, "WatchEvents").await?;
+        let (scope, after) = parse_watch(request.get_ref(), &actor, self.admin.default_tenant())?;
+        let events = self.events.watch(scope, after.as_ref()).await?;
+        let events = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
+            item.map(|event| proto::WatchEventsResponse {
+                event: Some(convert::event(&event)),
+            })
+            .map_err(Status::from)
+        });
+        // The key is checked again while the stream runs, so revoking it (or its expiry) ends
+        // the stream with the same UNAUTHENTICATED a new call would get; tonic ends a stream at
+        // its first error.
+        let auth = self.auth.clone();
+        let metadata = request.metadata().clone();
+        let key_refused = tokio_stream::once(()).then(move |()| {
+            let (auth, metadata) = (auth.clone(), metadata.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(WATCH_REAUTHORIZE_EVERY).await;
+                    let probe =
+                        Request::from_parts(metadata.clone(), tonic::Extensions::default(), ());
+                    auth.authorize(&probe, "WatchEvents").await?;
+                }
+            }
+        });
+        // The stream ends when its events end (shutdown, a store error), whatever the check.
+        let events = events.map(Some).chain(tokio_stream::once(None));
+        let stream = events.merge(key_refused.map(Some)).map_while(|item| item);
+        Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// A WatchEventsRequest's scope, within the admin key's tenants, and its cursor; or
+/// INVALID_ARGUMENT naming each bad field, PERMISSION_DENIED for a tenant outside the key's.
+fn parse_watch(
+    request: &proto::WatchEventsRequest,
+    actor: &admin::Actor,
+    default_tenant: &Tenant,
+) -> Result<(WatchScope, Option<EventId>), Status> {
+    let mut violations = Violations::default();
+    let tenant = if request.all_tenants {
+        None
+    } else if request.tenant.is_empty() {
+        Some(default_tenant.clone())
+    } else {
+        violations.check("tenant", Tenant::parse(&request.tenant))
+    };
+    let types = match parse_event_types(&request.event_types) {
+        Ok(types) => Some(types),
+        Err(index) => {
+            violations.add(
+                format!("event_types[{index}]"),
+                "must be an event type such as token.created (at most 32)",
+            );
+            None
+        }
+    };
+    let after = if request.after_event_id.is_empty() {
+        Some(None)
+    } else {
+        match EventId::parse(&request.after_event_id) {
+            Some(id) => Some(Some(id)),
+            None => {
+                violations.add("after_event_id", "must be an event id (evt_…)");
+                None
+            }
+        }
+    };
+    let (types, after) = violations.finish(types.zip(after))?;
+    let tenants = match tenant {
+        Some(tenant) => {
+            actor.require_tenant(&tenant)?;
+            Some(vec![tenant])
+        }
+        None => actor
+            .tenants
+            .tenants()
+            .map(|scoped| scoped.iter().cloned().collect()),
+    };
+    Ok((WatchScope { tenants, types }, after))
 }
 
 /// An AddCreditsRequest's token id and amount, or INVALID_ARGUMENT naming each bad field.

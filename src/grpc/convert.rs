@@ -439,6 +439,11 @@ pub fn api_status(status: &model::ApiStatus) -> proto::ApiStatus {
     }
 }
 
+/// An optional id as proto3 carries it: empty when absent.
+fn or_empty(id: Option<&impl std::fmt::Display>) -> String {
+    id.map(ToString::to_string).unwrap_or_default()
+}
+
 pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
     proto::AuditEvent {
         id: event.id,
@@ -446,19 +451,55 @@ pub fn audit_event(event: &model::AuditEvent) -> proto::AuditEvent {
         actor: event.actor.clone(),
         action: event.action.clone(),
         tenant: event.tenant.clone(),
-        token_id: event
-            .token_id
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        principal_id: event
-            .principal_id
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        token_id: or_empty(event.token_id.as_ref()),
+        principal_id: or_empty(event.principal_id.as_ref()),
         summary: event.summary.clone(),
         admin_key: event.admin_key.clone(),
     }
+}
+
+/// A lifecycle event as WatchEvents sends it; its `data` object as a `google.protobuf.Struct`.
+pub fn event(event: &crate::domain::event::Event) -> proto::Event {
+    let data = match &event.data {
+        serde_json::Value::Object(members) => Some(json_struct(members)),
+        _ => None,
+    };
+    proto::Event {
+        id: event.id.to_string(),
+        r#type: event.event_type.as_str().to_owned(),
+        tenant: event.tenant.clone(),
+        time: Some(timestamp(event.time)),
+        data,
+        token_id: or_empty(event.token_id.as_ref()),
+        principal_id: or_empty(event.principal_id.as_ref()),
+    }
+}
+
+fn json_struct(members: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: members
+            .iter()
+            .map(|(name, value)| (name.clone(), json_value(value)))
+            .collect(),
+    }
+}
+
+/// JSON as protobuf's `Value`: numbers become doubles, as the well-known type defines them
+/// (every number an event holds is below 2^53, credits at most 10^15).
+fn json_value(value: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => Kind::NullValue(prost_types::NullValue::NullValue.into()),
+        Value::Bool(flag) => Kind::BoolValue(*flag),
+        Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or_default()),
+        Value::String(text) => Kind::StringValue(text.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_value).collect(),
+        }),
+        Value::Object(members) => Kind::StructValue(json_struct(members)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 pub fn admin_role(role: AdminRole) -> proto::AdminRole {

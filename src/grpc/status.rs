@@ -4,6 +4,7 @@
 //! violations for invalid input and `ErrorInfo` with a stable reason. Internal causes are logged
 //! here and never sent.
 
+use crate::events::EventsError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
@@ -252,6 +253,23 @@ impl From<AdminError> for Status {
                 tracing::error!(error = %source, "internal error in admin call");
                 internal_error()
             }
+        }
+    }
+}
+
+impl From<EventsError> for Status {
+    fn from(error: EventsError) -> Self {
+        match error {
+            EventsError::CursorExpired { .. } => {
+                with_reason(Code::OutOfRange, error.to_string(), "EVENT_CURSOR_EXPIRED")
+            }
+            EventsError::TooManyWatchers { .. } => with_reason(
+                Code::ResourceExhausted,
+                error.to_string(),
+                "TOO_MANY_WATCHERS",
+            ),
+            // A store failure is read as the admin calls read it.
+            EventsError::Store(source) => AdminError::from(source).into(),
         }
     }
 }

@@ -29,12 +29,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::EventQuery;
 use super::invalidation::{Invalidation, InvalidationSink};
 use super::{
     Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges,
     Rotation, Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
 };
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
+use crate::domain::event::{Event, EventId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
@@ -328,6 +330,33 @@ impl<S: Store> Store for Bounded<S> {
     async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError> {
         let call = self.inner.report_retired_secret_use(event);
         self.call("report_retired_secret_use", call).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        self.call("list_events", self.inner.list_events(query))
+            .await
+    }
+
+    async fn event_seq(&self, id: &EventId) -> Result<Option<i64>, StoreError> {
+        self.call("event_seq", self.inner.event_seq(id)).await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.call("last_event_seq", self.inner.last_event_seq())
+            .await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.call("prune_events", self.inner.prune_events(before, limit))
+            .await
+    }
+
+    async fn send_expiry_notices(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.call(
+            "send_expiry_notices",
+            self.inner.send_expiry_notices(now, limit),
+        )
+        .await
     }
 
     async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {

@@ -524,6 +524,42 @@ impl AuditRow {
     }
 }
 
+/// A row of `events`, its columns as `sql::event_columns!` lists them.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    seq: i64,
+    id: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    tenant: String,
+    time: i64,
+    token_id: Option<String>,
+    principal_id: Option<String>,
+    data: String,
+}
+
+impl EventRow {
+    pub(super) fn into_event(self) -> Result<crate::domain::event::Event, StoreError> {
+        use crate::domain::event::{Event, EventId, EventType};
+        Ok(Event {
+            seq: self.seq,
+            id: EventId::from_stored(self.id),
+            event_type: EventType::parse(&self.event_type).ok_or_else(|| corrupt("events.type"))?,
+            tenant: self.tenant,
+            time: instant(self.time)?,
+            token_id: self
+                .token_id
+                .map(|id| parse_field(&id, TokenId::parse, "events.token_id"))
+                .transpose()?,
+            principal_id: self
+                .principal_id
+                .map(|id| parse_field(&id, PrincipalId::parse, "events.principal_id"))
+                .transpose()?,
+            data: serde_json::from_str(&self.data).map_err(|_| corrupt("events.data"))?,
+        })
+    }
+}
+
 /// A row of `admin_keys`, its columns as `sql::admin_key_columns!` lists them.
 #[derive(sqlx::FromRow)]
 pub(super) struct AdminKeyRow {

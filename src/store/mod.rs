@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::credits::CreditGrant;
+use crate::domain::event::{Event, EventId, EventType};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
@@ -206,6 +207,18 @@ pub struct TokensNeedingAttention {
     pub expiring: u64,
     /// Never used, or last used before the given instant (as `TokenQuery::unused_since`).
     pub unused: u64,
+}
+
+/// Which events `list_events` returns.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only events of these tenants, when given (an empty list matches none).
+    pub tenants: Option<Vec<Tenant>>,
+    /// Only events of these types; empty: every type.
+    pub types: Vec<EventType>,
+    /// Only events committed after this one (`Event::seq`); 0: from the first.
+    pub after_seq: i64,
+    pub limit: u32,
 }
 
 /// How far back retention pruning deletes usage rows.
@@ -456,6 +469,29 @@ pub trait Store: Send + Sync + 'static {
     /// unless one was already written for that token in the UTC minute of `event.time`,
     /// atomically across concurrent callers and replicas; returns whether it was written.
     async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError>;
+
+    // Lifecycle events (issue 17).
+
+    /// Events after `query.after_seq`, oldest first. Never returns an event while one with a
+    /// smaller `seq` may still commit (as `list_audit_events`), so a reader resuming from the
+    /// last `seq` it saw never skips one.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError>;
+
+    /// The `seq` of the event with this id; None when there is none (never written, or pruned).
+    async fn event_seq(&self, id: &EventId) -> Result<Option<i64>, StoreError>;
+
+    /// The `seq` of the newest committed event, 0 when there is none: where a watch without a
+    /// cursor starts.
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
+
+    /// Deletes at most `limit` events older than `before`, with their webhook deliveries, and
+    /// the expiry notices of expiries before it; returns how many events went.
+    async fn prune_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// Writes the `token.expiring` (7 days and 1 day before) and `token.expired` events due at
+    /// `now` for at most `limit` tokens, each once per token, kind and expiry across all
+    /// replicas (a notice row, inserted with its event, decides); returns how many it wrote.
+    async fn send_expiry_notices(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 
     /// Every secret hash of a token, current and retired, so caches can drop them all.
     async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError>;

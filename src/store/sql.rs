@@ -103,7 +103,8 @@ pub(super) use credit_refilled_at;
 
 /// Takes `$2` credits at `$3` when the balance (`credit_balance!`) is at least `$4`, refill
 /// applied in the same statement; returns the balance after and `credits_refilled_at` (the
-/// lease's period). One statement: on Postgres the row lock serialises takers and the
+/// lease's period), with the refill amount and the period whose `credits.low` was sent, so the
+/// caller sees without another read whether this take crossed into low credits. One statement: on Postgres the row lock serialises takers and the
 /// condition is re-read after a concurrent take commits; SQLite has one writer at a time.
 #[rustfmt::skip]
 macro_rules! credit_take {
@@ -115,11 +116,20 @@ macro_rules! credit_take {
             credit_refilled_at!(),
             " WHERE id = $1 AND credits_remaining IS NOT NULL AND ",
             credit_balance!(),
-            " >= $4 RETURNING credits_remaining, credits_refilled_at"
+            " >= $4 RETURNING credits_remaining, credits_refilled_at, credits_refill_amount, \
+             credits_low_period"
         )
     };
 }
 pub(super) use credit_take;
+
+/// The columns of `events` that `codec::EventRow` decodes.
+macro_rules! event_columns {
+    () => {
+        "seq, id, type, tenant, time, token_id, principal_id, data"
+    };
+}
+pub(super) use event_columns;
 
 /// The columns of `admin_keys` that `codec::AdminKeyRow` decodes, in its order.
 macro_rules! admin_key_columns {
@@ -140,7 +150,8 @@ pub(super) use admin_key_columns;
 /// `json_array_elements` is a dialect difference in queries: a subquery yielding the
 /// elements of the JSON text array bound as `$2`, so `get_roles` is a single statement whatever
 /// the number of names. `wait_for_audit_writers` is the statement that makes a reader of the
-/// audit log wait until no audit insert is in flight (see `list_audit_events`).
+/// audit log wait until no audit insert is in flight (see `list_audit_events`);
+/// `wait_for_event_writers` the same for the outbox (see `list_events`).
 /// `token_names_role` is a condition on a `tokens` row: its JSON `roles` array holds the role
 /// name bound as `$2` (see `delete_role`).
 macro_rules! impl_store {
@@ -150,6 +161,7 @@ macro_rules! impl_store {
         backend: $backend:literal,
         json_array_elements: $json_array_elements:literal,
         wait_for_audit_writers: $wait_for_audit_writers:literal,
+        wait_for_event_writers: $wait_for_event_writers:literal,
         token_names_role: $token_names_role:literal $(,)?
     ) => {
         /// The SQL of `src/store/sql.rs`, stamped out for this backend's struct, whose private
@@ -181,13 +193,17 @@ macro_rules! impl_store {
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
             use $crate::store::sql::{
-                admin_key_columns, credit_balance, credit_refilled_at, credit_take, policy_columns, token_columns,
+                admin_key_columns, credit_balance, credit_refilled_at, credit_take, event_columns, policy_columns, token_columns,
             };
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
             use $crate::store::{
                 Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
                 Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
             };
+
+            /// What `credit_take!` returns: the balance after, the refill period, the refill
+            /// amount and the period whose `credits.low` was sent.
+            type CreditTake = (i64, i64, Option<i64>, Option<i64>);
 
             impl $store {
                 async fn insert_audit_row(
@@ -290,6 +306,76 @@ macro_rules! impl_store {
                         Self::insert_event_row(&mut transaction, event).await?;
                     }
                     transaction.commit().await.map_err(map_error)
+                }
+
+                /// After a take of credits (`credit_take!`): when it left the balance below a
+                /// tenth of the refill amount and `credits.low` was not yet sent for this refill
+                /// period, marks the period and writes the event, in one transaction whose
+                /// conditional update lets one of concurrent takers (on any replica) send it.
+                /// Costs nothing more in the common case, where the take's own answer shows
+                /// the balance is not low or the event was sent.
+                async fn note_low_credits(
+                    &self,
+                    id: &TokenId,
+                    take: &CreditTake,
+                    now: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    let (remaining, period, refill_amount, low_period) = *take;
+                    let low = refill_amount
+                        .is_some_and(|amount| remaining.saturating_mul(10) < amount);
+                    if !low || low_period == Some(period) {
+                        return Ok(());
+                    }
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "UPDATE tokens SET credits_low_period = $2 WHERE id = $1 \
+                         AND credits_refilled_at = $2 \
+                         AND (credits_low_period IS NULL OR credits_low_period <> $2) RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(id.as_str())
+                    .bind(period)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if let Some(row) = row {
+                        let event = NewEvent::token(EventType::CreditsLow, &row.into_token()?, now);
+                        Self::insert_event_row(&mut transaction, &event).await?;
+                        transaction.commit().await.map_err(map_error)?;
+                    }
+                    Ok(())
+                }
+
+                /// Commits a change of a token with its audit event and the event `event_type`
+                /// carrying the token as the change left it; returns that token.
+                async fn commit_with_token_event(
+                    transaction: sqlx::Transaction<'static, $database>,
+                    audit: &AuditEvent,
+                    row: TokenRow,
+                    event_type: EventType,
+                    at: DateTime<Utc>,
+                ) -> Result<Token, StoreError> {
+                    let token = row.into_token()?;
+                    let event = NewEvent::token(event_type, &token, at);
+                    Self::commit_with_audit_and_events(transaction, audit, &[event]).await?;
+                    Ok(token)
+                }
+
+                /// ` AND tenant IN (…)` for a listing of these tenants only.
+                fn push_tenant_filter(
+                    builder: &mut sqlx::QueryBuilder<$database>,
+                    tenants: &[Tenant],
+                ) {
+                    builder.push(" AND tenant IN (");
+                    let mut names = builder.separated(", ");
+                    for tenant in tenants {
+                        names.push_bind(tenant.as_str().to_owned());
+                    }
+                    // No tenant at all matches no row: `IN ()` is not SQL.
+                    if tenants.is_empty() {
+                        names.push("NULL");
+                    }
+                    builder.push(")");
                 }
 
                 /// Commits a mutation together with its audit event, or neither.
@@ -676,8 +762,8 @@ macro_rules! impl_store {
                         .fetch_one(&mut *transaction)
                         .await
                         .map_err(map_error)?;
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    Self::commit_with_token_event(transaction, audit, row, EventType::TokenUpdated, update.updated_at)
+                        .await
                 }
 
                 async fn rotate_token(
@@ -792,8 +878,8 @@ macro_rules! impl_store {
                             .map_err(map_error)?;
                     }
 
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    Self::commit_with_token_event(transaction, audit, row, EventType::TokenRotated, rotation.rotated_at)
+                        .await
                 }
 
                 async fn revoke_token(
@@ -816,8 +902,7 @@ macro_rules! impl_store {
                     let Some(row) = row else {
                         return Err(Self::missing_or_revoked(&mut transaction, id).await);
                     };
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    Self::commit_with_token_event(transaction, audit, row, EventType::TokenRevoked, at).await
                 }
 
                 async fn set_suspension(
@@ -844,8 +929,12 @@ macro_rules! impl_store {
                     let Some(row) = row else {
                         return Err(Self::missing_or_revoked(&mut transaction, id).await);
                     };
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    let event_type = if suspension.is_some() {
+                        EventType::TokenSuspended
+                    } else {
+                        EventType::TokenResumed
+                    };
+                    Self::commit_with_token_event(transaction, audit, row, event_type, at).await
                 }
 
                 async fn find_credential(
@@ -923,8 +1012,10 @@ macro_rules! impl_store {
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_principal()
+                    let principal = row.into_principal()?;
+                    let event = NewEvent::principal(&principal, principal.updated_at);
+                    Self::commit_with_audit_and_events(transaction, audit, &[event]).await?;
+                    Ok(principal)
                 }
 
                 async fn get_principal(
@@ -1015,8 +1106,10 @@ macro_rules! impl_store {
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_api_status()
+                    let status = row.into_api_status()?;
+                    let event = NewEvent::api_status(&status, updated_at);
+                    Self::commit_with_audit_and_events(transaction, audit, &[event]).await?;
+                    Ok(status)
                 }
 
                 async fn get_api_status(&self, scope: &ApiScope) -> Result<ApiStatus, StoreError> {
@@ -1071,16 +1164,7 @@ macro_rules! impl_store {
                     );
                     builder.push_bind(after_id);
                     if let Some(tenants) = tenants {
-                        builder.push(" AND tenant IN (");
-                        let mut names = builder.separated(", ");
-                        for tenant in tenants {
-                            names.push_bind(tenant.as_str().to_owned());
-                        }
-                        // No tenant at all matches no event: `IN ()` is not SQL.
-                        if tenants.is_empty() {
-                            names.push("NULL");
-                        }
-                        builder.push(")");
+                        Self::push_tenant_filter(&mut builder, tenants);
                     }
                     builder
                         .push(" ORDER BY id LIMIT ")
@@ -1290,8 +1374,198 @@ macro_rules! impl_store {
                     .execute(&mut *transaction)
                     .await
                     .map_err(map_error)?;
-                    Self::commit_with_audit(transaction, event).await?;
+                    let token: Option<TokenRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        token_columns!(""),
+                        " FROM tokens WHERE id = $1"
+                    ))
+                    .bind(token_id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let mut leaked = Vec::new();
+                    if let Some(token) = token {
+                        let mut leak = serde_json::Map::new();
+                        leak.insert(
+                            "leak".to_owned(),
+                            serde_json::json!({ "source": "retired_secret" }),
+                        );
+                        leaked.push(NewEvent::token_with(
+                            EventType::TokenLeaked,
+                            &token.into_token()?,
+                            event.time,
+                            leak,
+                        ));
+                    }
+                    Self::commit_with_audit_and_events(transaction, event, &leaked).await?;
                     Ok(true)
+                }
+
+                async fn list_events(
+                    &self,
+                    query: &$crate::store::EventQuery,
+                ) -> Result<Vec<$crate::domain::event::Event>, StoreError> {
+                    // Nothing newer than the cursor: answered without the writers' wait below,
+                    // so an idle watcher's polls never hold a write back.
+                    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                    if newest.is_none_or(|newest| newest <= query.after_seq) {
+                        return Ok(Vec::new());
+                    }
+                    // As in `list_audit_events`: a larger seq may commit before a smaller one,
+                    // so the page is read only once no event insert is in flight.
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    sqlx::query($wait_for_event_writers)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let mut builder = sqlx::QueryBuilder::<$database>::new(concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events WHERE seq > "
+                    ));
+                    builder.push_bind(query.after_seq);
+                    if let Some(tenants) = &query.tenants {
+                        Self::push_tenant_filter(&mut builder, tenants);
+                    }
+                    if !query.types.is_empty() {
+                        builder.push(" AND type IN (");
+                        let mut names = builder.separated(", ");
+                        for kind in &query.types {
+                            names.push_bind(kind.as_str());
+                        }
+                        builder.push(")");
+                    }
+                    builder
+                        .push(" ORDER BY seq LIMIT ")
+                        .push_bind(i64::from(query.limit));
+                    let rows: Vec<$crate::store::codec::EventRow> = builder
+                        .build_query_as()
+                        .fetch_all(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    transaction.commit().await.map_err(map_error)?;
+                    rows.into_iter().map(|row| row.into_event()).collect()
+                }
+
+                async fn event_seq(
+                    &self,
+                    id: &$crate::domain::event::EventId,
+                ) -> Result<Option<i64>, StoreError> {
+                    sqlx::query_scalar("SELECT seq FROM events WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_error)
+                }
+
+                async fn last_event_seq(&self) -> Result<i64, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    sqlx::query($wait_for_event_writers)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+                        .fetch_one(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(newest.unwrap_or(0))
+                }
+
+                async fn prune_events(
+                    &self,
+                    before: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<u64, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let seqs: Vec<i64> = sqlx::query_scalar(
+                        "SELECT seq FROM events WHERE time < $1 ORDER BY seq LIMIT $2",
+                    )
+                    .bind(micros(before))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    // Exactly the events selected: those before the cutoff up to the last one.
+                    if let Some(last) = seqs.last() {
+                        for statement in [
+                            "DELETE FROM webhook_deliveries WHERE event_seq IN \
+                             (SELECT seq FROM events WHERE seq <= $1 AND time < $2)",
+                            "DELETE FROM events WHERE seq <= $1 AND time < $2",
+                        ] {
+                            sqlx::query(statement)
+                                .bind(last)
+                                .bind(micros(before))
+                                .execute(&mut *transaction)
+                                .await
+                                .map_err(map_error)?;
+                        }
+                    }
+                    sqlx::query("DELETE FROM token_expiry_notices WHERE expires_at < $1")
+                        .bind(micros(before))
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(seqs.len() as u64)
+                }
+
+                async fn send_expiry_notices(
+                    &self,
+                    now: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<u64, StoreError> {
+                    use $crate::domain::event::ExpiryNotice;
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut sent = 0u64;
+                    for notice in ExpiryNotice::ALL {
+                        let (from, until) = notice.window(now);
+                        let rows: Vec<TokenRow> = sqlx::query_as(concat!(
+                            "SELECT ",
+                            token_columns!("t."),
+                            " FROM tokens t WHERE t.revoked_at IS NULL \
+                             AND t.expires_at > $1 AND t.expires_at <= $2 \
+                             AND NOT EXISTS (SELECT 1 FROM token_expiry_notices n \
+                             WHERE n.token_id = t.id AND n.kind = $3 AND n.expires_at = t.expires_at) \
+                             ORDER BY t.expires_at LIMIT $4"
+                        ))
+                        .bind(micros(from))
+                        .bind(micros(until))
+                        .bind(notice.as_str())
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                        for row in rows {
+                            let token = row.into_token()?;
+                            // The key decides between replicas scanning at once: the second
+                            // waits for the first to commit, then inserts nothing and sends
+                            // nothing.
+                            let claimed = sqlx::query(
+                                "INSERT INTO token_expiry_notices \
+                                 (token_id, kind, expires_at, sent_at) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (token_id, kind, expires_at) DO NOTHING",
+                            )
+                            .bind(token.id.as_str())
+                            .bind(notice.as_str())
+                            .bind(micros(token.expires_at))
+                            .bind(micros(now))
+                            .execute(&mut *transaction)
+                            .await
+                            .map_err(map_error)?
+                            .rows_affected();
+                            if claimed == 1 {
+                                let event = notice.event(&token, now);
+                                Self::insert_event_row(&mut transaction, &event).await?;
+                                sent += 1;
+                            }
+                        }
+                    }
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(sent)
                 }
 
                 async fn secret_hashes(&self, id: &TokenId) -> Result<Vec<SecretHash>, StoreError> {
@@ -1398,8 +1672,10 @@ macro_rules! impl_store {
                         .await
                         .map_err(map_error)?;
                     let row = row.ok_or(StoreError::NotFound("principal"))?;
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_principal()
+                    let principal = row.into_principal()?;
+                    let event = NewEvent::principal(&principal, updated_at);
+                    Self::commit_with_audit_and_events(transaction, audit, &[event]).await?;
+                    Ok(principal)
                 }
 
                 async fn list_principals(
@@ -1438,7 +1714,7 @@ macro_rules! impl_store {
                     now: DateTime<Utc>,
                 ) -> Result<CreditSpend, StoreError> {
                     // `credit_take!` with the cost as both the amount and the balance needed.
-                    let spent: Option<(i64, i64)> = sqlx::query_as(credit_take!())
+                    let spent: Option<CreditTake> = sqlx::query_as(credit_take!())
                         .bind(id.as_str())
                         .bind(i64::from(cost))
                         .bind(micros(now))
@@ -1446,7 +1722,9 @@ macro_rules! impl_store {
                         .fetch_optional(&self.check_pool)
                         .await
                         .map_err(map_error)?;
-                    if let Some((remaining, _)) = spent {
+                    if let Some(take) = spent {
+                        self.note_low_credits(id, &take, now).await?;
+                        let (remaining, _, _, _) = take;
                         return Ok(CreditSpend::Spent {
                             remaining: u64::try_from(remaining)
                                 .map_err(|_| corrupt("tokens.credits_remaining"))?,
@@ -1477,7 +1755,7 @@ macro_rules! impl_store {
                     now: DateTime<Utc>,
                 ) -> Result<Option<CreditLease>, StoreError> {
                     let bound = |n: u64| i64::try_from(n.min(MAX_CREDITS)).unwrap_or(i64::MAX);
-                    let taken: Option<(i64, i64)> = sqlx::query_as(credit_take!())
+                    let taken: Option<CreditTake> = sqlx::query_as(credit_take!())
                         .bind(id.as_str())
                         .bind(bound(amount))
                         .bind(micros(now))
@@ -1485,8 +1763,11 @@ macro_rules! impl_store {
                         .fetch_optional(&self.check_pool)
                         .await
                         .map_err(map_error)?;
+                    if let Some(take) = &taken {
+                        self.note_low_credits(id, take, now).await?;
+                    }
                     taken
-                        .map(|(remaining, period)| {
+                        .map(|(remaining, period, _, _)| {
                             Ok(CreditLease {
                                 remaining: u64::try_from(remaining)
                                     .map_err(|_| corrupt("tokens.credits_remaining"))?,
@@ -1564,8 +1845,8 @@ macro_rules! impl_store {
                             Some((None, None)) | Some((Some(_), None)) => StoreError::NoCredits,
                         });
                     };
-                    Self::commit_with_audit(transaction, audit).await?;
-                    row.into_token()
+                    Self::commit_with_token_event(transaction, audit, row, EventType::TokenUpdated, now)
+                        .await
                 }
 
                 async fn delete_role(
@@ -1745,6 +2026,10 @@ macro_rules! impl_store {
                     }
                     for audit in audits {
                         Self::insert_audit_row(&mut transaction, audit).await?;
+                    }
+                    for token in &stored {
+                        let event = NewEvent::token(EventType::TokenCreated, token, token.updated_at);
+                        Self::insert_event_row(&mut transaction, &event).await?;
                     }
                     transaction.commit().await.map_err(map_error)?;
                     Ok(stored)

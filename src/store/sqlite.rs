@@ -58,6 +58,7 @@ super::sql::impl_store! {
     // One writer at a time, and an event's id is taken inside its writer's transaction: ids
     // become visible in the order they were taken, so there is nothing to wait for.
     wait_for_audit_writers: "SELECT 1",
+    wait_for_event_writers: "SELECT 1",
     token_names_role: "EXISTS (SELECT 1 FROM json_each(tokens.roles) WHERE value = $2)",
 }
 

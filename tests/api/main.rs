@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod credits;
 mod envoy;
+mod events;
 mod faults;
 mod fleet;
 mod gateways;

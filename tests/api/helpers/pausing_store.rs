@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tessera::domain::admin_key::{AdminKey, AdminKeyId};
+use tessera::domain::event::{Event, EventId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
 use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
@@ -15,6 +16,7 @@ use tessera::domain::model::{
 use tessera::domain::policy::TenantPolicy;
 use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+use tessera::store::EventQuery;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
     Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation,
@@ -163,6 +165,26 @@ impl Store for PausingStore {
 
     async fn report_retired_secret_use(&self, event: &AuditEvent) -> Result<bool, StoreError> {
         self.inner.report_retired_secret_use(event).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        self.inner.list_events(query).await
+    }
+
+    async fn event_seq(&self, id: &EventId) -> Result<Option<i64>, StoreError> {
+        self.inner.event_seq(id).await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.inner.last_event_seq().await
+    }
+
+    async fn prune_events(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_events(before, limit).await
+    }
+
+    async fn send_expiry_notices(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.inner.send_expiry_notices(now, limit).await
     }
 
     async fn rotate_token(
