@@ -18,6 +18,8 @@
 //!   scoped credentials) and `rights` (the one table of TokenAdminService RPC → right).
 //! - [`usage`]: write-behind usage statistics: `recorder` (the Check path's buffer and its
 //!   flushes), ListUsage, `user_agent` and `geoip` (what a last use is shown with).
+//! - [`events`]: lifecycle events beyond the store's outbox writes: expiry notices, retention,
+//!   WatchEvents streams.
 //! - [`fleet`]: state shared by all replicas on Redis: fleet-wide rate limits, replay guard,
 //!   live replica count.
 //! - [`store`]: the `Store` trait with its Postgres and SQLite backends, the call deadline every

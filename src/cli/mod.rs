@@ -34,6 +34,7 @@ mod audit;
 mod check;
 mod connect;
 mod error;
+mod events;
 mod page;
 mod parse;
 mod policy;
@@ -161,6 +162,9 @@ pub enum Command {
     /// allowlists).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Follow lifecycle events (token.created, token.revoked, token.expiring, …) as they commit.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -175,6 +179,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::AdminKey(command) => admin_key::run(&client, command).await,
         Command::Check(args) => check::run(&client, *args).await,
         Command::Policy(command) => policy::run(&client, command).await,
+        Command::Events(command) => events::run(&client, command).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,
@@ -188,6 +193,8 @@ struct Report {
     json: Value,
     human: String,
     denied: bool,
+    /// The command printed its answer itself as it came (`events watch`).
+    quiet: bool,
 }
 
 impl Report {
@@ -196,6 +203,14 @@ impl Report {
             json,
             human,
             denied: false,
+            quiet: false,
+        }
+    }
+
+    fn quiet(self) -> Self {
+        Self {
+            quiet: true,
+            ..self
         }
     }
 
@@ -218,6 +233,9 @@ impl Report {
 
     /// Writes the report to stdout; a reader that stopped early (`| head`) is no failure.
     fn print(self, json: bool) -> Result<ExitCode, CliError> {
+        if self.quiet {
+            return Ok(ExitCode::from(error::exit::OK));
+        }
         // JSON escapes control characters itself; text for people goes through `printable`,
         // which also covers lines written outside the tables.
         let text = if json {

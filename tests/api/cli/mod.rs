@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app};
 
 mod backup;
+mod events;
 mod papercuts;
 mod policy;
 mod tls;
