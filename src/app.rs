@@ -154,6 +154,8 @@ pub struct Starting {
     routes: Arc<OnceLock<Routes>>,
     /// The Check path, once connected: the metrics sampler reads its cache size.
     authorizer_slot: Arc<OnceLock<Arc<Authorizer>>>,
+    /// The admin side for the HTTP listener's leak reports, once connected.
+    admin_slot: Arc<OnceLock<Arc<Admin>>>,
     running: Running,
 }
 
@@ -349,10 +351,12 @@ impl App {
             ))
         });
         let authorizer_slot: Arc<OnceLock<Arc<Authorizer>>> = Arc::new(OnceLock::new());
-        // Answers 503 until `connect` fills the slot, like the gated gRPC services.
+        let admin_slot: Arc<OnceLock<Arc<Admin>>> = Arc::new(OnceLock::new());
+        // Answers 503 until `connect` fills the slots, like the gated gRPC services.
         let http = http_listener.map(|listener| {
             let forward_auth = ForwardAuth::new(authorizer_slot.clone(), config.envoy.clone());
-            let router = crate::http::router(forward_auth, &config.http);
+            let leaks = crate::http::leaks::Leaks::new(admin_slot.clone(), &config.http.leaks);
+            let router = crate::http::router(forward_auth, leaks, &config.http);
             Task::new(crate::http::serve(
                 listener,
                 tls.clone(),
@@ -380,6 +384,7 @@ impl App {
             health,
             routes,
             authorizer_slot,
+            admin_slot,
             running: Running {
                 stop,
                 cut_off,
@@ -627,6 +632,7 @@ impl Starting {
         debug_assert!(served.iter().all(|name| GATED_SERVICES.contains(name)));
         let _ = self.routes.set(routes.prepare());
         let _ = self.authorizer_slot.set(authorizer.clone());
+        let _ = self.admin_slot.set(admin_api.clone());
 
         let credit_returns = Task::new(authorizer.start_credit_returns());
         Ok(App {

@@ -167,6 +167,11 @@ pub struct Settings {
     /// A MaxMind-format (GeoIP2 / GeoLite2 City) database, for the location of a token's last
     /// use; unset: no locations.
     pub geoip_database: Option<PathBuf>,
+    /// GitHub's secret scanning key list (`{"public_keys": [...]}`, as GitHub publishes it),
+    /// re-read when it changes; unset: `POST /secret-scanning/github` is not served.
+    pub github_scanning_keys_file: Option<PathBuf>,
+    /// `POST /leaked-tokens` requests per client IP (IPv6: per /64) per minute, also the burst.
+    pub leak_reports_per_minute: u32,
     /// Log filter in `tracing` EnvFilter syntax.
     pub log: String,
     /// `text` or `json`.
@@ -274,6 +279,8 @@ impl Default for Settings {
             usage_report_handle_ttl_seconds: DEFAULT_HANDLE_LIFETIME.num_seconds().unsigned_abs(),
             report_handle_key: None,
             geoip_database: None,
+            github_scanning_keys_file: None,
+            leak_reports_per_minute: 10,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),

@@ -33,6 +33,7 @@ pub use crate::store::{PrincipalChanges, TokenChanges};
 pub use rights::Right;
 
 pub mod keys;
+mod leaks;
 pub mod rights;
 
 pub use keys::{CreateAdminKey, IssuedAdminKey};
@@ -1365,6 +1366,9 @@ fn describe_policy(policy: &TenantPolicy) -> String {
     }
     if policy.require_ip_allowlist {
         rules.push("require_ip_allowlist".to_owned());
+    }
+    if policy.leak_action != crate::domain::leak::LeakAction::Revoke {
+        rules.push(format!("leak_action {}", policy.leak_action.as_str()));
     }
     if rules.is_empty() {
         rules.push("no rules".to_owned());

@@ -58,6 +58,29 @@ pub struct SetArgs {
     /// Deny tokens that break the policy at Check (POLICY_VIOLATION), not only list them.
     #[arg(long)]
     enforce_on_existing: bool,
+
+    /// What a leak report (GitHub secret scanning, POST /leaked-tokens) does to a live token.
+    #[arg(long, value_enum, default_value_t = LeakAction::Revoke)]
+    leak_action: LeakAction,
+}
+
+/// The actions `--leak-action` takes, as the proto's `LeakAction` names them without their
+/// prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeakAction {
+    /// Revoke the token at once, on every replica.
+    Revoke,
+    /// Leave it working: an event, an audit entry and a metric only.
+    Notify,
+}
+
+impl From<LeakAction> for proto::LeakAction {
+    fn from(action: LeakAction) -> Self {
+        match action {
+            LeakAction::Revoke => Self::Revoke,
+            LeakAction::Notify => Self::Notify,
+        }
+    }
 }
 
 pub(super) async fn run(args: &ClientArgs, command: PolicyCommand) -> Result<Report, CliError> {
@@ -89,7 +112,7 @@ fn set_request(args: SetArgs) -> proto::SetTenantPolicyRequest {
             require_ip_allowlist: args.require_ip_allowlist,
             enforce_on_existing: args.enforce_on_existing,
             updated_at: None,
-            leak_action: proto::LeakAction::Unspecified.into(),
+            leak_action: proto::LeakAction::from(args.leak_action).into(),
         }),
     }
 }

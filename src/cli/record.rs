@@ -162,6 +162,13 @@ impl Field {
         Self::enumeration(*number, name, "ADMIN_ROLE_")
     }
 
+    fn leak_action(number: &i32) -> Self {
+        let name = proto::LeakAction::try_from(*number)
+            .ok()
+            .map(|action| action.as_str_name());
+        Self::enumeration(*number, name, "LEAK_ACTION_")
+    }
+
     fn deny_reason(number: &i32) -> Self {
         let name = proto::DenyReason::try_from(*number)
             .ok()
@@ -315,6 +322,7 @@ record_from! {
         require_ip_allowlist: Field::flag,
         enforce_on_existing: Field::flag,
         updated_at: Field::time,
+        leak_action: Field::leak_action,
     }
     proto::Principal {
         tenant: Field::text,

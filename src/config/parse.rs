@@ -24,6 +24,7 @@ use crate::domain::usage::EndpointBound;
 use crate::fleet::{FleetSettings, RedisEndpoint};
 use crate::grpc::envoy::EnvoySettings;
 use crate::http::HttpSettings;
+use crate::http::leaks::LeakSettings;
 use crate::store::{self, PoolOptions, Store, StoreError};
 use crate::telemetry::TelemetrySettings;
 use crate::tls::TlsSettings;
@@ -509,6 +510,28 @@ fn http(settings: &Settings, serving: &ServingSettings) -> Result<HttpSettings, 
         request_timeout: serving.request_timeout,
         max_concurrent_requests: serving.max_concurrent_requests,
         drain_timeout: serving.drain_timeout,
+        leaks: leaks(settings)?,
+    })
+}
+
+/// The leak report routes: the keys file read once here (a bad one fails the start, naming the
+/// setting; later changes are re-read by the route), the rate limit, the client IP's hops.
+fn leaks(settings: &Settings) -> Result<LeakSettings, ConfigError> {
+    if let Some(path) = &settings.github_scanning_keys_file {
+        crate::http::leaks::load_keys(path).map_err(|error| ConfigError::Invalid {
+            setting: "TESSERA_GITHUB_SCANNING_KEYS_FILE",
+            reason: error.to_string(),
+        })?;
+    }
+    Ok(LeakSettings {
+        github_keys_file: settings.github_scanning_keys_file.clone(),
+        reports_per_minute: NonZeroU32::new(settings.leak_reports_per_minute).ok_or(
+            ConfigError::Invalid {
+                setting: "TESSERA_LEAK_REPORTS_PER_MINUTE",
+                reason: "must be at least 1".to_owned(),
+            },
+        )?,
+        trusted_hops: usize::try_from(settings.envoy_trusted_hops).unwrap_or(usize::MAX),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod fields;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod http;
+pub mod leak;
 pub mod metadata;
 pub mod model;
 pub mod network;

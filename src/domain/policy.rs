@@ -13,6 +13,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::fields::Tenant;
+use super::leak::LeakAction;
 use super::model::Token;
 use super::permission::{self, Grant};
 
@@ -41,6 +42,8 @@ pub struct TenantPolicy {
     /// Check denies tokens that break the policy (`POLICY_VIOLATION`) instead of only listing
     /// them.
     pub enforce_on_existing: bool,
+    /// What a leak report does to a live token of the tenant (default: revoke).
+    pub leak_action: LeakAction,
     /// None when the policy was never set.
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -101,6 +104,7 @@ impl TenantPolicy {
             allowed_permissions: Vec::new(),
             require_ip_allowlist: false,
             enforce_on_existing: false,
+            leak_action: LeakAction::Revoke,
             updated_at: None,
         }
     }

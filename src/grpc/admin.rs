@@ -99,6 +99,13 @@ pub fn parse_tenant_policy(
     let max_lifetime = violations.duration("policy.max_lifetime", raw.max_lifetime);
     let default_lifetime = violations.duration("policy.default_lifetime", raw.default_lifetime);
     let allowed = violations.grants("policy.allowed_permissions", &raw.allowed_permissions);
+    let leak_action = convert::parse_leak_action(raw.leak_action);
+    if leak_action.is_none() {
+        violations.add(
+            "policy.leak_action",
+            "must be LEAK_ACTION_REVOKE or LEAK_ACTION_NOTIFY",
+        );
+    }
     let parsed = (|| {
         Some(TenantPolicy {
             tenant: tenant?,
@@ -109,6 +116,7 @@ pub fn parse_tenant_policy(
             allowed_permissions: allowed?,
             require_ip_allowlist: raw.require_ip_allowlist,
             enforce_on_existing: raw.enforce_on_existing,
+            leak_action: leak_action?,
             updated_at: None,
         })
     })();

@@ -14,6 +14,7 @@ use crate::domain::admin_key::{AdminKey, AdminRole};
 use crate::domain::credits::{CreditGrant, Credits, Refill};
 use crate::domain::decision::DenyReason;
 use crate::domain::fields::{self, InvalidField};
+use crate::domain::leak::LeakAction;
 use crate::domain::metadata::Metadata;
 use crate::domain::model::{self, TokenState};
 use crate::domain::network::IpAllowlist;
@@ -382,8 +383,7 @@ pub fn tenant_policy(policy: &TenantPolicy) -> proto::TenantPolicy {
         require_ip_allowlist: policy.require_ip_allowlist,
         enforce_on_existing: policy.enforce_on_existing,
         updated_at: optional_timestamp(policy.updated_at),
-        // Every leak is acted on by revoking until the policy carries its own action.
-        leak_action: proto::LeakAction::Revoke.into(),
+        leak_action: proto::LeakAction::from(policy.leak_action).into(),
     }
 }
 
@@ -507,6 +507,24 @@ pub fn admin_role(role: AdminRole) -> proto::AdminRole {
         AdminRole::Viewer => proto::AdminRole::Viewer,
         AdminRole::TokenManager => proto::AdminRole::TokenManager,
         AdminRole::Owner => proto::AdminRole::Owner,
+    }
+}
+
+impl From<LeakAction> for proto::LeakAction {
+    fn from(action: LeakAction) -> Self {
+        match action {
+            LeakAction::Revoke => Self::Revoke,
+            LeakAction::Notify => Self::Notify,
+        }
+    }
+}
+
+/// The leak action a policy names: unspecified is the default, revoke; None for a number the
+/// proto lacks.
+pub fn parse_leak_action(raw: i32) -> Option<LeakAction> {
+    match proto::LeakAction::try_from(raw).ok()? {
+        proto::LeakAction::Unspecified | proto::LeakAction::Revoke => Some(LeakAction::Revoke),
+        proto::LeakAction::Notify => Some(LeakAction::Notify),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tessera's HTTP surface on `TESSERA_HTTP_LISTEN`: one HTTP/1.1 (and h2c, or h2 over TLS)
 //! listener with a small axum router, so that later paths join the same limits, metrics, drain
-//! and TLS. Today it serves forward-auth for nginx, Caddy and Traefik ([`forward_auth`]).
+//! and TLS. It serves forward-auth for nginx, Caddy and Traefik ([`forward_auth`]) and leak
+//! reports ([`leaks`]: GitHub secret scanning and `/leaked-tokens`).
 //!
 //! Limits, each answered rather than queued: headers larger than `TESSERA_HTTP_MAX_HEADER_BYTES`
 //! (431 on HTTP/1.1; h2 refuses the stream), bodies larger than `TESSERA_HTTP_MAX_BODY_BYTES`
@@ -17,6 +18,7 @@
 //! still open at the drain deadline are dropped.
 
 pub mod forward_auth;
+pub mod leaks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +44,11 @@ use crate::tls::Tls;
 
 /// The paths this listener serves, as metric labels: each request counts under the first whose
 /// path it is or lies below.
-pub const ROUTES: &[(&str, &str)] = &[(forward_auth::PATH, "forward_auth")];
+pub const ROUTES: &[(&str, &str)] = &[
+    (forward_auth::PATH, "forward_auth"),
+    (leaks::GITHUB_PATH, "secret_scanning_github"),
+    (leaks::REPORT_PATH, "leaked_tokens"),
+];
 
 /// The listener's limits (parsed from `TESSERA_HTTP_*`, the timeout and concurrency shared with
 /// the gRPC listener's settings).
@@ -58,6 +64,8 @@ pub struct HttpSettings {
     pub max_concurrent_requests: usize,
     /// After shutdown, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// The leak report routes' keys file, rate limit and client IP (src/http/leaks.rs).
+    pub leaks: leaks::LeakSettings,
 }
 
 /// The peer of an accepted connection, for handlers that need the client's address.
@@ -65,12 +73,17 @@ pub struct HttpSettings {
 pub struct Peer(pub SocketAddr);
 
 /// The router: every route of the listener, behind its limits and metrics.
-pub fn router(forward_auth: forward_auth::ForwardAuth, settings: &HttpSettings) -> Router {
+pub fn router(
+    forward_auth: forward_auth::ForwardAuth,
+    leaks: leaks::Leaks,
+    settings: &HttpSettings,
+) -> Router {
     let limits = Arc::new(Limits {
         in_flight: Semaphore::new(settings.max_concurrent_requests),
         request_timeout: settings.request_timeout,
     });
     forward_auth::routes(forward_auth, settings.max_body_bytes)
+        .merge(leaks::routes(leaks, settings.max_body_bytes))
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not_found") })
         .layer(axum::middleware::from_fn(move |request, next| {
             let limits = limits.clone();
@@ -125,6 +138,7 @@ fn route_label(path: &str) -> &'static str {
 fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200 => "200",
+        202 => "202",
         400 => "400",
         401 => "401",
         403 => "403",
@@ -267,5 +281,10 @@ mod tests {
         assert_eq!(route_label("/forward-auth/api/v1/x"), "forward_auth");
         assert_eq!(route_label("/forward-authx"), "unmatched");
         assert_eq!(route_label("/a/b/c/123"), "unmatched");
+        assert_eq!(route_label("/leaked-tokens"), "leaked_tokens");
+        assert_eq!(
+            route_label("/secret-scanning/github"),
+            "secret_scanning_github"
+        );
     }
 }

@@ -38,6 +38,7 @@ use super::{
 use crate::domain::admin_key::{AdminKey, AdminKeyId};
 use crate::domain::event::{Event, EventId};
 use crate::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use crate::domain::leak::{LeakFinding, LeakReport};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
@@ -450,6 +451,17 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<TenantPolicy, StoreError> {
         let call = self.inner.set_tenant_policy(policy, audit);
         self.call("set_tenant_policy", call).await
+    }
+
+    // Leak reports (issue 17).
+
+    async fn report_leak(
+        &self,
+        hash: &SecretHash,
+        report: &LeakReport,
+    ) -> Result<LeakFinding, StoreError> {
+        self.call("report_leak", self.inner.report_leak(hash, report))
+            .await
     }
 
     async fn known_secret_hashes(

@@ -17,6 +17,7 @@ use crate::domain::credits::{Credits, Refill};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::leak::LeakAction;
 use crate::domain::metadata::Metadata;
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, Principal, Role, SecretMatch, Suspension, Token,
@@ -359,6 +360,7 @@ pub(super) struct PolicyRow {
     policy_require_ip_allowlist: Option<bool>,
     policy_enforce_on_existing: Option<bool>,
     policy_updated_at: Option<i64>,
+    policy_leak_action: Option<String>,
 }
 
 /// A policy's values in their stored form, ready to bind.
@@ -416,6 +418,11 @@ impl PolicyRow {
             )?,
             require_ip_allowlist: self.policy_require_ip_allowlist.unwrap_or(false),
             enforce_on_existing: self.policy_enforce_on_existing.unwrap_or(false),
+            leak_action: match self.policy_leak_action.as_deref() {
+                None => LeakAction::default(),
+                Some(stored) => LeakAction::parse(stored)
+                    .ok_or_else(|| corrupt("tenant_policies.leak_action"))?,
+            },
             updated_at: optional_instant(self.policy_updated_at)?,
         }))
     }
@@ -894,6 +901,7 @@ mod tests {
             policy_require_ip_allowlist: policy.map(|policy| policy.require_ip_allowlist),
             policy_enforce_on_existing: policy.map(|policy| policy.enforce_on_existing),
             policy_updated_at: params.as_ref().map(|p| p.updated_at),
+            policy_leak_action: policy.map(|policy| policy.leak_action.as_str().to_owned()),
         }
     }
 
@@ -908,6 +916,7 @@ mod tests {
             allowed_permissions: grants(&["orders:*", "fn:Report"]),
             require_ip_allowlist: true,
             enforce_on_existing: true,
+            leak_action: LeakAction::Notify,
             updated_at: Some(at(1_700_000_000_000_009)),
         };
         assert_eq!(

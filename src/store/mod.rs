@@ -17,6 +17,7 @@ use crate::domain::event::{Event, EventId, EventType};
 use crate::domain::fields::{
     ApiScope, Description, PrincipalId, RoleName, Tenant, TokenId, TokenName,
 };
+use crate::domain::leak::{LeakFinding, LeakReport};
 use crate::domain::metadata::{Metadata, MetadataChange};
 use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
@@ -579,6 +580,20 @@ pub trait Store: Send + Sync + 'static {
         policy: &TenantPolicy,
         audit: &AuditEvent,
     ) -> Result<TenantPolicy, StoreError>;
+
+    // Leak reports (issue 17).
+
+    /// Acts on a report that the secret with this hash leaked, in one transaction: the token
+    /// whose current secret it is (or a retired secret still in its grace period), when it still
+    /// works, is revoked or left working by its tenant's `leak_action`, with the audit entry and
+    /// the `token.leaked` event (and `token.revoked`) of `domain::leak`. A token that no longer
+    /// works, and a notified token whose last `token.leaked` is younger than
+    /// `leak::REPEAT_WINDOW_SECONDS`, change nothing and write nothing.
+    async fn report_leak(
+        &self,
+        hash: &SecretHash,
+        report: &LeakReport,
+    ) -> Result<LeakFinding, StoreError>;
 
     /// Which of `hashes` are already a secret (current or retired) of some token.
     async fn known_secret_hashes(

@@ -68,7 +68,8 @@ macro_rules! policy_columns {
             $prefix, "allowed_permissions AS policy_allowed_permissions, ",
             $prefix, "require_ip_allowlist AS policy_require_ip_allowlist, ",
             $prefix, "enforce_on_existing AS policy_enforce_on_existing, ",
-            $prefix, "updated_at AS policy_updated_at"
+            $prefix, "updated_at AS policy_updated_at, ",
+            $prefix, "leak_action AS policy_leak_action"
         )
     };
 }
@@ -177,6 +178,7 @@ macro_rules! impl_store {
                 ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension,
                 Token,
             };
+            use $crate::domain::leak::{self, LeakAction, LeakFinding, LeakOutcome, LeakReport};
             use $crate::domain::policy::TenantPolicy;
             use $crate::domain::signature::SealedSigningKey;
             use $crate::domain::token::SecretHash;
@@ -1929,7 +1931,7 @@ macro_rules! impl_store {
                         "INSERT INTO tenant_policies (tenant, max_lifetime_seconds, \
                          default_lifetime_seconds, require_expiry, max_tokens_per_owner, \
                          allowed_permissions, require_ip_allowlist, enforce_on_existing, \
-                         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         updated_at, leak_action) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (tenant) DO UPDATE SET \
                          max_lifetime_seconds = excluded.max_lifetime_seconds, \
                          default_lifetime_seconds = excluded.default_lifetime_seconds, \
@@ -1938,7 +1940,8 @@ macro_rules! impl_store {
                          allowed_permissions = excluded.allowed_permissions, \
                          require_ip_allowlist = excluded.require_ip_allowlist, \
                          enforce_on_existing = excluded.enforce_on_existing, \
-                         updated_at = excluded.updated_at \
+                         updated_at = excluded.updated_at, \
+                         leak_action = excluded.leak_action \
                          RETURNING ",
                         policy_columns!("")
                     ))
@@ -1951,12 +1954,121 @@ macro_rules! impl_store {
                     .bind(policy.require_ip_allowlist)
                     .bind(policy.enforce_on_existing)
                     .bind(params.updated_at)
+                    .bind(policy.leak_action.as_str())
                     .fetch_one(&mut *transaction)
                     .await
                     .map_err(map_error)?;
                     Self::commit_with_audit(transaction, audit).await?;
                     row.into_policy()?
                         .ok_or_else(|| corrupt("tenant_policies: upsert returned no row"))
+                }
+
+                // Leak reports (issue 17).
+
+                async fn report_leak(
+                    &self,
+                    hash: &SecretHash,
+                    report: &LeakReport,
+                ) -> Result<LeakFinding, StoreError> {
+                    let nothing = |outcome| LeakFinding { outcome, token: None };
+                    // A read first, outside any transaction: a secret no token has (the common
+                    // case of a flood) takes no write lock.
+                    let matched: Option<(String, Option<i64>)> = sqlx::query_as(
+                        "SELECT id, NULL AS grace_until FROM tokens WHERE secret_hash = $1 \
+                         UNION ALL \
+                         SELECT token_id, grace_until FROM retired_secrets WHERE secret_hash = $1 \
+                         LIMIT 1",
+                    )
+                    .bind(hash.0.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    let token_id = match matched {
+                        None => return Ok(nothing(LeakOutcome::Unknown)),
+                        // A retired secret past its grace authenticates nothing.
+                        Some((_, Some(grace_until))) if grace_until <= micros(report.at) => {
+                            return Ok(nothing(LeakOutcome::Inactive));
+                        }
+                        Some((token_id, _)) => token_id,
+                    };
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Locks the token (a no-op update, see the top of this file), so that of
+                    // concurrent reports of one token one decides and the others see its result.
+                    let row: Option<TokenRow> = sqlx::query_as(concat!(
+                        "UPDATE tokens SET version = version WHERE id = $1 RETURNING ",
+                        token_columns!("")
+                    ))
+                    .bind(&token_id)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let Some(row) = row else {
+                        // Deleted since the read: as unknown now.
+                        return Ok(nothing(LeakOutcome::Unknown));
+                    };
+                    let token = row.into_token()?;
+                    if token.revoked_at.is_some() || token.expires_at <= report.at {
+                        return Ok(LeakFinding {
+                            outcome: LeakOutcome::Inactive,
+                            token: Some(token),
+                        });
+                    }
+                    let stored_action: Option<String> = sqlx::query_scalar(
+                        "SELECT leak_action FROM tenant_policies WHERE tenant = $1",
+                    )
+                    .bind(token.tenant.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let action = match stored_action {
+                        None => LeakAction::default(),
+                        Some(stored) => LeakAction::parse(&stored)
+                            .ok_or_else(|| corrupt("tenant_policies.leak_action"))?,
+                    };
+                    let (outcome, token) = match action {
+                        LeakAction::Revoke => {
+                            let revoked: TokenRow = sqlx::query_as(concat!(
+                                "UPDATE tokens SET revoked_at = $2, updated_at = $2, \
+                                 version = version + 1 WHERE id = $1 RETURNING ",
+                                token_columns!("")
+                            ))
+                            .bind(token.id.as_str())
+                            .bind(micros(report.at))
+                            .fetch_one(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                            (LeakOutcome::Revoked, revoked.into_token()?)
+                        }
+                        LeakAction::Notify => {
+                            let since = report.at
+                                - chrono::Duration::seconds(leak::REPEAT_WINDOW_SECONDS);
+                            let recent: Option<i64> = sqlx::query_scalar(
+                                "SELECT seq FROM events WHERE tenant = $1 AND token_id = $2 \
+                                 AND type = $3 AND time >= $4 LIMIT 1",
+                            )
+                            .bind(token.tenant.as_str())
+                            .bind(token.id.as_str())
+                            .bind(EventType::TokenLeaked.as_str())
+                            .bind(micros(since))
+                            .fetch_optional(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                            if recent.is_some() {
+                                return Ok(LeakFinding {
+                                    outcome: LeakOutcome::Repeated,
+                                    token: Some(token),
+                                });
+                            }
+                            (LeakOutcome::Notified, token)
+                        }
+                    };
+                    let audit = leak::leak_audit(&token, report, outcome);
+                    let events = leak::leak_events(&token, report, outcome);
+                    Self::commit_with_audit_and_events(transaction, &audit, &events).await?;
+                    Ok(LeakFinding {
+                        outcome,
+                        token: Some(token),
+                    })
                 }
 
                 async fn known_secret_hashes(

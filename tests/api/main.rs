@@ -16,6 +16,7 @@ mod hostile_input;
 mod hot_path;
 mod import;
 mod key_separation;
+mod leaks;
 mod metadata_suspension;
 mod ops;
 mod policy;

@@ -120,6 +120,8 @@ async fn a_tenant_without_a_policy_has_every_rule_off_and_a_set_policy_reads_bac
         none,
         proto::TenantPolicy {
             tenant: TENANT.to_owned(),
+            // Shown as the action it is, not unspecified.
+            leak_action: proto::LeakAction::Revoke.into(),
             ..Default::default()
         }
     );
@@ -132,6 +134,7 @@ async fn a_tenant_without_a_policy_has_every_rule_off_and_a_set_policy_reads_bac
         allowed_permissions: strings(&["fn:Report", "orders:*"]),
         require_ip_allowlist: true,
         enforce_on_existing: true,
+        leak_action: proto::LeakAction::Notify.into(),
         ..Default::default()
     };
     let stored = set_policy(&app, wanted.clone()).await.expect("policy set");
@@ -153,6 +156,7 @@ async fn a_tenant_without_a_policy_has_every_rule_off_and_a_set_policy_reads_bac
     let event = events.last().expect("event");
     assert_eq!(event.action, "tenant_policy.set");
     assert!(event.summary.contains("max_lifetime 90 days"), "{event:?}");
+    assert!(event.summary.contains("leak_action notify"), "{event:?}");
 }
 
 async fn a_policy_that_contradicts_itself_is_invalid_naming_the_field_and_nothing_is_written(

@@ -21,6 +21,26 @@ async fn a_tenant_policy_is_set_shown_and_its_violators_listed_from_the_command_
     assert_eq!(set["policy"]["allowed_permissions"][0], "orders:read");
     assert_eq!(set["policy"]["max_tokens_per_owner"], 5);
     assert_eq!(set["policy"]["enforce_on_existing"], true);
+    assert_eq!(
+        set["policy"]["leak_action"], "LEAK_ACTION_REVOKE",
+        "the default"
+    );
+    let notify = admin(&app, "policy set --tenant acme --leak-action notify --json")
+        .await
+        .json(0);
+    assert_eq!(notify["policy"]["leak_action"], "LEAK_ACTION_NOTIFY");
+    assert_eq!(
+        notify["policy"]["max_tokens_per_owner"], 0,
+        "the rest is off"
+    );
+    let set = admin(
+        &app,
+        "policy set --tenant acme --max-lifetime 30d --allow-permission orders:read \
+         --max-tokens-per-owner 5 --enforce-on-existing --leak-action revoke --json",
+    )
+    .await
+    .json(0);
+    assert_eq!(set["policy"]["leak_action"], "LEAK_ACTION_REVOKE");
 
     let shown = admin(&app, "policy get --tenant acme").await;
     assert_contains(shown.stdout(0), "max lifetime");

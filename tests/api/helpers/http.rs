@@ -55,6 +55,30 @@ pub async fn send(
     parse_answer(&raw)
 }
 
+/// A POST of `body` (its `content-length` set) with `headers` to `address` on a fresh connection.
+pub async fn post(
+    address: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    let mut request = format!(
+        "POST {target} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    let mut stream = TcpStream::connect(address).await.expect("connects");
+    stream.write_all(&bytes).await.expect("sends");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("reads");
+    parse_answer(&raw)
+}
+
 /// A GET with a bearer token (none when `token` is empty) and extra headers.
 pub async fn get(
     address: SocketAddr,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tessera::domain::admin_key::{AdminKey, AdminKeyId};
 use tessera::domain::event::{Event, EventId};
 use tessera::domain::fields::{ApiScope, PrincipalId, RoleName, Tenant, TokenId};
+use tessera::domain::leak::{LeakFinding, LeakReport};
 use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
@@ -30,6 +31,8 @@ pub struct PausingStore {
     armed: Mutex<Option<(Read, Hold)>>,
     /// Reads of API statuses, of one scope or all at once.
     api_status_reads: AtomicU64,
+    /// Leak reports that reached the store (each looks its secret up).
+    leak_lookups: AtomicU64,
 }
 
 /// The reads that can be held.
@@ -73,12 +76,18 @@ impl PausingStore {
             inner,
             armed: Mutex::new(None),
             api_status_reads: AtomicU64::new(0),
+            leak_lookups: AtomicU64::new(0),
         }
     }
 
     /// How many times API statuses were read from the database.
     pub fn api_status_reads(&self) -> u64 {
         self.api_status_reads.load(Ordering::SeqCst)
+    }
+
+    /// How many leak reports reached the store.
+    pub fn leak_lookups(&self) -> u64 {
+        self.leak_lookups.load(Ordering::SeqCst)
     }
 
     /// The next read of that kind reaches the database, then waits for `HeldRead::release`.
@@ -417,6 +426,17 @@ impl Store for PausingStore {
         audit: &AuditEvent,
     ) -> Result<TenantPolicy, StoreError> {
         self.inner.set_tenant_policy(policy, audit).await
+    }
+
+    // Leak reports (issue 17).
+
+    async fn report_leak(
+        &self,
+        hash: &SecretHash,
+        report: &LeakReport,
+    ) -> Result<LeakFinding, StoreError> {
+        self.leak_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.report_leak(hash, report).await
     }
 
     async fn known_secret_hashes(

@@ -22,6 +22,7 @@ use crate::helpers::database::TestDatabase;
 
 mod admin_keys;
 mod database;
+mod leaks;
 mod policies_imports;
 mod principals_roles;
 mod tokens;
@@ -92,6 +93,7 @@ macro_rules! store_suite {
                 policies_imports::an_import_writes_every_token_and_its_audit_events_or_nothing,
                 policies_imports::an_import_counts_the_batch_against_each_owners_live_token_limit,
                 policies_imports::known_secret_hashes_are_the_current_and_retired_ones_and_a_rotation_clears_imported,
+                leaks::a_leak_report_revokes_or_notifies_by_policy_once_and_a_dead_secret_changes_nothing,
             );
             store_suite!(@database_tests $backend;
                 database::connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
