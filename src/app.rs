@@ -227,6 +227,8 @@ pub struct App {
     _shared_state_health: Option<Task<()>>,
     /// Gives back credit leases left idle (`authz::leases`); stopped with the app.
     _credit_returns: Task<()>,
+    /// The webhook delivery worker (src/events/delivery.rs), stopped with the app.
+    _webhook_deliveries: Task<()>,
 }
 
 impl App {
@@ -538,6 +540,7 @@ impl Starting {
             envoy,
             usage,
             shared_state,
+            webhooks,
             ..
         } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
@@ -589,8 +592,9 @@ impl Starting {
                 admin.max_tokens_per_owner,
                 local_caches.clone(),
             )
-            .with_master_key(master_key)
-            .with_default_tenant(default_tenant),
+            .with_master_key(master_key.clone())
+            .with_default_tenant(default_tenant)
+            .with_webhook_rule(webhooks.rule),
         );
         // Other replicas' writes reach these caches through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(local_caches).map(Task::new);
@@ -613,6 +617,12 @@ impl Starting {
         let _ = self.authorizer_slot.set(authorizer.clone());
 
         let credit_returns = Task::new(authorizer.start_credit_returns());
+        // Webhook deliveries (issue 17): their own tasks and the admin pool, never Check's.
+        let webhook_deliveries = Task::new(crate::events::delivery::start(
+            store.clone(),
+            master_key,
+            webhooks,
+        ));
         Ok(App {
             serving,
             addresses: self.addresses,
@@ -628,6 +638,7 @@ impl Starting {
             fleet,
             _shared_state_health: shared_state_health,
             _credit_returns: credit_returns,
+            _webhook_deliveries: webhook_deliveries,
         })
     }
 }

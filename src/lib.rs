@@ -37,6 +37,7 @@ pub mod app;
 pub mod authz;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod fleet;
 pub mod gateway;
 pub mod grpc;

@@ -43,6 +43,7 @@ mod role;
 mod table;
 mod token;
 mod usage;
+mod webhook;
 
 use error::CliError;
 pub(crate) use error::error_chain;
@@ -161,6 +162,9 @@ pub enum Command {
     /// allowlists).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Create, list, change and delete webhooks, and show their deliveries.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -175,6 +179,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::AdminKey(command) => admin_key::run(&client, command).await,
         Command::Check(args) => check::run(&client, *args).await,
         Command::Policy(command) => policy::run(&client, command).await,
+        Command::Webhook(command) => webhook::run(&client, command).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,

@@ -55,6 +55,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// State every replica shares on Redis; None: everything is per replica.
     pub shared_state: Option<SharedStateSettings>,
+    /// Webhook deliveries: the address rule and the retry schedule.
+    pub webhooks: crate::events::delivery::DeliverySettings,
 }
 
 /// Redis for the fleet (`TESSERA_REDIS_*`), and what signed requests do when it is lost.
@@ -201,6 +203,7 @@ impl Config {
         let reports = reports(&settings)?;
         let database = Database::parse(&settings.database_url)?;
         let shared_state = shared_state(&settings)?;
+        let webhooks = webhook_settings(&settings)?;
         let max_tokens_per_owner = at_least_one(
             "TESSERA_MAX_TOKENS_PER_OWNER",
             settings.max_tokens_per_owner,
@@ -324,8 +327,26 @@ impl Config {
                 otlp_endpoint,
             },
             shared_state,
+            webhooks,
         })
     }
+}
+
+/// `TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS` and `TESSERA_WEBHOOK_RETRY_DELAYS`.
+fn webhook_settings(
+    settings: &Settings,
+) -> Result<crate::events::delivery::DeliverySettings, ConfigError> {
+    let retry = crate::domain::webhook::RetrySchedule::parse(&settings.webhook_retry_delays)
+        .map_err(|reason| ConfigError::Invalid {
+            setting: "TESSERA_WEBHOOK_RETRY_DELAYS",
+            reason,
+        })?;
+    Ok(crate::events::delivery::DeliverySettings::new(
+        crate::domain::webhook::AddressRule {
+            allow_private: settings.webhook_allow_private_urls,
+        },
+        retry,
+    ))
 }
 
 /// Redis: the URL (or a cluster's seeds) checked for its scheme here, so a typo names the

@@ -25,6 +25,7 @@ super::sql::impl_store! {
     json_array_elements: "SELECT jsonb_array_elements_text($2::jsonb)",
     wait_for_audit_writers: "LOCK TABLE audit_events IN SHARE MODE",
     token_names_role: "tokens.roles::jsonb @> jsonb_build_array($2::text)",
+    skip_locked: " FOR UPDATE OF d SKIP LOCKED",
 }
 
 pub struct PostgresStore {

@@ -59,6 +59,7 @@ super::sql::impl_store! {
     // become visible in the order they were taken, so there is nothing to wait for.
     wait_for_audit_writers: "SELECT 1",
     token_names_role: "EXISTS (SELECT 1 FROM json_each(tokens.roles) WHERE value = $2)",
+    skip_locked: "",
 }
 
 pub struct SqliteStore {

@@ -12,6 +12,7 @@ mod backup;
 mod papercuts;
 mod policy;
 mod tls;
+mod webhook;
 
 const TENANT: &str = "acme";
 /// A well-formed token id that no server has issued.

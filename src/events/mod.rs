@@ -1,0 +1,3 @@
+//! Lifecycle events leaving the outbox: webhook deliveries (`delivery`).
+
+pub mod delivery;
