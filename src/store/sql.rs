@@ -2074,7 +2074,19 @@ macro_rules! impl_store {
                                     attempt.attempted_at,
                                     data,
                                 );
-                                Self::insert_event_row(&mut transaction, &event).await?;
+                                let seq =
+                                    Self::insert_event_row(&mut transaction, &event).await?;
+                                // Other webhooks of the tenant hear of it; the failing one
+                                // would only fail it again for a day.
+                                sqlx::query(
+                                    "DELETE FROM webhook_deliveries \
+                                     WHERE event_seq = $1 AND webhook_id = $2",
+                                )
+                                .bind(seq)
+                                .bind(attempt.webhook_id.as_str())
+                                .execute(&mut *transaction)
+                                .await
+                                .map_err(map_error)?;
                                 became_failing = true;
                             }
                         }
