@@ -263,6 +263,23 @@ pub fn parse_update_principal(
     violations.finish(parsed)
 }
 
+/// A list request's tenant, page size and page token (its key parsed by `parse_key`), or
+/// INVALID_ARGUMENT naming each bad field.
+fn parse_tenant_page<K>(
+    tenant: &str,
+    page_size: i32,
+    page_token: &str,
+    default_tenant: &Tenant,
+    parse_key: impl Fn(&str) -> Option<K>,
+) -> Result<(Tenant, u32, Option<K>), Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse_or(tenant, default_tenant));
+    let page_size = violations.page_size(page_size);
+    let after = violations.page_token(page_token, parse_key);
+    let parsed = (|| Some((tenant?, page_size?, after?)))();
+    violations.finish(parsed)
+}
+
 /// A tenant and a role name, as GetRole and DeleteRole take them.
 fn parse_role_key(
     tenant: &str,
@@ -931,16 +948,13 @@ impl TokenAdminService for TokenAdminApi {
     ) -> Result<Response<proto::ListPrincipalsResponse>, Status> {
         let actor = self.auth.authorize(&request, "ListPrincipals").await?;
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        let tenant = violations.check(
-            "tenant",
-            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
-        );
-        let page_size = violations.page_size(request.page_size);
-        let after =
-            violations.page_token(&request.page_token, |text| PrincipalId::parse(text).ok());
-        let parsed = (|| Some((tenant?, page_size?, after?)))();
-        let (tenant, page_size, after) = violations.finish(parsed)?;
+        let (tenant, page_size, after) = parse_tenant_page(
+            &request.tenant,
+            request.page_size,
+            &request.page_token,
+            self.admin.default_tenant(),
+            |text| PrincipalId::parse(text).ok(),
+        )?;
         actor.require_tenant(&tenant)?;
         let page = self
             .admin
@@ -1064,17 +1078,13 @@ impl TokenAdminService for TokenAdminApi {
     ) -> Result<Response<proto::ListWebhooksResponse>, Status> {
         let actor = self.auth.authorize(&request, "ListWebhooks").await?;
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        let tenant = violations.check(
-            "tenant",
-            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
-        );
-        let page_size = violations.page_size(request.page_size);
-        let after = violations.page_token(&request.page_token, |text| {
-            crate::domain::webhook::WebhookId::parse(text).ok()
-        });
-        let parsed = (|| Some((tenant?, page_size?, after?)))();
-        let (tenant, page_size, after) = violations.finish(parsed)?;
+        let (tenant, page_size, after) = parse_tenant_page(
+            &request.tenant,
+            request.page_size,
+            &request.page_token,
+            self.admin.default_tenant(),
+            |text| crate::domain::webhook::WebhookId::parse(text).ok(),
+        )?;
         actor.require_tenant(&tenant)?;
         let page = self
             .admin
