@@ -49,9 +49,12 @@ fn describe(webhook: &Webhook) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // The host only: a receiver's path or query may carry its own credential.
     format!(
         "webhook {} ({}) to {} for {types}",
-        webhook.id, webhook.secret_hint, webhook.url
+        webhook.id,
+        webhook.secret_hint,
+        webhook.url.url().host_str().unwrap_or_default()
     )
 }
 
@@ -148,7 +151,10 @@ impl Admin {
         let before = self.get_webhook(actor, id).await?;
         let mut changed = Vec::new();
         if let Some(url) = &changes.url {
-            changed.push(format!("url {url}"));
+            changed.push(format!(
+                "url to {}",
+                url.url().host_str().unwrap_or_default()
+            ));
         }
         if let Some(types) = &changes.event_types {
             changed.push(format!("{} event types", types.len()));

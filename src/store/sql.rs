@@ -1770,6 +1770,13 @@ macro_rules! impl_store {
                 ) -> Result<Webhook, StoreError> {
                     let webhook = &new.webhook;
                     let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Locks the tenant's webhooks (a no-op update) before counting them, so
+                    // concurrent creates in a tenant that has one count one after the other.
+                    sqlx::query("UPDATE webhooks SET updated_at = updated_at WHERE tenant = $1")
+                        .bind(webhook.tenant.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
                     let existing: i64 =
                         sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant = $1")
                             .bind(webhook.tenant.as_str())

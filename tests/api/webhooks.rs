@@ -690,3 +690,38 @@ async fn two_replicas_on_one_postgres_deliver_each_event_exactly_once() {
     assert_eq!(per_event.len(), EVENTS);
     assert!(per_event.values().all(|count| *count == 1), "{per_event:?}");
 }
+
+#[tokio::test]
+async fn a_pending_delivery_survives_a_crash_and_is_delivered_after_the_restart() {
+    let mut app = spawn_app_with(Backend::Sqlite, |settings| {
+        webhook_settings(settings);
+        // Long enough that the crashed server cannot retry before it is gone.
+        settings.webhook_retry_delays = "2s".to_owned();
+    })
+    .await;
+    let receiver = Receiver::start(Answer::FailFirst(1)).await;
+    let (hook, secret) = webhook(&app, &receiver.url("/"), &["token.created"]).await;
+    created_token(&app).await;
+    deliveries_until(&app, &hook.id, "the first attempt failed", |listed| {
+        listed.first().is_some_and(|d| d.attempts == 1)
+    })
+    .await;
+    app.crash().await;
+
+    let restarted = app.spawn_replica().await;
+    let listed = deliveries_until(
+        &restarted,
+        &hook.id,
+        "delivered after the restart",
+        |listed| {
+            listed
+                .first()
+                .is_some_and(|d| state(d) == proto::WebhookDeliveryState::Delivered)
+        },
+    )
+    .await;
+    assert_eq!(listed[0].attempts, 2);
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| verify(&secret, r)));
+}
