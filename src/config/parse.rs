@@ -1337,4 +1337,23 @@ mod tests {
         assert!(shared.replay_fail_closed);
         assert!(!format!("{shared:?}").contains(":pw@"));
     }
+
+    #[test]
+    fn the_webhook_settings_default_to_the_day_of_retries_and_refuse_private_urls() {
+        let config = parse(Settings::default());
+        assert_eq!(
+            config.webhooks.retry,
+            crate::domain::webhook::RetrySchedule::default()
+        );
+        assert!(!config.webhooks.rule.allow_private);
+        let refused = Config::parse(Settings {
+            webhook_retry_delays: "1s, soon".to_owned(),
+            ..Settings::default()
+        })
+        .expect_err("refused");
+        assert!(
+            refused.to_string().contains("TESSERA_WEBHOOK_RETRY_DELAYS"),
+            "{refused}"
+        );
+    }
 }
