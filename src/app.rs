@@ -234,6 +234,8 @@ pub struct App {
     events: Arc<Events>,
     /// Expiry notices and event retention.
     _event_upkeep: Task<()>,
+    /// The webhook delivery worker (src/events/delivery.rs), stopped with the app.
+    _webhook_deliveries: Task<()>,
 }
 
 impl App {
@@ -552,6 +554,7 @@ impl Starting {
             usage,
             shared_state,
             events,
+            webhooks,
             ..
         } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
@@ -603,8 +606,9 @@ impl Starting {
                 admin.max_tokens_per_owner,
                 local_caches.clone(),
             )
-            .with_master_key(master_key)
-            .with_default_tenant(default_tenant),
+            .with_master_key(master_key.clone())
+            .with_default_tenant(default_tenant)
+            .with_webhook_rule(webhooks.rule),
         );
         // Other replicas' writes reach these caches through the store's feed (Postgres LISTEN).
         let invalidation_feed = store.watch_invalidations(local_caches).map(Task::new);
@@ -635,6 +639,12 @@ impl Starting {
         let _ = self.admin_slot.set(admin_api.clone());
 
         let credit_returns = Task::new(authorizer.start_credit_returns());
+        // Webhook deliveries (issue 17): their own tasks and the admin pool, never Check's.
+        let webhook_deliveries = Task::new(crate::events::delivery::start(
+            store.clone(),
+            master_key,
+            webhooks,
+        ));
         Ok(App {
             serving,
             addresses: self.addresses,
@@ -652,6 +662,7 @@ impl Starting {
             _credit_returns: credit_returns,
             events,
             _event_upkeep: event_upkeep,
+            _webhook_deliveries: webhook_deliveries,
         })
     }
 }

@@ -230,6 +230,12 @@ pub struct Settings {
     /// While Redis cannot answer, refuse signed requests (`STORE_UNAVAILABLE`) instead of
     /// checking replays per replica.
     pub replay_fail_closed: bool,
+    /// Webhook URLs may point at loopback, link-local and private addresses, at creation and
+    /// at delivery (SSRF protection off): for receivers on the same machine or network only.
+    pub webhook_allow_private_urls: bool,
+    /// The waits before each retry of a failed webhook delivery, comma-separated humantime
+    /// durations; after the last, the delivery has failed. Default: about a day of them.
+    pub webhook_retry_delays: String,
 }
 
 impl Default for Settings {
@@ -305,6 +311,8 @@ impl Default for Settings {
             redis_key_prefix: crate::fleet::DEFAULT_KEY_PREFIX.to_owned(),
             redis_ca_file: None,
             replay_fail_closed: false,
+            webhook_allow_private_urls: false,
+            webhook_retry_delays: "1s, 5s, 30s, 2m, 15m, 1h, 4h, 8h, 10h".to_owned(),
         }
     }
 }

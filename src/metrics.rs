@@ -251,6 +251,15 @@ fn describe() {
         "tessera_redis_errors_total",
         "Redis calls that failed, by operation and kind (timeout or error)"
     );
+    // Webhooks (issue 17).
+    describe_counter!(
+        "tessera_webhook_deliveries_total",
+        "Webhook delivery attempts, by result (delivered, retry, failed after the last retry, blocked by the address rule)"
+    );
+    describe_counter!(
+        "tessera_webhooks_failing_total",
+        "Webhooks that became failing: a delivery exhausted its retries (one webhook.failing event each)"
+    );
 }
 
 /// Installs the recorder if this is the first call in the process. Metrics recorded before it

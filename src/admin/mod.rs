@@ -35,6 +35,7 @@ pub use rights::Right;
 pub mod keys;
 mod leaks;
 pub mod rights;
+pub mod webhooks;
 
 pub use keys::{CreateAdminKey, IssuedAdminKey};
 
@@ -99,6 +100,12 @@ pub enum AdminError {
     Unavailable(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] StoreError),
+    /// The tenant already has the most webhooks it may have.
+    #[error("the tenant already has {limit} webhooks")]
+    WebhookLimit { limit: u32 },
+    /// Webhook secrets are stored sealed under the master key; without one, none is created.
+    #[error("webhooks need the server's master key (TESSERA_MASTER_KEY)")]
+    WebhooksUnavailable,
 }
 
 impl From<StoreError> for AdminError {
@@ -109,6 +116,7 @@ impl From<StoreError> for AdminError {
             StoreError::NoCredits => Self::NoCredits,
             StoreError::OwnerTokenLimit { limit } => Self::OwnerTokenLimit { limit },
             StoreError::VersionMismatch { .. } => Self::EtagMismatch,
+            StoreError::WebhookLimit { limit } => Self::WebhookLimit { limit },
             unavailable @ (StoreError::Unavailable(_) | StoreError::Timeout) => {
                 Self::Unavailable(unavailable)
             }
@@ -310,6 +318,8 @@ pub struct Admin {
     master_key: Option<MasterKey>,
     /// What a request naming no tenant is for (`TESSERA_DEFAULT_TENANT`).
     default_tenant: Tenant,
+    /// Which addresses webhook URLs may name (`TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS`).
+    webhook_rule: crate::domain::webhook::AddressRule,
 }
 
 impl Admin {
@@ -326,6 +336,7 @@ impl Admin {
             local_cache,
             master_key: None,
             default_tenant: Tenant::default(),
+            webhook_rule: crate::domain::webhook::AddressRule::default(),
         }
     }
 

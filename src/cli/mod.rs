@@ -44,6 +44,7 @@ mod role;
 mod table;
 mod token;
 mod usage;
+mod webhook;
 
 use error::CliError;
 pub(crate) use error::error_chain;
@@ -165,6 +166,9 @@ pub enum Command {
     /// Follow lifecycle events (token.created, token.revoked, token.expiring, …) as they commit.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Create, list, change and delete webhooks, and show their deliveries.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -180,6 +184,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::Check(args) => check::run(&client, *args).await,
         Command::Policy(command) => policy::run(&client, command).await,
         Command::Events(command) => events::run(&client, command).await,
+        Command::Webhook(command) => webhook::run(&client, command).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,

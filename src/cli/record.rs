@@ -169,6 +169,13 @@ impl Field {
         Self::enumeration(*number, name, "LEAK_ACTION_")
     }
 
+    fn webhook_delivery_state(number: &i32) -> Self {
+        let name = proto::WebhookDeliveryState::try_from(*number)
+            .ok()
+            .map(|state| state.as_str_name());
+        Self::enumeration(*number, name, "WEBHOOK_DELIVERY_STATE_")
+    }
+
     fn deny_reason(number: &i32) -> Self {
         let name = proto::DenyReason::try_from(*number)
             .ok()
@@ -414,6 +421,32 @@ record_from! {
         last_used_os: Field::text,
         last_used_location: Field::text,
         reported: Field::message,
+    }
+    proto::Webhook {
+        id: Field::text,
+        tenant: Field::text,
+        url: Field::text,
+        event_types: Field::list,
+        description: Field::text,
+        disabled: Field::flag,
+        failing_since: Field::time,
+        created_at: Field::time,
+        updated_at: Field::time,
+        secret_hint: Field::text,
+    }
+    proto::WebhookDelivery {
+        id: Field::text,
+        webhook_id: Field::text,
+        event_id: Field::text,
+        event_type: Field::text,
+        state: Field::webhook_delivery_state,
+        attempts: Field::number,
+        next_attempt_at: Field::time,
+        last_attempt_at: Field::time,
+        last_status_code: Field::number,
+        last_error: Field::text,
+        created_at: Field::time,
+        delivered_at: Field::time,
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// State every replica shares on Redis; None: everything is per replica.
     pub shared_state: Option<SharedStateSettings>,
+    /// Webhook deliveries: the address rule and the retry schedule.
+    pub webhooks: crate::events::delivery::DeliverySettings,
 }
 
 /// Redis for the fleet (`TESSERA_REDIS_*`), and what signed requests do when it is lost.
@@ -204,6 +206,7 @@ impl Config {
         let reports = reports(&settings)?;
         let database = Database::parse(&settings.database_url)?;
         let shared_state = shared_state(&settings)?;
+        let webhooks = webhook_settings(&settings)?;
         let max_tokens_per_owner = at_least_one(
             "TESSERA_MAX_TOKENS_PER_OWNER",
             settings.max_tokens_per_owner,
@@ -343,8 +346,26 @@ impl Config {
                 otlp_endpoint,
             },
             shared_state,
+            webhooks,
         })
     }
+}
+
+/// `TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS` and `TESSERA_WEBHOOK_RETRY_DELAYS`.
+fn webhook_settings(
+    settings: &Settings,
+) -> Result<crate::events::delivery::DeliverySettings, ConfigError> {
+    let retry = crate::domain::webhook::RetrySchedule::parse(&settings.webhook_retry_delays)
+        .map_err(|reason| ConfigError::Invalid {
+            setting: "TESSERA_WEBHOOK_RETRY_DELAYS",
+            reason,
+        })?;
+    Ok(crate::events::delivery::DeliverySettings::new(
+        crate::domain::webhook::AddressRule {
+            allow_private: settings.webhook_allow_private_urls,
+        },
+        retry,
+    ))
 }
 
 /// Redis: the URL (or a cluster's seeds) checked for its scheme here, so a typo names the
@@ -1356,5 +1377,24 @@ mod tests {
         assert_eq!(shared.fleet.command_timeout, Duration::from_millis(3));
         assert!(shared.replay_fail_closed);
         assert!(!format!("{shared:?}").contains(":pw@"));
+    }
+
+    #[test]
+    fn the_webhook_settings_default_to_the_day_of_retries_and_refuse_private_urls() {
+        let config = parse(Settings::default());
+        assert_eq!(
+            config.webhooks.retry,
+            crate::domain::webhook::RetrySchedule::default()
+        );
+        assert!(!config.webhooks.rule.allow_private);
+        let refused = Config::parse(Settings {
+            webhook_retry_delays: "1s, soon".to_owned(),
+            ..Settings::default()
+        })
+        .expect_err("refused");
+        assert!(
+            refused.to_string().contains("TESSERA_WEBHOOK_RETRY_DELAYS"),
+            "{refused}"
+        );
     }
 }

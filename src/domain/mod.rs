@@ -19,3 +19,4 @@ pub mod route;
 pub mod signature;
 pub mod token;
 pub mod usage;
+pub mod webhook;

@@ -138,11 +138,28 @@ impl MasterKey {
 
     /// Encrypts `key` for `token`: the token id is authenticated with it.
     pub fn seal(&self, key: &SigningKey, token: &TokenId) -> SealedSigningKey {
+        self.seal_bytes(key.0.expose_secret().as_bytes(), token.as_str())
+    }
+
+    pub fn open(
+        &self,
+        sealed: &SealedSigningKey,
+        token: &TokenId,
+    ) -> Result<SigningKey, UnsealError> {
+        let plaintext = self.open_bytes(sealed, token.as_str())?;
+        let text = String::from_utf8(plaintext.expose_secret().to_vec())
+            .map_err(|_| UnsealError::DoesNotOpen)?;
+        Ok(SigningKey(SecretString::from(text)))
+    }
+
+    /// Encrypts any secret for the row it belongs to (`owner`, authenticated with it): token
+    /// signing keys, webhook secrets (src/domain/webhook.rs), in the same sealed format.
+    pub fn seal_bytes(&self, secret: &[u8], owner: &str) -> SealedSigningKey {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
         let payload = Payload {
-            msg: key.0.expose_secret().as_bytes(),
-            aad: token.as_str().as_bytes(),
+            msg: secret,
+            aad: owner.as_bytes(),
         };
         let ciphertext = self
             .0
@@ -157,11 +174,12 @@ impl MasterKey {
         SealedSigningKey(sealed)
     }
 
-    pub fn open(
+    /// The secret `seal_bytes` sealed for `owner`.
+    pub fn open_bytes(
         &self,
         sealed: &SealedSigningKey,
-        token: &TokenId,
-    ) -> Result<SigningKey, UnsealError> {
+        owner: &str,
+    ) -> Result<secrecy::SecretSlice<u8>, UnsealError> {
         let Some((&SEALED_VERSION, rest)) = sealed.0.split_first() else {
             return Err(UnsealError::UnknownFormat);
         };
@@ -172,14 +190,13 @@ impl MasterKey {
         let nonce = XNonce::try_from(nonce).map_err(|_| UnsealError::UnknownFormat)?;
         let payload = Payload {
             msg: ciphertext,
-            aad: token.as_str().as_bytes(),
+            aad: owner.as_bytes(),
         };
         let plaintext = self
             .0
             .decrypt(&nonce, payload)
             .map_err(|_| UnsealError::DoesNotOpen)?;
-        let text = String::from_utf8(plaintext).map_err(|_| UnsealError::DoesNotOpen)?;
-        Ok(SigningKey(SecretString::from(text)))
+        Ok(secrecy::SecretSlice::from(plaintext))
     }
 }
 

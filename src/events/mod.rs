@@ -1,6 +1,7 @@
 //! Lifecycle events (issue 17) beyond the outbox writes themselves (which the store makes in the
 //! transaction of each change, `src/store/sql.rs` `insert_event_row`): the upkeep every replica
-//! runs (expiry notices, retention) and the live feed WatchEvents streams.
+//! runs (expiry notices, retention), the live feed WatchEvents streams, and webhook deliveries
+//! (`delivery`).
 //!
 //! Every replica runs the upkeep; the store makes each notice happen once (a notice row decides
 //! between replicas) and pruning is idempotent, so there is no leader to elect.
@@ -14,6 +15,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::domain::event::{Event, EventId, EventType};
 use crate::domain::fields::Tenant;
 use crate::store::{EventQuery, Store, StoreError};
+
+pub mod delivery;
 
 /// How the events machinery runs (`TESSERA_EVENT_*` settings, `src/config.rs`).
 #[derive(Debug, Clone)]

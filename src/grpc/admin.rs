@@ -281,6 +281,23 @@ pub fn parse_update_principal(
     violations.finish(parsed)
 }
 
+/// A list request's tenant, page size and page token (its key parsed by `parse_key`), or
+/// INVALID_ARGUMENT naming each bad field.
+fn parse_tenant_page<K>(
+    tenant: &str,
+    page_size: i32,
+    page_token: &str,
+    default_tenant: &Tenant,
+    parse_key: impl Fn(&str) -> Option<K>,
+) -> Result<(Tenant, u32, Option<K>), Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check("tenant", Tenant::parse_or(tenant, default_tenant));
+    let page_size = violations.page_size(page_size);
+    let after = violations.page_token(page_token, parse_key);
+    let parsed = (|| Some((tenant?, page_size?, after?)))();
+    violations.finish(parsed)
+}
+
 /// A tenant and a role name, as GetRole and DeleteRole take them.
 fn parse_role_key(
     tenant: &str,
@@ -949,16 +966,13 @@ impl TokenAdminService for TokenAdminApi {
     ) -> Result<Response<proto::ListPrincipalsResponse>, Status> {
         let actor = self.auth.authorize(&request, "ListPrincipals").await?;
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        let tenant = violations.check(
-            "tenant",
-            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
-        );
-        let page_size = violations.page_size(request.page_size);
-        let after =
-            violations.page_token(&request.page_token, |text| PrincipalId::parse(text).ok());
-        let parsed = (|| Some((tenant?, page_size?, after?)))();
-        let (tenant, page_size, after) = violations.finish(parsed)?;
+        let (tenant, page_size, after) = parse_tenant_page(
+            &request.tenant,
+            request.page_size,
+            &request.page_token,
+            self.admin.default_tenant(),
+            |text| PrincipalId::parse(text).ok(),
+        )?;
         actor.require_tenant(&tenant)?;
         let page = self
             .admin
@@ -1062,42 +1076,94 @@ impl TokenAdminService for TokenAdminApi {
         &self,
         request: Request<proto::CreateWebhookRequest>,
     ) -> Result<Response<proto::CreateWebhookResponse>, Status> {
-        self.auth.authorize(&request, "CreateWebhook").await?;
-        Err(Status::unimplemented("CreateWebhook"))
+        let actor = self.auth.authorize(&request, "CreateWebhook").await?;
+        let command = convert::create_webhook(
+            request.into_inner(),
+            self.admin.default_tenant(),
+            self.admin.webhook_rule(),
+        )?;
+        actor.require_tenant(&command.tenant)?;
+        let issued = self.admin.create_webhook(&actor, command).await?;
+        Ok(Response::new(proto::CreateWebhookResponse {
+            webhook: Some(convert::webhook(&issued.webhook)),
+            secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
+        }))
     }
 
     async fn list_webhooks(
         &self,
         request: Request<proto::ListWebhooksRequest>,
     ) -> Result<Response<proto::ListWebhooksResponse>, Status> {
-        self.auth.authorize(&request, "ListWebhooks").await?;
-        Err(Status::unimplemented("ListWebhooks"))
+        let actor = self.auth.authorize(&request, "ListWebhooks").await?;
+        let request = request.into_inner();
+        let (tenant, page_size, after) = parse_tenant_page(
+            &request.tenant,
+            request.page_size,
+            &request.page_token,
+            self.admin.default_tenant(),
+            |text| crate::domain::webhook::WebhookId::parse(text).ok(),
+        )?;
+        actor.require_tenant(&tenant)?;
+        let page = self
+            .admin
+            .list_webhooks(&actor, &tenant, page_size, after)
+            .await?;
+        Ok(Response::new(proto::ListWebhooksResponse {
+            webhooks: page.items.iter().map(convert::webhook).collect(),
+            next_page_token: convert::next_page_token(page.next),
+        }))
     }
 
     async fn update_webhook(
         &self,
         request: Request<proto::UpdateWebhookRequest>,
     ) -> Result<Response<proto::UpdateWebhookResponse>, Status> {
-        self.auth.authorize(&request, "UpdateWebhook").await?;
-        Err(Status::unimplemented("UpdateWebhook"))
+        let actor = self.auth.authorize(&request, "UpdateWebhook").await?;
+        let (id, changes) =
+            convert::update_webhook(request.into_inner(), self.admin.webhook_rule())?;
+        let webhook = self.admin.update_webhook(&actor, &id, changes).await?;
+        Ok(Response::new(proto::UpdateWebhookResponse {
+            webhook: Some(convert::webhook(&webhook)),
+        }))
     }
 
     async fn delete_webhook(
         &self,
         request: Request<proto::DeleteWebhookRequest>,
     ) -> Result<Response<proto::DeleteWebhookResponse>, Status> {
-        self.auth.authorize(&request, "DeleteWebhook").await?;
-        Err(Status::unimplemented("DeleteWebhook"))
+        let actor = self.auth.authorize(&request, "DeleteWebhook").await?;
+        let mut violations = Violations::default();
+        let id = violations.webhook_id("id", &request.get_ref().id);
+        let id = violations.finish(id)?;
+        let webhook = self.admin.delete_webhook(&actor, &id).await?;
+        Ok(Response::new(proto::DeleteWebhookResponse {
+            webhook: Some(convert::webhook(&webhook)),
+        }))
     }
 
     async fn list_webhook_deliveries(
         &self,
         request: Request<proto::ListWebhookDeliveriesRequest>,
     ) -> Result<Response<proto::ListWebhookDeliveriesResponse>, Status> {
-        self.auth
+        let actor = self
+            .auth
             .authorize(&request, "ListWebhookDeliveries")
             .await?;
-        Err(Status::unimplemented("ListWebhookDeliveries"))
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let id = violations.webhook_id("webhook_id", &request.webhook_id);
+        let page_size = violations.page_size(request.page_size);
+        let before = violations.page_token(&request.page_token, |text| text.parse::<i64>().ok());
+        let parsed = (|| Some((id?, page_size?, before?)))();
+        let (id, page_size, before) = violations.finish(parsed)?;
+        let page = self
+            .admin
+            .list_webhook_deliveries(&actor, &id, page_size, before)
+            .await?;
+        Ok(Response::new(proto::ListWebhookDeliveriesResponse {
+            deliveries: page.items.iter().map(convert::webhook_delivery).collect(),
+            next_page_token: convert::next_page_token(page.next),
+        }))
     }
 
     type WatchEventsStream = std::pin::Pin<

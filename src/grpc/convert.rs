@@ -9,10 +9,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use tonic::Status;
 use tonic_types::FieldViolation;
 
+use crate::admin::webhooks::CreateWebhook;
 use crate::authz::{Decision, RateLimitStatus};
 use crate::domain::admin_key::{AdminKey, AdminRole};
 use crate::domain::credits::{CreditGrant, Credits, Refill};
 use crate::domain::decision::DenyReason;
+use crate::domain::event::{EventType, MAX_EVENT_TYPES, parse_event_types};
 use crate::domain::fields::{self, InvalidField};
 use crate::domain::leak::LeakAction;
 use crate::domain::metadata::Metadata;
@@ -21,6 +23,9 @@ use crate::domain::network::IpAllowlist;
 use crate::domain::permission::{self, Grant, Permission};
 use crate::domain::policy::TenantPolicy;
 use crate::domain::usage::CallRecord;
+use crate::domain::webhook::{
+    AddressRule, DeliveryState, Webhook, WebhookChanges, WebhookDelivery, WebhookId, WebhookUrl,
+};
 use crate::grpc::status;
 use crate::proto;
 use crate::usage::UsageReport;
@@ -696,4 +701,162 @@ pub fn usage(report: &UsageReport) -> proto::ListUsageResponse {
             average_latency: Some(duration(reported.average_latency)),
         }),
     }
+}
+
+// Webhooks (issue 17).
+
+pub fn webhook(webhook: &Webhook) -> proto::Webhook {
+    proto::Webhook {
+        id: webhook.id.to_string(),
+        tenant: webhook.tenant.to_string(),
+        url: webhook.url.to_string(),
+        event_types: webhook
+            .event_types
+            .iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect(),
+        description: webhook.description.to_string(),
+        disabled: webhook.disabled,
+        failing_since: optional_timestamp(webhook.failing_since),
+        created_at: Some(timestamp(webhook.created_at)),
+        updated_at: Some(timestamp(webhook.updated_at)),
+        secret_hint: webhook.secret_hint.clone(),
+    }
+}
+
+pub fn webhook_delivery(delivery: &WebhookDelivery) -> proto::WebhookDelivery {
+    let state = match delivery.state {
+        DeliveryState::Pending => proto::WebhookDeliveryState::Pending,
+        DeliveryState::Delivered => proto::WebhookDeliveryState::Delivered,
+        DeliveryState::Failed => proto::WebhookDeliveryState::Failed,
+    };
+    proto::WebhookDelivery {
+        id: delivery.id.to_string(),
+        webhook_id: delivery.webhook_id.to_string(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        state: state.into(),
+        attempts: delivery.attempts,
+        next_attempt_at: (delivery.state == DeliveryState::Pending)
+            .then(|| timestamp(delivery.next_attempt_at)),
+        last_attempt_at: optional_timestamp(delivery.last_attempt_at),
+        last_status_code: delivery.last_status.map_or(0, i32::from),
+        last_error: delivery.last_error.clone(),
+        created_at: Some(timestamp(delivery.created_at)),
+        delivered_at: optional_timestamp(delivery.delivered_at),
+    }
+}
+
+impl Violations {
+    /// A webhook URL under the server's address rule.
+    pub fn webhook_url(&mut self, raw: &str, rule: AddressRule) -> Option<WebhookUrl> {
+        self.check("url", WebhookUrl::parse(raw, rule))
+    }
+
+    /// Event type names (`token.created`, …), naming the first that is none.
+    pub fn event_types(&mut self, raw: &[String]) -> Option<Vec<EventType>> {
+        match parse_event_types(raw) {
+            Ok(types) => Some(types),
+            Err(index) if index >= MAX_EVENT_TYPES => {
+                self.add(
+                    "event_types",
+                    format!("at most {MAX_EVENT_TYPES} event types"),
+                );
+                None
+            }
+            Err(index) => {
+                let known: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+                self.add(
+                    format!("event_types[{index}]"),
+                    format!("is not an event type; one of {}", known.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn webhook_id(&mut self, field: &str, raw: &str) -> Option<WebhookId> {
+        self.check(field, WebhookId::parse(raw))
+    }
+}
+
+/// A CreateWebhookRequest, or INVALID_ARGUMENT naming each bad field.
+pub fn create_webhook(
+    request: proto::CreateWebhookRequest,
+    default_tenant: &fields::Tenant,
+    rule: AddressRule,
+) -> Result<CreateWebhook, Status> {
+    let mut violations = Violations::default();
+    let tenant = violations.check(
+        "tenant",
+        fields::Tenant::parse_or(&request.tenant, default_tenant),
+    );
+    let url = violations.webhook_url(&request.url, rule);
+    let event_types = violations.event_types(&request.event_types);
+    let description = violations.check(
+        "description",
+        fields::Description::parse(&request.description),
+    );
+    let parsed = (|| {
+        Some(CreateWebhook {
+            tenant: tenant?,
+            url: url?,
+            event_types: event_types?,
+            description: description?,
+        })
+    })();
+    violations.finish(parsed)
+}
+
+/// The paths UpdateWebhook's mask may name.
+pub const WEBHOOK_UPDATABLE_PATHS: [&str; 4] = ["url", "event_types", "description", "disabled"];
+
+/// An UpdateWebhookRequest's id and changes, or INVALID_ARGUMENT naming each bad field.
+pub fn update_webhook(
+    request: proto::UpdateWebhookRequest,
+    rule: AddressRule,
+) -> Result<(WebhookId, WebhookChanges), Status> {
+    let mut violations = Violations::default();
+    let id = violations.webhook_id("id", &request.id);
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
+    let updatable = WEBHOOK_UPDATABLE_PATHS.join(", ");
+    if paths.is_empty() {
+        violations.add(
+            "update_mask",
+            format!("name at least one field to update: {updatable}"),
+        );
+    }
+    // Each unknown path is quoted back: a flood of them would make the error huge.
+    if paths.len() > WEBHOOK_UPDATABLE_PATHS.len() {
+        violations.add(
+            "update_mask",
+            format!(
+                "at most {} paths; updatable: {updatable}",
+                WEBHOOK_UPDATABLE_PATHS.len()
+            ),
+        );
+        return violations.finish(None);
+    }
+    let mut changes = WebhookChanges::default();
+    for path in &paths {
+        match path.as_str() {
+            "url" => changes.url = violations.webhook_url(&request.url, rule),
+            "event_types" => changes.event_types = violations.event_types(&request.event_types),
+            "description" => {
+                changes.description = violations.check(
+                    "description",
+                    fields::Description::parse(&request.description),
+                )
+            }
+            "disabled" => changes.disabled = Some(request.disabled),
+            unknown => violations.add(
+                "update_mask",
+                format!("unknown path {unknown:.64}; updatable: {updatable}"),
+            ),
+        }
+    }
+    violations.finish(id.map(|id| (id, changes)))
 }

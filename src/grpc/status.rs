@@ -248,6 +248,18 @@ impl From<AdminError> for Status {
                 format!("{what} needs an admin key scoped to every tenant"),
                 "ALL_TENANTS_REQUIRED",
             ),
+            AdminError::WebhookLimit { limit } => with_reason(
+                Code::FailedPrecondition,
+                format!("the tenant already has {limit} webhooks; delete one first"),
+                "WEBHOOK_LIMIT",
+            ),
+            AdminError::WebhooksUnavailable => with_reason(
+                Code::FailedPrecondition,
+                "webhook secrets are stored sealed with the server's master key; set \
+                 TESSERA_MASTER_KEY (base64 of 32 random bytes) on the server"
+                    .to_owned(),
+                "MASTER_KEY_MISSING",
+            ),
             AdminError::Unavailable(source) => unavailable("admin", &source),
             AdminError::Internal(source) => {
                 tracing::error!(error = %source, "internal error in admin call");

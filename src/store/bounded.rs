@@ -45,6 +45,9 @@ use crate::domain::model::{
 use crate::domain::policy::TenantPolicy;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+use crate::domain::webhook::{
+    Attempt, DueDelivery, NewWebhook, Webhook, WebhookChanges, WebhookDelivery, WebhookId,
+};
 
 /// A backend whose every call ends by its deadline and whose failures are counted.
 pub(super) struct Bounded<S> {
@@ -110,6 +113,7 @@ pub(super) fn count_failure(operation: &'static str, error: &StoreError) {
         | StoreError::TokenRevoked
         | StoreError::NoCredits
         | StoreError::OwnerTokenLimit { .. }
+        | StoreError::WebhookLimit { .. }
         | StoreError::VersionMismatch { .. } => false,
         StoreError::Conflict(_)
         | StoreError::Unavailable(_)
@@ -536,6 +540,77 @@ impl<S: Store> Store for Bounded<S> {
             self.inner.add_credits(id, amount, now, audit),
         )
         .await
+    }
+
+    // Webhooks (issue 17).
+
+    async fn create_webhook(
+        &self,
+        new: &NewWebhook,
+        max_per_tenant: u32,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        let call = self.inner.create_webhook(new, max_per_tenant, audit);
+        self.call("create_webhook", call).await
+    }
+
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Webhook, StoreError> {
+        self.call("get_webhook", self.inner.get_webhook(id)).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant: &Tenant,
+        after: Option<&WebhookId>,
+        limit: u32,
+    ) -> Result<Vec<Webhook>, StoreError> {
+        let call = self.inner.list_webhooks(tenant, after, limit);
+        self.call("list_webhooks", call).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        changes: &WebhookChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        let call = self.inner.update_webhook(id, changes, updated_at, audit);
+        self.call("update_webhook", call).await
+    }
+
+    async fn delete_webhook(
+        &self,
+        id: &WebhookId,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        self.call("delete_webhook", self.inner.delete_webhook(id, audit))
+            .await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        webhook: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let call = self.inner.list_webhook_deliveries(webhook, before, limit);
+        self.call("list_webhook_deliveries", call).await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let call = self.inner.claim_webhook_deliveries(now, lease_until, limit);
+        self.call("claim_webhook_deliveries", call).await
+    }
+
+    async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError> {
+        let call = self.inner.record_webhook_attempt(attempt);
+        self.call("record_webhook_attempt", call).await
     }
 }
 

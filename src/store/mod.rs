@@ -28,6 +28,9 @@ use crate::domain::policy::TenantPolicy;
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+use crate::domain::webhook::{
+    Attempt, DueDelivery, NewWebhook, Webhook, WebhookChanges, WebhookDelivery, WebhookId,
+};
 use invalidation::{Invalidation, InvalidationSink};
 
 mod bounded;
@@ -38,6 +41,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod usage_sql;
+mod webhook_codec;
 
 use bounded::Bounded;
 use postgres::PostgresStore;
@@ -79,6 +83,9 @@ pub enum StoreError {
     /// Anything else: a bug or corrupt data; logged, never sent to clients.
     #[error("store internal error: {0}")]
     Internal(String),
+    /// The tenant already has the most webhooks it may have.
+    #[error("the tenant already has {limit} webhooks")]
+    WebhookLimit { limit: u32 },
 }
 
 /// Which tokens `list_tokens` returns, in id (= creation) order.
@@ -659,6 +666,68 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         audit: &AuditEvent,
     ) -> Result<Token, StoreError>;
+
+    // Webhooks (issue 17).
+
+    /// Inserts a webhook with its audit event, unless its tenant already has `max_per_tenant`
+    /// (`WebhookLimit`).
+    async fn create_webhook(
+        &self,
+        new: &NewWebhook,
+        max_per_tenant: u32,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError>;
+
+    /// `NotFound("webhook")` when there is none.
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Webhook, StoreError>;
+
+    /// A tenant's webhooks in id (= creation) order, after `after`, at most `limit`.
+    async fn list_webhooks(
+        &self,
+        tenant: &Tenant,
+        after: Option<&WebhookId>,
+        limit: u32,
+    ) -> Result<Vec<Webhook>, StoreError>;
+
+    /// Writes the fields `changes` names, with its audit event. Disabling fails the pending
+    /// deliveries; resuming (`disabled: false`) clears `failing_since`.
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        changes: &WebhookChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError>;
+
+    /// Deletes a webhook and its deliveries, with its audit event; the webhook as it was.
+    async fn delete_webhook(
+        &self,
+        id: &WebhookId,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError>;
+
+    /// A webhook's deliveries, newest first, with ids below `before`, at most `limit`.
+    async fn list_webhook_deliveries(
+        &self,
+        webhook: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Claims up to `limit` pending deliveries due at `now` of enabled webhooks, leased to this
+    /// replica until `lease_until` (another replica takes one only after that: on Postgres the
+    /// claim skips rows another claim holds locked), each with its event and webhook.
+    async fn claim_webhook_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+
+    /// Records an attempt of a pending delivery. A delivery marks its webhook working again
+    /// (`failing_since` cleared); a last failed retry marks it failing and writes one
+    /// `webhook.failing` event per failing episode: true when this attempt did.
+    async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError>;
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that

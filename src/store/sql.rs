@@ -154,7 +154,9 @@ pub(super) use admin_key_columns;
 /// audit log wait until no audit insert is in flight (see `list_audit_events`);
 /// `wait_for_event_writers` the same for the outbox (see `list_events`).
 /// `token_names_role` is a condition on a `tokens` row: its JSON `roles` array holds the role
-/// name bound as `$2` (see `delete_role`).
+/// name bound as `$2` (see `delete_role`). `skip_locked` ends the subquery that claims webhook
+/// deliveries: Postgres locks the rows it picks and skips those another replica's claim holds;
+/// SQLite, one writer at a time, needs nothing.
 macro_rules! impl_store {
     (
         store: $store:ident,
@@ -163,7 +165,8 @@ macro_rules! impl_store {
         json_array_elements: $json_array_elements:literal,
         wait_for_audit_writers: $wait_for_audit_writers:literal,
         wait_for_event_writers: $wait_for_event_writers:literal,
-        token_names_role: $token_names_role:literal $(,)?
+        token_names_role: $token_names_role:literal,
+        skip_locked: $skip_locked:literal $(,)?
     ) => {
         /// The SQL of `src/store/sql.rs`, stamped out for this backend's struct, whose private
         /// pools and methods it uses as the backend's own code.
@@ -198,6 +201,13 @@ macro_rules! impl_store {
                 admin_key_columns, credit_balance, credit_refilled_at, credit_take, event_columns, policy_columns, token_columns,
             };
             use $crate::store::usage_sql::{push_usage_scope, usage_methods};
+            use $crate::domain::webhook::{
+                Attempt, AttemptResult, DueDelivery, NewWebhook, Webhook, WebhookChanges,
+                WebhookDelivery, WebhookId, encode_event_types, failing_event_data,
+            };
+            use $crate::store::webhook_codec::{
+                DeliveryRow, DueRow, WebhookRow, delivery_columns, webhook_columns,
+            };
             use $crate::store::{
                 Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation, SigningKeyUpdate,
                 Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
@@ -2145,6 +2155,348 @@ macro_rules! impl_store {
                     }
                     transaction.commit().await.map_err(map_error)?;
                     Ok(stored)
+                }
+
+                // Webhooks (issue 17).
+
+                async fn create_webhook(
+                    &self,
+                    new: &NewWebhook,
+                    max_per_tenant: u32,
+                    audit: &AuditEvent,
+                ) -> Result<Webhook, StoreError> {
+                    let webhook = &new.webhook;
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Locks the tenant's webhooks (a no-op update) before counting them, so
+                    // concurrent creates in a tenant that has one count one after the other.
+                    sqlx::query("UPDATE webhooks SET updated_at = updated_at WHERE tenant = $1")
+                        .bind(webhook.tenant.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let existing: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant = $1")
+                            .bind(webhook.tenant.as_str())
+                            .fetch_one(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                    if existing >= i64::from(max_per_tenant) {
+                        return Err(StoreError::WebhookLimit {
+                            limit: max_per_tenant,
+                        });
+                    }
+                    let row: WebhookRow = sqlx::query_as(concat!(
+                        "INSERT INTO webhooks (id, tenant, url, event_types, description, \
+                         sealed_secret, secret_hint, disabled, failing_since, created_at, \
+                         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) \
+                         RETURNING ",
+                        webhook_columns!("")
+                    ))
+                    .bind(webhook.id.as_str())
+                    .bind(webhook.tenant.as_str())
+                    .bind(webhook.url.as_str())
+                    .bind(encode_event_types(&webhook.event_types))
+                    .bind(webhook.description.as_str())
+                    .bind(new.sealed_secret.as_bytes())
+                    .bind(&webhook.secret_hint)
+                    .bind(webhook.disabled)
+                    .bind(micros(webhook.created_at))
+                    .bind(micros(webhook.updated_at))
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_webhook()
+                }
+
+                async fn get_webhook(&self, id: &WebhookId) -> Result<Webhook, StoreError> {
+                    let row: Option<WebhookRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        webhook_columns!(""),
+                        " FROM webhooks WHERE id = $1"
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.ok_or(StoreError::NotFound("webhook"))?.into_webhook()
+                }
+
+                async fn list_webhooks(
+                    &self,
+                    tenant: &Tenant,
+                    after: Option<&WebhookId>,
+                    limit: u32,
+                ) -> Result<Vec<Webhook>, StoreError> {
+                    let rows: Vec<WebhookRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        webhook_columns!(""),
+                        " FROM webhooks WHERE tenant = $1 AND id > $2 ORDER BY id LIMIT $3"
+                    ))
+                    .bind(tenant.as_str())
+                    .bind(after.map(WebhookId::as_str).unwrap_or_default())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    rows.into_iter().map(WebhookRow::into_webhook).collect()
+                }
+
+                async fn update_webhook(
+                    &self,
+                    id: &WebhookId,
+                    changes: &WebhookChanges,
+                    updated_at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<Webhook, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // Only the named columns, so concurrent updates of other fields stay.
+                    let mut builder =
+                        sqlx::QueryBuilder::<$database>::new("UPDATE webhooks SET updated_at = ");
+                    builder.push_bind(micros(updated_at));
+                    if let Some(url) = &changes.url {
+                        builder.push(", url = ").push_bind(url.as_str().to_owned());
+                    }
+                    if let Some(types) = &changes.event_types {
+                        builder
+                            .push(", event_types = ")
+                            .push_bind(encode_event_types(types));
+                    }
+                    if let Some(description) = &changes.description {
+                        builder
+                            .push(", description = ")
+                            .push_bind(description.as_str().to_owned());
+                    }
+                    if let Some(disabled) = changes.disabled {
+                        builder.push(", disabled = ").push_bind(disabled);
+                        if !disabled {
+                            builder.push(", failing_since = NULL");
+                        }
+                    }
+                    builder.push(" WHERE id = ").push_bind(id.as_str().to_owned());
+                    builder.push(concat!(" RETURNING ", webhook_columns!("")));
+                    let row: Option<WebhookRow> = builder
+                        .build_query_as()
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    let row = row.ok_or(StoreError::NotFound("webhook"))?;
+                    if changes.disabled == Some(true) {
+                        sqlx::query(
+                            "UPDATE webhook_deliveries SET state = 'failed', \
+                             last_error = 'the webhook was disabled', leased_until = NULL \
+                             WHERE webhook_id = $1 AND state = 'pending'",
+                        )
+                        .bind(id.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    }
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_webhook()
+                }
+
+                async fn delete_webhook(
+                    &self,
+                    id: &WebhookId,
+                    audit: &AuditEvent,
+                ) -> Result<Webhook, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: Option<WebhookRow> = sqlx::query_as(concat!(
+                        "DELETE FROM webhooks WHERE id = $1 RETURNING ",
+                        webhook_columns!("")
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let row = row.ok_or(StoreError::NotFound("webhook"))?;
+                    sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+                        .bind(id.as_str())
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_webhook()
+                }
+
+                async fn list_webhook_deliveries(
+                    &self,
+                    webhook: &WebhookId,
+                    before: Option<i64>,
+                    limit: u32,
+                ) -> Result<Vec<WebhookDelivery>, StoreError> {
+                    let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        delivery_columns!(),
+                        " FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+                         WHERE d.webhook_id = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
+                    ))
+                    .bind(webhook.as_str())
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    rows.into_iter().map(DeliveryRow::into_delivery).collect()
+                }
+
+                async fn claim_webhook_deliveries(
+                    &self,
+                    now: DateTime<Utc>,
+                    lease_until: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<Vec<DueDelivery>, StoreError> {
+                    let now = micros(now);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    // The UPDATE first: on SQLite it takes the write lock at once; on Postgres
+                    // the subquery's row locks skip deliveries another replica is claiming.
+                    let claimed: Vec<i64> = sqlx::query_scalar(concat!(
+                        "UPDATE webhook_deliveries SET leased_until = $2 WHERE id IN (\
+                         SELECT d.id FROM webhook_deliveries d JOIN webhooks w \
+                         ON w.id = d.webhook_id WHERE d.state = 'pending' \
+                         AND d.next_attempt_at <= $1 \
+                         AND (d.leased_until IS NULL OR d.leased_until <= $1) \
+                         AND NOT w.disabled ORDER BY d.next_attempt_at, d.id LIMIT $3",
+                        $skip_locked,
+                        ") RETURNING id"
+                    ))
+                    .bind(now)
+                    .bind(micros(lease_until))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    let mut due = Vec::with_capacity(claimed.len());
+                    for id in claimed {
+                        let row: Option<DueRow> = sqlx::query_as(
+                            "SELECT d.id, d.attempts, w.id AS webhook_id, w.tenant, w.url, \
+                             w.sealed_secret, e.seq AS event_seq, e.id AS event_id, \
+                             e.type AS event_type, e.tenant AS event_tenant, \
+                             e.time AS event_time, e.data AS event_data \
+                             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                             JOIN events e ON e.seq = d.event_seq WHERE d.id = $1",
+                        )
+                        .bind(id)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(map_error)?;
+                        match row {
+                            Some(row) => due.push(row.into_due()?),
+                            // Its event was pruned: nothing is left to send.
+                            None => {
+                                sqlx::query(
+                                    "UPDATE webhook_deliveries SET state = 'failed', \
+                                     last_error = 'the event is no longer kept' WHERE id = $1",
+                                )
+                                .bind(id)
+                                .execute(&mut *transaction)
+                                .await
+                                .map_err(map_error)?;
+                            }
+                        }
+                    }
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(due)
+                }
+
+                async fn record_webhook_attempt(
+                    &self,
+                    attempt: &Attempt,
+                ) -> Result<bool, StoreError> {
+                    let attempted_at = micros(attempt.attempted_at);
+                    let (state, next_attempt_at, delivered_at) = match &attempt.result {
+                        AttemptResult::Delivered => ("delivered", None, Some(attempted_at)),
+                        AttemptResult::Retry { at } => ("pending", Some(micros(*at)), None),
+                        AttemptResult::Failed => ("failed", None, None),
+                    };
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let updated = sqlx::query(
+                        "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, \
+                         next_attempt_at = COALESCE($3, next_attempt_at), leased_until = NULL, \
+                         last_attempt_at = $4, last_status = $5, last_error = $6, \
+                         delivered_at = $7 WHERE id = $1 AND state = 'pending'",
+                    )
+                    .bind(attempt.delivery_id)
+                    .bind(state)
+                    .bind(next_attempt_at)
+                    .bind(attempted_at)
+                    .bind(attempt.status.map(i32::from))
+                    .bind(&attempt.error)
+                    .bind(delivered_at)
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    if updated.rows_affected() == 0 {
+                        // Deleted, or failed by a disable, meanwhile: nothing to record.
+                        return Ok(false);
+                    }
+                    let mut became_failing = false;
+                    match &attempt.result {
+                        AttemptResult::Delivered => {
+                            sqlx::query(
+                                "UPDATE webhooks SET failing_since = NULL \
+                                 WHERE id = $1 AND failing_since IS NOT NULL",
+                            )
+                            .bind(attempt.webhook_id.as_str())
+                            .execute(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                        }
+                        AttemptResult::Retry { .. } => {}
+                        AttemptResult::Failed => {
+                            // Only the attempt that starts a failing episode sets it, so the
+                            // event is written once per episode.
+                            let started: Option<(String, String)> = sqlx::query_as(
+                                "UPDATE webhooks SET failing_since = $2 \
+                                 WHERE id = $1 AND failing_since IS NULL RETURNING tenant, url",
+                            )
+                            .bind(attempt.webhook_id.as_str())
+                            .bind(attempted_at)
+                            .fetch_optional(&mut *transaction)
+                            .await
+                            .map_err(map_error)?;
+                            if let Some((tenant, url)) = started {
+                                let event_id: String = sqlx::query_scalar(
+                                    "SELECT e.id FROM webhook_deliveries d \
+                                     JOIN events e ON e.seq = d.event_seq WHERE d.id = $1",
+                                )
+                                .bind(attempt.delivery_id)
+                                .fetch_optional(&mut *transaction)
+                                .await
+                                .map_err(map_error)?
+                                .unwrap_or_default();
+                                let data = failing_event_data(
+                                    &attempt.webhook_id,
+                                    &url,
+                                    &event_id,
+                                    &attempt.error,
+                                );
+                                let event = NewEvent::other(
+                                    EventType::WebhookFailing,
+                                    tenant,
+                                    attempt.attempted_at,
+                                    data,
+                                );
+                                let seq =
+                                    Self::insert_event_row(&mut transaction, &event).await?;
+                                // Other webhooks of the tenant hear of it; the failing one
+                                // would only fail it again for a day.
+                                sqlx::query(
+                                    "DELETE FROM webhook_deliveries \
+                                     WHERE event_seq = $1 AND webhook_id = $2",
+                                )
+                                .bind(seq)
+                                .bind(attempt.webhook_id.as_str())
+                                .execute(&mut *transaction)
+                                .await
+                                .map_err(map_error)?;
+                                became_failing = true;
+                            }
+                        }
+                    }
+                    transaction.commit().await.map_err(map_error)?;
+                    Ok(became_failing)
                 }
             }
         }

@@ -60,6 +60,7 @@ super::sql::impl_store! {
     wait_for_audit_writers: "SELECT 1",
     wait_for_event_writers: "SELECT 1",
     token_names_role: "EXISTS (SELECT 1 FROM json_each(tokens.roles) WHERE value = $2)",
+    skip_locked: "",
 }
 
 pub struct SqliteStore {

@@ -96,6 +96,7 @@ struct Target {
     tenant: String,
     token_id: String,
     admin_key_id: String,
+    webhook_id: String,
 }
 
 async fn create_key(
@@ -135,7 +136,36 @@ async fn target(app: &TestApp, tenant: &str) -> Target {
         tenant: tenant.to_owned(),
         token_id: token.id,
         admin_key_id: key.id,
+        webhook_id: fresh_webhook(app, tenant).await,
     }
+}
+
+/// Webhooks need the master key (their secrets are sealed with it); their URL is on loopback
+/// (nothing listens there), so private URLs are allowed.
+fn webhooks_possible(settings: &mut tessera::config::Settings) {
+    settings.master_key = Some(secrecy::SecretString::from(
+        "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
+    ));
+    settings.webhook_allow_private_urls = true;
+}
+
+/// A new webhook in `tenant`, made with the bootstrap key, for an event type these tests never
+/// cause: no delivery is queued for it. Its id.
+async fn fresh_webhook(app: &TestApp, tenant: &str) -> String {
+    app.admin_client()
+        .await
+        .create_webhook(app.admin(proto::CreateWebhookRequest {
+            tenant: tenant.to_owned(),
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            event_types: vec!["webhook.failing".to_owned()],
+            description: String::new(),
+        }))
+        .await
+        .expect("webhook created")
+        .into_inner()
+        .webhook
+        .expect("webhook")
+        .id
 }
 
 /// One call of `rpc` with `key` at `target`; resources a call destroys are made fresh for it.
@@ -427,6 +457,69 @@ async fn call(
             ))
             .await
             .map(drop),
+        "CreateWebhook" => client
+            .create_webhook(with_key(
+                proto::CreateWebhookRequest {
+                    tenant,
+                    url: "http://127.0.0.1:9/made".to_owned(),
+                    event_types: vec!["webhook.failing".to_owned()],
+                    description: String::new(),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "ListWebhooks" => client
+            .list_webhooks(with_key(
+                proto::ListWebhooksRequest {
+                    tenant,
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "UpdateWebhook" => client
+            .update_webhook(with_key(
+                proto::UpdateWebhookRequest {
+                    id: target.webhook_id.clone(),
+                    description: "changed".to_owned(),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["description".to_owned()],
+                    }),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "DeleteWebhook" => {
+            let fresh = fresh_webhook(app, &tenant).await;
+            client
+                .delete_webhook(with_key(proto::DeleteWebhookRequest { id: fresh }, key))
+                .await
+                .map(drop)
+        }
+        "ListWebhookDeliveries" => client
+            .list_webhook_deliveries(with_key(
+                proto::ListWebhookDeliveriesRequest {
+                    webhook_id: target.webhook_id.clone(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "WatchEvents" => client
+            .watch_events(with_key(
+                proto::WatchEventsRequest {
+                    tenant: target.tenant.clone(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
         other => panic!("no call for TokenAdminService/{other}: add one"),
     }
 }
@@ -463,7 +556,7 @@ backend_tests!(
 );
 
 async fn every_rpc_is_enforced_for_every_role_in_and_out_of_the_keys_tenants(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = spawn_app_with(backend, webhooks_possible).await;
     let inside = target(&app, TENANT).await;
     let outside = target(&app, OTHER_TENANT).await;
     let roles = [
@@ -520,7 +613,7 @@ async fn every_rpc_is_enforced_for_every_role_in_and_out_of_the_keys_tenants(bac
 }
 
 async fn a_scoped_keys_lists_and_audit_log_show_only_its_tenants(backend: Backend) {
-    let app = spawn_app_on(backend).await;
+    let app = spawn_app_with(backend, webhooks_possible).await;
     let inside = target(&app, TENANT).await;
     let outside = target(&app, OTHER_TENANT).await;
     let (_, owner) = create_key(&app, "acme owner", &[TENANT], proto::AdminRole::Owner).await;

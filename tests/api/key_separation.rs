@@ -252,6 +252,54 @@ async fn every_admin_method_with(
             amount: 1
         }
     );
+    call!(
+        "CreateWebhook",
+        create_webhook,
+        proto::CreateWebhookRequest {
+            tenant: tenant(),
+            url: "https://hooks.example.com/".to_owned(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "ListWebhooks",
+        list_webhooks,
+        proto::ListWebhooksRequest {
+            tenant: tenant(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "UpdateWebhook",
+        update_webhook,
+        proto::UpdateWebhookRequest {
+            id: "wh_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "DeleteWebhook",
+        delete_webhook,
+        proto::DeleteWebhookRequest {
+            id: "wh_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned(),
+        }
+    );
+    call!(
+        "ListWebhookDeliveries",
+        list_webhook_deliveries,
+        proto::ListWebhookDeliveriesRequest {
+            webhook_id: "wh_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "WatchEvents",
+        watch_events,
+        proto::WatchEventsRequest {
+            tenant: tenant(),
+            ..Default::default()
+        }
+    );
     refused
 }
 

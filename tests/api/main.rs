@@ -26,3 +26,4 @@ mod store_conformance;
 mod tenant_isolation;
 mod token_lifecycle;
 mod usage;
+mod webhooks;

@@ -13,6 +13,7 @@ mod events;
 mod papercuts;
 mod policy;
 mod tls;
+mod webhook;
 
 const TENANT: &str = "acme";
 /// A well-formed token id that no server has issued.

@@ -17,6 +17,9 @@ use tessera::domain::model::{
 use tessera::domain::policy::TenantPolicy;
 use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
+use tessera::domain::webhook::{
+    Attempt, DueDelivery, NewWebhook, Webhook, WebhookChanges, WebhookDelivery, WebhookId,
+};
 use tessera::store::EventQuery;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
 use tessera::store::{
@@ -494,5 +497,75 @@ impl Store for PausingStore {
         audit: &AuditEvent,
     ) -> Result<Token, StoreError> {
         self.inner.add_credits(id, amount, now, audit).await
+    }
+
+    // Webhooks (issue 17).
+
+    async fn create_webhook(
+        &self,
+        new: &NewWebhook,
+        max_per_tenant: u32,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        self.inner.create_webhook(new, max_per_tenant, audit).await
+    }
+
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Webhook, StoreError> {
+        self.inner.get_webhook(id).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        tenant: &Tenant,
+        after: Option<&WebhookId>,
+        limit: u32,
+    ) -> Result<Vec<Webhook>, StoreError> {
+        self.inner.list_webhooks(tenant, after, limit).await
+    }
+
+    async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        changes: &WebhookChanges,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        self.inner
+            .update_webhook(id, changes, updated_at, audit)
+            .await
+    }
+
+    async fn delete_webhook(
+        &self,
+        id: &WebhookId,
+        audit: &AuditEvent,
+    ) -> Result<Webhook, StoreError> {
+        self.inner.delete_webhook(id, audit).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        webhook: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.inner
+            .list_webhook_deliveries(webhook, before, limit)
+            .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.inner
+            .claim_webhook_deliveries(now, lease_until, limit)
+            .await
+    }
+
+    async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError> {
+        self.inner.record_webhook_attempt(attempt).await
     }
 }

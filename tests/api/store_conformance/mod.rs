@@ -27,6 +27,7 @@ mod policies_imports;
 mod principals_roles;
 mod tokens;
 mod usage;
+mod webhooks;
 
 macro_rules! store_suite {
     ($backend:ident) => {
@@ -94,6 +95,11 @@ macro_rules! store_suite {
                 policies_imports::an_import_counts_the_batch_against_each_owners_live_token_limit,
                 policies_imports::known_secret_hashes_are_the_current_and_retired_ones_and_a_rotation_clears_imported,
                 leaks::a_leak_report_revokes_or_notifies_by_policy_once_and_a_dead_secret_changes_nothing,
+                webhooks::a_claimed_delivery_is_not_claimed_again_until_its_lease_ends,
+                webhooks::concurrent_claims_never_share_a_delivery,
+                webhooks::a_last_failed_attempt_marks_the_webhook_failing_once_and_a_delivery_clears_it,
+                webhooks::a_disabled_webhook_is_not_claimed_and_a_deleted_one_takes_its_deliveries,
+                webhooks::a_tenant_cannot_have_more_webhooks_than_its_limit,
             );
             store_suite!(@database_tests $backend;
                 database::connecting_twice_to_one_database_migrates_once_and_keeps_the_data,
