@@ -37,8 +37,12 @@ fn webhook_settings(settings: &mut Settings) {
     settings.webhook_retry_delays = "100ms, 100ms, 100ms".to_owned();
 }
 
+/// A server with the webhook settings and the owner `alice`, whose principal.updated event is
+/// written before any webhook exists, so a test's webhooks see only what the test does after.
 async fn spawn(backend: Backend) -> TestApp {
-    spawn_app_with(backend, webhook_settings).await
+    let app = spawn_app_with(backend, webhook_settings).await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    app
 }
 
 /// How the receiver answers.
@@ -262,7 +266,6 @@ fn state(delivery: &proto::WebhookDelivery) -> proto::WebhookDeliveryState {
 }
 
 async fn created_token(app: &TestApp) -> (proto::Token, String) {
-    app.principal(TENANT, "alice", &["orders:*"]).await;
     app.token(new_token(TENANT, "alice", &["orders:read"]))
         .await
 }
@@ -699,6 +702,7 @@ async fn a_pending_delivery_survives_a_crash_and_is_delivered_after_the_restart(
         settings.webhook_retry_delays = "2s".to_owned();
     })
     .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
     let receiver = Receiver::start(Answer::FailFirst(1)).await;
     let (hook, secret) = webhook(&app, &receiver.url("/"), &["token.created"]).await;
     created_token(&app).await;

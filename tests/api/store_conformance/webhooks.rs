@@ -66,12 +66,14 @@ fn attempt(delivery_id: i64, webhook: &WebhookId, result: AttemptResult) -> Atte
 pub(super) async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(
     store: Arc<dyn Store>,
 ) {
+    // The owner first: its principal.updated event precedes the webhook, which then gets only
+    // the token's event.
+    let alice = owner(&store, "acme", "alice").await;
     let webhook = created_webhook(&store, "acme").await;
     assert_eq!(
         store.get_webhook(&webhook.id).await.expect("read back"),
         webhook
     );
-    let alice = owner(&store, "acme", "alice").await;
     let token = create_for(&store, &alice).await;
 
     let at = now();
@@ -101,8 +103,8 @@ pub(super) async fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends
 }
 
 pub(super) async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Store>) {
-    created_webhook(&store, "acme").await;
     let alice = owner(&store, "acme", "alice").await;
+    created_webhook(&store, "acme").await;
     for _ in 0..20 {
         create_for(&store, &alice).await;
     }
@@ -131,8 +133,8 @@ pub(super) async fn concurrent_claims_never_share_a_delivery(store: Arc<dyn Stor
 pub(super) async fn a_last_failed_attempt_marks_the_webhook_failing_once_and_a_delivery_clears_it(
     store: Arc<dyn Store>,
 ) {
-    let webhook = created_webhook(&store, "acme").await;
     let alice = owner(&store, "acme", "alice").await;
+    let webhook = created_webhook(&store, "acme").await;
     for _ in 0..3 {
         create_for(&store, &alice).await;
     }
@@ -227,8 +229,8 @@ pub(super) async fn a_last_failed_attempt_marks_the_webhook_failing_once_and_a_d
 pub(super) async fn a_disabled_webhook_is_not_claimed_and_a_deleted_one_takes_its_deliveries(
     store: Arc<dyn Store>,
 ) {
-    let webhook = created_webhook(&store, "acme").await;
     let alice = owner(&store, "acme", "alice").await;
+    let webhook = created_webhook(&store, "acme").await;
     create_for(&store, &alice).await;
     let disable = WebhookChanges {
         disabled: Some(true),
