@@ -236,6 +236,9 @@ pub struct Settings {
     /// The waits before each retry of a failed webhook delivery, comma-separated humantime
     /// durations; after the last, the delivery has failed. Default: about a day of them.
     pub webhook_retry_delays: String,
+    /// The longest one webhook delivery attempt may take, connecting included; past it the
+    /// attempt failed and is retried (at most 60,000).
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -313,6 +316,7 @@ impl Default for Settings {
             replay_fail_closed: false,
             webhook_allow_private_urls: false,
             webhook_retry_delays: "1s, 5s, 30s, 2m, 15m, 1h, 4h, 8h, 10h".to_owned(),
+            webhook_timeout_ms: 10_000,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `tessera events watch`: lifecycle events as they commit, one JSON object per line.
+//! `tessera events watch`: lifecycle events as they commit, one line (or JSON object) each.
 
 use std::io::Write;
 
@@ -14,9 +14,9 @@ use super::{ClientArgs, Report};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EventsCommand {
-    /// Stream lifecycle events (token.created, token.revoked, …), oldest first, one JSON object
-    /// per line, until interrupted or --limit events were printed. Resume with --after and the
-    /// last printed id.
+    /// Stream lifecycle events (token.created, token.revoked, …), oldest first, one per line
+    /// (with --json, one JSON object per line), until interrupted or --limit events were
+    /// printed. Resume with --after and the last printed id.
     Watch(WatchArgs),
 }
 
@@ -61,9 +61,14 @@ pub(super) async fn run(args: &ClientArgs, command: EventsCommand) -> Result<Rep
         let Some(event) = response.event else {
             continue;
         };
+        let line = if args.json {
+            event_json(&event).to_string()
+        } else {
+            event_line(&event)
+        };
         let mut stdout = std::io::stdout().lock();
         // A reader that stopped (`| head`) ends the watch, as it ends any listing.
-        if writeln!(stdout, "{}", event_json(&event))
+        if writeln!(stdout, "{line}")
             .and_then(|()| stdout.flush())
             .is_err()
         {
@@ -74,7 +79,27 @@ pub(super) async fn run(args: &ClientArgs, command: EventsCommand) -> Result<Rep
     Ok(Report::new(Value::Null, String::new()).quiet())
 }
 
-/// An event as one JSON line: the webhook body's members and the event's own.
+/// An event as one line for people: time, type, tenant, what it is about, and its id (the
+/// cursor for --after). The server's text passes through `table::printable`, as every table's.
+fn event_line(event: &proto::Event) -> String {
+    let time = event
+        .time
+        .as_ref()
+        .map(|time| rfc3339(time, SecondsFormat::Millis))
+        .unwrap_or_default();
+    let about = [event.token_id.as_str(), event.principal_id.as_str()]
+        .into_iter()
+        .filter(|id| !id.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = format!(
+        "{time}  {:<18}  {}  {about}  {}",
+        event.r#type, event.tenant, event.id
+    );
+    super::table::printable(&line, super::table::Newlines::Escape)
+}
+
+/// An event as one JSON line (`--json`): the webhook body's members and the event's own.
 fn event_json(event: &proto::Event) -> Value {
     json!({
         "id": event.id,

@@ -351,7 +351,8 @@ impl Config {
     }
 }
 
-/// `TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS` and `TESSERA_WEBHOOK_RETRY_DELAYS`.
+/// `TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS`, `TESSERA_WEBHOOK_RETRY_DELAYS` and
+/// `TESSERA_WEBHOOK_TIMEOUT_MS`.
 fn webhook_settings(
     settings: &Settings,
 ) -> Result<crate::events::delivery::DeliverySettings, ConfigError> {
@@ -360,12 +361,22 @@ fn webhook_settings(
             setting: "TESSERA_WEBHOOK_RETRY_DELAYS",
             reason,
         })?;
-    Ok(crate::events::delivery::DeliverySettings::new(
+    let timeout = at_least_one_ms("TESSERA_WEBHOOK_TIMEOUT_MS", settings.webhook_timeout_ms)?;
+    // A claim's lease (`DeliverySettings::lease`, minutes) must outlast any attempt.
+    if timeout > Duration::from_secs(60) {
+        return Err(ConfigError::Invalid {
+            setting: "TESSERA_WEBHOOK_TIMEOUT_MS",
+            reason: "must be at most 60000 (one minute)".to_owned(),
+        });
+    }
+    let mut delivery = crate::events::delivery::DeliverySettings::new(
         crate::domain::webhook::AddressRule {
             allow_private: settings.webhook_allow_private_urls,
         },
         retry,
-    ))
+    );
+    delivery.timeout = timeout;
+    Ok(delivery)
 }
 
 /// Redis: the URL (or a cluster's seeds) checked for its scheme here, so a typo names the

@@ -55,6 +55,8 @@ enum Answer {
     Redirect,
     /// Never answers.
     Hang,
+    /// Never answers the first `n` requests, then 200.
+    HangFirst(usize),
 }
 
 /// One request that reached the receiver.
@@ -165,6 +167,8 @@ async fn respond(
         Answer::FailFirst(_) => 200,
         Answer::Redirect => 302,
         Answer::Hang => 0,
+        Answer::HangFirst(hangs) if earlier < *hangs => 0,
+        Answer::HangFirst(_) => 200,
     };
     received
         .lock()
@@ -350,6 +354,35 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt(backend: B
     );
     // The same event each time (the receiver deduplicates by webhook-id), signed each time.
     assert!(received.iter().all(|r| event_id(r) == listed[0].event_id));
+    assert!(received.iter().all(|r| verify(&secret, r)));
+}
+
+/// An attempt that gets no answer within TESSERA_WEBHOOK_TIMEOUT_MS is a failure like a 500,
+/// and the next attempt delivers.
+#[tokio::test]
+async fn a_receiver_that_times_out_gets_the_event_on_the_next_attempt() {
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        webhook_settings(settings);
+        settings.webhook_timeout_ms = 300;
+    })
+    .await;
+    app.principal(TENANT, "alice", &["orders:*"]).await;
+    let receiver = Receiver::start(Answer::HangFirst(1)).await;
+    let (hook, secret) = webhook(&app, &receiver.url("/"), &["token.created"]).await;
+    created_token(&app).await;
+
+    let listed = deliveries_until(&app, &hook.id, "delivered after a timeout", |listed| {
+        listed
+            .first()
+            .is_some_and(|d| state(d) == proto::WebhookDeliveryState::Delivered)
+    })
+    .await;
+    assert_eq!(listed[0].attempts, 2);
+    let received = receiver.received();
+    assert_eq!(
+        received.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [0, 200]
+    );
     assert!(received.iter().all(|r| verify(&secret, r)));
 }
 
@@ -728,4 +761,93 @@ async fn a_pending_delivery_survives_a_crash_and_is_delivered_after_the_restart(
     let received = receiver.received();
     assert_eq!(received.len(), 2);
     assert!(received.iter().all(|r| verify(&secret, r)));
+}
+
+/// The real binary, SIGKILLed after a change committed but before its delivery succeeded (the
+/// first attempt failed), delivers it after a restart on the same database: the delivery was
+/// queued in the change's own transaction.
+#[tokio::test]
+async fn a_sigkill_between_a_change_and_its_delivery_still_delivers_after_the_restart() {
+    use crate::helpers::ops::{ServingStatus, eventually, health_of};
+    use crate::helpers::process::ServeProcess;
+    use crate::helpers::with_key;
+    use tessera::proto::token_admin_service_client::TokenAdminServiceClient;
+
+    const ADMIN_KEY: &str = "webhook-crash-admin-key-0123456789";
+    let database = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}/tessera.db", database.path().display());
+    let variables = [
+        ("TESSERA_DATABASE_URL", url.as_str()),
+        ("TESSERA_ADMIN_KEYS", ADMIN_KEY),
+        ("TESSERA_MASTER_KEY", MASTER_KEY),
+        ("TESSERA_WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+        // Long enough that the killed server cannot retry before it is gone.
+        ("TESSERA_WEBHOOK_RETRY_DELAYS", "2s"),
+    ];
+    let serve = || async {
+        let server = ServeProcess::start(&variables).await;
+        let ready = eventually(DEADLINE, || async {
+            health_of(&server.grpc_url, "").await == ServingStatus::Serving
+        })
+        .await;
+        assert!(ready, "the server never became ready");
+        server
+    };
+    let receiver = Receiver::start(Answer::FailFirst(1)).await;
+    let server = serve().await;
+    let mut admin = TokenAdminServiceClient::connect(server.grpc_url.clone())
+        .await
+        .expect("admin client");
+    admin
+        .upsert_principal(with_key(
+            proto::UpsertPrincipalRequest {
+                tenant: TENANT.to_owned(),
+                id: "alice".to_owned(),
+                permissions: vec!["orders:*".to_owned()],
+                ..Default::default()
+            },
+            ADMIN_KEY,
+        ))
+        .await
+        .expect("principal");
+    let secret = admin
+        .create_webhook(with_key(
+            proto::CreateWebhookRequest {
+                tenant: TENANT.to_owned(),
+                url: receiver.url("/"),
+                event_types: strings(&["token.created"]),
+                ..Default::default()
+            },
+            ADMIN_KEY,
+        ))
+        .await
+        .expect("webhook")
+        .into_inner()
+        .secret;
+    let token = admin
+        .create_token(with_key(
+            new_token(TENANT, "alice", &["orders:read"]),
+            ADMIN_KEY,
+        ))
+        .await
+        .expect("token")
+        .into_inner()
+        .token
+        .expect("token");
+    receiver
+        .until("the first, failed attempt", |got| got.len() == 1)
+        .await;
+    server.kill().await;
+
+    let _restarted = serve().await;
+    let received = receiver
+        .until("the delivery after the restart", |got| got.len() == 2)
+        .await;
+    assert_eq!(
+        received.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [500, 200]
+    );
+    assert!(received.iter().all(|r| verify(&secret, r)));
+    let body: serde_json::Value = serde_json::from_slice(&received[1].body).expect("json");
+    assert_eq!(body["data"]["token"]["id"], token.id.as_str());
 }

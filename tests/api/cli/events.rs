@@ -34,7 +34,14 @@ async fn events_watch_prints_each_event_after_the_cursor_as_a_json_line() {
 
     let watched = admin(
         &app,
-        &format!("events watch --tenant acme --type token.created --after {cursor} --limit 2"),
+        &format!(
+            "events watch --tenant acme --type token.created --after {cursor} --limit 2 --json"
+        ),
+    )
+    .await;
+    let for_people = admin(
+        &app,
+        &format!("events watch --tenant acme --after {cursor} --limit 1"),
     )
     .await;
 
@@ -48,4 +55,12 @@ async fn events_watch_prints_each_event_after_the_cursor_as_a_json_line() {
     assert_eq!(lines[0]["data"]["token"]["id"], ids[1].as_str());
     assert_eq!(lines[1]["token_id"], ids[2].as_str());
     assert_eq!(lines[1]["data"]["token"]["rate_limit_per_minute"], 0);
+    let line = for_people.stdout(0).trim_end();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("token.created"), "{line}");
+    assert!(line.contains(ids[1].as_str()), "{line}");
+    assert!(
+        line.ends_with(lines[0]["id"].as_str().expect("id")),
+        "{line}"
+    );
 }
