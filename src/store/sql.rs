@@ -1735,7 +1735,12 @@ macro_rules! impl_store {
                         .await
                         .map_err(map_error)?;
                     if let Some(take) = spent {
-                        self.note_low_credits(id, &take, now).await?;
+                        // The credits are spent whatever becomes of the notice: its failure must not
+                        // turn a spend that committed into an error (the Check would be refused
+                        // with its credits gone). The next low take sends it instead.
+                        if let Err(error) = self.note_low_credits(id, &take, now).await {
+                            tracing::warn!(%error, "credits.low event not written");
+                        }
                         let (remaining, _, _, _) = take;
                         return Ok(CreditSpend::Spent {
                             remaining: u64::try_from(remaining)
@@ -1776,7 +1781,12 @@ macro_rules! impl_store {
                         .await
                         .map_err(map_error)?;
                     if let Some(take) = &taken {
-                        self.note_low_credits(id, take, now).await?;
+                        // The credits are spent whatever becomes of the notice: its failure must not
+                        // turn a spend that committed into an error (the Check would be refused
+                        // with its credits gone). The next low take sends it instead.
+                        if let Err(error) = self.note_low_credits(id, take, now).await {
+                            tracing::warn!(%error, "credits.low event not written");
+                        }
                     }
                     taken
                         .map(|(remaining, period, _, _)| {
