@@ -156,6 +156,8 @@ pub struct Starting {
     authorizer_slot: Arc<OnceLock<Arc<Authorizer>>>,
     /// The admin side for the HTTP listener's leak reports, once connected.
     admin_slot: Arc<OnceLock<Arc<Admin>>>,
+    /// What the console and portal call, once connected.
+    console_slot: Arc<OnceLock<crate::console::Backend>>,
     running: Running,
 }
 
@@ -354,11 +356,14 @@ impl App {
         });
         let authorizer_slot: Arc<OnceLock<Arc<Authorizer>>> = Arc::new(OnceLock::new());
         let admin_slot: Arc<OnceLock<Arc<Admin>>> = Arc::new(OnceLock::new());
+        let console_slot: Arc<OnceLock<crate::console::Backend>> = Arc::new(OnceLock::new());
         // Answers 503 until `connect` fills the slots, like the gated gRPC services.
         let http = http_listener.map(|listener| {
             let forward_auth = ForwardAuth::new(authorizer_slot.clone(), config.envoy.clone());
             let leaks = crate::http::leaks::Leaks::new(admin_slot.clone(), &config.http.leaks);
-            let router = crate::http::router(forward_auth, leaks, &config.http);
+            let console =
+                crate::console::Console::new(console_slot.clone(), config.http.console.clone());
+            let router = crate::http::router(forward_auth, leaks, console, &config.http);
             Task::new(crate::http::serve(
                 listener,
                 tls.clone(),
@@ -387,6 +392,7 @@ impl App {
             routes,
             authorizer_slot,
             admin_slot,
+            console_slot,
             running: Running {
                 stop,
                 cut_off,
@@ -555,6 +561,7 @@ impl Starting {
             shared_state,
             events,
             webhooks,
+            http,
             ..
         } = self.config;
         tracing::info!(backend = store.backend(), "store ready, migrations applied");
@@ -618,25 +625,40 @@ impl Starting {
         let authorization = AuthorizationApi::new(authorizer.clone(), usage.clone());
         let events = Events::new(store.clone(), events);
         let event_upkeep = Task::new(events.start_upkeep());
-        let token_admin = TokenAdminApi::new(
-            admin_api.clone(),
-            auth,
-            usage.clone(),
-            events.clone(),
-            default_rate_limit,
+        let portal_base = http.console.public_url.clone().or_else(|| {
+            let address = self.addresses.http?;
+            let scheme = if http.console.tls { "https" } else { "http" };
+            url::Url::parse(&format!("{scheme}://{address}/")).ok()
+        });
+        let token_admin = Arc::new(
+            TokenAdminApi::new(
+                admin_api.clone(),
+                auth,
+                usage.clone(),
+                events.clone(),
+                default_rate_limit,
+            )
+            .with_portal_base(portal_base),
         );
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();
         services
             .add(AuthorizationServiceServer::new(authorization).max_decoding_message_size(limit));
-        services.add(TokenAdminServiceServer::new(token_admin).max_decoding_message_size(limit));
+        services.add(
+            TokenAdminServiceServer::from_arc(token_admin.clone()).max_decoding_message_size(limit),
+        );
         services.add(envoy_authorization.max_decoding_message_size(limit));
         let Services { routes, served } = services;
         debug_assert!(served.iter().all(|name| GATED_SERVICES.contains(name)));
         let _ = self.routes.set(routes.prepare());
         let _ = self.authorizer_slot.set(authorizer.clone());
         let _ = self.admin_slot.set(admin_api.clone());
+        let _ = self.console_slot.set(crate::console::Backend {
+            api: token_admin,
+            admin: admin_api.clone(),
+            store: store.clone(),
+        });
 
         let credit_returns = Task::new(authorizer.start_credit_returns());
         // Webhook deliveries (issue 17): their own tasks and the admin pool, never Check's.

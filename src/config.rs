@@ -185,6 +185,15 @@ pub struct Settings {
     pub http_max_body_bytes: usize,
     /// Largest request head the HTTP listener reads (431 beyond); at least 8192.
     pub http_max_header_bytes: usize,
+    /// The address browsers reach the HTTP listener at (`https://tokens.example.com`): the base
+    /// of CreatePortalSession's URLs. Unset: `http://` (or `https://` under TLS) and the
+    /// listener's own address, right for one machine only.
+    pub public_url: Option<String>,
+    /// Origins that may show the portal (`/portal/`) in a frame, space-separated
+    /// (`https://app.example.com`); empty: none may. The console is never framed.
+    pub portal_frame_ancestors: String,
+    /// Console sign-in attempts per client IP (IPv6: per /64) per minute, also the burst.
+    pub console_sign_ins_per_minute: u32,
     /// A second, plaintext gRPC address serving only `grpc.health.v1`, for probes that cannot
     /// speak TLS (the kubelet's); unset: health is served on `listen` only.
     pub health_listen: Option<SocketAddr>,
@@ -297,6 +306,9 @@ impl Default for Settings {
             http_listen: None,
             http_max_body_bytes: 64 * 1024,
             http_max_header_bytes: 16 * 1024,
+            public_url: None,
+            portal_frame_ancestors: String::new(),
+            console_sign_ins_per_minute: 10,
             otlp_endpoint: None,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 10_000,

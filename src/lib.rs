@@ -38,6 +38,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod events;
 pub mod fleet;

@@ -34,6 +34,7 @@ pub use rights::Right;
 
 pub mod keys;
 mod leaks;
+pub mod portal;
 pub mod rights;
 pub mod webhooks;
 

@@ -29,6 +29,8 @@ pub enum Right {
     /// Create, change and delete webhooks: they send a tenant's events to a URL of the caller's
     /// choosing.
     WriteWebhooks,
+    /// Set how a tenant's self-service portal looks.
+    WritePortalBranding,
 }
 
 impl Right {
@@ -44,6 +46,7 @@ impl Right {
             Self::WriteAdminKeys => "admin_keys.write",
             Self::WriteTenantPolicy => "tenant_policy.write",
             Self::WriteWebhooks => "webhooks.write",
+            Self::WritePortalBranding => "portal_branding.write",
         }
     }
 
@@ -58,7 +61,9 @@ impl Right {
             | Self::WriteAdminKeys
             | Self::WriteTenantPolicy
             // A webhook sends the tenant's events out of the platform.
-            | Self::WriteWebhooks => AdminRole::Owner,
+            | Self::WriteWebhooks
+            // The portal is the platform's face to its users.
+            | Self::WritePortalBranding => AdminRole::Owner,
         }
     }
 
@@ -103,6 +108,10 @@ pub const RIGHTS: &[(&str, Right)] = &[
     ("DeleteWebhook", Right::WriteWebhooks),
     ("ListWebhookDeliveries", Right::Read),
     ("WatchEvents", Right::Read),
+    // A portal session creates and changes the principal's tokens, as a token manager may.
+    ("CreatePortalSession", Right::WriteTokens),
+    ("SetPortalBranding", Right::WritePortalBranding),
+    ("GetPortalBranding", Right::Read),
 ];
 
 /// The right `method` needs; None for a method the table does not know (refused).

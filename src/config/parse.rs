@@ -543,6 +543,40 @@ fn http(settings: &Settings, serving: &ServingSettings) -> Result<HttpSettings, 
         max_concurrent_requests: serving.max_concurrent_requests,
         drain_timeout: serving.drain_timeout,
         leaks: leaks(settings)?,
+        console: console(settings)?,
+    })
+}
+
+/// The console and portal: who may frame the portal, the sign-in limit, cookies' `Secure`.
+fn console(settings: &Settings) -> Result<crate::console::ConsoleSettings, ConfigError> {
+    let portal_frame_ancestors = crate::console::parse_frame_ancestors(
+        &settings.portal_frame_ancestors,
+    )
+    .map_err(|reason| ConfigError::Invalid {
+        setting: "TESSERA_PORTAL_FRAME_ANCESTORS",
+        reason,
+    })?;
+    let public_url =
+        match &settings.public_url {
+            Some(raw) => Some(crate::console::parse_public_url(raw).map_err(|reason| {
+                ConfigError::Invalid {
+                    setting: "TESSERA_PUBLIC_URL",
+                    reason,
+                }
+            })?),
+            None => None,
+        };
+    Ok(crate::console::ConsoleSettings {
+        public_url,
+        portal_frame_ancestors,
+        sign_ins_per_minute: NonZeroU32::new(settings.console_sign_ins_per_minute).ok_or(
+            ConfigError::Invalid {
+                setting: "TESSERA_CONSOLE_SIGN_INS_PER_MINUTE",
+                reason: "must be at least 1".to_owned(),
+            },
+        )?,
+        trusted_hops: usize::try_from(settings.envoy_trusted_hops).unwrap_or(usize::MAX),
+        tls: settings.tls_cert_file.is_some(),
     })
 }
 

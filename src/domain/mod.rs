@@ -16,6 +16,7 @@ pub mod permission;
 pub mod policy;
 pub mod report_handle;
 pub mod route;
+pub mod session;
 pub mod signature;
 pub mod token;
 pub mod usage;

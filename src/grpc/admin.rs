@@ -39,6 +39,9 @@ pub struct TokenAdminApi {
     /// `TESSERA_DEFAULT_RATE_LIMIT_PER_MINUTE`, shown as the effective limit of tokens whose
     /// own is 0.
     default_rate_limit: u32,
+    /// Where browsers reach `/portal/` (`TESSERA_PUBLIC_URL`, else the HTTP listener's address);
+    /// None without an HTTP listener, when CreatePortalSession is FAILED_PRECONDITION.
+    portal_base: Option<url::Url>,
 }
 
 impl TokenAdminApi {
@@ -55,7 +58,19 @@ impl TokenAdminApi {
             usage,
             events,
             default_rate_limit,
+            portal_base: None,
         }
+    }
+
+    /// The base URL portal sessions' URLs are made under.
+    pub fn with_portal_base(mut self, base: Option<url::Url>) -> Self {
+        self.portal_base = base;
+        self
+    }
+
+    /// The admin key checks of this service, for the console's sign-in.
+    pub fn auth(&self) -> &Arc<AdminAuth> {
+        &self.auth
     }
 
     /// A token as the API shows it, with the rules of its tenant's policy it breaks.
@@ -1071,6 +1086,108 @@ impl TokenAdminService for TokenAdminApi {
     }
 
     // Lifecycle events and webhooks (issue 17).
+
+    async fn create_portal_session(
+        &self,
+        request: Request<proto::CreatePortalSessionRequest>,
+    ) -> Result<Response<proto::CreatePortalSessionResponse>, Status> {
+        let actor = self.auth.authorize(&request, "CreatePortalSession").await?;
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let tenant = violations.check(
+            "tenant",
+            Tenant::parse_or(&request.tenant, self.admin.default_tenant()),
+        );
+        let principal_id =
+            violations.check("principal_id", PrincipalId::parse(&request.principal_id));
+        let return_url = violations.check(
+            "return_url",
+            crate::domain::session::parse_return_url(&request.return_url),
+        );
+        let ttl = violations
+            .duration("ttl", request.ttl)
+            .map(|ttl| ttl.unwrap_or(crate::domain::session::MAX_PORTAL_TTL))
+            .and_then(|ttl| {
+                violations.check(
+                    "ttl",
+                    Some(ttl)
+                        .filter(|ttl| {
+                            (crate::domain::session::MIN_PORTAL_TTL
+                                ..=crate::domain::session::MAX_PORTAL_TTL)
+                                .contains(ttl)
+                        })
+                        .ok_or(crate::domain::session::InvalidPortal::Ttl),
+                )
+            });
+        let open = violations.finish((|| {
+            Some(admin::portal::OpenPortal {
+                tenant: tenant?,
+                principal_id: principal_id?,
+                return_url: return_url?,
+                ttl: ttl?,
+            })
+        })())?;
+        actor.require_tenant(&open.tenant)?;
+        let Some(base) = &self.portal_base else {
+            return Err(Status::failed_precondition(
+                "the portal needs the HTTP listener (TESSERA_HTTP_LISTEN)",
+            ));
+        };
+        let opened = self.admin.create_portal_session(&actor, open).await?;
+        let mut url = base.join(crate::console::PORTAL_ENTER_PATH).map_err(|_| {
+            crate::grpc::status::internal("the portal's base URL cannot hold its path")
+        })?;
+        url.query_pairs_mut()
+            .append_pair("code", secrecy::ExposeSecret::expose_secret(&opened.code));
+        Ok(Response::new(proto::CreatePortalSessionResponse {
+            url: url.to_string(),
+            expires_at: Some(convert::timestamp(opened.expires_at)),
+        }))
+    }
+
+    async fn set_portal_branding(
+        &self,
+        request: Request<proto::SetPortalBrandingRequest>,
+    ) -> Result<Response<proto::SetPortalBrandingResponse>, Status> {
+        let actor = self.auth.authorize(&request, "SetPortalBranding").await?;
+        let raw = request.into_inner().branding.unwrap_or_default();
+        let tenant = Tenant::parse_or(&raw.tenant, self.admin.default_tenant())
+            .map_err(|error| convert::invalid_field("branding.tenant", error))?;
+        let branding = crate::domain::session::PortalBranding::parse(
+            tenant,
+            &raw.product_name,
+            &raw.logo_url,
+            &raw.accent_color,
+        )
+        .map_err(|errors| {
+            let mut violations = Violations::default();
+            for (field, error) in errors {
+                violations.add(format!("branding.{field}"), error.to_string());
+            }
+            violations.finish::<()>(None).err().unwrap_or_else(|| {
+                crate::grpc::status::internal("branding parsing lost its violations")
+            })
+        })?;
+        actor.require_tenant(&branding.tenant)?;
+        let stored = self.admin.set_portal_branding(&actor, branding).await?;
+        Ok(Response::new(proto::SetPortalBrandingResponse {
+            branding: Some(convert::portal_branding(&stored)),
+        }))
+    }
+
+    async fn get_portal_branding(
+        &self,
+        request: Request<proto::GetPortalBrandingRequest>,
+    ) -> Result<Response<proto::GetPortalBrandingResponse>, Status> {
+        let actor = self.auth.authorize(&request, "GetPortalBranding").await?;
+        let tenant = Tenant::parse_or(&request.get_ref().tenant, self.admin.default_tenant())
+            .map_err(|error| convert::invalid_field("tenant", error))?;
+        actor.require_tenant(&tenant)?;
+        let branding = self.admin.portal_branding(&tenant).await?;
+        Ok(Response::new(proto::GetPortalBrandingResponse {
+            branding: Some(convert::portal_branding(&branding)),
+        }))
+    }
 
     async fn create_webhook(
         &self,

@@ -208,7 +208,12 @@ impl AdminAuth {
         request: &Request<T>,
         method: &'static str,
     ) -> Result<Actor, tonic::Status> {
-        let actor = self.authenticate(request).await?;
+        // The console's calls (src/console/) carry the actor its session authenticated; a
+        // remote caller cannot set a request extension, only metadata.
+        let actor = match request.extensions().get::<InProcessActor>() {
+            Some(InProcessActor(actor)) => actor.clone(),
+            None => self.authenticate(request).await?,
+        };
         let right = rights::of(method)
             .ok_or_else(|| status::internal("a TokenAdminService method without a right"))?;
         actor.require(right)?;
@@ -224,7 +229,44 @@ impl AdminAuth {
                 "missing admin key: send metadata `authorization: Bearer <admin key>`",
             )
         })?;
-        let hash = SecretHash::of(key);
+        let (admin_key, role, tenants) = self.key(key).await?;
+        actor(metadata, admin_key, role, tenants)
+    }
+
+    /// The holder of the admin key `key` (the console's sign-in), or UNAUTHENTICATED.
+    pub async fn key_holder(&self, key: &str) -> Result<KeyHolder, tonic::Status> {
+        let (admin_key, role, tenants) = self.key(key).await?;
+        Ok(KeyHolder {
+            hash: SecretHash::of(key),
+            admin_key,
+            role,
+            tenants,
+        })
+    }
+
+    /// The holder of the admin key whose SHA-256 is `hash`, checked again as on every call (a
+    /// console session's key, which may have been revoked or may have expired since sign-in).
+    pub async fn key_holder_by_hash(&self, hash: &SecretHash) -> Result<KeyHolder, tonic::Status> {
+        let (admin_key, role, tenants) = self.key_by_hash(hash, true).await?;
+        Ok(KeyHolder {
+            hash: *hash,
+            admin_key,
+            role,
+            tenants,
+        })
+    }
+
+    /// A key's id (or fingerprint), role and tenants, or UNAUTHENTICATED.
+    async fn key(&self, key: &str) -> Result<(String, AdminRole, TenantScope), tonic::Status> {
+        self.key_by_hash(&SecretHash::of(key), admin_key::is_well_formed(key))
+            .await
+    }
+
+    async fn key_by_hash(
+        &self,
+        hash: &SecretHash,
+        well_formed: bool,
+    ) -> Result<(String, AdminRole, TenantScope), tonic::Status> {
         // Compare every configured hash in constant time, so timing tells nothing about keys.
         let configured = self
             .configured
@@ -234,14 +276,14 @@ impl AdminAuth {
             });
         if bool::from(configured) {
             let fingerprint = format!("admin-key:{}", &hash.to_hex()[..8]);
-            return actor(metadata, fingerprint, AdminRole::Owner, TenantScope::All);
+            return Ok((fingerprint, AdminRole::Owner, TenantScope::All));
         }
         // Only the shape of a stored key is looked up: anything else costs no store call.
-        if !admin_key::is_well_formed(key) {
+        if !well_formed {
             self.refused("malformed_key");
             return Err(status::unauthenticated("the admin key was rejected"));
         }
-        let Some(stored) = self.stored_key(&hash).await? else {
+        let Some(stored) = self.stored_key(hash).await? else {
             self.refused("unknown_key");
             return Err(status::unauthenticated("the admin key was rejected"));
         };
@@ -260,13 +302,24 @@ impl AdminAuth {
             ));
         }
         self.touch(&stored.id).await;
-        actor(
-            metadata,
-            stored.id.to_string(),
-            stored.role,
-            stored.tenants.clone(),
-        )
+        Ok((stored.id.to_string(), stored.role, stored.tenants.clone()))
     }
+}
+
+/// An actor authenticated in this process (a console or portal session), set as a request
+/// extension on calls the console makes to TokenAdminService; `authorize` still applies the
+/// method's right to it.
+#[derive(Debug, Clone)]
+pub struct InProcessActor(pub Actor);
+
+/// Who holds an admin key: its hash (what a console session keeps), its id or fingerprint, its
+/// role and tenants.
+#[derive(Debug, Clone)]
+pub struct KeyHolder {
+    pub hash: SecretHash,
+    pub admin_key: String,
+    pub role: AdminRole,
+    pub tenants: TenantScope,
 }
 
 fn bearer(metadata: &MetadataMap) -> Option<&str> {

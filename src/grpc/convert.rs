@@ -507,6 +507,16 @@ fn json_value(value: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
+pub fn portal_branding(branding: &crate::domain::session::PortalBranding) -> proto::PortalBranding {
+    proto::PortalBranding {
+        tenant: branding.tenant.to_string(),
+        product_name: branding.product_name.clone(),
+        logo_url: branding.logo_url.clone(),
+        accent_color: branding.accent_color.clone(),
+        update_time: branding.updated_at.map(timestamp),
+    }
+}
+
 pub fn admin_role(role: AdminRole) -> proto::AdminRole {
     match role {
         AdminRole::Viewer => proto::AdminRole::Viewer,

@@ -224,7 +224,11 @@ async fn public_report(state: &Leaks, request: Request, max_body_bytes: usize) -
 
 /// The client's address: the entry `trusted_hops` from the right of `X-Forwarded-For` (as
 /// forward-auth and Envoy read it), else the connection's peer.
-fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted_hops: usize) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted_hops: usize,
+) -> Option<IpAddr> {
     if trusted_hops > 0 {
         let forwarded: Vec<&str> = headers
             .get_all("x-forwarded-for")
@@ -376,13 +380,13 @@ impl KeyFile {
 
 /// A token bucket per client (IPv6: per /64, which one subscriber usually holds whole), in a
 /// bounded cache.
-struct ClientLimiter {
+pub(crate) struct ClientLimiter {
     buckets: moka::sync::Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
     quota: Quota,
 }
 
 impl ClientLimiter {
-    fn new(per_minute: NonZeroU32) -> Self {
+    pub(crate) fn new(per_minute: NonZeroU32) -> Self {
         Self {
             buckets: moka::sync::Cache::builder()
                 .max_capacity(MAX_LIMITED_CLIENTS)
@@ -394,7 +398,7 @@ impl ClientLimiter {
     }
 
     /// Admits one request of `client`, or says how long until it would be admitted.
-    fn admit(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+    pub(crate) fn admit(&self, client: Option<IpAddr>) -> Result<(), Duration> {
         let key = client.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), bucket_key);
         let bucket = self
             .buckets

@@ -20,6 +20,8 @@
 pub mod forward_auth;
 pub mod leaks;
 
+pub use crate::console::ConsoleSettings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     (forward_auth::PATH, "forward_auth"),
     (leaks::GITHUB_PATH, "secret_scanning_github"),
     (leaks::REPORT_PATH, "leaked_tokens"),
+    ("/console", "console"),
+    ("/portal", "portal"),
 ];
 
 /// The listener's limits (parsed from `TESSERA_HTTP_*`, the timeout and concurrency shared with
@@ -66,6 +70,8 @@ pub struct HttpSettings {
     pub drain_timeout: Duration,
     /// The leak report routes' keys file, rate limit and client IP (src/http/leaks.rs).
     pub leaks: leaks::LeakSettings,
+    /// The console and portal (src/console/).
+    pub console: ConsoleSettings,
 }
 
 /// The peer of an accepted connection, for handlers that need the client's address.
@@ -76,6 +82,7 @@ pub struct Peer(pub SocketAddr);
 pub fn router(
     forward_auth: forward_auth::ForwardAuth,
     leaks: leaks::Leaks,
+    console: crate::console::Console,
     settings: &HttpSettings,
 ) -> Router {
     let limits = Arc::new(Limits {
@@ -84,6 +91,7 @@ pub fn router(
     });
     forward_auth::routes(forward_auth, settings.max_body_bytes)
         .merge(leaks::routes(leaks, settings.max_body_bytes))
+        .merge(crate::console::routes(console))
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not_found") })
         .layer(axum::middleware::from_fn(move |request, next| {
             let limits = limits.clone();
@@ -139,6 +147,7 @@ fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200 => "200",
         202 => "202",
+        303 => "303",
         400 => "400",
         401 => "401",
         403 => "403",
@@ -282,6 +291,8 @@ mod tests {
         assert_eq!(route_label("/forward-authx"), "unmatched");
         assert_eq!(route_label("/a/b/c/123"), "unmatched");
         assert_eq!(route_label("/leaked-tokens"), "leaked_tokens");
+        assert_eq!(route_label("/console/tokens/tok_1"), "console");
+        assert_eq!(route_label("/portal/"), "portal");
         assert_eq!(
             route_label("/secret-scanning/github"),
             "secret_scanning_github"

@@ -43,6 +43,7 @@ use crate::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
 use crate::domain::policy::TenantPolicy;
+use crate::domain::session::{NewSession, PortalBranding, Session, SessionId};
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use crate::domain::webhook::{
@@ -611,6 +612,59 @@ impl<S: Store> Store for Bounded<S> {
     async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError> {
         let call = self.inner.record_webhook_attempt(attempt);
         self.call("record_webhook_attempt", call).await
+    }
+
+    async fn create_session(&self, new: &NewSession, audit: &AuditEvent) -> Result<(), StoreError> {
+        let call = self.inner.create_session(new, audit);
+        self.call("create_session", call).await
+    }
+
+    async fn find_session(&self, secret_hash: &SecretHash) -> Result<Option<Session>, StoreError> {
+        let call = self.inner.find_session(secret_hash);
+        self.call("find_session", call).await
+    }
+
+    async fn redeem_session_code(
+        &self,
+        code_hash: &SecretHash,
+        secret_hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError> {
+        let call = self.inner.redeem_session_code(code_hash, secret_hash, now);
+        self.call("redeem_session_code", call).await
+    }
+
+    async fn touch_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let call = self.inner.touch_session(id, at);
+        self.call("touch_session", call).await
+    }
+
+    async fn revoke_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let call = self.inner.revoke_session(id, at);
+        self.call("revoke_session", call).await
+    }
+
+    async fn prune_sessions(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let call = self.inner.prune_sessions(before, limit);
+        self.call("prune_sessions", call).await
+    }
+
+    async fn set_portal_branding(
+        &self,
+        branding: &PortalBranding,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<PortalBranding, StoreError> {
+        let call = self.inner.set_portal_branding(branding, updated_at, audit);
+        self.call("set_portal_branding", call).await
+    }
+
+    async fn get_portal_branding(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Option<PortalBranding>, StoreError> {
+        let call = self.inner.get_portal_branding(tenant);
+        self.call("get_portal_branding", call).await
     }
 }
 

@@ -25,7 +25,9 @@ use crate::domain::model::{
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
 use crate::domain::policy::TenantPolicy;
+use crate::domain::session::{PortalBranding, Session, SessionId, SessionKind};
 use crate::domain::signature::SealedSigningKey;
+use crate::domain::token::SecretHash;
 use crate::domain::usage::{self, CallRecord, DailyCount, LastUse};
 
 pub(super) fn micros(instant: DateTime<Utc>) -> i64 {
@@ -1111,5 +1113,105 @@ mod tests {
             )),
             "corrupt row: usage_recent_calls.client_ip"
         );
+    }
+}
+
+/// The columns of `console_sessions` a session is read from, in [`SessionRow`]'s order.
+macro_rules! session_columns {
+    () => {
+        "id, kind, admin_key_hash, actor, tenant, principal_id, return_url, created_at, \
+         last_seen_at, expires_at, revoked_at"
+    };
+}
+pub(super) use session_columns;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: String,
+    kind: String,
+    admin_key_hash: Option<Vec<u8>>,
+    actor: String,
+    tenant: String,
+    principal_id: String,
+    return_url: String,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl SessionRow {
+    pub(super) fn into_session(self) -> Result<Session, StoreError> {
+        let kind = match self.kind.as_str() {
+            "console" => SessionKind::Console {
+                admin_key_hash: self
+                    .admin_key_hash
+                    .as_deref()
+                    .and_then(SecretHash::from_slice)
+                    .ok_or_else(|| corrupt("console_sessions.admin_key_hash"))?,
+            },
+            "portal" => SessionKind::Portal {
+                tenant: parse_field(&self.tenant, Tenant::parse, "console_sessions.tenant")?,
+                principal_id: parse_field(
+                    &self.principal_id,
+                    PrincipalId::parse,
+                    "console_sessions.principal_id",
+                )?,
+                return_url: self.return_url,
+            },
+            _ => return Err(corrupt("console_sessions.kind")),
+        };
+        Ok(Session {
+            id: SessionId::from_stored(self.id),
+            kind,
+            actor: self.actor,
+            created_at: instant(self.created_at)?,
+            last_seen_at: instant(self.last_seen_at)?,
+            expires_at: instant(self.expires_at)?,
+            revoked_at: optional_instant(self.revoked_at)?,
+        })
+    }
+}
+
+/// A session's kind as its columns hold it: kind, admin key hash, tenant, principal, return URL.
+pub(super) fn session_kind_columns(
+    kind: &SessionKind,
+) -> (&'static str, Option<&[u8]>, &str, &str, &str) {
+    match kind {
+        SessionKind::Console { admin_key_hash } => {
+            ("console", Some(admin_key_hash.0.as_slice()), "", "", "")
+        }
+        SessionKind::Portal {
+            tenant,
+            principal_id,
+            return_url,
+        } => (
+            "portal",
+            None,
+            tenant.as_str(),
+            principal_id.as_str(),
+            return_url.as_str(),
+        ),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct BrandingRow {
+    tenant: String,
+    product_name: String,
+    logo_url: String,
+    accent_color: String,
+    updated_at: i64,
+}
+
+impl BrandingRow {
+    pub(super) fn into_branding(self) -> Result<PortalBranding, StoreError> {
+        Ok(PortalBranding {
+            tenant: parse_field(&self.tenant, Tenant::parse, "portal_branding.tenant")?,
+            product_name: self.product_name,
+            logo_url: self.logo_url,
+            accent_color: self.accent_color,
+            updated_at: Some(instant(self.updated_at)?),
+        })
     }
 }

@@ -25,6 +25,7 @@ use crate::domain::model::{
 use crate::domain::network::IpAllowlist;
 use crate::domain::permission::Grant;
 use crate::domain::policy::TenantPolicy;
+use crate::domain::session::{NewSession, PortalBranding, Session, SessionId};
 use crate::domain::signature::SealedSigningKey;
 use crate::domain::token::SecretHash;
 use crate::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
@@ -728,6 +729,47 @@ pub trait Store: Send + Sync + 'static {
     /// (`failing_since` cleared); a last failed retry marks it failing and writes one
     /// `webhook.failing` event per failing episode: true when this attempt did.
     async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError>;
+
+    // Console and portal sessions (issue 18).
+
+    /// Stores a new session with its audit event (a sign-in, a CreatePortalSession).
+    async fn create_session(&self, new: &NewSession, audit: &AuditEvent) -> Result<(), StoreError>;
+
+    /// The session whose cookie secret has this hash, revoked and expired ones included.
+    async fn find_session(&self, secret_hash: &SecretHash) -> Result<Option<Session>, StoreError>;
+
+    /// Exchanges a portal session's one-time code for a cookie secret, atomically (of two
+    /// exchanges of one code at most one succeeds), and counts the exchange as a use. None
+    /// when no unused code has this hash, or its session is revoked or expired at `now`.
+    async fn redeem_session_code(
+        &self,
+        code_hash: &SecretHash,
+        secret_hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError>;
+
+    /// Records a use of a session (its `last_seen_at`, from which the idle expiry counts).
+    async fn touch_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Ends a session (sign-out); a session already ended is left as it is.
+    async fn revoke_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` sessions whose absolute expiry is before `before`; how many.
+    async fn prune_sessions(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// Sets a tenant's portal branding with its audit event; the branding as stored.
+    async fn set_portal_branding(
+        &self,
+        branding: &PortalBranding,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<PortalBranding, StoreError>;
+
+    /// A tenant's portal branding; None when it never set one.
+    async fn get_portal_branding(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Option<PortalBranding>, StoreError>;
 }
 
 /// Opens the database named by `url` (`sqlite://…` or `postgres://…`), for tools and tests that

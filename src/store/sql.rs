@@ -197,6 +197,10 @@ macro_rules! impl_store {
             use $crate::store::error::map_error;
             use $crate::store::invalidation::{Invalidation, InvalidationSink};
             use $crate::store::codec::tenants_json;
+            use $crate::domain::session::{NewSession, PortalBranding, Session, SessionId};
+            use $crate::store::codec::{
+                BrandingRow, SessionRow, session_columns, session_kind_columns,
+            };
             use $crate::store::sql::{
                 admin_key_columns, credit_balance, credit_refilled_at, credit_take, event_columns, policy_columns, token_columns,
             };
@@ -2507,6 +2511,171 @@ macro_rules! impl_store {
                     }
                     transaction.commit().await.map_err(map_error)?;
                     Ok(became_failing)
+                }
+
+                async fn create_session(
+                    &self,
+                    new: &NewSession,
+                    audit: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    let (kind, admin_key_hash, tenant, principal_id, return_url) =
+                        session_kind_columns(&new.kind);
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    sqlx::query(
+                        "INSERT INTO console_sessions (id, kind, secret_hash, code_hash, \
+                         admin_key_hash, actor, tenant, principal_id, return_url, created_at, \
+                         last_seen_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+                    )
+                    .bind(new.id.as_str())
+                    .bind(kind)
+                    .bind(new.secret_hash.as_ref().map(|hash| hash.0.to_vec()))
+                    .bind(new.code_hash.as_ref().map(|hash| hash.0.to_vec()))
+                    .bind(admin_key_hash.map(<[u8]>::to_vec))
+                    .bind(&new.actor)
+                    .bind(tenant)
+                    .bind(principal_id)
+                    .bind(return_url)
+                    .bind(micros(new.created_at))
+                    .bind(micros(new.expires_at))
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await
+                }
+
+                async fn find_session(
+                    &self,
+                    secret_hash: &SecretHash,
+                ) -> Result<Option<Session>, StoreError> {
+                    let row: Option<SessionRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        session_columns!(),
+                        " FROM console_sessions WHERE secret_hash = $1"
+                    ))
+                    .bind(secret_hash.0.as_slice())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.map(SessionRow::into_session).transpose()
+                }
+
+                async fn redeem_session_code(
+                    &self,
+                    code_hash: &SecretHash,
+                    secret_hash: &SecretHash,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<Session>, StoreError> {
+                    // One conditional UPDATE: the code is cleared as the secret is set, so a
+                    // second exchange (or a concurrent one) matches no row.
+                    let row: Option<SessionRow> = sqlx::query_as(concat!(
+                        "UPDATE console_sessions SET code_hash = NULL, secret_hash = $2, \
+                         last_seen_at = $3 \
+                         WHERE code_hash = $1 AND revoked_at IS NULL AND expires_at > $3 \
+                         RETURNING ",
+                        session_columns!()
+                    ))
+                    .bind(code_hash.0.as_slice())
+                    .bind(secret_hash.0.as_slice())
+                    .bind(micros(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.map(SessionRow::into_session).transpose()
+                }
+
+                async fn touch_session(
+                    &self,
+                    id: &SessionId,
+                    at: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "UPDATE console_sessions SET last_seen_at = $2 \
+                         WHERE id = $1 AND last_seen_at < $2",
+                    )
+                    .bind(id.as_str())
+                    .bind(micros(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(())
+                }
+
+                async fn revoke_session(
+                    &self,
+                    id: &SessionId,
+                    at: DateTime<Utc>,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "UPDATE console_sessions SET revoked_at = $2 \
+                         WHERE id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(id.as_str())
+                    .bind(micros(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(())
+                }
+
+                async fn prune_sessions(
+                    &self,
+                    before: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<u64, StoreError> {
+                    let deleted = sqlx::query(
+                        "DELETE FROM console_sessions WHERE id IN \
+                         (SELECT id FROM console_sessions WHERE expires_at < $1 LIMIT $2)",
+                    )
+                    .bind(micros(before))
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    Ok(deleted.rows_affected())
+                }
+
+                async fn set_portal_branding(
+                    &self,
+                    branding: &PortalBranding,
+                    updated_at: DateTime<Utc>,
+                    audit: &AuditEvent,
+                ) -> Result<PortalBranding, StoreError> {
+                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let row: BrandingRow = sqlx::query_as(
+                        "INSERT INTO portal_branding \
+                         (tenant, product_name, logo_url, accent_color, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (tenant) DO UPDATE SET product_name = excluded.product_name, \
+                         logo_url = excluded.logo_url, accent_color = excluded.accent_color, \
+                         updated_at = excluded.updated_at \
+                         RETURNING tenant, product_name, logo_url, accent_color, updated_at",
+                    )
+                    .bind(branding.tenant.as_str())
+                    .bind(&branding.product_name)
+                    .bind(&branding.logo_url)
+                    .bind(&branding.accent_color)
+                    .bind(micros(updated_at))
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(map_error)?;
+                    Self::commit_with_audit(transaction, audit).await?;
+                    row.into_branding()
+                }
+
+                async fn get_portal_branding(
+                    &self,
+                    tenant: &Tenant,
+                ) -> Result<Option<PortalBranding>, StoreError> {
+                    let row: Option<BrandingRow> = sqlx::query_as(
+                        "SELECT tenant, product_name, logo_url, accent_color, updated_at \
+                         FROM portal_branding WHERE tenant = $1",
+                    )
+                    .bind(tenant.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_error)?;
+                    row.map(BrandingRow::into_branding).transpose()
                 }
             }
         }

@@ -87,6 +87,9 @@ fn expectation(rpc: &str) -> (proto::AdminRole, &'static str, Reach) {
         "DeleteWebhook" => (Owner, "webhooks.write", ById),
         "ListWebhookDeliveries" => (Viewer, "read", ById),
         "WatchEvents" => (Viewer, "read", NamesTenant),
+        "CreatePortalSession" => (TokenManager, "tokens.write", NamesTenant),
+        "SetPortalBranding" => (Owner, "portal_branding.write", NamesTenant),
+        "GetPortalBranding" => (Viewer, "read", NamesTenant),
         other => panic!("no expectation for TokenAdminService/{other}: add one"),
     }
 }
@@ -147,6 +150,8 @@ fn webhooks_possible(settings: &mut tessera::config::Settings) {
         "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=",
     ));
     settings.webhook_allow_private_urls = true;
+    // CreatePortalSession makes URLs on the HTTP listener.
+    settings.http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
 }
 
 /// A new webhook in `tenant`, made with the bootstrap key, for an event type these tests never
@@ -518,6 +523,34 @@ async fn call(
                 },
                 key,
             ))
+            .await
+            .map(drop),
+        "CreatePortalSession" => client
+            .create_portal_session(with_key(
+                proto::CreatePortalSessionRequest {
+                    tenant,
+                    principal_id: "alice".to_owned(),
+                    ..Default::default()
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "SetPortalBranding" => client
+            .set_portal_branding(with_key(
+                proto::SetPortalBrandingRequest {
+                    branding: Some(proto::PortalBranding {
+                        tenant,
+                        product_name: "Acme".to_owned(),
+                        ..Default::default()
+                    }),
+                },
+                key,
+            ))
+            .await
+            .map(drop),
+        "GetPortalBranding" => client
+            .get_portal_branding(with_key(proto::GetPortalBrandingRequest { tenant }, key))
             .await
             .map(drop),
         other => panic!("no call for TokenAdminService/{other}: add one"),

@@ -300,6 +300,30 @@ async fn every_admin_method_with(
             ..Default::default()
         }
     );
+    call!(
+        "CreatePortalSession",
+        create_portal_session,
+        proto::CreatePortalSessionRequest {
+            tenant: tenant(),
+            principal_id: "alice".to_owned(),
+            ..Default::default()
+        }
+    );
+    call!(
+        "SetPortalBranding",
+        set_portal_branding,
+        proto::SetPortalBrandingRequest {
+            branding: Some(proto::PortalBranding {
+                tenant: tenant(),
+                ..Default::default()
+            })
+        }
+    );
+    call!(
+        "GetPortalBranding",
+        get_portal_branding,
+        proto::GetPortalBrandingRequest { tenant: tenant() }
+    );
     refused
 }
 

@@ -15,6 +15,7 @@ use tessera::domain::model::{
     ApiStatus, AuditEvent, CredentialRecord, NewToken, Principal, Role, Suspension, Token,
 };
 use tessera::domain::policy::TenantPolicy;
+use tessera::domain::session::{NewSession, PortalBranding, Session, SessionId};
 use tessera::domain::token::SecretHash;
 use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::domain::webhook::{
@@ -567,5 +568,54 @@ impl Store for PausingStore {
 
     async fn record_webhook_attempt(&self, attempt: &Attempt) -> Result<bool, StoreError> {
         self.inner.record_webhook_attempt(attempt).await
+    }
+
+    async fn create_session(&self, new: &NewSession, audit: &AuditEvent) -> Result<(), StoreError> {
+        self.inner.create_session(new, audit).await
+    }
+
+    async fn find_session(&self, secret_hash: &SecretHash) -> Result<Option<Session>, StoreError> {
+        self.inner.find_session(secret_hash).await
+    }
+
+    async fn redeem_session_code(
+        &self,
+        code_hash: &SecretHash,
+        secret_hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, StoreError> {
+        self.inner
+            .redeem_session_code(code_hash, secret_hash, now)
+            .await
+    }
+
+    async fn touch_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.touch_session(id, at).await
+    }
+
+    async fn revoke_session(&self, id: &SessionId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.revoke_session(id, at).await
+    }
+
+    async fn prune_sessions(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.inner.prune_sessions(before, limit).await
+    }
+
+    async fn set_portal_branding(
+        &self,
+        branding: &PortalBranding,
+        updated_at: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> Result<PortalBranding, StoreError> {
+        self.inner
+            .set_portal_branding(branding, updated_at, audit)
+            .await
+    }
+
+    async fn get_portal_branding(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Option<PortalBranding>, StoreError> {
+        self.inner.get_portal_branding(tenant).await
     }
 }

@@ -1,0 +1,120 @@
+//! The self-service portal's admin side (issue 18): CreatePortalSession, which opens a session
+//! for one principal behind a one-time code, and a tenant's branding. The pages themselves are
+//! in src/console/.
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::SecretString;
+
+use super::{Actor, Admin, AdminError, audit};
+use crate::domain::fields::{PrincipalId, Tenant};
+use crate::domain::session::{self, NewSession, PortalBranding, SessionId, SessionKind};
+
+/// A CreatePortalSession as the admin layer takes it (fields already parsed).
+#[derive(Debug, Clone)]
+pub struct OpenPortal {
+    pub tenant: Tenant,
+    pub principal_id: PrincipalId,
+    pub return_url: String,
+    pub ttl: Duration,
+}
+
+/// An opened portal session: the one-time code exists only here and in the URL made of it.
+#[derive(Debug)]
+pub struct OpenedPortal {
+    pub id: SessionId,
+    pub code: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The name audit entries give a portal user acting on `principal`'s tokens.
+pub fn portal_actor_name(principal: &PrincipalId) -> String {
+    format!("portal:{principal}")
+}
+
+impl Admin {
+    /// Stores a portal session for a principal that exists and is not disabled, with its audit
+    /// entry; the code is exchanged at /portal/ for a cookie, once.
+    pub async fn create_portal_session(
+        &self,
+        actor: &Actor,
+        open: OpenPortal,
+    ) -> Result<OpenedPortal, AdminError> {
+        let principal = self
+            .store
+            .get_principal(&open.tenant, &open.principal_id)
+            .await?;
+        if principal.disabled {
+            return Err(AdminError::InvalidField {
+                field: "principal_id".to_owned(),
+                description: "the principal is disabled".to_owned(),
+            });
+        }
+        let now = Utc::now();
+        let (code, code_hash) = session::new_secret();
+        let new = NewSession {
+            id: SessionId::generate(),
+            kind: SessionKind::Portal {
+                tenant: open.tenant.clone(),
+                principal_id: open.principal_id.clone(),
+                return_url: open.return_url,
+            },
+            actor: portal_actor_name(&open.principal_id),
+            secret_hash: None,
+            code_hash: Some(code_hash),
+            created_at: now,
+            expires_at: now + open.ttl,
+        };
+        let mut event = audit(actor, "portal_session.create", open.tenant.as_str(), now);
+        event.principal_id = Some(open.principal_id.clone());
+        event.summary = format!(
+            "portal session {} for {} until {}",
+            new.id,
+            open.principal_id,
+            new.expires_at.to_rfc3339()
+        );
+        self.store.create_session(&new, &event).await?;
+        tracing::info!(session_id = %new.id, tenant = %open.tenant, principal_id = %open.principal_id, "portal session created");
+        Ok(OpenedPortal {
+            id: new.id,
+            code,
+            expires_at: new.expires_at,
+        })
+    }
+
+    /// Sets a tenant's portal branding, audited.
+    pub async fn set_portal_branding(
+        &self,
+        actor: &Actor,
+        branding: PortalBranding,
+    ) -> Result<PortalBranding, AdminError> {
+        let now = Utc::now();
+        let mut event = audit(actor, "portal_branding.set", branding.tenant.as_str(), now);
+        event.summary = format!(
+            "portal branding: name {:?}, logo {}, accent {}",
+            branding.product_name,
+            if branding.logo_url.is_empty() {
+                "none"
+            } else {
+                "set"
+            },
+            if branding.accent_color.is_empty() {
+                "default"
+            } else {
+                branding.accent_color.as_str()
+            }
+        );
+        Ok(self
+            .store
+            .set_portal_branding(&branding, now, &event)
+            .await?)
+    }
+
+    /// A tenant's portal branding, Tessera's own when it set none.
+    pub async fn portal_branding(&self, tenant: &Tenant) -> Result<PortalBranding, AdminError> {
+        Ok(self
+            .store
+            .get_portal_branding(tenant)
+            .await?
+            .unwrap_or_else(|| PortalBranding::default_for(tenant.clone())))
+    }
+}
