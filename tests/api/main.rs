@@ -6,6 +6,7 @@ mod admin_auth;
 mod admin_keys;
 mod check;
 mod cli;
+mod console;
 mod credits;
 mod envoy;
 mod events;

@@ -1,5 +1,6 @@
 //! `spawn_app`: the real server on port 0, over a fresh database, with a real gRPC client.
 
+pub mod browser;
 pub mod database;
 pub mod fault_proxy;
 pub mod http;
