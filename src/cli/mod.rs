@@ -38,6 +38,7 @@ mod events;
 mod page;
 mod parse;
 mod policy;
+mod portal;
 mod principal;
 mod record;
 mod role;
@@ -169,6 +170,9 @@ pub enum Command {
     /// Create, list, change and delete webhooks, and show their deliveries.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Open a self-service portal URL for a principal; show or set the portal's branding.
+    #[command(subcommand)]
+    Portal(portal::PortalCommand),
 }
 
 /// Runs one admin command and prints its result or its error.
@@ -185,6 +189,7 @@ pub async fn run(client: ClientArgs, command: Command) -> ExitCode {
         Command::Policy(command) => policy::run(&client, command).await,
         Command::Events(command) => events::run(&client, command).await,
         Command::Webhook(command) => webhook::run(&client, command).await,
+        Command::Portal(command) => portal::run(&client, command).await,
     };
     match outcome.and_then(|report| report.print(client.json)) {
         Ok(exit_code) => exit_code,

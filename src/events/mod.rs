@@ -136,23 +136,16 @@ impl Events {
 
     async fn prune(&self) {
         let before = Utc::now() - self.settings.retention;
-        let mut pruned = 0;
-        loop {
-            match self.store.prune_events(before, BATCH).await {
-                Ok(count) => {
-                    pruned += count;
-                    if count < u64::from(BATCH) {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "event pruning failed, retrying in an hour");
-                    break;
-                }
-            }
-        }
+        let pruned = in_batches("event", || self.store.prune_events(before, BATCH)).await;
         if pruned > 0 {
             tracing::info!(pruned, "events past their retention pruned");
+        }
+        // Console and portal sessions past their absolute expiry (src/console/): the same
+        // hourly upkeep, as shared as the events.
+        let now = Utc::now();
+        let pruned = in_batches("session", || self.store.prune_sessions(now, BATCH)).await;
+        if pruned > 0 {
+            tracing::info!(pruned, "expired console sessions pruned");
         }
     }
 
@@ -228,5 +221,29 @@ impl Events {
             }
         });
         Ok(receiver)
+    }
+}
+
+/// Runs `batch` until it deletes fewer than [`BATCH`] rows or fails (logged; the next hourly
+/// run goes on); how many it deleted.
+async fn in_batches<F, Fut>(what: &'static str, mut batch: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut deleted = 0;
+    loop {
+        match batch().await {
+            Ok(count) => {
+                deleted += count;
+                if count < u64::from(BATCH) {
+                    return deleted;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, what, "pruning failed, retrying in an hour");
+                return deleted;
+            }
+        }
     }
 }

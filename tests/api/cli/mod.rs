@@ -12,6 +12,7 @@ mod backup;
 mod events;
 mod papercuts;
 mod policy;
+mod portal;
 mod tls;
 mod webhook;
 
