@@ -2,6 +2,7 @@
 //! (issue 18): sessions and their security here and in `sessions`, the operator's pages in
 //! `operator`, the portal's in `portal`, and a real browser in `browser`.
 
+mod browser;
 mod operator;
 mod portal;
 mod sessions;

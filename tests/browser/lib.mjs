@@ -1,0 +1,94 @@
+// Shared by the console's browser tests (tests/api/console/browser.rs runs them): Debian's
+// chromium driven by playwright-core, imported by path from .ci/node/node_modules, where
+// .ci/run installs it pinned (ES modules ignore NODE_PATH).
+import { createInterface } from "node:readline";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const require = createRequire(join(root, ".ci", "node", "node_modules", "noop.js"));
+const { chromium } = require("playwright-core");
+
+/** Fails the run with `message` unless `condition` holds. */
+export function expect(condition, message) {
+  if (!condition) {
+    throw new Error(`expectation failed: ${message}`);
+  }
+}
+
+/** A setting the Rust test passes in the environment. */
+export function need(name) {
+  const value = process.env[name];
+  expect(value, `environment ${name} is set`);
+  return value;
+}
+
+export const env = {
+  base: need("TESSERA_HTTP_URL"),
+  screenshots: need("TESSERA_SCREENSHOTS"),
+  chromium: process.env.TESSERA_CHROMIUM || "/usr/bin/chromium",
+};
+
+/** Chromium with the flags these machines need, a 1280×900 page, clipboard allowed. */
+export async function launch() {
+  const browser = await chromium.launch({
+    executablePath: env.chromium,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: env.base });
+  const page = await context.newPage();
+  // A page that logs an error (a CSP violation, a failed script) fails the run.
+  const problems = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(message.text());
+  });
+  page.on("pageerror", (error) => problems.push(String(error)));
+  return { browser, context, page, problems };
+}
+
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+/** Asks the Rust test to do something outside the browser and waits for its JSON answer. */
+export async function ask(request) {
+  process.stdout.write(`ASK ${JSON.stringify(request)}\n`);
+  const { value, done } = await lines.next();
+  expect(!done, "the test answers");
+  return JSON.parse(value);
+}
+
+/** A full-page screenshot into the screenshots directory, `mask` (secrets) blacked out. */
+export async function screenshot(page, name, mask = []) {
+  await page.screenshot({ path: join(env.screenshots, `${name}.png`), fullPage: true, mask });
+}
+
+/** Runs `steps`, printing each; exits non-zero with the error on failure. */
+export async function run(steps) {
+  const session = await launch();
+  try {
+    for (const [name, step] of steps) {
+      process.stderr.write(`step: ${name}\n`);
+      await step(session);
+      expect(session.problems.length === 0, `no page errors after "${name}": ${session.problems}`);
+    }
+    process.stdout.write("DONE\n");
+  } catch (error) {
+    process.stderr.write(`${error.stack || error}\n`);
+    try {
+      await screenshot(session.page, "failure");
+    } catch {}
+    process.exitCode = 1;
+  } finally {
+    await session.browser.close();
+    process.stdin.destroy();
+  }
+}
