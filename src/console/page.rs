@@ -36,6 +36,8 @@ impl Layout<'_> {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     meta name="referrer" content="no-referrer";
+                    // No icon to fetch: a browser would otherwise ask for /favicon.ico.
+                    link rel="icon" href="data:,";
                     title { (self.title) " · " (self.product) }
                     link rel="stylesheet" href={ (self.assets) "/app.css" };
                     @if let Some(theme) = self.theme {
@@ -275,6 +277,7 @@ pub fn entering() -> Markup {
             head {
                 meta charset="utf-8";
                 meta http-equiv="refresh" content={ "0;url=" (super::PORTAL_PATH) };
+                link rel="icon" href="data:,";
                 title { "Opening your API tokens" }
                 link rel="stylesheet" href="/portal/assets/app.css";
             }

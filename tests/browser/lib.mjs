@@ -47,6 +47,8 @@ export async function launch() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: env.base });
   const page = await context.newPage();
+  // A missing element fails in seconds, not the default half minute.
+  page.setDefaultTimeout(10_000);
   // A page that logs an error (a CSP violation, a failed script) fails the run.
   const problems = [];
   page.on("console", (message) => {

@@ -138,7 +138,8 @@ async fn an_operator_creates_copies_checks_rotates_and_revokes_a_token_in_a_real
         settings.usage_flush_interval_ms = 50;
     })
     .await;
-    app.principal("", "alice", &["orders:*", "products:read"]).await;
+    app.principal("", "alice", &["orders:*", "products:read"])
+        .await;
     run_script(
         &app,
         "console.mjs",
@@ -154,7 +155,8 @@ async fn a_portal_user_manages_only_their_own_tokens_from_a_one_time_url_in_a_re
         settings.usage_flush_interval_ms = 50;
     })
     .await;
-    app.principal("", "alice", &["orders:*", "products:read"]).await;
+    app.principal("", "alice", &["orders:*", "products:read"])
+        .await;
     app.principal("", "bob", &["orders:read"]).await;
     let (bobs, _) = app.token(new_token("", "bob", &["orders:read"])).await;
     let opened = app

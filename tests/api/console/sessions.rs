@@ -15,6 +15,69 @@ backend_tests!(
     a_portal_url_opens_a_session_once_and_is_dead_after,
 );
 
+#[tokio::test]
+async fn sign_in_attempts_past_the_per_ip_limit_are_refused_with_retry_after() {
+    let app = super::spawn_console_with(Backend::Sqlite, |settings| {
+        settings.console_sign_ins_per_minute = 2;
+    })
+    .await;
+    let mut browser = Browser::new(http(&app));
+    let csrf = browser.get("/console/sign-in").await.csrf();
+    for _ in 0..2 {
+        let refused = browser
+            .post(
+                "/console/sign-in",
+                &[("csrf", &csrf), ("admin_key", "tsa_wrong"), ("name", "")],
+            )
+            .await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
+    // Past the limit even the right key waits: guessing costs a minute per two tries.
+    let limited = browser
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("admin_key", &app.admin_key), ("name", "")],
+        )
+        .await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let wait: u64 = limited
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(!browser.cookies.contains_key("tessera-console"));
+}
+
+#[tokio::test]
+async fn only_the_portal_may_be_framed_and_only_by_the_origins_the_setting_names() {
+    let app = super::spawn_console_with(Backend::Sqlite, |settings| {
+        settings.portal_frame_ancestors = "https://app.example.com".to_owned();
+    })
+    .await;
+    let mut browser = Browser::new(http(&app));
+    let portal = browser.get("/portal/enter?code=nothing").await;
+    let csp = portal.header("content-security-policy").expect("csp");
+    assert!(
+        csp.ends_with("frame-ancestors https://app.example.com"),
+        "{csp}"
+    );
+    assert_eq!(
+        portal.header("x-frame-options"),
+        None,
+        "X-Frame-Options cannot name an origin"
+    );
+    let console = browser.get("/console/sign-in").await;
+    let csp = console.header("content-security-policy").expect("csp");
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(console.header("x-frame-options"), Some("DENY"));
+    for asset in ["/console/assets/app.css", "/portal/assets/app.js"] {
+        let answer = browser.get(asset).await;
+        assert_eq!(answer.status, 200, "{asset}");
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    }
+}
+
 async fn an_operator_signs_in_with_an_admin_key_and_out_again(backend: Backend) {
     let app = spawn_console(backend).await;
     let mut browser = Browser::new(http(&app));
