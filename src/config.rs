@@ -419,6 +419,10 @@ pub struct EnvoyRule {
     /// At least one of these is needed, as Check's `any_permissions` (at most 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub any_permissions: Vec<String>,
+    /// Credits a matching request spends from a token with credits, as Check's `cost` (0 to
+    /// 1,000,000); unset: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u32>,
 }
 
 /// What an Envoy request that no rule matches needs.

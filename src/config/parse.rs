@@ -724,6 +724,7 @@ fn envoy(settings: &Settings) -> Result<EnvoySettings, ConfigError> {
             &rule.permission,
         )
         .and_then(|parsed| parsed.needing(&rule.all_permissions, &rule.any_permissions))
+        .and_then(|parsed| parsed.costing(rule.cost))
         .map_err(|error| ConfigError::Invalid {
             setting: "TESSERA_ENVOY_RULES",
             reason: format!("rule {index}: {error}"),

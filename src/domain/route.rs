@@ -56,6 +56,8 @@ pub enum InvalidRule {
     Permission(#[from] InvalidPermission),
     #[error("all_permissions and any_permissions: at most {MAX_QUERY_PERMISSIONS} each")]
     TooManyPermissions,
+    #[error("cost: at most {}", crate::domain::credits::MAX_COST)]
+    CostTooHigh,
 }
 
 /// One rule: an optional method (None: any), a path pattern, and what a match needs.
@@ -69,6 +71,8 @@ pub struct PermissionRule {
     all: Vec<Permission>,
     /// At least one of these is needed, when not empty (Check's `any_permissions`).
     any: Vec<Permission>,
+    /// Credits a match spends (Check's `cost`); None: Check's default, 1.
+    cost: Option<u32>,
 }
 
 impl PermissionRule {
@@ -114,7 +118,23 @@ impl PermissionRule {
             permission,
             all: Vec::new(),
             any: Vec::new(),
+            cost: None,
         })
+    }
+
+    /// The rule, spending `cost` credits per match (None: Check's default), bounded as Check's
+    /// `cost`.
+    pub fn costing(mut self, cost: Option<u32>) -> Result<Self, InvalidRule> {
+        if cost.is_some_and(|cost| cost > crate::domain::credits::MAX_COST) {
+            return Err(InvalidRule::CostTooHigh);
+        }
+        self.cost = cost;
+        Ok(self)
+    }
+
+    /// What a match spends from a token with credits; None: 1.
+    pub fn cost(&self) -> Option<u32> {
+        self.cost
     }
 
     /// The rule, needing also every permission of `all` and at least one of `any` (when not
@@ -199,6 +219,18 @@ impl PermissionRules {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_rules_cost_is_bounded_as_checks_is() {
+        let rule =
+            PermissionRule::parse("POST", None, Some("/exports/"), "orders:read").expect("rule");
+        assert_eq!(rule.clone().costing(Some(5)).expect("cost").cost(), Some(5));
+        assert_eq!(rule.clone().costing(None).expect("no cost").cost(), None);
+        assert_eq!(
+            rule.costing(Some(crate::domain::credits::MAX_COST + 1)),
+            Err(InvalidRule::CostTooHigh)
+        );
+    }
     use super::*;
 
     fn rule(

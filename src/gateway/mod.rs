@@ -285,8 +285,8 @@ pub fn to_check_request(
         signature,
         all_permissions,
         any_permissions,
-        // Every request through a gateway costs a token with credits one credit.
-        cost: None,
+        // What the matched rule says a request costs a token with credits; else one credit.
+        cost: matched_rule.and_then(|rule| rule.cost()),
     })
 }
 

@@ -446,6 +446,58 @@ async fn a_rule_may_need_all_of_several_permissions_or_any_of_several() {
 }
 
 #[tokio::test]
+async fn a_rule_with_a_cost_spends_that_many_credits_per_request_and_others_spend_one() {
+    let app = app_with(|settings| {
+        let export = EnvoyRule {
+            method: "POST".to_owned(),
+            prefix: Some("/api/v1/exports/".to_owned()),
+            permission: "orders:read".to_owned(),
+            cost: Some(5),
+            ..Default::default()
+        };
+        settings.envoy_rules.insert(0, export);
+    })
+    .await;
+    let mut request = new_token(TENANT, "alice", &["orders:read"]);
+    request.credits = Some(proto::TokenCredits {
+        remaining: 11,
+        ..Default::default()
+    });
+    let (token, secret) = app.token(request).await;
+    let export = || {
+        EnvoyCall::get("/api/v1/exports/monthly")
+            .method("POST")
+            .bearer(&secret)
+    };
+    allowed(&call(&app, export()).await);
+    allowed(&call(&app, export()).await);
+    // One left: an export (5) is refused and spends nothing; a plain read (1) still goes.
+    denied(
+        &call(&app, export()).await,
+        429,
+        Code::ResourceExhausted,
+        "credits_exhausted",
+    );
+    allowed(&call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await);
+    denied(
+        &call(&app, EnvoyCall::get("/api/v1/orders/1").bearer(&secret)).await,
+        429,
+        Code::ResourceExhausted,
+        "credits_exhausted",
+    );
+    let stored = app
+        .admin_client()
+        .await
+        .get_token(app.admin(proto::GetTokenRequest { id: token.id }))
+        .await
+        .expect("token")
+        .into_inner()
+        .token
+        .expect("token");
+    assert_eq!(stored.credits.map(|credits| credits.remaining), Some(0));
+}
+
+#[tokio::test]
 async fn chosen_metadata_keys_are_set_upstream_and_a_clients_copies_of_any_are_removed() {
     let app = app_with(|settings| {
         settings.gateway_metadata_headers = vec!["plan".to_owned(), "region".to_owned()];
