@@ -252,6 +252,18 @@ where
         else {
             return Err(ended());
         };
+        // A principal disabled (or deleted) since the session opened has no portal: checked on
+        // every request, as a console session's admin key is.
+        match backend.admin.get_principal(&tenant, &principal_id).await {
+            Ok(principal) if !principal.disabled => {}
+            Ok(_) | Err(crate::admin::AdminError::NotFound(_)) => return Err(ended()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a portal session's principal");
+                return Err(page::unavailable(
+                    "Your account cannot be read right now; try again in a moment.",
+                ));
+            }
+        }
         let actor = Actor {
             name: session.actor.clone(),
             admin_key: session.id.to_string(),

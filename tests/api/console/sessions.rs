@@ -238,6 +238,27 @@ async fn a_portal_url_opens_a_session_once_and_is_dead_after(backend: Backend) {
     assert_eq!(again.status, 401, "{}", again.body);
     assert!(!second.cookies.contains_key("tessera-portal"));
 
+    // Disabling the principal ends its portal at once; enabling it again brings it back.
+    let disable = |disabled: bool| proto::UpdatePrincipalRequest {
+        id: "alice".to_owned(),
+        disabled,
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["disabled".to_owned()],
+        }),
+        ..Default::default()
+    };
+    let mut admin = app.admin_client().await;
+    admin
+        .update_principal(app.admin(disable(true)))
+        .await
+        .expect("disabled");
+    assert_eq!(browser.get("/portal/").await.status, 401);
+    admin
+        .update_principal(app.admin(disable(false)))
+        .await
+        .expect("enabled");
+    assert_eq!(browser.get("/portal/").await.status, 200);
+
     // A portal cookie is not a console session.
     let mut console = Browser::new(http(&app));
     console.cookies = browser.cookies.clone();
