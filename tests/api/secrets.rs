@@ -141,6 +141,8 @@ struct Seen {
 /// One complete run against a `tessera serve` process: its clients, its secrets, what it showed.
 struct Run {
     url: String,
+    /// The HTTP listener (the console and portal), when the run has one.
+    http: Option<std::net::SocketAddr>,
     admin_key: String,
     channel: Channel,
     secrets: Secrets,
@@ -219,6 +221,7 @@ impl Run {
             .expect("connects");
         Self {
             url,
+            http: server.http_addr(),
             admin_key: String::new(),
             channel,
             secrets: Secrets::default(),
@@ -837,6 +840,79 @@ async fn drive(run: &mut Run) {
     failing_admin_calls(run, &plain, &rotated, &graced).await;
     reads(run, &plain.id).await;
     cli_session(run, &rotated.secret).await;
+    if let Some(http) = run.http {
+        console_session(run, http).await;
+    }
+}
+
+/// The console and the portal (src/console/): signing in with the admin key, a token created
+/// from a page (its secret shown there once), a portal session's one-time code. Every page is
+/// scanned; only the page that issues a secret may show it, and the log never.
+async fn console_session(run: &mut Run, http: std::net::SocketAddr) {
+    use crate::helpers::browser::Browser;
+
+    let mut browser = Browser::new(http);
+    let admin_key = run.admin_key.clone();
+    let overview = browser.sign_in(&admin_key).await;
+    run.see("console overview", overview.body.clone(), &[]);
+    let wrong = browser.get("/console/sign-in").await;
+    let csrf = wrong.csrf();
+    // The admin key pasted with a typo: refused, and not echoed.
+    let near_miss = format!("{admin_key}x");
+    let refused = browser
+        .post(
+            "/console/sign-in",
+            &[("csrf", &csrf), ("admin_key", &near_miss), ("name", "")],
+        )
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    run.see("console refused sign-in", refused.body.clone(), &[]);
+    let csrf = overview.csrf();
+    let created = browser
+        .post(
+            "/console/tokens",
+            &[
+                ("csrf", &csrf),
+                ("tenant", TENANT),
+                ("name", "from the console"),
+                ("owner_id", "alice"),
+                ("permissions", "orders:read"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let marker = "id=\"token-secret\" type=\"text\" readonly value=\"";
+    let start = created.body.find(marker).expect("the page shows the secret") + marker.len();
+    let end = created.body[start..].find('"').expect("value ends") + start;
+    let secret = created.body[start..end].to_owned();
+    run.secrets.add("console token secret", &secret);
+    run.see("console token created", created.body.clone(), &[&secret]);
+    let listed = browser.get(&format!("/console/tokens?tenant={TENANT}")).await;
+    run.see("console token list", listed.body.clone(), &[]);
+
+    let opened = run
+        .admin()
+        .create_portal_session(run.key(proto::CreatePortalSessionRequest {
+            tenant: TENANT.to_owned(),
+            principal_id: "alice".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .expect("portal session")
+        .into_inner();
+    let code = opened
+        .url
+        .split_once("code=")
+        .map(|(_, code)| code.to_owned())
+        .expect("the url carries a code");
+    run.secrets.add("portal code", &code);
+    run.see("portal session", format!("{opened:?}"), &[&code]);
+    let mut portal = Browser::new(http);
+    let entered = portal.get(&opened.url).await;
+    run.see("portal entered", entered.body.clone(), &[]);
+    let tokens = portal.get("/portal/").await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    run.see("portal tokens", tokens.body.clone(), &[]);
 }
 
 /// Admin calls that fail: bad input, rules, wrong credentials (tokens, signing keys and near
@@ -1143,6 +1219,7 @@ async fn a_full_run_shows_each_secret_only_where_it_is_issued(backend: Backend) 
         ("TESSERA_MASTER_KEY", master_key.clone()),
         ("TESSERA_ENVOY_UNMATCHED", "authenticate".to_owned()),
         ("TESSERA_USAGE_FLUSH_INTERVAL_MS", "200".to_owned()),
+        ("TESSERA_HTTP_LISTEN", "127.0.0.1:0".to_owned()),
     ];
     let mut database_password = None;
     if let Some(database) = &database {
@@ -1207,8 +1284,9 @@ async fn a_full_run_shows_each_secret_only_where_it_is_issued(backend: Backend) 
         .filter(|seen| !seen.allowed.is_empty())
         .count();
     assert_eq!(
-        issuing, 6,
-        "three CLI commands issued secrets, three errors quoted one"
+        issuing, 8,
+        "three CLI commands issued secrets, three errors quoted one, a console page showed one \
+         and a portal session's URL holds one"
     );
     for seen in run.seen.iter().filter(|seen| !seen.allowed.is_empty()) {
         assert!(

@@ -87,6 +87,19 @@ impl ServeProcess {
         assert!(sent.success(), "SIG{signal} delivered");
     }
 
+    /// The HTTP listener's address, from the serving line (`http = Some(…)`), when one is on.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        let log = self.log.lock().ok()?;
+        log.iter().find_map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).ok()?;
+            if record["fields"]["message"] != SERVING_MESSAGE {
+                return None;
+            }
+            let shown = record["fields"]["http"].as_str()?;
+            shown.strip_prefix("Some(")?.strip_suffix(')')?.parse().ok()
+        })
+    }
+
     /// The working directory: the SQLite file and the bootstrap admin key file live here.
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
