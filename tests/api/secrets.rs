@@ -882,12 +882,18 @@ async fn console_session(run: &mut Run, http: std::net::SocketAddr) {
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let marker = "id=\"token-secret\" type=\"text\" readonly value=\"";
-    let start = created.body.find(marker).expect("the page shows the secret") + marker.len();
+    let start = created
+        .body
+        .find(marker)
+        .expect("the page shows the secret")
+        + marker.len();
     let end = created.body[start..].find('"').expect("value ends") + start;
     let secret = created.body[start..end].to_owned();
     run.secrets.add("console token secret", &secret);
     run.see("console token created", created.body.clone(), &[&secret]);
-    let listed = browser.get(&format!("/console/tokens?tenant={TENANT}")).await;
+    let listed = browser
+        .get(&format!("/console/tokens?tenant={TENANT}"))
+        .await;
     run.see("console token list", listed.body.clone(), &[]);
 
     let opened = run
