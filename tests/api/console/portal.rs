@@ -27,14 +27,22 @@ backend_tests!(
     every_portal_form_needs_the_sessions_csrf_token,
     the_tenants_branding_appears_in_the_portal,
     portal_branding_is_set_and_read_over_grpc_within_the_callers_rights_and_tenants,
+    a_portal_session_stays_in_its_tenant_even_for_a_principal_of_the_same_id_elsewhere,
+    the_token_list_pages_by_fifty,
 );
 
 /// A portal session of `principal` (default tenant), entered: a browser holding its cookie.
 async fn portal_of(app: &TestApp, principal: &str) -> Browser {
+    portal_in(app, "", principal).await
+}
+
+/// A portal session of `principal` in `tenant`, entered.
+async fn portal_in(app: &TestApp, tenant: &str, principal: &str) -> Browser {
     let opened = app
         .admin_client()
         .await
         .create_portal_session(app.admin(proto::CreatePortalSessionRequest {
+            tenant: tenant.to_owned(),
             principal_id: principal.to_owned(),
             return_url: "https://app.example.com/settings".to_owned(),
             ..Default::default()
@@ -916,4 +924,107 @@ async fn portal_branding_is_set_and_read_over_grpc_within_the_callers_rights_and
         .filter(|event| event.action == "portal_branding.set")
         .count();
     assert_eq!(sets, 2, "{:?}", audit.events);
+}
+
+async fn a_portal_session_stays_in_its_tenant_even_for_a_principal_of_the_same_id_elsewhere(
+    backend: Backend,
+) {
+    let app = spawn_console(backend).await;
+    app.principal("", "alice", &["orders:*", "users:*"]).await;
+    app.principal("acme", "alice", &["orders:*"]).await;
+    let (home, _) = token_of(&app, "alice", "home token", &["users:read"]).await;
+    let mut request = new_token("acme", "alice", &["orders:read"]);
+    request.name = "acme token".to_owned();
+    let (acme, _) = app.token(request).await;
+
+    let mut browser = portal_in(&app, "acme", "alice").await;
+    let list = browser.get("/portal/").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    list.assert_contains("acme token");
+    assert!(!list.body.contains("home token"), "{}", list.body);
+    assert_eq!(
+        browser
+            .get(&format!("/portal/tokens/{}", acme.id))
+            .await
+            .status,
+        200
+    );
+    for suffix in ["", "/edit", "/rotate", "/revoke", "/usage"] {
+        let page = browser.get(&format!("/portal/tokens/{home}{suffix}")).await;
+        assert_eq!(page.status, 404, "{suffix}: {}", page.body);
+    }
+    // The acme principal's permissions are offered, not the other alice's.
+    let form = browser.get("/portal/tokens/new").await;
+    form.assert_contains("value=\"orders:*\"");
+    assert!(!form.body.contains("users:*"), "{}", form.body);
+    let csrf = form.csrf();
+    let created = browser
+        .post(
+            "/portal/tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "made here"),
+                ("permissions", "orders:*"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let made = app
+        .admin_client()
+        .await
+        .list_tokens(app.admin(proto::ListTokensRequest {
+            tenant: "acme".to_owned(),
+            owner_id: "alice".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .expect("tokens")
+        .into_inner()
+        .tokens;
+    assert!(
+        made.iter().any(|token| token.name == "made here"),
+        "{made:?}"
+    );
+    assert_eq!(
+        tokens_of(&app, "alice").await.len(),
+        1,
+        "the default tenant's alice got nothing"
+    );
+}
+
+/// The `href` of the link reading `label` on the page (HTML entities undone).
+fn link(page: &Page, label: &str) -> String {
+    let end = page
+        .body
+        .find(&format!("\">{label}</a>"))
+        .unwrap_or_else(|| panic!("no {label:?} link: {}", page.body));
+    let start = page.body[..end].rfind("href=\"").expect("href") + "href=\"".len();
+    page.body[start..end].replace("&amp;", "&")
+}
+
+async fn the_token_list_pages_by_fifty(backend: Backend) {
+    let app = spawn_console(backend).await;
+    app.principal("", "alice", &["orders:*"]).await;
+    for index in 0..52 {
+        token_of(
+            &app,
+            "alice",
+            &format!("token {index:02}"),
+            &["orders:read"],
+        )
+        .await;
+    }
+    let mut browser = portal_of(&app, "alice").await;
+    let first = browser.get("/portal/").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    first.assert_contains("token 00");
+    first.assert_contains("token 49");
+    assert!(!first.body.contains("token 50"), "{}", first.body);
+    let second = browser.get(&link(&first, "Next page")).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    second.assert_contains("token 50");
+    second.assert_contains("token 51");
+    assert!(!second.body.contains("token 00"), "{}", second.body);
+    assert!(!second.body.contains(">Next page<"), "{}", second.body);
+    assert_eq!(link(&second, "First page"), "/portal/");
 }
