@@ -29,6 +29,7 @@ backend_tests!(
     portal_branding_is_set_and_read_over_grpc_within_the_callers_rights_and_tenants,
     a_portal_session_stays_in_its_tenant_even_for_a_principal_of_the_same_id_elsewhere,
     the_token_list_pages_by_fifty,
+    what_a_caller_wrote_is_escaped_on_every_portal_page,
 );
 
 /// A portal session of `principal` (default tenant), entered: a browser holding its cookie.
@@ -1027,4 +1028,41 @@ async fn the_token_list_pages_by_fifty(backend: Backend) {
     assert!(!second.body.contains("token 00"), "{}", second.body);
     assert!(!second.body.contains(">Next page<"), "{}", second.body);
     assert_eq!(link(&second, "First page"), "/portal/");
+}
+
+async fn what_a_caller_wrote_is_escaped_on_every_portal_page(backend: Backend) {
+    let app = spawn_console(backend).await;
+    app.principal("", "alice", &["orders:*"]).await;
+    let name = "<script>alert(1)</script>\" data-x=\"";
+    let mut request = new_token("", "alice", &["orders:read"]);
+    request.name = name.to_owned();
+    request.description = "<img src=x onerror=alert(2)>".to_owned();
+    let (token, _) = app.token(request).await;
+    let mut browser = portal_of(&app, "alice").await;
+    for path in [
+        "/portal/".to_owned(),
+        format!("/portal/tokens/{}", token.id),
+        format!("/portal/tokens/{}/edit", token.id),
+        format!("/portal/tokens/{}/rotate", token.id),
+        format!("/portal/tokens/{}/revoke", token.id),
+        format!("/portal/tokens/{}/usage", token.id),
+    ] {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert!(
+            !page.body.contains("<script>alert"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(!page.body.contains("<img src=x"), "{path}: {}", page.body);
+        assert!(!page.body.contains("\" data-x=\""), "{path}: {}", page.body);
+        page.assert_contains("&lt;script&gt;alert(1)&lt;/script&gt;");
+    }
+    // The typed confirmation still compares the name as it is.
+    let path = format!("/portal/tokens/{}/revoke", token.id);
+    let csrf = csrf_at(&mut browser, &path).await;
+    let revoked = browser
+        .post(&path, &[("csrf", &csrf), ("confirm", name)])
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
 }
