@@ -70,7 +70,7 @@ export async function ask(request) {
 
 /** A full-page screenshot into the screenshots directory, `mask` (secrets) blacked out. */
 export async function screenshot(page, name, mask = []) {
-  await page.screenshot({ path: join(env.screenshots, `${name}.png`), fullPage: true, mask });
+  await page.screenshot({ path: join(env.screenshots, `${name}.png`), fullPage: true, mask, maskColor: "#50575f" });
 }
 
 /** Runs `steps`, printing each; exits non-zero with the error on failure. */
