@@ -88,7 +88,7 @@ async fn an_operator_creates_a_token_sees_its_secret_once_then_rotates_suspends_
             &[
                 ("csrf", &csrf),
                 ("name", "ci deploy"),
-                ("description", "deploys"),
+                ("description", "<script>alert(1)</script>"),
                 ("owner_id", "alice"),
                 ("permissions", "orders:read\norders:write\n"),
                 ("allowed_ips", ""),
@@ -127,6 +127,8 @@ async fn an_operator_creates_a_token_sees_its_secret_once_then_rotates_suspends_
     let detail = browser.get(&path).await;
     assert_eq!(detail.status, 200, "{}", detail.body);
     detail.assert_contains("data-confirm=\"ci deploy\"");
+    detail.assert_contains("&lt;script&gt;alert(1)&lt;/script&gt;");
+    assert!(!detail.body.contains("<script>alert"), "escaped");
     assert!(!detail.body.contains(&secret));
 
     let rotated = browser
@@ -511,6 +513,14 @@ async fn api_status_admin_keys_webhooks_and_the_audit_log_work_from_their_pages(
         )
         .await;
     assert_eq!(deleted.status, 303, "{}", deleted.body);
+
+    // A key of every tenant types the tenant; the pages keep it in their links and forms.
+    let tenants = browser.get("/console/tenants").await;
+    tenants.assert_contains("<label for=\"tenant\">Tenant</label>");
+    let shop = browser.get("/console/webhooks?tenant=shop").await;
+    assert_eq!(shop.status, 200, "{}", shop.body);
+    shop.assert_contains("href=\"/console/audit?tenant=shop\"");
+    shop.assert_contains("name=\"tenant\" value=\"shop\"");
 
     let audit = browser.get("/console/audit").await;
     assert_eq!(audit.status, 200, "{}", audit.body);
