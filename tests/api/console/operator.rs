@@ -17,6 +17,7 @@ backend_tests!(
     usage_shows_the_figures_and_two_svg_charts_that_read_without_the_picture,
     a_viewer_sees_no_write_forms_and_what_its_role_lacks_is_refused,
     api_status_admin_keys_webhooks_and_the_audit_log_work_from_their_pages,
+    the_token_list_pages_by_page_token_and_keeps_its_filters,
 );
 
 /// The value of the shown-once field `id` on a page.
@@ -525,4 +526,35 @@ async fn api_status_admin_keys_webhooks_and_the_audit_log_work_from_their_pages(
     let audit = browser.get("/console/audit").await;
     assert_eq!(audit.status, 200, "{}", audit.body);
     audit.assert_contains("console.sign_in");
+}
+
+async fn the_token_list_pages_by_page_token_and_keeps_its_filters(backend: Backend) {
+    let app = spawn_console(backend).await;
+    app.principal("", "alice", &["orders:*"]).await;
+    app.principal("", "bob", &["orders:*"]).await;
+    for _ in 0..51 {
+        app.token(crate::helpers::new_token("", "alice", &["orders:read"]))
+            .await;
+    }
+    let (bobs, _) = app
+        .token(crate::helpers::new_token("", "bob", &["orders:read"]))
+        .await;
+    let mut browser = Browser::new(http(&app));
+    browser.sign_in(&app.admin_key).await;
+    let first = browser.get("/console/tokens?owner=alice").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body.matches("<td>alice</td>").count(), 50);
+    assert!(!first.body.contains(&bobs.id), "filtered by owner");
+    let marker = "<p class=\"pager\"><a href=\"";
+    let start = first.body.find(marker).expect("a next page") + marker.len();
+    let end = first.body[start..].find('"').expect("link ends") + start;
+    let next = first.body[start..end].replace("&amp;", "&");
+    assert!(
+        next.contains("owner=alice") && next.contains("page_token="),
+        "{next}"
+    );
+    let second = browser.get(&next).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body.matches("<td>alice</td>").count(), 1);
+    assert!(!second.body.contains("Next page"));
 }
