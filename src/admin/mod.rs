@@ -1169,6 +1169,7 @@ impl Admin {
         &self,
         actor: &Actor,
         tenant: Option<&Tenant>,
+        filter: &crate::store::AuditFilter,
         page_size: u32,
         after_id: i64,
     ) -> Result<Page<AuditEvent, i64>, AdminError> {
@@ -1183,7 +1184,7 @@ impl Admin {
         };
         let events = self
             .store
-            .list_audit_events(tenants.as_deref(), after_id, page_size + 1)
+            .list_audit_events(tenants.as_deref(), filter, after_id, page_size + 1)
             .await?;
         Ok(Page::of_one_more(events, page_size as usize, |event| {
             event.id

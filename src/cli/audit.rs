@@ -26,6 +26,18 @@ pub struct AuditArgs {
     /// Only this tenant's events [default: every tenant's].
     #[arg(long)]
     tenant: Option<String>,
+    /// Only events about this token.
+    #[arg(long = "token", value_name = "TOKEN_ID", default_value = "")]
+    token_id: String,
+    /// Only events about this principal.
+    #[arg(long = "principal", value_name = "PRINCIPAL_ID", default_value = "")]
+    principal_id: String,
+    /// Only events of this action (`token.create`, `console.sign_in`, …).
+    #[arg(long, default_value = "")]
+    action: String,
+    /// Only events of this actor, as entries name it (`console:alice`, `adk_…`).
+    #[arg(long, default_value = "")]
+    actor: String,
 
     #[command(flatten)]
     page: PageArgs,
@@ -40,6 +52,10 @@ pub(super) async fn run(args: &ClientArgs, audit: AuditArgs) -> Result<Report, C
                 tenant: audit.tenant.clone().unwrap_or_default(),
                 page_size: audit.page.page_size(),
                 page_token,
+                token_id: audit.token_id.clone(),
+                principal_id: audit.principal_id.clone(),
+                action: audit.action.clone(),
+                actor: audit.actor.clone(),
             };
             let response = answer("ListAuditEvents", client.list_audit_events(request).await)?;
             Ok(Page::of(&response.events, response.next_page_token))

@@ -138,6 +138,36 @@ pub fn parse_tenant_policy(
     violations.finish(parsed)
 }
 
+/// Longest `action` and `actor` a ListAuditEvents filter may name: as long as any stored one.
+const MAX_AUDIT_ACTION_LEN: usize = 64;
+const MAX_AUDIT_ACTOR_LEN: usize = 128;
+
+/// A ListAuditEventsRequest's filters, each bad one named.
+fn audit_filter(
+    violations: &mut Violations,
+    request: &proto::ListAuditEventsRequest,
+) -> Option<crate::store::AuditFilter> {
+    let token_id = (!request.token_id.is_empty())
+        .then(|| convert::token_id(violations, "token_id", &request.token_id));
+    let principal_id = (!request.principal_id.is_empty())
+        .then(|| violations.check("principal_id", PrincipalId::parse(&request.principal_id)));
+    let mut text = |field: &str, raw: &str, max: usize| {
+        if raw.chars().count() > max || raw.chars().any(char::is_control) {
+            violations.add(field, format!("must be at most {max} printable characters"));
+            return None;
+        }
+        Some((!raw.is_empty()).then(|| raw.to_owned()))
+    };
+    let action = text("action", &request.action, MAX_AUDIT_ACTION_LEN);
+    let actor = text("actor", &request.actor, MAX_AUDIT_ACTOR_LEN);
+    Some(crate::store::AuditFilter {
+        token_id: token_id.map_or(Some(None), |id| id.map(Some))?,
+        principal_id: principal_id.map_or(Some(None), |id| id.map(Some))?,
+        action: action?,
+        actor: actor?,
+    })
+}
+
 /// Most field violations one ImportTokens answer lists; a batch with more says so in a last one.
 const MAX_IMPORT_VIOLATIONS: usize = 100;
 
@@ -887,11 +917,18 @@ impl TokenAdminService for TokenAdminApi {
         };
         let page_size = violations.page_size(request.page_size);
         let after = violations.page_token(&request.page_token, |text| text.parse::<i64>().ok());
-        let parsed = (|| Some((tenant?, page_size?, after?)))();
-        let (tenant, page_size, after) = violations.finish(parsed)?;
+        let filter = audit_filter(&mut violations, &request);
+        let parsed = (|| Some((tenant?, page_size?, after?, filter?)))();
+        let (tenant, page_size, after, filter) = violations.finish(parsed)?;
         let page = self
             .admin
-            .list_audit_events(&actor, tenant.as_ref(), page_size, after.unwrap_or(0))
+            .list_audit_events(
+                &actor,
+                tenant.as_ref(),
+                &filter,
+                page_size,
+                after.unwrap_or(0),
+            )
             .await?;
         Ok(Response::new(proto::ListAuditEventsResponse {
             events: page.items.iter().map(convert::audit_event).collect(),

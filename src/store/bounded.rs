@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::EventQuery;
 use super::invalidation::{Invalidation, InvalidationSink};
+use super::{AuditFilter, EventQuery};
 use super::{
     Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PoolOptions, PrincipalChanges,
     Rotation, Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
@@ -262,10 +262,13 @@ impl<S: Store> Store for Bounded<S> {
     async fn list_audit_events(
         &self,
         tenants: Option<&[Tenant]>,
+        filter: &AuditFilter,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let call = self.inner.list_audit_events(tenants, after_id, limit);
+        let call = self
+            .inner
+            .list_audit_events(tenants, filter, after_id, limit);
         self.call("list_audit_events", call).await
     }
 

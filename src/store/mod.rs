@@ -218,6 +218,18 @@ pub struct TokensNeedingAttention {
     pub unused: u64,
 }
 
+/// Which audit events `list_audit_events` returns beside its tenants: each filter set must
+/// match exactly; none set, every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub token_id: Option<TokenId>,
+    pub principal_id: Option<PrincipalId>,
+    /// An action (`token.create`, `console.sign_in`, …).
+    pub action: Option<String>,
+    /// Who acted, as the entry names them (`console:alice`, `adk_…`).
+    pub actor: Option<String>,
+}
+
 /// Which events `list_events` returns.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -419,6 +431,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit_events(
         &self,
         tenants: Option<&[Tenant]>,
+        filter: &AuditFilter,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError>;

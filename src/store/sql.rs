@@ -1158,6 +1158,7 @@ macro_rules! impl_store {
                 async fn list_audit_events(
                     &self,
                     tenants: Option<&[Tenant]>,
+                    filter: &$crate::store::AuditFilter,
                     after_id: i64,
                     limit: u32,
                 ) -> Result<Vec<AuditEvent>, StoreError> {
@@ -1181,6 +1182,21 @@ macro_rules! impl_store {
                     builder.push_bind(after_id);
                     if let Some(tenants) = tenants {
                         Self::push_tenant_filter(&mut builder, tenants);
+                    }
+                    let exact = [
+                        ("token_id", filter.token_id.as_ref().map(TokenId::as_str)),
+                        ("principal_id", filter.principal_id.as_ref().map(PrincipalId::as_str)),
+                        ("action", filter.action.as_deref()),
+                        ("actor", filter.actor.as_deref()),
+                    ];
+                    for (column, value) in exact {
+                        if let Some(value) = value {
+                            builder
+                                .push(" AND ")
+                                .push(column)
+                                .push(" = ")
+                                .push_bind(value.to_owned());
+                        }
                     }
                     builder
                         .push(" ORDER BY id LIMIT ")

@@ -554,6 +554,76 @@ async fn every_mutation_is_audited_with_its_actor() {
 }
 
 #[tokio::test]
+async fn the_audit_log_filters_by_token_principal_action_and_actor_and_names_a_bad_filter() {
+    let app = app_with_owner(Backend::Sqlite).await;
+    let (token, _) = app.token(new_token(TENANT, "alice", &[])).await;
+    let (other, _) = app.token(new_token(TENANT, "alice", &[])).await;
+    let mut client = app.admin_client().await;
+    let mut revoke = app.admin(proto::RevokeTokenRequest {
+        id: token.id.clone(),
+    });
+    revoke
+        .metadata_mut()
+        .insert("x-tessera-actor", "carol@acme".parse().expect("ascii"));
+    client.revoke_token(revoke).await.expect("revoke");
+    let mut listed = async |request: proto::ListAuditEventsRequest| {
+        client
+            .list_audit_events(app.admin(request))
+            .await
+            .map(|response| {
+                response
+                    .into_inner()
+                    .events
+                    .into_iter()
+                    .map(|event| (event.action, event.token_id))
+                    .collect::<Vec<_>>()
+            })
+    };
+    let of_token = listed(proto::ListAuditEventsRequest {
+        token_id: token.id.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("by token");
+    assert_eq!(
+        of_token,
+        [
+            ("token.create".to_owned(), token.id.clone()),
+            ("token.revoke".to_owned(), token.id.clone())
+        ]
+    );
+    let creates = listed(proto::ListAuditEventsRequest {
+        action: "token.create".to_owned(),
+        principal_id: "alice".to_owned(),
+        ..Default::default()
+    })
+    .await
+    .expect("by action");
+    assert_eq!(creates.len(), 2);
+    assert_eq!(creates[1].1, other.id);
+    let by_carol = listed(proto::ListAuditEventsRequest {
+        actor: "carol@acme".to_owned(),
+        ..Default::default()
+    })
+    .await
+    .expect("by actor");
+    assert_eq!(by_carol, [("token.revoke".to_owned(), token.id.clone())]);
+    let bad = listed(proto::ListAuditEventsRequest {
+        token_id: "not-a-token-id".to_owned(),
+        action: "a".repeat(65),
+        ..Default::default()
+    })
+    .await
+    .expect_err("bad filters");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let shown = format!("{bad:?}");
+    assert!(
+        shown.contains("token_id") && shown.contains("action"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn roles_principals_and_api_status_round_trip() {
     let app = app_with_owner(Backend::Sqlite).await;
     let mut client = app.admin_client().await;

@@ -674,6 +674,7 @@ async fn audit(
             tenant: tenant.clone(),
             page_size: 50,
             page_token: query.page_token.clone(),
+            ..Default::default()
         }))
         .await
         .map_err(refused)?

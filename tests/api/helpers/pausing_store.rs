@@ -21,8 +21,8 @@ use tessera::domain::usage::{UsageBatch, UsageFigures, UsageQuery};
 use tessera::domain::webhook::{
     Attempt, DueDelivery, NewWebhook, Webhook, WebhookChanges, WebhookDelivery, WebhookId,
 };
-use tessera::store::EventQuery;
 use tessera::store::invalidation::{Invalidation, InvalidationSink};
+use tessera::store::{AuditFilter, EventQuery};
 use tessera::store::{
     Bootstrapped, CreditLease, CreditSpend, NewAdminKey, PersistKey, PrincipalChanges, Rotation,
     Store, StoreError, TokenQuery, TokenUpdate, TokensNeedingAttention, UsageCutoffs,
@@ -293,10 +293,13 @@ impl Store for PausingStore {
     async fn list_audit_events(
         &self,
         tenants: Option<&[Tenant]>,
+        filter: &AuditFilter,
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.list_audit_events(tenants, after_id, limit).await
+        self.inner
+            .list_audit_events(tenants, filter, after_id, limit)
+            .await
     }
 
     async fn create_admin_key(

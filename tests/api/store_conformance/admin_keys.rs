@@ -236,14 +236,19 @@ pub(super) async fn audit_events_filter_by_several_tenants(store: Arc<dyn Store>
     }
     let tenants = [tenant("acme"), tenant("initech")];
     let events = store
-        .list_audit_events(Some(&tenants[..]), 0, 100)
+        .list_audit_events(
+            Some(&tenants[..]),
+            &tessera::store::AuditFilter::default(),
+            0,
+            100,
+        )
         .await
         .expect("listed");
     let seen: Vec<&str> = events.iter().map(|event| event.tenant.as_str()).collect();
     assert_eq!(seen, ["acme", "initech"]);
     assert!(
         store
-            .list_audit_events(Some(&[]), 0, 100)
+            .list_audit_events(Some(&[]), &tessera::store::AuditFilter::default(), 0, 100)
             .await
             .expect("listed")
             .is_empty(),

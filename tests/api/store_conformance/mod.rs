@@ -62,7 +62,7 @@ macro_rules! store_suite {
                 tokens::the_api_status_is_online_until_set_and_then_reads_back_per_scope,
                 tokens::every_mutation_writes_its_audit_event_in_order,
                 tokens::a_failed_mutation_writes_no_audit_event,
-                tokens::audit_events_page_by_id_and_filter_by_tenant,
+                tokens::audit_events_page_by_id_and_filter_by_tenant_principal_action_and_actor,
                 admin_keys::admin_keys_are_counted_and_recognised_by_hash_only,
                 admin_keys::the_bootstrap_key_is_stored_once_and_never_without_its_file,
                 admin_keys::an_admin_key_reads_back_as_written_and_lists_in_id_order,
@@ -244,7 +244,11 @@ async fn paging_the_audit_log_never_skips_an_event_that_commits_late() {
         .expect("a later event commits");
 
     let reader = Arc::clone(&store);
-    let first_page = tokio::spawn(async move { reader.list_audit_events(None, 0, 100).await });
+    let first_page = tokio::spawn(async move {
+        reader
+            .list_audit_events(None, &tessera::store::AuditFilter::default(), 0, 100)
+            .await
+    });
     // The reader must still be waiting, for as long as the held transaction stays open.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let waiting = !first_page.is_finished();
@@ -255,7 +259,7 @@ async fn paging_the_audit_log_never_skips_an_event_that_commits_late() {
     let first_page = first_page.await.expect("joined").expect("page");
     let cursor = first_page.last().map_or(0, |event| event.id);
     let second_page = store
-        .list_audit_events(None, cursor, 100)
+        .list_audit_events(None, &tessera::store::AuditFilter::default(), cursor, 100)
         .await
         .expect("page");
 
@@ -423,7 +427,7 @@ async fn create_for(store: &Arc<dyn Store>, owner: &Principal) -> Token {
 
 async fn all_audit_events(store: &Arc<dyn Store>) -> Vec<AuditEvent> {
     store
-        .list_audit_events(None, 0, 1000)
+        .list_audit_events(None, &tessera::store::AuditFilter::default(), 0, 1000)
         .await
         .expect("audit events listed")
 }

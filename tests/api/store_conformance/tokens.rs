@@ -1038,7 +1038,9 @@ pub(super) async fn a_failed_mutation_writes_no_audit_event(store: Arc<dyn Store
     assert_eq!(all_audit_events(&store).await, before);
 }
 
-pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn Store>) {
+pub(super) async fn audit_events_page_by_id_and_filter_by_tenant_principal_action_and_actor(
+    store: Arc<dyn Store>,
+) {
     for tenant_name in ["acme", "globex", "acme", "acme", "globex", "acme"] {
         owner(&store, tenant_name, "alice").await;
     }
@@ -1048,7 +1050,7 @@ pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn 
     let mut after_id = 0;
     loop {
         let page = store
-            .list_audit_events(None, after_id, 4)
+            .list_audit_events(None, &tessera::store::AuditFilter::default(), after_id, 4)
             .await
             .expect("page");
         assert!(page.len() <= 4);
@@ -1059,11 +1061,21 @@ pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn 
         paged.extend(page);
     }
     let acme_only = store
-        .list_audit_events(Some(&[tenant("acme")][..]), 0, 100)
+        .list_audit_events(
+            Some(&[tenant("acme")][..]),
+            &tessera::store::AuditFilter::default(),
+            0,
+            100,
+        )
         .await
         .expect("filtered");
     let acme_after_second = store
-        .list_audit_events(Some(&[tenant("acme")][..]), acme_only[1].id, 100)
+        .list_audit_events(
+            Some(&[tenant("acme")][..]),
+            &tessera::store::AuditFilter::default(),
+            acme_only[1].id,
+            100,
+        )
         .await
         .expect("filtered");
 
@@ -1075,6 +1087,58 @@ pub(super) async fn audit_events_page_by_id_and_filter_by_tenant(store: Arc<dyn 
         .collect();
     assert_eq!(acme_only, expected_acme);
     assert_eq!(acme_after_second, expected_acme[2..].to_vec());
+
+    // Each filter matches exactly, alone and with the others.
+    let alice = tessera::domain::fields::PrincipalId::parse("alice").expect("id");
+    let bob = tessera::domain::fields::PrincipalId::parse("bob").expect("id");
+    let token = TokenId::generate();
+    let entries = [
+        ("token.create", "console:carol", Some(&alice), Some(&token)),
+        ("token.revoke", "console:carol", Some(&alice), Some(&token)),
+        ("principal.upsert", "adk_x", Some(&bob), None),
+    ];
+    for (action, actor, principal, token) in entries {
+        let mut event = audit(action, "acme");
+        event.actor = actor.to_owned();
+        event.principal_id = principal.cloned();
+        event.token_id = token.cloned();
+        store.insert_audit_event(&event).await.expect("audited");
+    }
+    let actions = async |filter: tessera::store::AuditFilter| -> Vec<String> {
+        store
+            .list_audit_events(None, &filter, 0, 100)
+            .await
+            .expect("filtered")
+            .into_iter()
+            .map(|event| event.action)
+            .collect()
+    };
+    let of_bob = actions(tessera::store::AuditFilter {
+        principal_id: Some(bob),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_bob, ["principal.upsert"]);
+    let of_token = actions(tessera::store::AuditFilter {
+        token_id: Some(token.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(of_token, ["token.create", "token.revoke"]);
+    let carols_revokes = actions(tessera::store::AuditFilter {
+        actor: Some("console:carol".to_owned()),
+        action: Some("token.revoke".to_owned()),
+        principal_id: Some(alice),
+        token_id: Some(token),
+    })
+    .await;
+    assert_eq!(carols_revokes, ["token.revoke"]);
+    let nobody = actions(tessera::store::AuditFilter {
+        actor: Some("console:dave".to_owned()),
+        ..Default::default()
+    })
+    .await;
+    assert!(nobody.is_empty());
 }
 
 pub(super) async fn a_tokens_secret_hashes_are_its_current_and_retired_ones(store: Arc<dyn Store>) {
