@@ -27,6 +27,15 @@ pub fn when(timestamp: Option<&prost_types::Timestamp>, none: &str) -> Markup {
     }
 }
 
+/// A textarea's lines, trimmed, empty ones left out.
+pub fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A page's chrome: which surface, its nav, and who is signed in.
 pub struct Layout<'a> {
     /// The document's title (the product name is added).

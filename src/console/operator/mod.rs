@@ -66,6 +66,23 @@ pub fn href(path: &str, tenant: &str) -> String {
     href_with(path, tenant, &[])
 }
 
+/// A console form's hidden fields: the session's CSRF token and the tenant the page is in.
+pub fn hidden_fields(user: &ConsoleUser, tenant: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(user.csrf);
+        input type="hidden" name="tenant" value=(tenant);
+    }
+}
+
+/// A link to a list's next page (`label`, e.g. "Next page"), when there is one.
+pub fn next_page(path: &str, tenant: &str, page_token: &str, label: &str) -> Markup {
+    html! {
+        @if !page_token.is_empty() {
+            p.pager { a href=(href_with(path, tenant, &[("page_token", page_token)])) { (label) } }
+        }
+    }
+}
+
 /// `path` with the tenant and more query pairs (empty values left out).
 pub fn href_with(path: &str, tenant: &str, pairs: &[(&str, &str)]) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -146,14 +163,7 @@ pub fn time(at: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "—".to_owned())
 }
 
-/// A textarea's lines: trimmed, blank ones left out.
-pub fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use super::page::lines;
 
 /// A form's optional whole number: blank is None.
 pub fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<Option<T>, page::Problem> {

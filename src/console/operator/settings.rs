@@ -9,7 +9,10 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Page, href, href_with, layout_in, lines, may, number, refused, refused_form, time};
+use super::{
+    Page, hidden_fields, href, layout_in, lines, may, next_page, number, refused, refused_form,
+    time,
+};
 use crate::admin::rights::Right;
 use crate::console::page::{self, Problem};
 use crate::console::session::{ConsoleUser, CsrfForm, Posted};
@@ -117,8 +120,7 @@ async fn status_page(
                 }
                 @if writes && (scope == "tenant" || all) {
                     form.stack method="post" action="/console/status" {
-                        input type="hidden" name="csrf" value=(user.csrf);
-                        input type="hidden" name="tenant" value=(tenant);
+                        (hidden_fields(user, tenant))
                         input type="hidden" name="scope" value=(scope);
                         label for={ (scope) "-online" } { "State" }
                         select id={ (scope) "-online" } name="online" {
@@ -262,8 +264,7 @@ async fn admin_keys_page(
                                 td {
                                     @if key.revoked_at.is_none() && key.id != user.actor.admin_key {
                                         form.inline method="post" action={ "/console/admin-keys/" (key.id) "/revoke" } {
-                                            input type="hidden" name="csrf" value=(user.csrf);
-                                            input type="hidden" name="tenant" value=(tenant);
+                                            (hidden_fields(user, tenant))
                                             button.danger type="submit" { "Revoke " (key.name) }
                                         }
                                     }
@@ -274,14 +275,11 @@ async fn admin_keys_page(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/admin-keys", tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page("/console/admin-keys", tenant, &listed.next_page_token, "Next page"))
         @if writes {
             h2 { "Create an admin key" }
             form.stack method="post" action="/console/admin-keys" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="key-name" { "Name" }
                 input id="key-name" name="name" type="text" required value=(draft.name);
                 label for="key-role" { "Role" }
@@ -480,8 +478,7 @@ async fn webhooks_page(
                                 @if writes {
                                     td {
                                         form.inline method="post" action={ "/console/webhooks/" (webhook.id) "/delete" } {
-                                            input type="hidden" name="csrf" value=(user.csrf);
-                                            input type="hidden" name="tenant" value=(tenant);
+                                            (hidden_fields(user, tenant))
                                             button.danger type="submit" { "Delete webhook " (webhook.url) }
                                         }
                                     }
@@ -492,14 +489,11 @@ async fn webhooks_page(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/webhooks", tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page("/console/webhooks", tenant, &listed.next_page_token, "Next page"))
         @if writes {
             h2 { "Create a webhook" }
             form.stack method="post" action="/console/webhooks" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="webhook-url" { "URL" }
                 input id="webhook-url" name="url" type="url" required value=(draft.url);
                 label for="webhook-events" { "Event types (one per line; empty: every event)" }
@@ -644,9 +638,7 @@ async fn deliveries(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with(&format!("/console/webhooks/{id}"), tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page(&format!("/console/webhooks/{id}"), tenant, &listed.next_page_token, "Next page"))
         p { a href=(href("/console/webhooks", tenant)) { "Back to the webhooks" } }
     };
     Ok(layout_in(
@@ -709,9 +701,7 @@ async fn audit(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/audit", tenant, &[("page_token", &listed.next_page_token)])) { "Older events" } }
-        }
+        (next_page("/console/audit", tenant, &listed.next_page_token, "Older events"))
     };
     Ok(layout_in(&user, "Audit log", "/console/audit", tenant, body).into_response())
 }

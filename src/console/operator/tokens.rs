@@ -12,7 +12,10 @@ use chrono::NaiveDate;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Page, href, href_with, layout_in, lines, may, number, refused, refused_form, time};
+use super::{
+    Page, hidden_fields, href, href_with, layout_in, lines, may, number, refused, refused_form,
+    time,
+};
 use crate::admin::rights::Right;
 use crate::console::page::{self, Problem};
 use crate::console::session::{ConsoleUser, CsrfForm, Posted};
@@ -183,8 +186,7 @@ fn create_page(user: &ConsoleUser, draft: &CreateForm, problem: Option<Problem>)
         h1 { "Create a token" }
         @if let Some(problem) = &problem { (problem.render()) }
         form.stack method="post" action="/console/tokens" {
-            input type="hidden" name="csrf" value=(user.csrf);
-            input type="hidden" name="tenant" value=(draft.tenant);
+            (hidden_fields(user, &draft.tenant))
             label for="name" { "Name" }
             input id="name" name="name" type="text" required value=(draft.name);
             label for="description" { "Description" }
@@ -434,8 +436,7 @@ async fn detail_page(
         @if may(user, Right::WriteTokens) && !revoked {
             h2 { "Rotate" }
             form.stack method="post" action={ (path) "/rotate" } {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="grace_minutes" { "Grace period for the old secret (minutes; empty: none)" }
                 input id="grace_minutes" name="grace_minutes" type="number" min="0";
                 button type="submit" { "Rotate secret" }
@@ -443,8 +444,7 @@ async fn detail_page(
             @if active {
                 h2 { "Suspend" }
                 form.stack method="post" action={ (path) "/suspend" } {
-                    input type="hidden" name="csrf" value=(user.csrf);
-                    input type="hidden" name="tenant" value=(tenant);
+                    (hidden_fields(user, tenant))
                     label for="reason" { "Reason" }
                     input id="reason" name="reason" type="text";
                     button.secondary type="submit" { "Suspend token" }
@@ -453,15 +453,13 @@ async fn detail_page(
             @if suspended {
                 h2 { "Resume" }
                 form.stack method="post" action={ (path) "/resume" } {
-                    input type="hidden" name="csrf" value=(user.csrf);
-                    input type="hidden" name="tenant" value=(tenant);
+                    (hidden_fields(user, tenant))
                     button.secondary type="submit" { "Resume token" }
                 }
             }
             h2 { "Revoke" }
             form.stack method="post" action={ (path) "/revoke" } data-confirm=(token.name) {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="confirm" { "Type the token's name, " strong { (token.name) } ", to revoke it for good" }
                 input id="confirm" name="confirm" type="text" autocomplete="off" required;
                 button.danger type="submit" { "Revoke token" }
