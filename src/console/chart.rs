@@ -1,6 +1,7 @@
 //! The bar charts of the usage pages (console and portal), drawn on the server as SVG: each
 //! with a title, a description a screen reader reads, and each bar's own `<title>`.
 
+use crate::console::page::column_heads;
 use maud::{Markup, html};
 
 use crate::proto;
@@ -143,14 +144,7 @@ pub fn daily_charts(daily: &[proto::DailyUsage]) -> Markup {
             summary { "The days as a table" }
             div.table-scroll {
                 table {
-                    thead {
-                        tr {
-                            th scope="col" { "Day (UTC)" }
-                            th scope="col" { "Calls" }
-                            th scope="col" { "Allowed" }
-                            th scope="col" { "Denied" }
-                        }
-                    }
+                    (column_heads(&["Day (UTC)", "Calls", "Allowed", "Denied"]))
                     tbody {
                         @for day in daily {
                             tr {

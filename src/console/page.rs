@@ -36,6 +36,19 @@ pub fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A table's head: a row of column headings.
+pub fn column_heads(names: &[&str]) -> Markup {
+    html! {
+        thead {
+            tr {
+                @for name in names {
+                    th scope="col" { (name) }
+                }
+            }
+        }
+    }
+}
+
 /// A page's chrome: which surface, its nav, and who is signed in.
 pub struct Layout<'a> {
     /// The document's title (the product name is added).

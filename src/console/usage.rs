@@ -1,6 +1,7 @@
 //! The parts of a usage page (ListUsage) the console and the portal share: the figures, the
 //! last use and the top endpoints.
 
+use crate::console::page::column_heads;
 use maud::{Markup, html};
 
 use super::chart::percent;
@@ -72,7 +73,7 @@ pub fn top_endpoints(usage: &proto::ListUsageResponse) -> Markup {
             p { "No calls yet." }
         } @else {
             table {
-                thead { tr { th scope="col" { "Endpoint" } th scope="col" { "Calls" } } }
+                (column_heads(&["Endpoint", "Calls"]))
                 tbody {
                     @for endpoint in &usage.top_endpoints {
                         tr { td { code { (or_dash(&endpoint.endpoint)) } } td { (endpoint.calls) } }

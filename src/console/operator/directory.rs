@@ -1,6 +1,7 @@
 //! Principals (list, create or change with permissions, disabled and rate limit) and roles
 //! (list, create or change, delete).
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect};
@@ -129,10 +130,7 @@ async fn principals_page(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Principal" } th scope="col" { "Permissions" }
-                        th scope="col" { "State" } th scope="col" { "Rate limit" } th scope="col" { "Links" }
-                    } }
+                    (column_heads(&["Principal", "Permissions", "State", "Rate limit", "Links"]))
                     tbody {
                         @for principal in &listed.principals {
                             tr {

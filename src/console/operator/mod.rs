@@ -10,6 +10,7 @@ mod settings;
 mod tokens;
 mod usage;
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::Query;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -220,7 +221,7 @@ async fn tenants(user: ConsoleUser, Query(query): Query<TenantQuery>) -> Respons
         } @else {
             p { "This admin key may act in these tenants:" }
             table {
-                thead { tr { th scope="col" { "Tenant" } th scope="col" { "Pages" } } }
+                (column_heads(&["Tenant", "Pages"]))
                 tbody {
                     @for name in user.actor.tenants.names() {
                         tr {

@@ -2,6 +2,7 @@
 //! secret shown once, revoke), webhooks (list, create with the secret shown once, delete,
 //! deliveries) and the audit log.
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -42,6 +43,16 @@ struct PageQuery {
     page_token: String,
     #[serde(default)]
     include_revoked: Option<String>,
+}
+
+impl PageQuery {
+    /// A list's first page in `tenant`: where a form sends the operator back to.
+    fn first_in(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 fn with_problem(markup: maud::Markup, problem: Option<&Problem>) -> Response {
@@ -305,10 +316,7 @@ async fn create_admin_key(
     Posted { user, form }: Posted<ConsoleUser, AdminKeyForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let query = PageQuery {
-        tenant: form.tenant.clone(),
-        ..Default::default()
-    };
+    let query = PageQuery::first_in(&form.tenant);
     let ttl = match number::<i64>("ttl_days", &form.ttl_days) {
         Ok(days) => days.map(|days| prost_types::Duration {
             seconds: days.saturating_mul(86_400),
@@ -384,10 +392,7 @@ async fn revoke_admin_key(
     match revoked {
         Ok(_) => Ok(Redirect::to(&href("/console/admin-keys", &form.tenant)).into_response()),
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             admin_keys_page(
                 backend,
@@ -542,10 +547,7 @@ async fn create_webhook(
             .into_response())
         }
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             webhooks_page(backend, &user, &query, &form, Some(problem)).await
         }
@@ -565,10 +567,7 @@ async fn delete_webhook(
     match deleted {
         Ok(_) => Ok(Redirect::to(&href("/console/webhooks", &form.tenant)).into_response()),
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             webhooks_page(
                 backend,
@@ -616,10 +615,7 @@ async fn deliveries(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Event" } th scope="col" { "State" } th scope="col" { "Attempts" }
-                        th scope="col" { "Last attempt" } th scope="col" { "Last answer" } th scope="col" { "Next attempt" }
-                    } }
+                    (column_heads(&["Event", "State", "Attempts", "Last attempt", "Last answer", "Next attempt"]))
                     tbody {
                         @for delivery in &listed.deliveries {
                             tr {
@@ -677,10 +673,7 @@ async fn audit(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Time" } th scope="col" { "Actor" } th scope="col" { "Action" }
-                        th scope="col" { "Tenant" } th scope="col" { "Subject" } th scope="col" { "Summary" }
-                    } }
+                    (column_heads(&["Time", "Actor", "Action", "Tenant", "Subject", "Summary"]))
                     tbody {
                         @for event in &listed.events {
                             tr {

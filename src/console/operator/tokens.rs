@@ -2,6 +2,7 @@
 //! signing key shown once), rotate (shown once), suspend, resume and revoke (the name typed to
 //! confirm).
 
+use crate::console::page::column_heads;
 use std::collections::HashMap;
 
 use axum::Router;
@@ -101,10 +102,7 @@ async fn list(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Name" } th scope="col" { "Owner" } th scope="col" { "State" }
-                        th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" }
-                    } }
+                    (column_heads(&["Name", "Owner", "State", "Created", "Last used", "Expires"]))
                     tbody {
                         @for token in &listed.tokens {
                             tr {
@@ -558,15 +556,15 @@ async fn suspend(
     Posted { user, form }: Posted<ConsoleUser, ActionForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let result = backend
-        .api
-        .suspend_token(user.request(proto::SuspendTokenRequest {
-            id: id.clone(),
-            reason: form.reason.clone(),
-        }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .suspend_token(user.request(proto::SuspendTokenRequest {
+                id: id.clone(),
+                reason: form.reason.clone(),
+            }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
 }
 
@@ -576,12 +574,12 @@ async fn resume(
     Posted { user, form }: Posted<ConsoleUser, ActionForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let result = backend
-        .api
-        .resume_token(user.request(proto::ResumeTokenRequest { id: id.clone() }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .resume_token(user.request(proto::ResumeTokenRequest { id: id.clone() }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
 }
 
@@ -597,11 +595,18 @@ async fn revoke(
         let problem = Problem::field("confirm", "must be the token's name, exactly");
         return after(backend, &user, &id, &form.tenant, Err(problem)).await;
     }
-    let result = backend
-        .api
-        .revoke_token(user.request(proto::RevokeTokenRequest { id: id.clone() }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .revoke_token(user.request(proto::RevokeTokenRequest { id: id.clone() }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
+}
+
+/// An action's answer as the page after it needs it: done, or the problem it met.
+fn done<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> Result<(), Problem> {
+    answer
+        .map(|_| ())
+        .map_err(|status| Problem::from_status(&status))
 }

@@ -2,6 +2,7 @@
 //! was last used from, and two charts drawn on the server as SVG (calls per day; the success
 //! rate per day), each with a title and a table that reads without the picture.
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
@@ -99,10 +100,7 @@ async fn usage(
         @if report.recent_calls.is_empty() { p { "No calls yet." } } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Time" } th scope="col" { "Endpoint" } th scope="col" { "Permission" }
-                        th scope="col" { "Outcome" } th scope="col" { "Client IP" } th scope="col" { "User agent" }
-                    } }
+                    (column_heads(&["Time", "Endpoint", "Permission", "Outcome", "Client IP", "User agent"]))
                     tbody {
                         @for call in &report.recent_calls {
                             tr {
