@@ -75,6 +75,16 @@ pub fn hidden_fields(user: &ConsoleUser, tenant: &str) -> Markup {
     }
 }
 
+/// A one-button form that posts to `action` (a destructive action: revoke, delete).
+pub fn post_button(action: &str, user: &ConsoleUser, tenant: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (hidden_fields(user, tenant))
+            button.danger type="submit" { (label) }
+        }
+    }
+}
+
 /// A link to a list's next page (`label`, e.g. "Next page"), when there is one.
 pub fn next_page(path: &str, tenant: &str, page_token: &str, label: &str) -> Markup {
     html! {

@@ -11,8 +11,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    Page, hidden_fields, href, layout_in, lines, may, next_page, number, refused, refused_form,
-    time,
+    Page, hidden_fields, href, layout_in, lines, may, next_page, number, post_button, refused,
+    refused_form, time,
 };
 use crate::admin::rights::Right;
 use crate::console::page::{self, Problem};
@@ -274,10 +274,7 @@ async fn admin_keys_page(
                             @if writes {
                                 td {
                                     @if key.revoked_at.is_none() && key.id != user.actor.admin_key {
-                                        form.inline method="post" action={ "/console/admin-keys/" (key.id) "/revoke" } {
-                                            (hidden_fields(user, tenant))
-                                            button.danger type="submit" { "Revoke " (key.name) }
-                                        }
+                                        (post_button(&format!("/console/admin-keys/{}/revoke", key.id), user, tenant, &format!("Revoke {}", key.name)))
                                     }
                                 }
                             }
@@ -482,10 +479,7 @@ async fn webhooks_page(
                                 td { (time(webhook.created_at.as_ref())) }
                                 @if writes {
                                     td {
-                                        form.inline method="post" action={ "/console/webhooks/" (webhook.id) "/delete" } {
-                                            (hidden_fields(user, tenant))
-                                            button.danger type="submit" { "Delete webhook " (webhook.url) }
-                                        }
+                                        (post_button(&format!("/console/webhooks/{}/delete", webhook.id), user, tenant, &format!("Delete webhook {}", webhook.url)))
                                     }
                                 }
                             }

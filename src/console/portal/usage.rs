@@ -25,17 +25,15 @@ pub async fn token_usage(
 ) -> Result<Response, Response> {
     let portal = Portal::new(&console, user).await?;
     let token = portal.own_token(&id).await?;
-    let usage = portal
-        .backend
-        .api
-        .list_usage(portal.user.request(proto::ListUsageRequest {
+    let usage = list_usage(
+        &portal,
+        proto::ListUsageRequest {
             token_id: token.id.clone(),
             days: DAYS,
             ..Default::default()
-        }))
-        .await
-        .map_err(|status| portal.refused(&status))?
-        .into_inner();
+        },
+    )
+    .await?;
     let body = html! {
         h1 { "Usage of " (token.name) }
         (figures(&usage, false))
@@ -50,23 +48,35 @@ pub async fn all_usage(
     user: PortalUser,
 ) -> Result<Response, Response> {
     let portal = Portal::new(&console, user).await?;
-    let usage = portal
-        .backend
-        .api
-        .list_usage(portal.user.request(proto::ListUsageRequest {
+    let usage = list_usage(
+        &portal,
+        proto::ListUsageRequest {
             tenant: portal.tenant(),
             owner_id: portal.principal(),
             days: DAYS,
             ..Default::default()
-        }))
-        .await
-        .map_err(|status| portal.refused(&status))?
-        .into_inner();
+        },
+    )
+    .await?;
     let body = html! {
         h1 { "Usage of all your tokens" }
         (figures(&usage, true))
     };
     Ok(portal.ok("Usage", USAGE_PATH, body))
+}
+
+/// ListUsage as the portal's user; a refusal is the page that says so.
+async fn list_usage(
+    portal: &Portal<'_>,
+    request: proto::ListUsageRequest,
+) -> Result<proto::ListUsageResponse, Response> {
+    portal
+        .backend
+        .api
+        .list_usage(portal.user.request(request))
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| portal.refused(&status))
 }
 
 /// The page's figures, charts and tables; `by_token`: a column naming each recent call's token.
