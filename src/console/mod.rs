@@ -24,10 +24,12 @@
 #![allow(clippy::result_large_err)]
 
 mod assets;
+pub mod chart;
 pub mod operator;
 pub mod page;
 pub mod portal;
 pub mod session;
+pub mod usage;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};

@@ -2,9 +2,52 @@
 //! routes. Everything is escaped by maud; no inline script or style (the CSP forbids both).
 
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use hyper::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 use tonic_types::StatusExt as _;
+
+/// A protobuf timestamp as a date and time.
+pub fn time_of(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    timestamp.and_then(|timestamp| {
+        DateTime::from_timestamp(
+            timestamp.seconds,
+            u32::try_from(timestamp.nanos).unwrap_or(0),
+        )
+    })
+}
+
+/// A timestamp as a `<time>`, or `none` when it is unset.
+pub fn when(timestamp: Option<&prost_types::Timestamp>, none: &str) -> Markup {
+    match time_of(timestamp) {
+        Some(time) => html! {
+            time datetime=(time.to_rfc3339()) { (time.format("%Y-%m-%d %H:%M UTC")) }
+        },
+        None => html! { (none) },
+    }
+}
+
+/// A textarea's lines, trimmed, empty ones left out.
+pub fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A table's head: a row of column headings.
+pub fn column_heads(names: &[&str]) -> Markup {
+    html! {
+        thead {
+            tr {
+                @for name in names {
+                    th scope="col" { (name) }
+                }
+            }
+        }
+    }
+}
 
 /// A page's chrome: which surface, its nav, and who is signed in.
 pub struct Layout<'a> {

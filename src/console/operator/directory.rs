@@ -1,6 +1,7 @@
 //! Principals (list, create or change with permissions, disabled and rate limit) and roles
 //! (list, create or change, delete).
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect};
@@ -8,7 +9,10 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Page, href, href_with, layout_in, lines, may, number, refused, refused_form};
+use super::{
+    Page, hidden_fields, href, href_with, layout_in, lines, may, next_page, number, refused,
+    refused_form,
+};
 use crate::admin::rights::Right;
 use crate::console::Console;
 use crate::console::page::Problem;
@@ -126,10 +130,7 @@ async fn principals_page(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Principal" } th scope="col" { "Permissions" }
-                        th scope="col" { "State" } th scope="col" { "Rate limit" } th scope="col" { "Links" }
-                    } }
+                    (column_heads(&["Principal", "Permissions", "State", "Rate limit", "Links"]))
                     tbody {
                         @for principal in &listed.principals {
                             tr {
@@ -148,9 +149,7 @@ async fn principals_page(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/principals", tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page("/console/principals", tenant, &listed.next_page_token, "Next page"))
         @if may(user, Right::WritePrincipals) {
             (principal_form(user, tenant, draft))
         }
@@ -167,8 +166,7 @@ fn principal_form(user: &ConsoleUser, tenant: &str, draft: &PrincipalForm) -> Ma
     html! {
         h2 { @if draft.id.is_empty() { "Create or change a principal" } @else { "Change " (draft.id) } }
         form.stack method="post" action="/console/principals" {
-            input type="hidden" name="csrf" value=(user.csrf);
-            input type="hidden" name="tenant" value=(tenant);
+            (hidden_fields(user, tenant))
             label for="principal-id" { "Principal id" }
             input id="principal-id" name="id" type="text" required value=(draft.id);
             label for="principal-permissions" { "Permissions (one per line)" }
@@ -300,8 +298,7 @@ async fn roles_page(
                                     td.actions {
                                         a href=(href_with("/console/roles", tenant, &[("edit", &role.name)])) { "Edit" }
                                         form.inline method="post" action="/console/roles/delete" {
-                                            input type="hidden" name="csrf" value=(user.csrf);
-                                            input type="hidden" name="tenant" value=(tenant);
+                                            (hidden_fields(user, tenant))
                                             input type="hidden" name="name" value=(role.name);
                                             button.danger type="submit" { "Delete role " (role.name) }
                                         }
@@ -316,8 +313,7 @@ async fn roles_page(
         @if writes {
             h2 { @if name.is_empty() { "Create or change a role" } @else { "Change " (name) } }
             form.stack method="post" action="/console/roles" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="role-name" { "Role name" }
                 input id="role-name" name="name" type="text" required value=(name);
                 label for="role-permissions" { "Permissions (one per line)" }

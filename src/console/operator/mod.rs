@@ -10,6 +10,7 @@ mod settings;
 mod tokens;
 mod usage;
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::Query;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -64,6 +65,33 @@ pub struct TenantQuery {
 /// `path` with the tenant's query (none for the default tenant).
 pub fn href(path: &str, tenant: &str) -> String {
     href_with(path, tenant, &[])
+}
+
+/// A console form's hidden fields: the session's CSRF token and the tenant the page is in.
+pub fn hidden_fields(user: &ConsoleUser, tenant: &str) -> Markup {
+    html! {
+        input type="hidden" name="csrf" value=(user.csrf);
+        input type="hidden" name="tenant" value=(tenant);
+    }
+}
+
+/// A one-button form that posts to `action` (a destructive action: revoke, delete).
+pub fn post_button(action: &str, user: &ConsoleUser, tenant: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (hidden_fields(user, tenant))
+            button.danger type="submit" { (label) }
+        }
+    }
+}
+
+/// A link to a list's next page (`label`, e.g. "Next page"), when there is one.
+pub fn next_page(path: &str, tenant: &str, page_token: &str, label: &str) -> Markup {
+    html! {
+        @if !page_token.is_empty() {
+            p.pager { a href=(href_with(path, tenant, &[("page_token", page_token)])) { (label) } }
+        }
+    }
 }
 
 /// `path` with the tenant and more query pairs (empty values left out).
@@ -146,14 +174,7 @@ pub fn time(at: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "—".to_owned())
 }
 
-/// A textarea's lines: trimmed, blank ones left out.
-pub fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use super::page::lines;
 
 /// A form's optional whole number: blank is None.
 pub fn number<T: std::str::FromStr>(field: &str, text: &str) -> Result<Option<T>, page::Problem> {
@@ -210,7 +231,7 @@ async fn tenants(user: ConsoleUser, Query(query): Query<TenantQuery>) -> Respons
         } @else {
             p { "This admin key may act in these tenants:" }
             table {
-                thead { tr { th scope="col" { "Tenant" } th scope="col" { "Pages" } } }
+                (column_heads(&["Tenant", "Pages"]))
                 tbody {
                     @for name in user.actor.tenants.names() {
                         tr {

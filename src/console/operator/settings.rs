@@ -2,6 +2,7 @@
 //! secret shown once, revoke), webhooks (list, create with the secret shown once, delete,
 //! deliveries) and the audit log.
 
+use crate::console::page::column_heads;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -9,7 +10,10 @@ use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Page, href, href_with, layout_in, lines, may, number, refused, refused_form, time};
+use super::{
+    Page, hidden_fields, href, layout_in, lines, may, next_page, number, post_button, refused,
+    refused_form, time,
+};
 use crate::admin::rights::Right;
 use crate::console::page::{self, Problem};
 use crate::console::session::{ConsoleUser, CsrfForm, Posted};
@@ -39,6 +43,16 @@ struct PageQuery {
     page_token: String,
     #[serde(default)]
     include_revoked: Option<String>,
+}
+
+impl PageQuery {
+    /// A list's first page in `tenant`: where a form sends the operator back to.
+    fn first_in(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 fn with_problem(markup: maud::Markup, problem: Option<&Problem>) -> Response {
@@ -117,8 +131,7 @@ async fn status_page(
                 }
                 @if writes && (scope == "tenant" || all) {
                     form.stack method="post" action="/console/status" {
-                        input type="hidden" name="csrf" value=(user.csrf);
-                        input type="hidden" name="tenant" value=(tenant);
+                        (hidden_fields(user, tenant))
                         input type="hidden" name="scope" value=(scope);
                         label for={ (scope) "-online" } { "State" }
                         select id={ (scope) "-online" } name="online" {
@@ -261,11 +274,7 @@ async fn admin_keys_page(
                             @if writes {
                                 td {
                                     @if key.revoked_at.is_none() && key.id != user.actor.admin_key {
-                                        form.inline method="post" action={ "/console/admin-keys/" (key.id) "/revoke" } {
-                                            input type="hidden" name="csrf" value=(user.csrf);
-                                            input type="hidden" name="tenant" value=(tenant);
-                                            button.danger type="submit" { "Revoke " (key.name) }
-                                        }
+                                        (post_button(&format!("/console/admin-keys/{}/revoke", key.id), user, tenant, &format!("Revoke {}", key.name)))
                                     }
                                 }
                             }
@@ -274,14 +283,11 @@ async fn admin_keys_page(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/admin-keys", tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page("/console/admin-keys", tenant, &listed.next_page_token, "Next page"))
         @if writes {
             h2 { "Create an admin key" }
             form.stack method="post" action="/console/admin-keys" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="key-name" { "Name" }
                 input id="key-name" name="name" type="text" required value=(draft.name);
                 label for="key-role" { "Role" }
@@ -307,10 +313,7 @@ async fn create_admin_key(
     Posted { user, form }: Posted<ConsoleUser, AdminKeyForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let query = PageQuery {
-        tenant: form.tenant.clone(),
-        ..Default::default()
-    };
+    let query = PageQuery::first_in(&form.tenant);
     let ttl = match number::<i64>("ttl_days", &form.ttl_days) {
         Ok(days) => days.map(|days| prost_types::Duration {
             seconds: days.saturating_mul(86_400),
@@ -386,10 +389,7 @@ async fn revoke_admin_key(
     match revoked {
         Ok(_) => Ok(Redirect::to(&href("/console/admin-keys", &form.tenant)).into_response()),
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             admin_keys_page(
                 backend,
@@ -479,11 +479,7 @@ async fn webhooks_page(
                                 td { (time(webhook.created_at.as_ref())) }
                                 @if writes {
                                     td {
-                                        form.inline method="post" action={ "/console/webhooks/" (webhook.id) "/delete" } {
-                                            input type="hidden" name="csrf" value=(user.csrf);
-                                            input type="hidden" name="tenant" value=(tenant);
-                                            button.danger type="submit" { "Delete webhook " (webhook.url) }
-                                        }
+                                        (post_button(&format!("/console/webhooks/{}/delete", webhook.id), user, tenant, &format!("Delete webhook {}", webhook.url)))
                                     }
                                 }
                             }
@@ -492,14 +488,11 @@ async fn webhooks_page(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/webhooks", tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page("/console/webhooks", tenant, &listed.next_page_token, "Next page"))
         @if writes {
             h2 { "Create a webhook" }
             form.stack method="post" action="/console/webhooks" {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="webhook-url" { "URL" }
                 input id="webhook-url" name="url" type="url" required value=(draft.url);
                 label for="webhook-events" { "Event types (one per line; empty: every event)" }
@@ -548,10 +541,7 @@ async fn create_webhook(
             .into_response())
         }
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             webhooks_page(backend, &user, &query, &form, Some(problem)).await
         }
@@ -571,10 +561,7 @@ async fn delete_webhook(
     match deleted {
         Ok(_) => Ok(Redirect::to(&href("/console/webhooks", &form.tenant)).into_response()),
         Err(status) => {
-            let query = PageQuery {
-                tenant: form.tenant.clone(),
-                ..Default::default()
-            };
+            let query = PageQuery::first_in(&form.tenant);
             let problem = Problem::from_status(&status);
             webhooks_page(
                 backend,
@@ -622,10 +609,7 @@ async fn deliveries(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Event" } th scope="col" { "State" } th scope="col" { "Attempts" }
-                        th scope="col" { "Last attempt" } th scope="col" { "Last answer" } th scope="col" { "Next attempt" }
-                    } }
+                    (column_heads(&["Event", "State", "Attempts", "Last attempt", "Last answer", "Next attempt"]))
                     tbody {
                         @for delivery in &listed.deliveries {
                             tr {
@@ -644,9 +628,7 @@ async fn deliveries(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with(&format!("/console/webhooks/{id}"), tenant, &[("page_token", &listed.next_page_token)])) { "Next page" } }
-        }
+        (next_page(&format!("/console/webhooks/{id}"), tenant, &listed.next_page_token, "Next page"))
         p { a href=(href("/console/webhooks", tenant)) { "Back to the webhooks" } }
     };
     Ok(layout_in(
@@ -686,10 +668,7 @@ async fn audit(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Time" } th scope="col" { "Actor" } th scope="col" { "Action" }
-                        th scope="col" { "Tenant" } th scope="col" { "Subject" } th scope="col" { "Summary" }
-                    } }
+                    (column_heads(&["Time", "Actor", "Action", "Tenant", "Subject", "Summary"]))
                     tbody {
                         @for event in &listed.events {
                             tr {
@@ -710,9 +689,7 @@ async fn audit(
                 }
             }
         }
-        @if !listed.next_page_token.is_empty() {
-            p.pager { a href=(href_with("/console/audit", tenant, &[("page_token", &listed.next_page_token)])) { "Older events" } }
-        }
+        (next_page("/console/audit", tenant, &listed.next_page_token, "Older events"))
     };
     Ok(layout_in(&user, "Audit log", "/console/audit", tenant, body).into_response())
 }

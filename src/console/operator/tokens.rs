@@ -2,6 +2,7 @@
 //! signing key shown once), rotate (shown once), suspend, resume and revoke (the name typed to
 //! confirm).
 
+use crate::console::page::column_heads;
 use std::collections::HashMap;
 
 use axum::Router;
@@ -12,7 +13,10 @@ use chrono::NaiveDate;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Page, href, href_with, layout_in, lines, may, number, refused, refused_form, time};
+use super::{
+    Page, hidden_fields, href, href_with, layout_in, lines, may, number, refused, refused_form,
+    time,
+};
 use crate::admin::rights::Right;
 use crate::console::page::{self, Problem};
 use crate::console::session::{ConsoleUser, CsrfForm, Posted};
@@ -98,10 +102,7 @@ async fn list(
         } @else {
             div.table-scroll {
                 table {
-                    thead { tr {
-                        th scope="col" { "Name" } th scope="col" { "Owner" } th scope="col" { "State" }
-                        th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" }
-                    } }
+                    (column_heads(&["Name", "Owner", "State", "Created", "Last used", "Expires"]))
                     tbody {
                         @for token in &listed.tokens {
                             tr {
@@ -183,8 +184,7 @@ fn create_page(user: &ConsoleUser, draft: &CreateForm, problem: Option<Problem>)
         h1 { "Create a token" }
         @if let Some(problem) = &problem { (problem.render()) }
         form.stack method="post" action="/console/tokens" {
-            input type="hidden" name="csrf" value=(user.csrf);
-            input type="hidden" name="tenant" value=(draft.tenant);
+            (hidden_fields(user, &draft.tenant))
             label for="name" { "Name" }
             input id="name" name="name" type="text" required value=(draft.name);
             label for="description" { "Description" }
@@ -434,8 +434,7 @@ async fn detail_page(
         @if may(user, Right::WriteTokens) && !revoked {
             h2 { "Rotate" }
             form.stack method="post" action={ (path) "/rotate" } {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="grace_minutes" { "Grace period for the old secret (minutes; empty: none)" }
                 input id="grace_minutes" name="grace_minutes" type="number" min="0";
                 button type="submit" { "Rotate secret" }
@@ -443,8 +442,7 @@ async fn detail_page(
             @if active {
                 h2 { "Suspend" }
                 form.stack method="post" action={ (path) "/suspend" } {
-                    input type="hidden" name="csrf" value=(user.csrf);
-                    input type="hidden" name="tenant" value=(tenant);
+                    (hidden_fields(user, tenant))
                     label for="reason" { "Reason" }
                     input id="reason" name="reason" type="text";
                     button.secondary type="submit" { "Suspend token" }
@@ -453,15 +451,13 @@ async fn detail_page(
             @if suspended {
                 h2 { "Resume" }
                 form.stack method="post" action={ (path) "/resume" } {
-                    input type="hidden" name="csrf" value=(user.csrf);
-                    input type="hidden" name="tenant" value=(tenant);
+                    (hidden_fields(user, tenant))
                     button.secondary type="submit" { "Resume token" }
                 }
             }
             h2 { "Revoke" }
             form.stack method="post" action={ (path) "/revoke" } data-confirm=(token.name) {
-                input type="hidden" name="csrf" value=(user.csrf);
-                input type="hidden" name="tenant" value=(tenant);
+                (hidden_fields(user, tenant))
                 label for="confirm" { "Type the token's name, " strong { (token.name) } ", to revoke it for good" }
                 input id="confirm" name="confirm" type="text" autocomplete="off" required;
                 button.danger type="submit" { "Revoke token" }
@@ -560,15 +556,15 @@ async fn suspend(
     Posted { user, form }: Posted<ConsoleUser, ActionForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let result = backend
-        .api
-        .suspend_token(user.request(proto::SuspendTokenRequest {
-            id: id.clone(),
-            reason: form.reason.clone(),
-        }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .suspend_token(user.request(proto::SuspendTokenRequest {
+                id: id.clone(),
+                reason: form.reason.clone(),
+            }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
 }
 
@@ -578,12 +574,12 @@ async fn resume(
     Posted { user, form }: Posted<ConsoleUser, ActionForm>,
 ) -> Page {
     let backend = console.backend()?;
-    let result = backend
-        .api
-        .resume_token(user.request(proto::ResumeTokenRequest { id: id.clone() }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .resume_token(user.request(proto::ResumeTokenRequest { id: id.clone() }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
 }
 
@@ -599,11 +595,18 @@ async fn revoke(
         let problem = Problem::field("confirm", "must be the token's name, exactly");
         return after(backend, &user, &id, &form.tenant, Err(problem)).await;
     }
-    let result = backend
-        .api
-        .revoke_token(user.request(proto::RevokeTokenRequest { id: id.clone() }))
-        .await
-        .map(|_| ())
-        .map_err(|status| Problem::from_status(&status));
+    let result = done(
+        backend
+            .api
+            .revoke_token(user.request(proto::RevokeTokenRequest { id: id.clone() }))
+            .await,
+    );
     after(backend, &user, &id, &form.tenant, result).await
+}
+
+/// An action's answer as the page after it needs it: done, or the problem it met.
+fn done<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> Result<(), Problem> {
+    answer
+        .map(|_| ())
+        .map_err(|status| Problem::from_status(&status))
 }

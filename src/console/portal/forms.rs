@@ -40,14 +40,7 @@ impl CsrfForm for Fields {
     }
 }
 
-/// A textarea's lines, trimmed, empty ones left out.
-pub fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use crate::console::page::lines;
 
 #[cfg(test)]
 mod tests {

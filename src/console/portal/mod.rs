@@ -14,11 +14,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use hyper::{StatusCode, header};
 use maud::{Markup, html};
 
 use super::page::{self, Layout, Problem};
+pub use super::page::{time_of, when};
 use super::session::{PORTAL_SIGN_OUT_PATH, PortalUser};
 use super::{Backend, Console, PORTAL_PATH};
 use crate::domain::session::PortalBranding;
@@ -210,26 +210,6 @@ impl<'a> Portal<'a> {
             }
             Err(status) => Err(self.refused(&status)),
         }
-    }
-}
-
-/// A protobuf timestamp as a date and time.
-pub fn time_of(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    timestamp.and_then(|timestamp| {
-        DateTime::from_timestamp(
-            timestamp.seconds,
-            u32::try_from(timestamp.nanos).unwrap_or(0),
-        )
-    })
-}
-
-/// A timestamp as a `<time>`, or `none` when it is unset.
-pub fn when(timestamp: Option<&prost_types::Timestamp>, none: &str) -> Markup {
-    match time_of(timestamp) {
-        Some(time) => html! {
-            time datetime=(time.to_rfc3339()) { (time.format("%Y-%m-%d %H:%M UTC")) }
-        },
-        None => html! { (none) },
     }
 }
 

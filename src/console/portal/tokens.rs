@@ -1,6 +1,7 @@
 //! The principal's tokens: list, create (secret and signing key shown once), detail, edit,
 //! rotate (shown once) and revoke (the name typed to confirm), each a TokenAdminService call.
 
+use crate::console::page::column_heads;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{NaiveDate, NaiveTime};
@@ -121,16 +122,7 @@ pub async fn list(
             div.table-scroll {
                 table {
                     caption.visually-hidden { "Your API tokens" }
-                    thead {
-                        tr {
-                            th scope="col" { "Name" }
-                            th scope="col" { "Secret" }
-                            th scope="col" { "Created" }
-                            th scope="col" { "Last used" }
-                            th scope="col" { "Expires" }
-                            th scope="col" { "State" }
-                        }
-                    }
+                    (column_heads(&["Name", "Secret", "Created", "Last used", "Expires", "State"]))
                     tbody {
                         @for token in &listed.tokens {
                             tr {
