@@ -643,26 +643,80 @@ async fn deliveries(
 
 // --- Audit log ---
 
+/// The audit page's query: the tenant and page, and ListAuditEvents' exact filters.
+#[derive(Deserialize, Default)]
+struct AuditQuery {
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    page_token: String,
+    #[serde(default)]
+    token_id: String,
+    #[serde(default)]
+    principal_id: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    actor: String,
+}
+
 async fn audit(
     State(console): State<Console>,
     user: ConsoleUser,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<AuditQuery>,
 ) -> Page {
     let backend = console.backend()?;
     let tenant = &query.tenant;
+    let filters = [
+        ("token_id", "Token id", query.token_id.as_str()),
+        ("principal_id", "Principal", query.principal_id.as_str()),
+        ("action", "Action", query.action.as_str()),
+        ("actor", "Actor", query.actor.as_str()),
+    ];
+    let filter_form = html! {
+        form.stack method="get" action="/console/audit" {
+            input type="hidden" name="tenant" value=(tenant);
+            @for (name, label, value) in &filters {
+                label for=(name) { (label) }
+                input id=(name) name=(name) type="text" value=(value);
+            }
+            button.secondary type="submit" { "Filter" }
+        }
+    };
     let listed = backend
         .api
         .list_audit_events(user.request(proto::ListAuditEventsRequest {
             tenant: tenant.clone(),
             page_size: 50,
             page_token: query.page_token.clone(),
-            ..Default::default()
+            token_id: query.token_id.trim().to_owned(),
+            principal_id: query.principal_id.trim().to_owned(),
+            action: query.action.trim().to_owned(),
+            actor: query.actor.trim().to_owned(),
         }))
-        .await
-        .map_err(refused)?
-        .into_inner();
+        .await;
+    let listed = match listed {
+        Ok(listed) => listed.into_inner(),
+        // A bad filter: the form again, with what was wrong.
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            let body = html! {
+                h1 { "Audit log" }
+                (Problem::from_status(&status).render())
+                (filter_form)
+            };
+            let markup = layout_in(&user, "Audit log", "/console/audit", tenant, body);
+            return Ok((hyper::StatusCode::BAD_REQUEST, markup).into_response());
+        }
+        Err(status) => return Err(refused(status)),
+    };
+    let mut pairs: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|(name, _, value)| (*name, *value))
+        .collect();
+    pairs.push(("page_token", listed.next_page_token.as_str()));
     let body = html! {
         h1 { "Audit log" }
+        (filter_form)
         @if listed.events.is_empty() {
             p { "Nothing recorded yet." }
         } @else {
@@ -689,7 +743,9 @@ async fn audit(
                 }
             }
         }
-        (next_page("/console/audit", tenant, &listed.next_page_token, "Older events"))
+        @if !listed.next_page_token.is_empty() {
+            p.pager { a href=(super::href_with("/console/audit", tenant, &pairs)) { "Older events" } }
+        }
     };
     Ok(layout_in(&user, "Audit log", "/console/audit", tenant, body).into_response())
 }

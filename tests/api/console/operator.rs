@@ -526,6 +526,21 @@ async fn api_status_admin_keys_webhooks_and_the_audit_log_work_from_their_pages(
     let audit = browser.get("/console/audit").await;
     assert_eq!(audit.status, 200, "{}", audit.body);
     audit.assert_contains("console.sign_in");
+    audit.assert_contains("<code>admin_key.create</code>");
+
+    // Filtered: only the sign-ins, and the filter stays in the form.
+    let sign_ins = browser.get("/console/audit?action=console.sign_in").await;
+    assert_eq!(sign_ins.status, 200, "{}", sign_ins.body);
+    sign_ins.assert_contains("<code>console.sign_in</code>");
+    sign_ins.assert_contains("name=\"action\" type=\"text\" value=\"console.sign_in\"");
+    assert!(
+        !sign_ins.body.contains("<code>admin_key.create</code>"),
+        "{}",
+        sign_ins.body
+    );
+    let bad = browser.get("/console/audit?token_id=not-a-token").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    bad.assert_contains("<code>token_id</code>");
 }
 
 async fn the_token_list_pages_by_page_token_and_keeps_its_filters(backend: Backend) {
