@@ -674,11 +674,13 @@ async fn audit(
         ("actor", "Actor", query.actor.as_str()),
     ];
     let filter_form = html! {
-        form.stack method="get" action="/console/audit" {
+        form.filters method="get" action="/console/audit" {
             input type="hidden" name="tenant" value=(tenant);
             @for (name, label, value) in &filters {
-                label for=(name) { (label) }
-                input id=(name) name=(name) type="text" value=(value);
+                div {
+                    label for=(name) { (label) }
+                    input id=(name) name=(name) type="text" value=(value);
+                }
             }
             button.secondary type="submit" { "Filter" }
         }
