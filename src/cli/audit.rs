@@ -35,9 +35,10 @@ pub struct AuditArgs {
     /// Only events of this action (`token.create`, `console.sign_in`, …).
     #[arg(long, default_value = "")]
     action: String,
-    /// Only events of this actor, as entries name it (`console:alice`, `adk_…`).
-    #[arg(long, default_value = "")]
-    actor: String,
+    /// Only events of this actor, as entries name it (`console:alice`, `adk_…`); not
+    /// `--actor`, which names who runs this command.
+    #[arg(long = "by", value_name = "ACTOR", default_value = "")]
+    by: String,
 
     #[command(flatten)]
     page: PageArgs,
@@ -55,7 +56,7 @@ pub(super) async fn run(args: &ClientArgs, audit: AuditArgs) -> Result<Report, C
                 token_id: audit.token_id.clone(),
                 principal_id: audit.principal_id.clone(),
                 action: audit.action.clone(),
-                actor: audit.actor.clone(),
+                actor: audit.by.clone(),
             };
             let response = answer("ListAuditEvents", client.list_audit_events(request).await)?;
             Ok(Page::of(&response.events, response.next_page_token))

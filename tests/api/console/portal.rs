@@ -630,8 +630,12 @@ async fn the_usage_pages_show_the_figures_and_svg_charts_of_calls_per_day(backen
     let page = loop {
         let page = browser.get(&path).await;
         assert_eq!(page.status, 200, "{}", page.body);
+        // Every figure in: the totals and the recent calls are flushed in separate steps.
         let flushed = page.body.contains("POST /api/orders")
-            && page.body.contains("<span class=\"value\">4</span>");
+            && page
+                .body
+                .contains("<span class=\"value\">4</span><span class=\"label\">Total calls</span>")
+            && page.body.contains("75.0%");
         if flushed || tokio::time::Instant::now() > give_up {
             break page;
         }
