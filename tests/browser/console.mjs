@@ -1,24 +1,12 @@
 // The operator console in a real browser (run by tests/api/console/browser.rs): sign in, create
 // a token and copy its secret, see it is not shown again, Check it (asked of the Rust test) and
 // see the usage appear, rotate, revoke. Screenshots of the main pages, secrets masked.
-import { ask, env, expect, need, run, screenshot } from "./lib.mjs";
+import { ask, copySecret, env, expect, need, run, screenshot } from "./lib.mjs";
 
 const adminKey = need("TESSERA_ADMIN_KEY");
 const name = "browser-token";
 let secret = "";
 let tokenPage = "";
-
-/** Reads the shown-once secret: copy button, clipboard, live region. */
-async function copySecret(page) {
-  const field = page.locator("#token-secret");
-  const shown = await field.inputValue();
-  expect(shown.length > 20, `a secret is shown (${shown.length} characters)`);
-  await page.getByRole("button", { name: "Copy" }).first().click();
-  await page.getByText("Copied to the clipboard.").waitFor();
-  const copied = await page.evaluate(() => navigator.clipboard.readText());
-  expect(copied === shown, "the clipboard holds the secret shown");
-  return copied;
-}
 
 await run([
   ["sign in with the admin key", async ({ page }) => {
@@ -39,7 +27,7 @@ await run([
     await page.getByLabel("Permissions (one per line)").fill("orders:read\norders:write");
     await page.getByRole("button", { name: "Create token" }).click();
     await page.getByRole("heading", { name: "Token secret" }).waitFor();
-    secret = await copySecret(page);
+    secret = await copySecret(page, "#token-secret");
     await screenshot(page, "console-token-created", [page.locator("input[readonly]")]);
   }],
   ["the secret is not shown again after a reload", async ({ page }) => {
@@ -81,7 +69,7 @@ await run([
     await page.goto(tokenPage);
     await page.getByRole("button", { name: "Rotate secret" }).click();
     await page.getByRole("heading", { name: "Token secret" }).waitFor();
-    const rotated = await copySecret(page);
+    const rotated = await copySecret(page, "#token-secret");
     expect(rotated !== secret, "rotation shows a different secret");
     const old = await ask({ check: secret });
     expect(old.allowed === false, "the old secret is refused after a rotation without grace");

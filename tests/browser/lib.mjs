@@ -94,3 +94,15 @@ export async function run(steps) {
     process.stdin.destroy();
   }
 }
+
+/** Reads a shown-once secret from the field `selector`: its Copy button, the clipboard, and
+ * the live region that says so. */
+export async function copySecret(page, selector) {
+  const shown = await page.locator(selector).inputValue();
+  expect(shown.length > 20, `a secret is shown (${shown.length} characters)`);
+  await page.getByRole("button", { name: "Copy" }).first().click();
+  await page.getByText("Copied to the clipboard.").waitFor();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied === shown, "the clipboard holds the secret shown");
+  return copied;
+}

@@ -2,24 +2,13 @@
 // URL, create a token and copy its secret, see it is not shown again, Check it and see the
 // usage, rotate, revoke; another principal's token is not reachable by id, and the URL works
 // once. Screenshots of the main pages, secrets masked.
-import { ask, env, expect, launch, need, run, screenshot } from "./lib.mjs";
+import { ask, copySecret, env, expect, launch, need, run, screenshot } from "./lib.mjs";
 
 const portalUrl = need("TESSERA_PORTAL_URL");
 const otherToken = need("TESSERA_OTHER_TOKEN_ID");
 const name = "deploy-key";
 let secret = "";
 let tokenPage = "";
-
-async function copySecret(page) {
-  const field = page.locator("#secret");
-  const shown = await field.inputValue();
-  expect(shown.length > 20, `a secret is shown (${shown.length} characters)`);
-  await page.getByRole("button", { name: "Copy" }).first().click();
-  await page.getByText("Copied to the clipboard.").waitFor();
-  const copied = await page.evaluate(() => navigator.clipboard.readText());
-  expect(copied === shown, "the clipboard holds the secret shown");
-  return copied;
-}
 
 await run([
   ["the one-time URL opens alice's tokens", async ({ page }) => {
@@ -35,7 +24,7 @@ await run([
     await page.getByLabel("products:read").check();
     await page.getByRole("button", { name: "Create token" }).click();
     await page.getByRole("heading", { name: "Token created" }).waitFor();
-    secret = await copySecret(page);
+    secret = await copySecret(page, "#secret");
     await screenshot(page, "portal-token-created", [page.locator("input[readonly]")]);
   }],
   ["the secret is not shown again after a reload", async ({ page }) => {
@@ -66,7 +55,7 @@ await run([
     await page.locator("main").getByRole("link", { name: "Rotate", exact: true }).click();
     await page.getByRole("button", { name: "Rotate token" }).click();
     await page.getByRole("heading", { name: "Token rotated" }).waitFor();
-    const rotated = await copySecret(page);
+    const rotated = await copySecret(page, "#secret");
     expect(rotated !== secret, "rotation shows a different secret");
     expect((await ask({ check: secret, permission: "products:read" })).allowed === false,
       "the old secret is refused after a rotation without grace");

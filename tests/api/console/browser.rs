@@ -159,17 +159,7 @@ async fn a_portal_user_manages_only_their_own_tokens_from_a_one_time_url_in_a_re
         .await;
     app.principal("", "bob", &["orders:read"]).await;
     let (bobs, _) = app.token(new_token("", "bob", &["orders:read"])).await;
-    let opened = app
-        .admin_client()
-        .await
-        .create_portal_session(app.admin(proto::CreatePortalSessionRequest {
-            principal_id: "alice".to_owned(),
-            return_url: "https://app.example.com/settings".to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .expect("portal session")
-        .into_inner();
+    let opened = super::open_portal(&app, "", "alice").await;
     run_script(
         &app,
         "portal.mjs",

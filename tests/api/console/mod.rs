@@ -34,6 +34,26 @@ pub async fn spawn_console_with(
     .await
 }
 
+/// A portal session of `principal` in `tenant` ("" for the default), back to
+/// `https://app.example.com/settings`: its one-time URL, not entered yet.
+pub async fn open_portal(
+    app: &TestApp,
+    tenant: &str,
+    principal: &str,
+) -> tessera::proto::CreatePortalSessionResponse {
+    app.admin_client()
+        .await
+        .create_portal_session(app.admin(tessera::proto::CreatePortalSessionRequest {
+            tenant: tenant.to_owned(),
+            principal_id: principal.to_owned(),
+            return_url: "https://app.example.com/settings".to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .expect("portal session")
+        .into_inner()
+}
+
 /// The HTTP listener's address.
 pub fn http(app: &TestApp) -> SocketAddr {
     app.http_addr.expect("the http listener is on")

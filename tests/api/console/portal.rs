@@ -39,18 +39,7 @@ async fn portal_of(app: &TestApp, principal: &str) -> Browser {
 
 /// A portal session of `principal` in `tenant`, entered.
 async fn portal_in(app: &TestApp, tenant: &str, principal: &str) -> Browser {
-    let opened = app
-        .admin_client()
-        .await
-        .create_portal_session(app.admin(proto::CreatePortalSessionRequest {
-            tenant: tenant.to_owned(),
-            principal_id: principal.to_owned(),
-            return_url: "https://app.example.com/settings".to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .expect("portal session")
-        .into_inner();
+    let opened = super::open_portal(app, tenant, principal).await;
     let mut browser = Browser::new(http(app));
     let entered = browser.get(&opened.url).await;
     assert_eq!(entered.status, 200, "{}", entered.body);

@@ -206,17 +206,7 @@ async fn a_console_session_ends_when_its_admin_key_is_revoked(backend: Backend) 
 async fn a_portal_url_opens_a_session_once_and_is_dead_after(backend: Backend) {
     let app = spawn_console(backend).await;
     app.principal("", "alice", &["orders:*"]).await;
-    let opened = app
-        .admin_client()
-        .await
-        .create_portal_session(app.admin(proto::CreatePortalSessionRequest {
-            principal_id: "alice".to_owned(),
-            return_url: "https://app.example.com/settings".to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .expect("portal session")
-        .into_inner();
+    let opened = super::open_portal(&app, "", "alice").await;
     assert!(
         opened
             .url
