@@ -326,8 +326,9 @@ where
         let Form(form) = Form::<T>::from_request(request, state)
             .await
             .map_err(|rejection| {
+                // 413 for a body past TESSERA_HTTP_MAX_BODY_BYTES, else 400 or 415.
                 page::message_page(
-                    StatusCode::BAD_REQUEST,
+                    rejection.status(),
                     "The form could not be read",
                     &rejection.body_text(),
                 )

@@ -91,7 +91,12 @@ pub fn router(
     });
     forward_auth::routes(forward_auth, settings.max_body_bytes)
         .merge(leaks::routes(leaks, settings.max_body_bytes))
-        .merge(crate::console::routes(console))
+        // Forms are read by axum's extractors, bounded by this layer (413 beyond).
+        .merge(
+            crate::console::routes(console).layer(axum::extract::DefaultBodyLimit::max(
+                settings.max_body_bytes,
+            )),
+        )
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "not_found") })
         .layer(axum::middleware::from_fn(move |request, next| {
             let limits = limits.clone();

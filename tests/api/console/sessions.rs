@@ -50,6 +50,37 @@ async fn sign_in_attempts_past_the_per_ip_limit_are_refused_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_form_larger_than_the_listeners_body_limit_is_refused_with_413() {
+    let app = super::spawn_console_with(Backend::Sqlite, |settings| {
+        settings.http_max_body_bytes = 4096;
+    })
+    .await;
+    let mut browser = Browser::new(http(&app));
+    let overview = browser.sign_in(&app.admin_key).await;
+    let csrf = overview.csrf();
+    let padding = "x".repeat(8192);
+    let refused = browser
+        .post(
+            "/console/sign-out",
+            &[("csrf", &csrf), ("padding", &padding)],
+        )
+        .await;
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert_eq!(
+        browser.get("/console/").await.status,
+        200,
+        "still signed in"
+    );
+    let sign_in = browser
+        .post(
+            "/console/sign-in",
+            &[("csrf", "x"), ("admin_key", &padding)],
+        )
+        .await;
+    assert_eq!(sign_in.status, 413, "{}", sign_in.body);
+}
+
+#[tokio::test]
 async fn only_the_portal_may_be_framed_and_only_by_the_origins_the_setting_names() {
     let app = super::spawn_console_with(Backend::Sqlite, |settings| {
         settings.portal_frame_ancestors = "https://app.example.com".to_owned();
