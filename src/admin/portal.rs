@@ -1,13 +1,16 @@
-//! The self-service portal's admin side (issue 18): CreatePortalSession, which opens a session
-//! for one principal behind a one-time code, and a tenant's branding. The pages themselves are
-//! in src/console/.
+//! The console's and the self-service portal's admin side (issue 18): a console sign-in,
+//! CreatePortalSession, which opens a session for one principal behind a one-time code, and a
+//! tenant's branding. The pages themselves are in src/console/.
 
 use chrono::{DateTime, Duration, Utc};
 use secrecy::SecretString;
 
 use super::{Actor, Admin, AdminError, audit};
 use crate::domain::fields::{PrincipalId, Tenant};
-use crate::domain::session::{self, NewSession, PortalBranding, SessionId, SessionKind};
+use crate::domain::session::{
+    self, CONSOLE_ABSOLUTE_TTL, NewSession, PortalBranding, SessionId, SessionKind,
+};
+use crate::domain::token::SecretHash;
 
 /// A CreatePortalSession as the admin layer takes it (fields already parsed).
 #[derive(Debug, Clone)]
@@ -32,6 +35,32 @@ pub fn portal_actor_name(principal: &PrincipalId) -> String {
 }
 
 impl Admin {
+    /// Stores a console session for `actor`, who signed in with the admin key whose SHA-256 is
+    /// `admin_key_hash`, audited as `console.sign_in`; the cookie's secret exists only in the
+    /// answer.
+    pub async fn sign_in_console(
+        &self,
+        actor: &Actor,
+        admin_key_hash: SecretHash,
+    ) -> Result<(SessionId, SecretString), AdminError> {
+        let now = Utc::now();
+        let (secret, secret_hash) = session::new_secret();
+        let new = NewSession {
+            id: SessionId::generate(),
+            kind: SessionKind::Console { admin_key_hash },
+            actor: actor.name.clone(),
+            secret_hash: Some(secret_hash),
+            code_hash: None,
+            created_at: now,
+            expires_at: now + CONSOLE_ABSOLUTE_TTL,
+        };
+        let mut event = audit(actor, "console.sign_in", "", now);
+        event.summary = format!("console session {} signed in", new.id);
+        self.store.create_session(&new, &event).await?;
+        tracing::info!(session_id = %new.id, "console sign-in");
+        Ok((new.id, secret))
+    }
+
     /// Stores a portal session for a principal that exists and is not disabled, with its audit
     /// entry; the code is exchanged at /portal/ for a cookie, once.
     pub async fn create_portal_session(

@@ -21,10 +21,7 @@ use super::{Backend, CONSOLE_PATH, Console, PORTAL_ENTER_PATH, PORTAL_PATH, page
 use crate::admin::Actor;
 use crate::domain::admin_key::{AdminRole, TenantScope};
 use crate::domain::fields::{PrincipalId, Tenant};
-use crate::domain::model::AuditEvent;
-use crate::domain::session::{
-    self, CONSOLE_ABSOLUTE_TTL, NewSession, Session, SessionId, SessionKind,
-};
+use crate::domain::session::{self, CONSOLE_ABSOLUTE_TTL, Session, SessionId, SessionKind};
 use crate::grpc::auth::InProcessActor;
 use crate::http::Peer;
 
@@ -446,41 +443,24 @@ async fn sign_in(
         }
         Err(status) => return page::status_page(&status),
     };
-    let now = Utc::now();
-    let actor = if name.is_empty() {
-        format!("console:{}", holder.admin_key)
-    } else {
-        format!("console:{name}")
-    };
-    let (secret, secret_hash) = session::new_secret();
-    let new = NewSession {
-        id: SessionId::generate(),
-        kind: SessionKind::Console {
-            admin_key_hash: holder.hash,
+    let actor = Actor {
+        name: if name.is_empty() {
+            format!("console:{}", holder.admin_key)
+        } else {
+            format!("console:{name}")
         },
-        actor: actor.clone(),
-        secret_hash: Some(secret_hash),
-        code_hash: None,
-        created_at: now,
-        expires_at: now + CONSOLE_ABSOLUTE_TTL,
-    };
-    let audit = AuditEvent {
-        id: 0,
-        time: now,
-        actor,
-        action: "console.sign_in".to_owned(),
-        tenant: String::new(),
-        token_id: None,
-        principal_id: None,
-        summary: format!("console session {} signed in", new.id),
         admin_key: holder.admin_key,
+        role: holder.role,
+        tenants: holder.tenants,
     };
-    if let Err(error) = backend.store.create_session(&new, &audit).await {
-        tracing::warn!(%error, "cannot store a console session");
-        return page::unavailable("The session could not be stored; try again in a moment.");
-    }
+    let secret = match backend.admin.sign_in_console(&actor, holder.hash).await {
+        Ok((_, secret)) => secret,
+        Err(error) => {
+            tracing::warn!(%error, "cannot store a console session");
+            return page::unavailable("The session could not be stored; try again in a moment.");
+        }
+    };
     metrics::counter!("tessera_console_sign_ins_total", "outcome" => "signed_in").increment(1);
-    tracing::info!(session_id = %new.id, "console sign-in");
     let mut response = Redirect::to(CONSOLE_PATH).into_response();
     let headers = response.headers_mut();
     headers.append(
