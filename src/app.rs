@@ -44,6 +44,7 @@ use crate::fleet::Fleet;
 use crate::grpc::admin::TokenAdminApi;
 use crate::grpc::auth::{AdminAuth, KeyCache};
 use crate::grpc::authorization::AuthorizationApi;
+use crate::grpc::check_answer::AuthorizationServer;
 use crate::grpc::envoy;
 use crate::http::forward_auth::ForwardAuth;
 use crate::proto::authorization_service_server::AuthorizationServiceServer;
@@ -643,8 +644,7 @@ impl Starting {
         let envoy_authorization = envoy::service(authorizer.clone(), envoy);
         // A service added here is also reported by health; name it in GATED_SERVICES too.
         let mut services = Services::default();
-        services
-            .add(AuthorizationServiceServer::new(authorization).max_decoding_message_size(limit));
+        services.add(AuthorizationServer::new(authorization, limit));
         services.add(
             TokenAdminServiceServer::from_arc(token_admin.clone()).max_decoding_message_size(limit),
         );

@@ -7,11 +7,12 @@
 #
 #   bench/scripts/callgrind-check.sh [N]      # default 20000; output in target/callgrind/
 #   callgrind_annotate --inclusive=yes target/callgrind/check.out.1 | head -60
+#   TESSERA_BINARY=/tmp/old/tessera bench/scripts/callgrind-check.sh   # another build
 #   TESSERA_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2 bench/scripts/...  # another malloc
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 calls="${1:-20000}"
-binary=target/release/tessera
+binary="${TESSERA_BINARY:-target/release/tessera}"   # or another build, to compare two
 out=target/callgrind
 mkdir -p "$out"
 for tool in valgrind callgrind_control h2load python3; do

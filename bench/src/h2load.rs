@@ -17,7 +17,12 @@ use anyhow::{Context, bail};
 use prost::Message;
 use tessera::proto::CheckRequest;
 
+use super::load::{self, Timing};
+use super::probe::Probe;
 use super::servers::{self, Cache, Databases, Server, ServerBinary};
+
+/// Unmeasured calls before each generator run: the connection and the server's buffers warm.
+const GENERATOR_WARMUP: Duration = Duration::from_secs(1);
 
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
 const CHECK_PATH: &str = "/tessera.v1.AuthorizationService/Check";
@@ -48,6 +53,12 @@ pub struct H2loadFlags {
     #[arg(long, value_name = "RATIO")]
     fail_below: Option<f64>,
 
+    /// Measured time of each round's run of this tool's own generator (a tonic client, closed
+    /// loop, one connection, one call at a time) on each RPC, for p50 and p99 at concurrency
+    /// 1, which h2load does not report; 0s runs none.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    generator_duration: Duration,
+
     /// The h2load binary.
     #[arg(long, default_value = "h2load")]
     h2load: PathBuf,
@@ -58,6 +69,16 @@ pub struct H2loadFlags {
 struct Run {
     requests_per_second: f64,
     mean_latency: Duration,
+    /// CPU time per call: the server's (all its threads) and h2load's, from `/proc`.
+    cpu: CpuPerCall,
+}
+
+/// CPU time per call of the server and of the client, in µs: on two shared cores the saturated
+/// throughput is bounded by both, so these say whose cost a ratio is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct CpuPerCall {
+    server_micros: f64,
+    client_micros: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +146,13 @@ async fn measure(flags: &H2loadFlags, server_binary: Option<PathBuf>) -> anyhow:
                 for rpc in order {
                     let body = if rpc == Rpc::Check { &check } else { &health };
                     let allowed_before = allowed_checks(&server).await?;
-                    let run = h2load(flags, &server.url, rpc, load, body).await?;
+                    let pid = server.pid().context("the server has exited")?.to_string();
+                    let server_before = cpu_times(&pid)?;
+                    let mut run = h2load(flags, &server.url, rpc, load, body).await?;
+                    let server_after = cpu_times(&pid)?;
+                    let calls = requests(flags, load) as f64;
+                    run.cpu.server_micros =
+                        (server_after.own - server_before.own).as_secs_f64() * 1e6 / calls;
                     if rpc == Rpc::Check {
                         let allowed = allowed_checks(&server).await? - allowed_before;
                         let sent = requests(flags, load);
@@ -134,12 +161,31 @@ async fn measure(flags: &H2loadFlags, server_binary: Option<PathBuf>) -> anyhow:
                         }
                     }
                     eprintln!(
-                        "round {}: {rpc:?} {load:?}: {:.0} req/s, mean {:?}",
+                        "round {}: {rpc:?} {load:?}: {:.0} req/s, mean {:?}, CPU per call: \
+                         server {:.2} µs, h2load {:.2} µs",
                         round + 1,
                         run.requests_per_second,
-                        run.mean_latency
+                        run.mean_latency,
+                        run.cpu.server_micros,
+                        run.cpu.client_micros,
                     );
                     table.push(rpc, load, run);
+                }
+            }
+            if !flags.generator_duration.is_zero() {
+                for rpc in order {
+                    let probe = match rpc {
+                        Rpc::Health => Probe::health(),
+                        Rpc::Check => Probe::check_request(&check_request(&token)),
+                    };
+                    let latencies = generator(flags, &server.url, &probe).await?;
+                    eprintln!(
+                        "round {}: {rpc:?} generator c=1: p50 {:.0} µs, p99 {:.0} µs",
+                        round + 1,
+                        latencies.p50,
+                        latencies.p99
+                    );
+                    table.generator.push((rpc, latencies));
                 }
             }
         }
@@ -149,6 +195,46 @@ async fn measure(flags: &H2loadFlags, server_binary: Option<PathBuf>) -> anyhow:
     server.stop().await;
     databases.remove().await;
     outcome
+}
+
+/// The median of `values` (NaN for none).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Latency quantiles of one generator run, in µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Quantiles {
+    p50: f64,
+    p99: f64,
+}
+
+/// This tool's own closed loop at concurrency 1 on one connection; every answer must be the
+/// expected one (a served health check, an allowed Check).
+async fn generator(flags: &H2loadFlags, url: &str, probe: &Probe) -> anyhow::Result<Quantiles> {
+    let channel = servers::connect(url).await?;
+    let timing = Timing {
+        warmup: GENERATOR_WARMUP,
+        duration: flags.generator_duration,
+    };
+    let tally = load::closed_loop(probe, &[channel], 1, timing).await;
+    if tally.unexpected + tally.failed > 0 {
+        bail!(
+            "{} unexpected answers and {} failed calls in the generator's run: {}",
+            tally.unexpected,
+            tally.failed,
+            tally.first_problem.unwrap_or_default()
+        );
+    }
+    Ok(Quantiles {
+        p50: tally.latencies.value_at_quantile(0.5) as f64,
+        p99: tally.latencies.value_at_quantile(0.99) as f64,
+    })
 }
 
 /// The Check the issue measures: a cached allowed token with an endpoint, an IP and a user agent.
@@ -197,6 +283,7 @@ async fn h2load(
         HEALTH_PATH
     };
     let requests = requests(flags, load);
+    let before = cpu_times("self")?;
     let output = tokio::process::Command::new(&flags.h2load)
         .args(["-n", &requests.to_string()])
         .args(["-c", &connections.to_string()])
@@ -218,7 +305,49 @@ async fn h2load(
     if !output.status.success() {
         bail!("h2load failed ({}): {text}", output.status);
     }
-    parse_h2load(&text, requests).with_context(|| format!("unexpected h2load output:\n{text}"))
+    if let Some(traffic) = text.lines().find(|line| line.starts_with("traffic:")) {
+        eprintln!("{rpc:?} {load:?} {traffic}");
+    }
+    let mut run = parse_h2load(&text, requests)
+        .with_context(|| format!("unexpected h2load output:\n{text}"))?;
+    // h2load is the only child this tool waits for while the server runs, so the growth of
+    // this process's waited-for children's time is h2load's.
+    let after = cpu_times("self")?;
+    run.cpu.client_micros =
+        (after.children - before.children).as_secs_f64() * 1e6 / requests as f64;
+    Ok(run)
+}
+
+/// A process's CPU time (user + system, all threads) and that of its waited-for children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTimes {
+    own: Duration,
+    children: Duration,
+}
+
+/// Of `process` (a pid, or `self`), from `/proc/<process>/stat` (Linux).
+fn cpu_times(process: &str) -> anyhow::Result<CpuTimes> {
+    let path = format!("/proc/{process}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_stat(&stat).with_context(|| format!("unexpected {path}: {stat}"))
+}
+
+/// `utime stime cutime cstime`: fields 14 to 17 of `proc_pid_stat(5)`, counted from the
+/// closing parenthesis of the command name (which may itself hold spaces and parentheses).
+fn parse_stat(stat: &str) -> anyhow::Result<CpuTimes> {
+    // USER_HZ, which `/proc` counts in, is 100 on every Linux architecture this runs on.
+    const TICK: Duration = Duration::from_millis(10);
+    let (_, after_name) = stat.rsplit_once(')').context("no command name")?;
+    // After the name: state (field 3), then fields 4 onwards.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |number: usize| -> anyhow::Result<u32> {
+        let text = fields.get(number - 3).context("too few fields")?;
+        Ok(text.parse()?)
+    };
+    Ok(CpuTimes {
+        own: TICK * (field(14)? + field(15)?),
+        children: TICK * (field(16)? + field(17)?),
+    })
 }
 
 /// Reads `finished in …, N req/s`, the succeeded count and the mean of `time for request`.
@@ -248,6 +377,7 @@ fn parse_h2load(text: &str, expected: u64) -> anyhow::Result<Run> {
     Ok(Run {
         requests_per_second,
         mean_latency: parse_h2load_duration(mean)?,
+        cpu: CpuPerCall::default(),
     })
 }
 
@@ -276,6 +406,7 @@ async fn allowed_checks(server: &Server) -> anyhow::Result<u64> {
 #[derive(Debug, Default)]
 struct Table {
     runs: Vec<(Rpc, Load, Run)>,
+    generator: Vec<(Rpc, Quantiles)>,
 }
 
 impl Table {
@@ -290,12 +421,7 @@ impl Table {
             .filter(|(r, l, _)| *r == rpc && *l == load)
             .map(|(_, _, run)| figure(run))
             .collect();
-        values.sort_by(f64::total_cmp);
-        match values.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => values[n / 2],
-            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-        }
+        median(&mut values)
     }
 
     fn rate(&self, rpc: Rpc, load: Load) -> f64 {
@@ -304,6 +430,40 @@ impl Table {
 
     fn mean_micros(&self, rpc: Rpc, load: Load) -> f64 {
         self.median(rpc, load, |run| run.mean_latency.as_secs_f64() * 1e6)
+    }
+
+    /// The median of a generator quantile.
+    fn generator_median(&self, rpc: Rpc, quantile: impl Fn(&Quantiles) -> f64) -> f64 {
+        let mut values: Vec<f64> = self
+            .generator
+            .iter()
+            .filter(|(r, _)| *r == rpc)
+            .map(|(_, quantiles)| quantile(quantiles))
+            .collect();
+        median(&mut values)
+    }
+
+    fn generator_rows(&self) -> String {
+        if self.generator.is_empty() {
+            return String::new();
+        }
+        let row = |name: &str, quantile: fn(&Quantiles) -> f64, target: &str| {
+            let check = self.generator_median(Rpc::Check, quantile);
+            let health = self.generator_median(Rpc::Health, quantile);
+            format!(
+                "\n| tessera-bench, 1 connection, c=1: {name} | {check:.0} µs | {health:.0} µs | {:.2}x | {target} |",
+                check / health
+            )
+        };
+        row("p50", |q| q.p50, "") + &row("p99", |q| q.p99, "≤ 1.25x")
+    }
+
+    fn server_cpu(&self, rpc: Rpc) -> f64 {
+        self.median(rpc, Load::Saturated, |run| run.cpu.server_micros)
+    }
+
+    fn client_cpu(&self, rpc: Rpc) -> f64 {
+        self.median(rpc, Load::Saturated, |run| run.cpu.client_micros)
     }
 
     fn saturated_ratio(&self) -> f64 {
@@ -317,8 +477,17 @@ impl Table {
             "| h2load, medians of {rounds} interleaved rounds | Check | health | ratio | target |\n\
              |---|---|---|---|---|\n\
              | saturated: throughput | {cs:.0}/s | {hs:.0}/s | {sat:.2}x | ≥ 0.90x |\n\
-             | 1 connection, 1 stream: mean latency | {cl:.1} µs | {hl:.1} µs | {single_ratio:.2}x | ≤ 1.05x |",
+             | 1 connection, 1 stream: mean latency | {cl:.1} µs | {hl:.1} µs | {single_ratio:.2}x | ≤ 1.05x |\n\
+             | saturated: server CPU per call | {csc:.2} µs | {hsc:.2} µs | {server_ratio:.2}x | |\n\
+             | saturated: h2load CPU per call | {ccc:.2} µs | {hcc:.2} µs | {client_ratio:.2}x | |{generator}",
+            generator = self.generator_rows(),
             rounds = self.runs.len() / 4,
+            csc = self.server_cpu(Rpc::Check),
+            hsc = self.server_cpu(Rpc::Health),
+            server_ratio = self.server_cpu(Rpc::Check) / self.server_cpu(Rpc::Health),
+            ccc = self.client_cpu(Rpc::Check),
+            hcc = self.client_cpu(Rpc::Health),
+            client_ratio = self.client_cpu(Rpc::Check) / self.client_cpu(Rpc::Health),
             cs = self.rate(Rpc::Check, Load::Saturated),
             hs = self.rate(Rpc::Health, Load::Saturated),
             sat = self.saturated_ratio(),
@@ -370,6 +539,16 @@ time for request:      102us      4.12ms       812us       201us    70.12%
             Duration::from_secs(2)
         );
         assert!(parse_h2load_duration("12").is_err());
+    }
+
+    #[test]
+    fn cpu_times_are_read_after_the_command_name_even_when_it_holds_parentheses() {
+        let stat = "4242 (tessera (x) y) S 1 4242 4242 0 -1 4194304 900 0 0 0 \
+                    250 50 7 3 20 0 3 0 100 1000 200";
+        let times = parse_stat(stat).expect("parsed");
+        assert_eq!(times.own, Duration::from_secs(3));
+        assert_eq!(times.children, Duration::from_millis(100));
+        assert!(parse_stat("4242 (short) S 1 2").is_err());
     }
 
     #[test]

@@ -135,6 +135,11 @@ impl Probe {
         Self::new(Rpc::AuthorizationCheck, request.encode_to_vec())
     }
 
+    /// An authorization Check of exactly `request`, expecting `allowed`.
+    pub fn check_request(request: &CheckRequest) -> Self {
+        Self::new(Rpc::AuthorizationCheck, request.encode_to_vec())
+    }
+
     /// The token a Check probe presents.
     #[cfg(test)]
     pub fn token(&self) -> Option<String> {

@@ -13,6 +13,7 @@ use crate::domain::fields::Tenant;
 use crate::domain::permission::{Permission, PermissionQuery};
 use crate::domain::report_handle::HandleError;
 use crate::domain::signature::PresentedSignature;
+use crate::grpc::check_answer::CheckAnswer;
 use crate::grpc::convert::{self, Violations};
 use crate::grpc::status;
 use crate::proto;
@@ -30,6 +31,26 @@ pub struct AuthorizationApi {
 impl AuthorizationApi {
     pub fn new(authorizer: Arc<Authorizer>, usage: Arc<Usage>) -> Self {
         Self { authorizer, usage }
+    }
+
+    /// Check: the decision and, when allowed, its report handle, encoded by the caller.
+    pub async fn answer(
+        &self,
+        request: Request<proto::CheckRequest>,
+    ) -> Result<CheckAnswer, Status> {
+        let mut request = request.into_inner();
+        let input = parse_check(&mut request, self.authorizer.default_tenant())?;
+        let decision = self.authorizer.check(&request.token, &input).await;
+        // One HMAC over about a hundred bytes.
+        let report_handle = match (decision.outcome, &decision.credential) {
+            (Ok(()), Some(credential)) => self.usage.report_settings().key.mint(
+                &credential.token_id,
+                &input.endpoint,
+                input.now,
+            ),
+            _ => Vec::new(),
+        };
+        Ok(CheckAnswer::new(decision, report_handle))
     }
 }
 
@@ -267,23 +288,14 @@ pub async fn decide(
 
 #[tonic::async_trait]
 impl AuthorizationService for AuthorizationApi {
+    /// Served by [`AuthorizationServer`](crate::grpc::check_answer::AuthorizationServer)
+    /// through [`AuthorizationApi::answer`]; this is the same answer as the generated message.
     async fn check(
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        let mut request = request.into_inner();
-        let input = parse_check(&mut request, self.authorizer.default_tenant())?;
-        let decision = self.authorizer.check(&request.token, &input).await;
-        let mut response = convert::check_response(&decision);
-        // One HMAC over about a hundred bytes into the response's own buffer.
-        if let (Ok(()), Some(credential)) = (decision.outcome, &decision.credential) {
-            response.report_handle = self.usage.report_settings().key.mint(
-                &credential.token_id,
-                &input.endpoint,
-                input.now,
-            );
-        }
-        Ok(Response::new(response))
+        let answer = self.answer(request).await?;
+        Ok(Response::new(answer.into_message()))
     }
 
     /// Accepted into the usage recorder without a database round trip. Only a handle this

@@ -26,7 +26,7 @@ impl<T, U> Default for ProstCodec<T, U> {
     }
 }
 
-fn buffer_settings() -> BufferSettings {
+pub(crate) fn buffer_settings() -> BufferSettings {
     BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
 }
 

@@ -593,7 +593,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
     }
 }
 
-fn rate_limit(status: RateLimitStatus) -> proto::RateLimitStatus {
+pub(crate) fn rate_limit(status: RateLimitStatus) -> proto::RateLimitStatus {
     proto::RateLimitStatus {
         limit: status.limit,
         remaining: status.remaining,

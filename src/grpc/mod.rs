@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod authorization;
+pub mod check_answer;
 pub mod codec;
 pub mod convert;
 pub mod envoy;
