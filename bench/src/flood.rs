@@ -218,7 +218,8 @@ async fn phases(flags: &FloodFlags, server: &Server, admin_key: &str) -> anyhow:
         eprintln!("!!! {other_answers} flood calls not answered TOKEN_UNKNOWN (first: {first})");
         passed = false;
     }
-    if lookups > flags.tokens as u64 {
+    // The valid token's own entry may be reloaded once per cache TTL, as the report says.
+    if lookups > flags.tokens as u64 + refreshes {
         eprintln!(
             "!!! {lookups} store lookups for {} distinct tokens",
             flags.tokens
