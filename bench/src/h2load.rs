@@ -150,12 +150,11 @@ async fn measure(flags: &H2loadFlags, server_binary: Option<PathBuf>) -> anyhow:
                     let server_before = cpu_times(&pid)?;
                     let mut run = h2load(flags, &server.url, rpc, load, body).await?;
                     let server_after = cpu_times(&pid)?;
-                    let calls = requests(flags, load) as f64;
+                    let sent = requests(flags, load);
                     run.cpu.server_micros =
-                        (server_after.own - server_before.own).as_secs_f64() * 1e6 / calls;
+                        (server_after.own - server_before.own).as_secs_f64() * 1e6 / sent as f64;
                     if rpc == Rpc::Check {
                         let allowed = allowed_checks(&server).await? - allowed_before;
-                        let sent = requests(flags, load);
                         if allowed != sent {
                             bail!("{sent} Checks sent, {allowed} answered allowed");
                         }

@@ -20,7 +20,7 @@ use prost::bytes::BufMut;
 use prost::encoding::{self, WireType};
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
 use tonic::server::{NamedService, UnaryService};
@@ -61,10 +61,7 @@ impl CheckAnswer {
     /// zero, an empty string, an absent message or optional).
     fn encode(&self, buf: &mut impl BufMut) {
         let decision = &self.decision;
-        let reason = match decision.outcome {
-            Ok(()) => proto::DenyReason::Allowed,
-            Err(reason) => convert::deny_reason(reason),
-        };
+        let reason = convert::outcome_reason(decision.outcome);
         let credential = decision.credential.as_deref();
         if decision.is_allowed() {
             encoding::bool::encode(1, &true, buf);
@@ -144,14 +141,14 @@ impl Codec for CheckCodec {
     type Encode = CheckAnswer;
     type Decode = proto::CheckRequest;
     type Encoder = AnswerEncoder;
-    type Decoder = RequestDecoder;
+    type Decoder = ProstDecoder<proto::CheckRequest>;
 
     fn encoder(&mut self) -> Self::Encoder {
         AnswerEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstDecoder::new(buffer_settings()))
+        ProstDecoder::new(buffer_settings())
     }
 }
 
@@ -165,22 +162,6 @@ impl Encoder for AnswerEncoder {
     fn encode(&mut self, answer: CheckAnswer, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         answer.encode(buf);
         Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        buffer_settings()
-    }
-}
-
-#[derive(Debug)]
-pub struct RequestDecoder(ProstDecoder<proto::CheckRequest>);
-
-impl Decoder for RequestDecoder {
-    type Item = proto::CheckRequest;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        self.0.decode(buf)
     }
 
     fn buffer_settings(&self) -> BufferSettings {

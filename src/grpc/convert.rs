@@ -601,11 +601,16 @@ pub(crate) fn rate_limit(status: RateLimitStatus) -> proto::RateLimitStatus {
     }
 }
 
-pub fn check_response(decision: &Decision) -> proto::CheckResponse {
-    let reason = match decision.outcome {
+/// What a Check's outcome is on the wire: `DENY_REASON_ALLOWED`, or why not.
+pub fn outcome_reason(outcome: Result<(), DenyReason>) -> proto::DenyReason {
+    match outcome {
         Ok(()) => proto::DenyReason::Allowed,
         Err(reason) => deny_reason(reason),
-    };
+    }
+}
+
+pub fn check_response(decision: &Decision) -> proto::CheckResponse {
+    let reason = outcome_reason(decision.outcome);
     let credential = decision.credential.as_deref();
     proto::CheckResponse {
         allowed: decision.is_allowed(),
@@ -653,10 +658,7 @@ fn count(count: u64) -> i64 {
 }
 
 fn recent_call(call: &CallRecord) -> proto::RecentCall {
-    let reason = match call.outcome {
-        Ok(()) => proto::DenyReason::Allowed,
-        Err(reason) => deny_reason(reason),
-    };
+    let reason = outcome_reason(call.outcome);
     proto::RecentCall {
         time: Some(timestamp(call.time)),
         endpoint: call.endpoint.clone(),
