@@ -1,7 +1,7 @@
 // The operator console in a real browser (run by tests/api/console/browser.rs): sign in, create
 // a token and copy its secret, see it is not shown again, Check it (asked of the Rust test) and
 // see the usage appear, rotate, revoke. Screenshots of the main pages, secrets masked.
-import { ask, copySecret, env, expect, need, run, screenshot } from "./lib.mjs";
+import { ask, copySecret, env, expect, gotoSettled, need, run, screenshot, waitForCalls } from "./lib.mjs";
 
 const adminKey = need("TESSERA_ADMIN_KEY");
 const name = "browser-token";
@@ -43,23 +43,15 @@ await run([
       back.includes("ERR_CACHE_MISS") || !(await page.content()).includes(secret),
       `going back does not show the secret again (${back})`,
     );
-    // Chromium is still moving to its error page: let it land before going elsewhere.
-    await page.waitForLoadState("load");
-    await page.waitForTimeout(200);
-    await page.goto(tokenPage);
+    // Chromium may still be moving to its error page, which would interrupt a plain goto.
+    await gotoSettled(page, tokenPage);
   }],
   ["a Check with the copied secret is allowed and its usage appears", async ({ page }) => {
     const checked = await ask({ check: secret, permission: "orders:read" });
     expect(checked.allowed === true, `allowed: ${JSON.stringify(checked)}`);
     await page.goto(tokenPage);
     await page.getByRole("link", { name: "Usage of this token" }).click();
-    let calls = "";
-    for (let attempt = 0; attempt < 40; attempt += 1) {
-      calls = await page.locator(".stat .value").first().innerText();
-      if (calls === "1") break;
-      await page.waitForTimeout(250);
-      await page.reload();
-    }
+    const calls = await waitForCalls(page, "1");
     expect(calls === "1", `the usage page counts the call (saw ${calls})`);
     await page.getByRole("heading", { name: "Calls per day" }).waitFor();
     expect((await page.locator("figure svg").count()) >= 1, "a chart is drawn");

@@ -47,8 +47,9 @@ export async function launch() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: env.base });
   const page = await context.newPage();
-  // A missing element fails in seconds, not the default half minute.
-  page.setDefaultTimeout(10_000);
+  // Generous: under the whole suite on a 2-core machine a page can take seconds to answer; a
+  // missing element still fails the run, and the step's elapsed time is in the log.
+  page.setDefaultTimeout(30_000);
   // A page that logs an error (a CSP violation, a failed script) fails the run.
   const problems = [];
   page.on("console", (message) => {
@@ -79,7 +80,9 @@ export async function run(steps) {
   try {
     for (const [name, step] of steps) {
       process.stderr.write(`step: ${name}\n`);
+      const started = Date.now();
       await step(session);
+      process.stderr.write(`  took ${Date.now() - started} ms\n`);
       expect(session.problems.length === 0, `no page errors after "${name}": ${session.problems}`);
     }
     process.stdout.write("DONE\n");
@@ -105,4 +108,32 @@ export async function copySecret(page, selector) {
   const copied = await page.evaluate(() => navigator.clipboard.readText());
   expect(copied === shown, "the clipboard holds the secret shown");
   return copied;
+}
+
+/** Goes to `url`, again when a navigation still under way (Chromium landing on an error page
+ * after a back) interrupts it. */
+export async function gotoSettled(page, url) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await page.goto(url);
+    } catch (error) {
+      const interrupted = /interrupted by another navigation|ERR_ABORTED|frame was detached/.test(String(error));
+      if (!interrupted || attempt === 5) throw error;
+      process.stderr.write(`  goto ${url} interrupted (${error.message.split("\n")[0]}); again\n`);
+      await page.waitForTimeout(250);
+    }
+  }
+}
+
+/** Reloads the usage page until its first figure reads `expected` (usage is flushed in the
+ * background), for at most 30 seconds; returns what it read last. */
+export async function waitForCalls(page, expected) {
+  const deadline = Date.now() + 30_000;
+  let calls = await page.locator(".stat .value").first().innerText();
+  while (calls !== expected && Date.now() < deadline) {
+    await page.waitForTimeout(250);
+    await page.reload();
+    calls = await page.locator(".stat .value").first().innerText();
+  }
+  return calls;
 }

@@ -2,7 +2,7 @@
 // URL, create a token and copy its secret, see it is not shown again, Check it and see the
 // usage, rotate, revoke; another principal's token is not reachable by id, and the URL works
 // once. Screenshots of the main pages, secrets masked.
-import { ask, copySecret, env, expect, launch, need, run, screenshot } from "./lib.mjs";
+import { ask, copySecret, env, expect, launch, need, run, screenshot, waitForCalls } from "./lib.mjs";
 
 const portalUrl = need("TESSERA_PORTAL_URL");
 const otherToken = need("TESSERA_OTHER_TOKEN_ID");
@@ -39,13 +39,7 @@ await run([
     expect(checked.allowed === true, `allowed: ${JSON.stringify(checked)}`);
     await page.goto(tokenPage);
     await page.locator("main").getByRole("link", { name: "Usage", exact: true }).click();
-    let calls = "";
-    for (let attempt = 0; attempt < 40; attempt += 1) {
-      calls = await page.locator(".stat .value").first().innerText();
-      if (calls === "1") break;
-      await page.waitForTimeout(250);
-      await page.reload();
-    }
+    const calls = await waitForCalls(page, "1");
     expect(calls === "1", `the usage page counts the call (saw ${calls})`);
     expect((await page.locator("figure svg").count()) >= 1, "a chart is drawn");
     await screenshot(page, "portal-usage");

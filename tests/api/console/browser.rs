@@ -51,16 +51,27 @@ fn screenshots_dir() -> (PathBuf, Option<tempfile::TempDir>) {
     }
 }
 
-/// Runs `script` with `env`, answering its questions with `answer`; panics unless it ends with
-/// DONE and exit code 0.
+/// A browser script that did not end with DONE and exit code 0: its log, printed as is by the
+/// test's `Error:` line. A returned error, unlike a panic, prints no backtrace after it, so the
+/// script's own message is the last thing a CI log's tail shows.
+struct ScriptFailed(String);
+
+impl std::fmt::Debug for ScriptFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs `script` with `env`, answering its questions with `answer`; fails unless it ends with
+/// DONE and exit code 0, keeping its screenshots (the failure's included) where it says.
 async fn run_script(
     app: &TestApp,
     script: &str,
     env: &[(&str, String)],
     answer: impl AsyncFn(&TestApp, Value) -> Value,
-) {
+) -> Result<(), ScriptFailed> {
     let chromium = require_browser_tools();
-    let (screenshots, _keep) = screenshots_dir();
+    let (screenshots, temporary) = screenshots_dir();
     let mut command = tokio::process::Command::new("node");
     command
         .arg(repo().join("tests/browser").join(script))
@@ -106,13 +117,20 @@ async fn run_script(
         child.wait().await.expect("node ends")
     })
     .await;
+    // On a timeout the child is killed (kill_on_drop), which ends its stderr and so the log.
+    drop(child);
     let log = log.await.unwrap_or_default();
-    let status = finished.unwrap_or_else(|_| panic!("{script} took over 4 minutes:\n{log}"));
-    assert!(
-        status.success() && done,
-        "{script} failed ({status}); screenshots in {}:\n{log}",
+    let outcome = match finished {
+        Ok(status) if status.success() && done => return Ok(()),
+        Ok(status) => format!("failed ({status})"),
+        Err(_) => "took over 4 minutes".to_owned(),
+    };
+    // Kept, so the failure's screenshot can be looked at after the test ends.
+    let screenshots = temporary.map_or(screenshots, tempfile::TempDir::keep);
+    Err(ScriptFailed(format!(
+        "{script} {outcome}; screenshots in {}; its log:\n{log}",
         screenshots.display()
-    );
+    )))
 }
 
 /// A service's Check with what the browser copied.
@@ -133,7 +151,8 @@ async fn answer_check(app: &TestApp, question: Value) -> Value {
 }
 
 #[tokio::test]
-async fn an_operator_creates_copies_checks_rotates_and_revokes_a_token_in_a_real_browser() {
+async fn an_operator_creates_copies_checks_rotates_and_revokes_a_token_in_a_real_browser()
+-> Result<(), ScriptFailed> {
     let app = spawn_console_with(Backend::Sqlite, |settings| {
         settings.usage_flush_interval_ms = 50;
     })
@@ -146,11 +165,12 @@ async fn an_operator_creates_copies_checks_rotates_and_revokes_a_token_in_a_real
         &[("TESSERA_ADMIN_KEY", app.admin_key.clone())],
         answer_check,
     )
-    .await;
+    .await
 }
 
 #[tokio::test]
-async fn a_portal_user_manages_only_their_own_tokens_from_a_one_time_url_in_a_real_browser() {
+async fn a_portal_user_manages_only_their_own_tokens_from_a_one_time_url_in_a_real_browser()
+-> Result<(), ScriptFailed> {
     let app = spawn_console_with(Backend::Sqlite, |settings| {
         settings.usage_flush_interval_ms = 50;
     })
@@ -169,5 +189,5 @@ async fn a_portal_user_manages_only_their_own_tokens_from_a_one_time_url_in_a_re
         ],
         answer_check,
     )
-    .await;
+    .await
 }
