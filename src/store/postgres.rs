@@ -27,6 +27,7 @@ super::sql::impl_store! {
     wait_for_event_writers: "LOCK TABLE events IN SHARE MODE",
     token_names_role: "tokens.roles::jsonb @> jsonb_build_array($2::text)",
     skip_locked: " FOR UPDATE OF d SKIP LOCKED",
+    begin_write: "BEGIN",
 }
 
 pub struct PostgresStore {

@@ -166,7 +166,8 @@ macro_rules! impl_store {
         wait_for_audit_writers: $wait_for_audit_writers:literal,
         wait_for_event_writers: $wait_for_event_writers:literal,
         token_names_role: $token_names_role:literal,
-        skip_locked: $skip_locked:literal $(,)?
+        skip_locked: $skip_locked:literal,
+        begin_write: $begin_write:literal $(,)?
     ) => {
         /// The SQL of `src/store/sql.rs`, stamped out for this backend's struct, whose private
         /// pools and methods it uses as the backend's own code.
@@ -222,6 +223,16 @@ macro_rules! impl_store {
             type CreditTake = (i64, i64, Option<i64>, Option<i64>);
 
             impl $store {
+                /// A transaction that writes: `$begin_write` (SQLite's takes the write lock
+                /// first, waiting out another writer under the busy timeout; a deferred one
+                /// that read first cannot take it once another connection has committed, and
+                /// fails at once with SQLITE_BUSY).
+                async fn begin_write(
+                    &self,
+                ) -> Result<sqlx::Transaction<'static, $database>, StoreError> {
+                    self.pool.begin_with($begin_write).await.map_err(map_error)
+                }
+
                 async fn insert_audit_row(
                     connection: &mut <$database as sqlx::Database>::Connection,
                     event: &AuditEvent,
@@ -342,7 +353,7 @@ macro_rules! impl_store {
                     if !low || low_period == Some(period) {
                         return Ok(());
                     }
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: Option<TokenRow> = sqlx::query_as(concat!(
                         "UPDATE tokens SET credits_low_period = $2 WHERE id = $1 \
                          AND credits_refilled_at = $2 \
@@ -570,7 +581,7 @@ macro_rules! impl_store {
                 ) -> Result<Token, StoreError> {
                     let token = &new.token;
                     let created_at = micros(token.created_at);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
 
                     // Serialises concurrent creates for one owner, so the count cannot race. The
                     // token's creation instant is "now" for what counts as live.
@@ -660,7 +671,7 @@ macro_rules! impl_store {
                 ) -> Result<Token, StoreError> {
                     let changes = &update.changes;
                     let updated_at = micros(update.updated_at);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
 
                     // Locks the token and reads what the checks below need. Then only the
                     // columns of the mask are written: a concurrent update of other fields keeps
@@ -788,7 +799,7 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                 ) -> Result<Token, StoreError> {
                     let rotated_at = micros(rotation.rotated_at);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
 
                     // Locks the token first, so two concurrent rotations cannot both retire the
                     // same secret and one of them lose its new one.
@@ -904,7 +915,7 @@ macro_rules! impl_store {
                     at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<Token, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: Option<TokenRow> = sqlx::query_as(concat!(
                         "UPDATE tokens SET revoked_at = $2, updated_at = $2, version = version + 1 \
                          WHERE id = $1 AND revoked_at IS NULL RETURNING ",
@@ -928,7 +939,7 @@ macro_rules! impl_store {
                     at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<Token, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: Option<TokenRow> = sqlx::query_as(concat!(
                         "UPDATE tokens SET suspended_at = $2, suspend_reason = $3, updated_at = $4, \
                          version = version + 1 \
@@ -1004,7 +1015,7 @@ macro_rules! impl_store {
                     principal: &Principal,
                     audit: &AuditEvent,
                 ) -> Result<Principal, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: PrincipalRow = sqlx::query_as(
                         "INSERT INTO principals \
                          (tenant, id, permissions, disabled, rate_limit_per_minute, \
@@ -1057,7 +1068,7 @@ macro_rules! impl_store {
                     role: &Role,
                     audit: &AuditEvent,
                 ) -> Result<Role, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: RoleRow = sqlx::query_as(
                         "INSERT INTO roles (tenant, name, permissions, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5) \
@@ -1107,7 +1118,7 @@ macro_rules! impl_store {
                     let updated_at = status.updated_at.ok_or_else(|| {
                         StoreError::Internal("an api status is set without updated_at".to_owned())
                     })?;
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: ApiStatusRow = sqlx::query_as(
                         "INSERT INTO api_status (scope, online, message, updated_at) \
                          VALUES ($1, $2, $3, $4) \
@@ -1215,7 +1226,7 @@ macro_rules! impl_store {
                     new: &NewAdminKey,
                     audit: &AuditEvent,
                 ) -> Result<AdminKey, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     Self::insert_admin_key_row(&mut transaction, new).await?;
                     Self::commit_with_audit(transaction, audit).await?;
                     Ok(new.key.clone())
@@ -1283,7 +1294,7 @@ macro_rules! impl_store {
                     at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<AdminKey, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let revoked: Option<AdminKeyRow> = sqlx::query_as(concat!(
                         "UPDATE admin_keys SET revoked_at = $2 \
                          WHERE id = $1 AND revoked_at IS NULL RETURNING ",
@@ -1336,7 +1347,7 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                     persist: PersistKey<'_>,
                 ) -> Result<Bootstrapped, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
                     // key; SQLite: the write lock this first write takes) until this transaction
                     // ends, then finds it taken. A rollback frees it for the next.
@@ -1382,7 +1393,7 @@ macro_rules! impl_store {
                         StoreError::Internal("a retired secret report names no token".to_owned())
                     })?;
                     let minute = event.time.timestamp().div_euclid(60);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // The primary key decides: of concurrent reports for one token and minute, one
                     // inserts, the others wait for it to commit and then insert nothing.
                     let claimed = sqlx::query(
@@ -1512,7 +1523,7 @@ macro_rules! impl_store {
                     before: DateTime<Utc>,
                     limit: u32,
                 ) -> Result<u64, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let seqs: Vec<i64> = sqlx::query_scalar(
                         "SELECT seq FROM events WHERE time < $1 ORDER BY seq LIMIT $2",
                     )
@@ -1551,7 +1562,7 @@ macro_rules! impl_store {
                     limit: u32,
                 ) -> Result<u64, StoreError> {
                     use $crate::domain::event::ExpiryNotice;
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let mut sent = 0u64;
                     for notice in ExpiryNotice::ALL {
                         let (from, until) = notice.window(now);
@@ -1669,7 +1680,7 @@ macro_rules! impl_store {
                     updated_at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<Principal, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Only the columns of the mask: a concurrent update of other fields keeps
                     // its values.
                     let mut builder = sqlx::QueryBuilder::<$database>::new(
@@ -1853,7 +1864,7 @@ macro_rules! impl_store {
                     now: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<Token, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: Option<TokenRow> = sqlx::query_as(concat!(
                         "UPDATE tokens SET credits_remaining = CASE WHEN ",
                         credit_balance!(),
@@ -1897,7 +1908,7 @@ macro_rules! impl_store {
                     name: &RoleName,
                     audit: &AuditEvent,
                 ) -> Result<Role, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Locks the role first (on SQLite: takes the write lock), so an upsert of the
                     // same role waits for the verdict below.
                     let role: Option<RoleRow> = sqlx::query_as(
@@ -1966,7 +1977,7 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                 ) -> Result<TenantPolicy, StoreError> {
                     let params = PolicyParams::of(policy);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: PolicyRow = sqlx::query_as(concat!(
                         "INSERT INTO tenant_policies (tenant, max_lifetime_seconds, \
                          default_lifetime_seconds, require_expiry, max_tokens_per_owner, \
@@ -2031,7 +2042,7 @@ macro_rules! impl_store {
                         }
                         Some((token_id, _)) => token_id,
                     };
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Locks the token (a no-op update, see the top of this file), so that of
                     // concurrent reports of one token one decides and the others see its result.
                     let row: Option<TokenRow> = sqlx::query_as(concat!(
@@ -2143,7 +2154,7 @@ macro_rules! impl_store {
                     max_live_per_owner: u32,
                     audits: &[AuditEvent],
                 ) -> Result<Vec<Token>, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Each owner's row is locked (in id order, so two imports cannot wait on each
                     // other in a cycle) before its live tokens are counted, as create_token does.
                     let mut owners: std::collections::BTreeMap<(&str, &str), (i64, i64)> =
@@ -2196,7 +2207,7 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                 ) -> Result<Webhook, StoreError> {
                     let webhook = &new.webhook;
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Locks the tenant's webhooks (a no-op update) before counting them, so
                     // concurrent creates in a tenant that has one count one after the other.
                     sqlx::query("UPDATE webhooks SET updated_at = updated_at WHERE tenant = $1")
@@ -2279,7 +2290,7 @@ macro_rules! impl_store {
                     updated_at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<Webhook, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // Only the named columns, so concurrent updates of other fields stay.
                     let mut builder =
                         sqlx::QueryBuilder::<$database>::new("UPDATE webhooks SET updated_at = ");
@@ -2331,7 +2342,7 @@ macro_rules! impl_store {
                     id: &WebhookId,
                     audit: &AuditEvent,
                 ) -> Result<Webhook, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: Option<WebhookRow> = sqlx::query_as(concat!(
                         "DELETE FROM webhooks WHERE id = $1 RETURNING ",
                         webhook_columns!("")
@@ -2378,7 +2389,7 @@ macro_rules! impl_store {
                     limit: u32,
                 ) -> Result<Vec<DueDelivery>, StoreError> {
                     let now = micros(now);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     // The UPDATE first: on SQLite it takes the write lock at once; on Postgres
                     // the subquery's row locks skip deliveries another replica is claiming.
                     let claimed: Vec<i64> = sqlx::query_scalar(concat!(
@@ -2440,7 +2451,7 @@ macro_rules! impl_store {
                         AttemptResult::Retry { at } => ("pending", Some(micros(*at)), None),
                         AttemptResult::Failed => ("failed", None, None),
                     };
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let updated = sqlx::query(
                         "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1, \
                          next_attempt_at = COALESCE($3, next_attempt_at), leased_until = NULL, \
@@ -2536,7 +2547,7 @@ macro_rules! impl_store {
                 ) -> Result<(), StoreError> {
                     let (kind, admin_key_hash, tenant, principal_id, return_url) =
                         session_kind_columns(&new.kind);
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     sqlx::query(
                         "INSERT INTO console_sessions (id, kind, secret_hash, code_hash, \
                          admin_key_hash, actor, tenant, principal_id, return_url, created_at, \
@@ -2657,7 +2668,7 @@ macro_rules! impl_store {
                     updated_at: DateTime<Utc>,
                     audit: &AuditEvent,
                 ) -> Result<PortalBranding, StoreError> {
-                    let mut transaction = self.pool.begin().await.map_err(map_error)?;
+                    let mut transaction = self.begin_write().await?;
                     let row: BrandingRow = sqlx::query_as(
                         "INSERT INTO portal_branding \
                          (tenant, product_name, logo_url, accent_color, updated_at) \

@@ -61,6 +61,8 @@ super::sql::impl_store! {
     wait_for_event_writers: "SELECT 1",
     token_names_role: "EXISTS (SELECT 1 FROM json_each(tokens.roles) WHERE value = $2)",
     skip_locked: "",
+    // Write transactions take the write lock first (see `begin_write`, src/store/sql.rs).
+    begin_write: "BEGIN IMMEDIATE",
 }
 
 pub struct SqliteStore {

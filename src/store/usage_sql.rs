@@ -74,10 +74,10 @@ macro_rules! usage_methods {
             if batch.is_empty() {
                 return Ok(());
             }
-            let mut transaction = self.pool.begin().await.map_err(map_error)?;
+            let mut transaction = self.begin_write().await?;
 
-            // First, so that it also takes SQLite's write lock before anything is read: a
-            // flush already written (its COMMIT went through, its reply did not) is a no-op.
+            // First: a flush already written (its COMMIT went through, its reply did not) is a
+            // no-op.
             let recorded = sqlx::query(
                 "INSERT INTO usage_flushes (flush_id, flushed_at) VALUES ($1, $2) \
                  ON CONFLICT (flush_id) DO NOTHING",

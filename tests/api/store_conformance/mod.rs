@@ -69,6 +69,7 @@ macro_rules! store_suite {
                 admin_keys::revoking_an_admin_key_writes_its_audit_event_once,
                 admin_keys::audit_events_filter_by_several_tenants,
                 tokens::a_tokens_secret_hashes_are_its_current_and_retired_ones,
+                database::upkeep_that_reads_before_it_writes_succeeds_beside_concurrent_admin_writes,
                 tokens::an_audit_event_can_be_written_on_its_own,
                 tokens::an_update_writes_only_the_fields_it_names,
                 tokens::an_update_at_a_stale_version_is_a_mismatch_and_writes_nothing,
