@@ -11,9 +11,10 @@
 //!
 //! Placeholders are `$1, $2, …` in both dialects: sqlx's SQLite driver binds `$N` by position, so
 //! one statement text serves both. Locks are taken with a no-op `UPDATE … RETURNING` rather than
-//! `SELECT … FOR UPDATE`, which SQLite lacks: on Postgres it locks the row; on SQLite a write as
-//! the first statement takes the database write lock at once, so the transaction never has to
-//! upgrade a read lock (which SQLite would refuse with `SQLITE_BUSY` instead of waiting).
+//! `SELECT … FOR UPDATE`, which SQLite lacks: on Postgres it locks the row. SQLite needs no row
+//! lock: every transaction that writes opens with `BEGIN IMMEDIATE` (`begin_write`), which takes
+//! the database write lock before anything is read, so it never has to upgrade a read lock
+//! (which SQLite would refuse with `SQLITE_BUSY` instead of waiting).
 //!
 //! A transaction dropped on an error path rolls back (sqlx flushes the rollback before the
 //! connection returns to the pool), so business errors simply return.
@@ -1349,7 +1350,7 @@ macro_rules! impl_store {
                 ) -> Result<Bootstrapped, StoreError> {
                     let mut transaction = self.begin_write().await?;
                     // The claim: a concurrent bootstrap waits on this row (Postgres: its primary
-                    // key; SQLite: the write lock this first write takes) until this transaction
+                    // key; SQLite: the write lock `begin_write` took) until this transaction
                     // ends, then finds it taken. A rollback frees it for the next.
                     let claimed: Option<i64> = sqlx::query_scalar(
                         "INSERT INTO bootstrap (singleton, created_at) VALUES (1, $1) \
@@ -1909,8 +1910,8 @@ macro_rules! impl_store {
                     audit: &AuditEvent,
                 ) -> Result<Role, StoreError> {
                     let mut transaction = self.begin_write().await?;
-                    // Locks the role first (on SQLite: takes the write lock), so an upsert of the
-                    // same role waits for the verdict below.
+                    // Locks the role first (on SQLite the transaction holds the write lock
+                    // already), so an upsert of the same role waits for the verdict below.
                     let role: Option<RoleRow> = sqlx::query_as(
                         "UPDATE roles SET updated_at = updated_at \
                          WHERE tenant = $1 AND name = $2 \
@@ -2390,8 +2391,8 @@ macro_rules! impl_store {
                 ) -> Result<Vec<DueDelivery>, StoreError> {
                     let now = micros(now);
                     let mut transaction = self.begin_write().await?;
-                    // The UPDATE first: on SQLite it takes the write lock at once; on Postgres
-                    // the subquery's row locks skip deliveries another replica is claiming.
+                    // On Postgres the subquery's row locks skip deliveries another replica is
+                    // claiming (SQLite's transaction holds the write lock already).
                     let claimed: Vec<i64> = sqlx::query_scalar(concat!(
                         "UPDATE webhook_deliveries SET leased_until = $2 WHERE id IN (\
                          SELECT d.id FROM webhook_deliveries d JOIN webhooks w \
